@@ -1,0 +1,5 @@
+"""Pure detector classes: no Kafka, no network, no clock reads. See `Finding`."""
+
+from detectors.finding import Finding, Severity
+
+__all__ = ["Finding", "Severity"]

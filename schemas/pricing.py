@@ -1,0 +1,33 @@
+"""The pricing file: overrides (negotiated, private or self-hosted models) that win
+over the public catalog. Prices are USD per million tokens."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PricePerMTok = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class PriceEntry(BaseModel):
+    """One override. `model` is matched case-insensitively and exactly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Annotated[str, Field(min_length=1)]
+    model: Annotated[str, Field(min_length=1)]
+    effective_from: date | None = None
+    input: PricePerMTok
+    cached_input: PricePerMTok | None = None
+    cache_write: PricePerMTok | None = None
+    output: PricePerMTok
+    reasoning: PricePerMTok | None = None
+
+
+class PricingFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prices: list[PriceEntry] = Field(default_factory=list)

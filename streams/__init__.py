@@ -1,0 +1,1 @@
+"""The streaming edge of spendstream: Faust app, sinks, broker, CLI."""
