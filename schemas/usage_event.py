@@ -48,6 +48,8 @@ def _epoch_millis_to_datetime(value: Any) -> Any:
     return value
 
 
+ReportedCost = Annotated[Decimal, Field(ge=0, le=1_000_000_000, allow_inf_nan=False)]
+Tags = Annotated[dict[OptionalStr, OptionalStr], Field(max_length=64)]
 Timestamp = Annotated[datetime, BeforeValidator(_epoch_millis_to_datetime)]
 
 
@@ -89,8 +91,8 @@ class UsageEvent(BaseModel):
     status_code: Annotated[int, Field(ge=0, le=999, strict=True)] | None = None
     retry_count: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] = 0
     retry_of: OptionalStr = ""
-    reported_cost_usd: Annotated[Decimal, Field(ge=0, le=1_000_000_000, allow_inf_nan=False)] | None = None
-    tags: Annotated[dict[OptionalStr, OptionalStr], Field(max_length=64)] = Field(default_factory=dict)
+    reported_cost_usd: ReportedCost | None = None
+    tags: Tags = Field(default_factory=dict)
 
     @field_validator("timestamp")
     @classmethod

@@ -94,7 +94,9 @@ def open_clickhouse(url: str, password: SecretStr | None = None) -> ClickHouseHa
         secret = password.get_secret_value() if password else (parsed.password or "")
         client = clickhouse_connect.get_client(password=secret, **kwargs)
         return ClickHouseHandle(client=client, url=url)
-    raise ConfigError(f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:// or http(s)://")
+    raise ConfigError(
+        f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:// or http(s)://"
+    )
 
 
 @contextmanager
@@ -133,7 +135,9 @@ def split_statements(sql: str) -> list[str]:
 
 
 def _has_code(statement: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("--") for line in statement.splitlines())
+    return any(
+        line.strip() and not line.strip().startswith("--") for line in statement.splitlines()
+    )
 
 
 def apply_migrations(client: Client) -> list[str]:

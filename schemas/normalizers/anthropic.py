@@ -1,0 +1,99 @@
+"""Anthropic Messages bodies.
+
+Anthropic's `input_tokens` EXCLUDES `cache_read_input_tokens` and
+`cache_creation_input_tokens`, so the canonical input is the sum of the three.
+The `cache_creation` object (`ephemeral_5m_input_tokens`,
+`ephemeral_1h_input_tokens`) splits the cache-write total by TTL; it is not
+extra. Thinking tokens are inside `output_tokens` and the API does not count
+them separately, so `reasoning_tokens` stays 0.
+
+Accepted bodies:
+- a Message (`type: "message"`), also as returned by Bedrock InvokeModel and
+  Vertex AI (pass `provider=`/`model=` there as needed);
+- `{"events": [...]}`: the recorded stream events. `message_start` carries the
+  id, model and initial usage; each `message_delta` carries cumulative usage,
+  so later values replace earlier ones, never add to them.
+
+A 1-hour cache write costs more than a 5-minute one; the canonical event has a
+single `cache_write_tokens`, so the 1-hour part goes to the tag
+`cache_write_1h_tokens` for the pricing side to use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from schemas.normalizers._common import (
+    NormalizationError,
+    as_mapping,
+    build_event,
+    optional_mapping,
+    token_count,
+)
+
+PROVIDER = "anthropic"
+CACHE_WRITE_1H_TAG = "cache_write_1h_tokens"
+
+
+def normalize_anthropic(body: Mapping[str, Any], **ownership: Any) -> dict[str, Any]:
+    body = as_mapping(body, "anthropic body")
+    if "events" in body and "usage" not in body:
+        body = merge_stream_events(body["events"])
+    usage = body.get("usage")
+    if usage is None:
+        raise NormalizationError("anthropic body has no usage")
+    usage = as_mapping(usage, "anthropic usage")
+    if usage.get("input_tokens") is None:
+        raise NormalizationError("anthropic usage has no input_tokens")
+
+    uncached = token_count(usage.get("input_tokens"), "usage.input_tokens")
+    cache_read = token_count(usage.get("cache_read_input_tokens"), "cache_read_input_tokens")
+    split = optional_mapping(usage.get("cache_creation"), "usage.cache_creation")
+    write_5m = token_count(split.get("ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
+    write_1h = token_count(split.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
+    if usage.get("cache_creation_input_tokens") is not None:
+        cache_write = token_count(
+            usage["cache_creation_input_tokens"], "cache_creation_input_tokens"
+        )
+    else:
+        cache_write = write_5m + write_1h
+
+    tags = {CACHE_WRITE_1H_TAG: str(write_1h)} if write_1h else {}
+    return build_event(
+        format_name="anthropic",
+        provider=PROVIDER,
+        model=body.get("model"),
+        request_id=body.get("id"),
+        timestamp=None,
+        input_tokens=uncached + cache_read + cache_write,
+        cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        output_tokens=token_count(usage.get("output_tokens"), "usage.output_tokens"),
+        extra={"tags": tags},
+        ownership=ownership,
+    )
+
+
+def merge_stream_events(events: Any) -> dict[str, Any]:
+    """A Message-shaped body from recorded stream events (see module doc)."""
+    if not isinstance(events, list):
+        raise NormalizationError("anthropic 'events' must be a JSON array")
+    message: dict[str, Any] | None = None
+    usage: dict[str, Any] = {}
+    for event in events:
+        if not isinstance(event, Mapping):
+            continue
+        kind = event.get("type")
+        if kind == "message_start":
+            start = as_mapping(event.get("message"), "message_start.message")
+            message = dict(start)
+            usage = dict(optional_mapping(start.get("usage"), "message_start usage"))
+        elif kind == "message_delta" and event.get("usage") is not None:
+            delta = as_mapping(event["usage"], "message_delta usage")
+            # Cumulative counts: the latest value replaces the earlier one.
+            usage.update({k: v for k, v in delta.items() if v is not None})
+    if message is None:
+        raise NormalizationError("anthropic stream has no message_start event")
+    message["usage"] = usage
+    return message

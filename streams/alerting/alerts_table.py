@@ -1,0 +1,122 @@
+"""Writes alerts and delivery attempts to ClickHouse (`alerts`, `alert_deliveries`).
+
+`add_alert` / `add_delivery` only append to a buffer, so the delivery path never
+waits on ClickHouse; `flush()` inserts the buffer (blocking: call it from a
+thread, as `run()` does). A failed insert keeps the rows for the next flush, so
+a ClickHouse outage delays the rows rather than losing them, up to `max_buffer`
+rows per table; beyond that the oldest rows are dropped and counted in
+`dropped` (logged), because an unbounded buffer would turn a long outage into
+an out-of-memory crash of the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from schemas.alert import ALERT_COLUMNS, DELIVERY_COLUMNS, Alert, AlertDelivery, evidence_json
+
+log = logging.getLogger(__name__)
+
+ALERTS_TABLE = "alerts"
+DELIVERIES_TABLE = "alert_deliveries"
+
+
+def alert_row(alert: Alert) -> list[Any]:
+    values = alert.model_dump()
+    values["evidence"] = evidence_json(alert.evidence)
+    return [values[column] for column in ALERT_COLUMNS]
+
+
+def delivery_row(delivery: AlertDelivery) -> list[Any]:
+    values = delivery.model_dump()
+    return [values[column] for column in DELIVERY_COLUMNS]
+
+
+class AlertsTableWriter:
+    """Buffered writer; a `DeliveryRecorder` for `AlertDeliveryQueue`."""
+
+    def __init__(
+        self, client: Client, *, max_buffer: int = 10_000, flush_interval: float = 1.0
+    ) -> None:
+        self.client = client
+        self.max_buffer = max_buffer
+        self.flush_interval = flush_interval
+        self.dropped = 0
+        self._alerts: deque[list[Any]] = deque()
+        self._deliveries: deque[list[Any]] = deque()
+        self._buffer_lock = threading.Lock()
+        # One insert at a time: the chdb client is not safe across threads.
+        self._client_lock = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def add_alert(self, alert: Alert) -> None:
+        self._add(self._alerts, alert_row(alert))
+
+    def add_delivery(self, delivery: AlertDelivery) -> None:
+        self._add(self._deliveries, delivery_row(delivery))
+
+    def _add(self, buffer: deque[list[Any]], row: list[Any]) -> None:
+        with self._buffer_lock:
+            buffer.append(row)
+            if len(buffer) > self.max_buffer:
+                buffer.popleft()
+                self.dropped += 1
+                log.error(
+                    "alerts table buffer full: dropped the oldest row (%d so far)", self.dropped
+                )
+
+    @property
+    def pending(self) -> int:
+        with self._buffer_lock:
+            return len(self._alerts) + len(self._deliveries)
+
+    def flush(self) -> int:
+        """Insert what is buffered; return the number of rows written. Blocking."""
+        written = 0
+        with self._client_lock:
+            for table, buffer, columns in (
+                (ALERTS_TABLE, self._alerts, ALERT_COLUMNS),
+                (DELIVERIES_TABLE, self._deliveries, DELIVERY_COLUMNS),
+            ):
+                with self._buffer_lock:
+                    rows = list(buffer)
+                    buffer.clear()
+                if not rows:
+                    continue
+                try:
+                    self.client.insert(table, rows, column_names=columns)
+                except Exception:
+                    log.exception("insert into %s failed; %d rows kept for retry", table, len(rows))
+                    with self._buffer_lock:
+                        buffer.extendleft(reversed(rows))
+                        while len(buffer) > self.max_buffer:
+                            buffer.popleft()
+                            self.dropped += 1
+                    continue
+                written += len(rows)
+        return written
+
+    async def run(self) -> None:
+        """Flush every `flush_interval` seconds until cancelled (`stop()` flushes the rest)."""
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            await asyncio.to_thread(self.flush)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="alerts-table")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(self.flush)

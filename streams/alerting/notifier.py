@@ -1,0 +1,90 @@
+"""What every notifier returns, and the helpers they share.
+
+A notifier's `send(alert)` is blocking (slack-sdk uses urllib, pagerduty uses
+httpx2 and `time.sleep` between its own retries); the delivery queue calls it
+through `asyncio.to_thread`. It returns every HTTP attempt it made, the client
+library's internal retries included, so each one becomes an `alert_deliveries`
+row; the last attempt decides what the queue does next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+from schemas.alert import Alert
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SendAttempt:
+    """One HTTP attempt. `ok`: delivered; `permanent`: retrying cannot help (e.g. 400, 404)."""
+
+    ok: bool
+    status_code: int | None
+    reason: str
+    at: datetime
+    retry_after: float | None = None  # seconds the receiver asked us to wait
+    permanent: bool = False
+
+
+class Notifier(Protocol):
+    def send(self, alert: Alert) -> list[SendAttempt]:
+        """Deliver one alert state; blocking; never raises for delivery failures."""
+        ...
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or utc_now())).total_seconds())
+
+
+def is_transient_status(status: int) -> bool:
+    """429, 408 and 5xx may succeed later; any other 4xx will fail the same way again."""
+    return status in (408, 425, 429) or status >= 500
+
+
+def http_attempt(status: int, reason: str, at: datetime, retry_after: float | None) -> SendAttempt:
+    ok = 200 <= status < 300
+    return SendAttempt(
+        ok=ok,
+        status_code=status,
+        reason=reason,
+        at=at,
+        retry_after=retry_after,
+        permanent=not ok and not is_transient_status(status),
+    )
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Belt and braces: no error text that reaches a log or a row may carry a secret."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

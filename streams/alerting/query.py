@@ -1,0 +1,86 @@
+"""The analyst query an alert carries: ClickHouse SQL that shows what the detector saw.
+
+Detector keys look like `tenant:acme`, `workflow:summarize` or
+`tenant:acme/model:gpt-4o`; each known dimension becomes a filter on the
+ledger. The query spans the alert window and the baseline before it, so the
+spike is visible next to the hours it was compared with.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+# Detector key dimension -> usage_ledger column.
+DIMENSIONS: dict[str, str] = {
+    "tenant": "tenant_id",
+    "team": "team_id",
+    "workflow": "workflow_id",
+    "run": "workflow_run_id",
+    "workflow_run": "workflow_run_id",
+    "model": "model",
+    "provider": "provider",
+    "user": "user_id",
+    "feature": "feature_name",
+}
+
+# A dimension starts the key or follows a separator; values may contain "/" (model
+# names like "meta-llama/Llama-3") so we split on the dimension names, not on "/".
+_DIM = re.compile(
+    r"(?:^|[,/|& ])(" + "|".join(sorted(DIMENSIONS, key=len, reverse=True)) + r")[:=]"
+)
+
+
+def parse_key(key: str) -> dict[str, str]:
+    """`"tenant:acme/model:gpt-4o"` -> `{"tenant": "acme", "model": "gpt-4o"}`."""
+    matches = list(_DIM.finditer(key))
+    parts: dict[str, str] = {}
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(key)
+        value = key[match.end() : end].strip()
+        if value:
+            parts[match.group(1)] = value
+    return parts
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _sql_time(moment: datetime) -> str:
+    return f"toDateTime64('{moment.strftime('%Y-%m-%d %H:%M:%S')}', 3, 'UTC')"
+
+
+def analyst_query(
+    key: str, window_start: datetime, window_end: datetime, *, baseline_days: int = 7
+) -> str:
+    """SQL over `usage_ledger FINAL` for the key's window plus its baseline."""
+    dims = parse_key(key)
+    filters = [f"{DIMENSIONS[dim]} = {sql_string(value)}" for dim, value in dims.items()]
+    if "run" in dims or "workflow_run" in dims:
+        # A run is short and its own baseline is meaningless: show what it spent on.
+        bucket, label = "model", "model"
+        time_filter: list[str] = []
+    else:
+        daily = window_end - window_start > timedelta(days=1)
+        bucket = "toStartOfDay(timestamp)" if daily else "toStartOfHour(timestamp)"
+        label = "day" if daily else "hour"
+        since = window_start - timedelta(days=baseline_days)
+        time_filter = [f"timestamp >= {_sql_time(since)}", f"timestamp < {_sql_time(window_end)}"]
+    where = "\n  AND ".join(filters + time_filter) or "1"
+    return (
+        f"SELECT\n"
+        f"    {bucket} AS {label},\n"
+        f"    sum(cost_usd) AS cost_usd,\n"
+        f"    sum(request_count) AS requests,\n"
+        f"    uniqExact(user_id) AS users,\n"
+        f"    sum(input_tokens) AS input_tokens,\n"
+        f"    sum(output_tokens) AS output_tokens,\n"
+        f"    sum(retry_count) AS retries,\n"
+        f"    countIf(status_code >= 400) AS errors,\n"
+        f"    topK(3)(model) AS top_models\n"
+        f"FROM usage_ledger FINAL\n"
+        f"WHERE {where}\n"
+        f"GROUP BY {label}\n"
+        f"ORDER BY {label}"
+    )

@@ -1,0 +1,227 @@
+"""The Faust app: topics, the ingest agent, the worker's web pages.
+
+`build_app(settings)` returns the app and its `WorkerRuntime` (ClickHouse handle,
+sink, price catalog, de-duplication filter). Resources open when the ingest agent
+starts, before it reads its first batch, and close after the worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import faust
+import orjson
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+
+from streams.broker import TopicSpec
+from streams.clickhouse import ClickHouseHandle, apply_migrations, open_clickhouse
+from streams.dedupe import RequestIdFilter, hash_request_ids
+from streams.ingest import IngestPipeline, UsageMessage, ingest_day
+from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
+from streams.pricing import PriceCatalog
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+APP_ID = "spendstream"
+
+
+def json_bytes(value: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+@dataclass
+class WorkerRuntime:
+    """Everything the agents share; opened once per worker process."""
+
+    settings: Settings
+    catalog: PriceCatalog
+    handle: ClickHouseHandle | None = None
+    executor: ClickHouseExecutor | None = None
+    sink: ClickHouseLedgerSink | None = None
+    pipeline: IngestPipeline | None = None
+    dedupe: RequestIdFilter = field(default_factory=RequestIdFilter)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def connect(self) -> list[str]:
+        """Open ClickHouse and apply pending migrations, before Faust starts, so that a
+        data dir in use or an unreachable server fails the command with one line."""
+        self.handle = open_clickhouse(
+            self.settings.resolved_clickhouse_url, self.settings.clickhouse_password
+        )
+        self.executor = ClickHouseExecutor(self.handle.client)
+        return apply_migrations(self.handle.client)
+
+    async def open(self, app: faust.App) -> IngestPipeline:
+        async with self._lock:
+            if self.pipeline is not None:
+                return self.pipeline
+            if self.executor is None:
+                await asyncio.to_thread(self.connect)
+            assert self.executor is not None
+            self.dedupe = RequestIdFilter(self.settings.dedupe_horizon_days)
+            loaded = await self.rebuild_dedupe()
+            log.info("de-duplication filter rebuilt from the ledger: %d request ids", loaded)
+            self.sink = ClickHouseLedgerSink(self.executor)
+            self.pipeline = IngestPipeline(
+                self.catalog,
+                self.dedupe,
+                self.sink,
+                log_epoch=self.settings.log_epoch,
+                publish_costed=lambda by_tenant: publish_costed(app, self.settings, by_tenant),
+                publish_dead_letters=lambda letters: publish_dead_letters(
+                    app, self.settings, letters
+                ),
+            )
+            return self.pipeline
+
+    async def rebuild_dedupe(self) -> int:
+        """Load the ids ledgered within the horizon: the durable half of de-duplication."""
+        assert self.executor is not None and self.handle is not None
+        since = datetime.now(UTC) - timedelta(days=self.settings.dedupe_horizon_days + 1)
+        client = self.handle.client
+
+        def load() -> int:
+            total = 0
+            with client.query_column_block_stream(
+                "SELECT request_id, toUInt32(toRelativeDayNum(ingested_at)) FROM usage_ledger "
+                "WHERE ingested_at >= %(since)s",
+                parameters={"since": since},
+            ) as blocks:
+                for request_ids, days in blocks:
+                    hashes = hash_request_ids(request_ids)
+                    for day in set(days):
+                        self.dedupe.mark(hashes[[d == day for d in days]], int(day))
+                    total += len(request_ids)
+            return total
+
+        loaded = await self.executor.run(load)
+        self.dedupe.expire(ingest_day(datetime.now(UTC)))
+        return loaded
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown()
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def stats(self) -> dict[str, Any]:
+        counters = self.pipeline.counters if self.pipeline else None
+        return {
+            "messages": counters.messages if counters else 0,
+            "events": counters.events if counters else 0,
+            "ledgered": counters.ledgered if counters else 0,
+            "duplicates": counters.duplicates if counters else 0,
+            "unpriced": counters.unpriced if counters else 0,
+            "dead_letters": dict(counters.dead_letters_by_reason) if counters else {},
+            "dedupe_ids": len(self.dedupe),
+            "dedupe_bytes": self.dedupe.nbytes,
+            "healthy": self.healthy,
+        }
+
+    @property
+    def healthy(self) -> bool:
+        return self.sink is None or self.sink.healthy
+
+
+def topic_specs(settings: Settings, app: faust.App | None = None) -> list[TopicSpec]:
+    partitions = settings.topic_partitions
+    specs = [
+        TopicSpec(settings.usage_topic, partitions),
+        TopicSpec(settings.costed_topic, partitions),
+        TopicSpec(settings.dlq_topic, partitions),
+    ]
+    if app is not None:
+        for table in app.tables.values():
+            specs.append(TopicSpec(table.changelog_topic.get_topic_name(), partitions, True))
+    return specs
+
+
+async def publish_costed(
+    app: faust.App, settings: Settings, by_tenant: dict[str, list[dict[str, Any]]]
+) -> None:
+    """One message per tenant per batch, keyed by tenant: downstream tables are per tenant."""
+    topic = app.topic(settings.costed_topic, value_serializer="raw", key_serializer="raw")
+    pending = [
+        await topic.send(key=tenant.encode(), value=json_bytes(rows))
+        for tenant, rows in by_tenant.items()
+    ]
+    await asyncio.gather(*pending)
+
+
+async def publish_dead_letters(
+    app: faust.App, settings: Settings, letters: list[dict[str, Any]]
+) -> None:
+    topic = app.topic(settings.dlq_topic, value_serializer="raw", key_serializer="raw")
+    pending = [await topic.send(value=json_bytes(letter)) for letter in letters]
+    await asyncio.gather(*pending)
+
+
+def build_app(settings: Settings, catalog: PriceCatalog) -> tuple[faust.App, WorkerRuntime]:
+    app = faust.App(
+        APP_ID,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        value_serializer="raw",
+        key_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        # The embedded broker answers JoinGroup after half the session timeout:
+        # Faust's 60 s default would cost 30 s at every start.
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 6),
+        broker_rebalance_timeout=max(10.0, settings.session_timeout_seconds * 2),
+        broker_commit_interval=0.5,
+        stream_recovery_delay=0.0,
+        web_enabled=settings.web_enabled,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        datadir=str(settings.data_dir / "faust"),
+    )
+    runtime = WorkerRuntime(settings=settings, catalog=catalog)
+    usage_topic = app.topic(settings.usage_topic, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(usage_topic, name="ingest")
+    async def ingest(stream: StreamT[bytes]) -> AsyncIterator[None]:
+        pipeline = await runtime.open(app)
+        # take_events acks a batch only after the loop body ran: commit after durable write.
+        async for events in cast(Stream[bytes], stream).take_events(
+            settings.batch_max_events, settings.batch_within_seconds
+        ):
+            await pipeline.process([_usage_message(event) for event in events])
+            yield None
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        sink = runtime.sink
+        body = {
+            "status": "ok" if runtime.healthy else "degraded",
+            "ledger_rows_written": sink.stats.rows if sink else 0,
+            "dead_letters_written": sink.stats.dead_letters if sink else 0,
+            "sink_failures": sink.stats.failures if sink else 0,
+            "sink_last_error": sink.stats.last_error if sink else "",
+        }
+        return web.json(body, status=200 if runtime.healthy else 503)
+
+    @app.page("/stats")
+    async def stats(web: Any, request: Any) -> Any:
+        return web.json(runtime.stats())
+
+    return app, runtime
+
+
+def _usage_message(event: EventT) -> UsageMessage:
+    message = event.message
+    value = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
+    return UsageMessage(value, message.topic, message.partition, message.offset)

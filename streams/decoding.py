@@ -1,0 +1,163 @@
+"""Message bytes → validated `UsageEvent`s plus one `Rejection` per bad message or element.
+
+Shared by the worker, `replay` (to count what it publishes) and HTTP ingest, so
+every path applies the same rules and the same reason codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.usage_event import MAX_MESSAGE_BYTES, UsageEvent
+
+RAW_PAYLOAD_LIMIT = 64 * 1024
+TOKEN_FIELDS = frozenset(
+    {"input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens"}
+)
+REQUIRED_FIELDS = ("request_id", "timestamp", "tenant_id", "provider", "model", "input_tokens")
+
+# The reason codes a dead letter can carry (documented in the README).
+REASONS = (
+    "oversize",
+    "malformed_json",
+    "not_an_object",
+    "empty_batch",
+    "missing_field",
+    "empty_field",
+    "token_count_out_of_range",
+    "token_breakdown_inconsistent",
+    "timestamp_invalid",
+    "timestamp_in_future",
+    "schema_violation",
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    message: str
+    raw_payload: str
+    element_index: int = -1  # -1: the whole message
+    request_id: str = ""
+    tenant_id: str = ""
+
+
+@dataclass(frozen=True)
+class DecodedMessage:
+    events: list[UsageEvent]
+    rejections: list[Rejection]
+
+    @property
+    def units(self) -> int:
+        """Events plus rejections: what this message must become in ledger or dead letters."""
+        return len(self.events) + len(self.rejections)
+
+
+def truncate_payload(raw: bytes | str) -> str:
+    if isinstance(raw, bytes):
+        raw = raw[:RAW_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
+    return raw[:RAW_PAYLOAD_LIMIT]
+
+
+def parse_message(raw: bytes) -> list[Any] | Rejection:
+    """The JSON elements of one message (an object is a one-element list), or why not."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return Rejection(
+            "oversize",
+            f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES} bytes",
+            truncate_payload(raw),
+        )
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("malformed_json", f"not valid JSON: {exc}", truncate_payload(raw))
+    if isinstance(document, dict):
+        return [document]
+    if isinstance(document, list):
+        if not document:
+            return Rejection("empty_batch", "the JSON array holds no events", truncate_payload(raw))
+        return document
+    return Rejection(
+        "not_an_object",
+        f"expected a JSON object or an array of objects, got {type(document).__name__}",
+        truncate_payload(raw),
+    )
+
+
+def classify(exc: ValidationError) -> tuple[str, str]:
+    """A reason code and a one-line message for a failed validation."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    kind = first["type"]
+    if kind == "missing":
+        missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing"]
+        return "missing_field", f"missing required field(s): {', '.join(missing)}"
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors[:3]
+    )
+    if field == "timestamp":
+        future = "future" in first["msg"]
+        return ("timestamp_in_future" if future else "timestamp_invalid"), message
+    if field in TOKEN_FIELDS and kind in ("greater_than_equal", "less_than_equal"):
+        return "token_count_out_of_range", message
+    if not field and kind == "value_error":
+        return "token_breakdown_inconsistent", message
+    if kind == "string_too_short" and field in REQUIRED_FIELDS:
+        return "empty_field", message
+    return "schema_violation", message
+
+
+def _identity(element: dict[str, Any]) -> tuple[str, str]:
+    request_id, tenant_id = element.get("request_id"), element.get("tenant_id")
+    return (
+        request_id[:256] if isinstance(request_id, str) else "",
+        tenant_id[:256] if isinstance(tenant_id, str) else "",
+    )
+
+
+def validate_elements(
+    elements: list[Any], now: datetime, raw: bytes | None = None
+) -> DecodedMessage:
+    events: list[UsageEvent] = []
+    rejections: list[Rejection] = []
+    context = {"now": now}
+    single = len(elements) == 1
+    for index, element in enumerate(elements):
+        element_index = -1 if single else index
+        if not isinstance(element, dict):
+            payload = raw if single and raw is not None else orjson.dumps(element)
+            rejections.append(
+                Rejection(
+                    "not_an_object",
+                    f"array element {index} is {type(element).__name__}, not an object",
+                    truncate_payload(payload),
+                    element_index,
+                )
+            )
+            continue
+        try:
+            events.append(UsageEvent.model_validate(element, context=context))
+        except ValidationError as exc:
+            reason, message = classify(exc)
+            payload = raw if single and raw is not None else orjson.dumps(element)
+            request_id, tenant_id = _identity(element)
+            rejections.append(
+                Rejection(
+                    reason, message, truncate_payload(payload), element_index, request_id, tenant_id
+                )
+            )
+    return DecodedMessage(events, rejections)
+
+
+def decode_message(raw: bytes, now: datetime | None = None) -> DecodedMessage:
+    """Validate one Kafka message: events to price, rejections to dead-letter."""
+    parsed = parse_message(raw)
+    if isinstance(parsed, Rejection):
+        return DecodedMessage([], [parsed])
+    return validate_elements(parsed, now or datetime.now(UTC), raw)

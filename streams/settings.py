@@ -1,0 +1,59 @@
+"""`Settings`: the one configuration class, read only at the edge (CLI, worker start).
+
+Environment variables use the `SPENDSTREAM_` prefix; nested fields use `__`
+(`SPENDSTREAM_ALERTS__SLACK_WEBHOOK_URL`). Secrets are `SecretStr`: never logged.
+Everything below the edge takes plain constructor arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.clickhouse import chdb_url_for
+
+
+class AlertSettings(BaseModel):
+    slack_webhook_url: SecretStr | None = None
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_url: str = "https://events.pagerduty.com"
+    console: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SPENDSTREAM_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    data_dir: Path = Path(".spendstream")
+    clickhouse_url: str = ""  # chdb:///abs/path or http(s)://user@host:port/db; default: data_dir
+    clickhouse_password: SecretStr | None = None
+    pricing_file: Path | None = None
+    config_file: Path | None = None
+
+    usage_topic: str = "spendstream.usage"
+    costed_topic: str = "spendstream.costed"
+    dlq_topic: str = "spendstream.usage.dlq"
+    topic_partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    # Names the log whose offsets dead letters refer to: a new in-memory embedded
+    # broker starts offsets again at 0 and gets a new epoch from `spendstream dev`.
+    log_epoch: str = "kafka"
+
+    dedupe_horizon_days: int = Field(default=7, ge=1)
+    batch_max_events: int = Field(default=5000, ge=1)
+    batch_within_seconds: float = Field(default=0.5, gt=0)
+    session_timeout_seconds: float = Field(default=6.0, gt=0)
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    web_enabled: bool = True
+
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+
+    @property
+    def resolved_clickhouse_url(self) -> str:
+        return self.clickhouse_url or chdb_url_for(self.data_dir)
