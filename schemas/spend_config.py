@@ -62,15 +62,17 @@ class WorkflowsConfig(_Strict):
         return self.run_threshold_usd.get(workflow_id, self.default_run_threshold_usd)
 
 
+# Seconds or an ISO 8601 duration ("PT15M"): how long into the next hour a cleared
+# condition must stay cleared before the detector reports it resolved.
+ResolveAfter = Annotated[timedelta, Field(gt=timedelta(0))]
+
+
 class _DetectorParams(_Strict):
-    """Field names are the detector constructor's arguments; `kwargs()` passes them on."""
+    """Field names and types are the detector constructor's arguments, so a section
+    passes straight through; `kwargs()` leaves out the settings that are the worker's."""
 
     def kwargs(self) -> dict[str, Any]:
-        values = self.model_dump(exclude={"enabled", "checkpoint_interval_seconds"})
-        minutes = values.pop("resolve_after_minutes", None)
-        if minutes is not None:
-            values["resolve_after"] = timedelta(minutes=minutes)
-        return values
+        return self.model_dump(exclude={"enabled", "checkpoint_interval_seconds"})
 
 
 class RollingMedianParams(_DetectorParams):
@@ -81,7 +83,7 @@ class RollingMedianParams(_DetectorParams):
     min_baseline_usd: NonNegativeUsd = Decimal("0.20")  # a near-zero median is not "usual"
     min_history_hours: int = Field(default=24, ge=1)  # a tenant's first day has no baseline
     max_keys: int = Field(default=10_000, ge=1)
-    resolve_after_minutes: int = Field(default=15, ge=1)
+    resolve_after: ResolveAfter = timedelta(minutes=15)
 
     @model_validator(mode="after")
     def _critical_above_warning(self) -> RollingMedianParams:
@@ -98,7 +100,7 @@ class ContractParams(_DetectorParams):
     forecast_min_days: int = Field(default=3, ge=1, le=28)
     hourly_severity: Severity = "warning"
     forecast_severity: Severity = "warning"
-    resolve_after_minutes: int = Field(default=15, ge=1)
+    resolve_after: ResolveAfter = timedelta(minutes=15)
 
     @model_validator(mode="after")
     def _ascending(self) -> ContractParams:
@@ -125,7 +127,7 @@ class RetryStormParams(_DetectorParams):
     min_history_hours: int = Field(default=24, ge=1)
     max_keys: int = Field(default=2_000, ge=1)
     severity: Severity = "warning"
-    resolve_after_minutes: int = Field(default=15, ge=1)
+    resolve_after: ResolveAfter = timedelta(minutes=15)
 
 
 OnlineFeature = Literal[

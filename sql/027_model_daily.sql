@@ -66,11 +66,14 @@ SELECT * FROM model_daily_recompute
 WHERE (SELECT count() FROM model_daily_state) = 0;
 
 -- Clean days from the rollup, dirty days recomputed from the deduplicated ledger.
--- The min/max bounds are constants at planning time and prune the ledger's
--- partitions, so with no dirty day the recompute branch reads nothing.
+-- dirty_days is computed once per query; its bounds are constants at planning
+-- time and prune the ledger's partitions, so with no dirty day the recompute
+-- branch reads nothing.
 -- Re-pricing deltas are added so every total is the corrected one.
 CREATE VIEW IF NOT EXISTS model_daily AS
-WITH quantilesMerge(0.5, 0.9, 0.99)(latency_ms_quantiles) AS q
+WITH
+    (SELECT groupArray(day) FROM ledger_dirty_days) AS dirty_days,
+    quantilesMerge(0.5, 0.9, 0.99)(latency_ms_quantiles) AS q
 SELECT
     day,
     provider,
@@ -92,13 +95,12 @@ FROM
 (
     SELECT day, provider, model, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
     FROM model_daily_state
-    WHERE day NOT IN (SELECT day FROM ledger_dirty_days)
+    WHERE NOT has(dirty_days, day)
     UNION ALL
     SELECT day, provider, model, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
     FROM model_daily_recompute
-    WHERE day IN (SELECT day FROM ledger_dirty_days)
-        AND day >= (SELECT min(day) FROM ledger_dirty_days)
-        AND day <= (SELECT max(day) FROM ledger_dirty_days)
+    WHERE has(dirty_days, day)
+        AND day BETWEEN arrayMin(dirty_days) AND arrayMax(dirty_days)
     UNION ALL
     SELECT
         toDate(timestamp) AS day,

@@ -98,9 +98,11 @@ SELECT * FROM spend_daily_recompute
 WHERE (SELECT count() FROM spend_daily_state) = 0;
 
 -- Clean days from the rollup, dirty days recomputed from the deduplicated ledger.
--- The min/max bounds are constants at planning time and prune the ledger's
--- partitions, so with no dirty day the recompute branch reads nothing.
+-- dirty_days is computed once per query; its bounds are constants at planning
+-- time and prune the ledger's partitions, so with no dirty day the recompute
+-- branch reads nothing.
 CREATE VIEW IF NOT EXISTS spend_daily_uncorrected AS
+WITH (SELECT groupArray(day) FROM ledger_dirty_days) AS dirty_days
 SELECT
     day,
     tenant_id,
@@ -130,13 +132,12 @@ FROM
 (
     SELECT day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name, provider, model, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd, cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd, cost_usd
     FROM spend_daily_state
-    WHERE day NOT IN (SELECT day FROM ledger_dirty_days)
+    WHERE NOT has(dirty_days, day)
     UNION ALL
     SELECT day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name, provider, model, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd, cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd, cost_usd
     FROM spend_daily_recompute
-    WHERE day IN (SELECT day FROM ledger_dirty_days)
-        AND day >= (SELECT min(day) FROM ledger_dirty_days)
-        AND day <= (SELECT max(day) FROM ledger_dirty_days)
+    WHERE has(dirty_days, day)
+        AND day BETWEEN arrayMin(dirty_days) AND arrayMax(dirty_days)
 )
 GROUP BY day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name, provider, model;
 

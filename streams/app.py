@@ -19,6 +19,8 @@ import orjson
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 
+from schemas.spend_config import SpendConfig
+from streams.alerting.alerts_table import AlertsTableWriter
 from streams.broker import TopicSpec
 from streams.clickhouse import ClickHouseHandle, apply_migrations, open_clickhouse
 from streams.dedupe import RequestIdFilter, hash_request_ids
@@ -26,6 +28,7 @@ from streams.ingest import IngestPipeline, UsageMessage, ingest_day
 from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
 from streams.pricing import PriceCatalog
 from streams.settings import Settings
+from streams.spend_agent import SpendRuntime, register_spend_agent
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class WorkerRuntime:
     settings: Settings
     catalog: PriceCatalog
     handle: ClickHouseHandle | None = None
+    spend: SpendRuntime | None = None
     executor: ClickHouseExecutor | None = None
     sink: ClickHouseLedgerSink | None = None
     pipeline: IngestPipeline | None = None
@@ -125,6 +129,8 @@ class WorkerRuntime:
             "dedupe_ids": len(self.dedupe),
             "dedupe_bytes": self.dedupe.nbytes,
             "healthy": self.healthy,
+            "alerts_triggered": self.spend.alerts_sent if self.spend else 0,
+            "findings": self.spend.findings if self.spend else 0,
         }
 
     @property
@@ -165,7 +171,9 @@ async def publish_dead_letters(
     await asyncio.gather(*pending)
 
 
-def build_app(settings: Settings, catalog: PriceCatalog) -> tuple[faust.App, WorkerRuntime]:
+def build_app(
+    settings: Settings, catalog: PriceCatalog, config: SpendConfig | None = None
+) -> tuple[faust.App, WorkerRuntime]:
     app = faust.App(
         APP_ID,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -173,8 +181,9 @@ def build_app(settings: Settings, catalog: PriceCatalog) -> tuple[faust.App, Wor
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=True,
-        value_serializer="raw",
-        key_serializer="raw",
+        # Tables keep JSON; every topic of ours sets raw bytes explicitly.
+        value_serializer="json",
+        key_serializer="json",
         consumer_auto_offset_reset="earliest",
         # The embedded broker answers JoinGroup after half the session timeout:
         # Faust's 60 s default would cost 30 s at every start.
@@ -190,6 +199,20 @@ def build_app(settings: Settings, catalog: PriceCatalog) -> tuple[faust.App, Wor
         datadir=str(settings.data_dir / "faust"),
     )
     runtime = WorkerRuntime(settings=settings, catalog=catalog)
+    embedded = runtime.settings.resolved_clickhouse_url.startswith("chdb:")
+    runtime.spend = register_spend_agent(app, settings, config or SpendConfig(), embedded)
+
+    @app.timer(1.0)
+    async def flush_alert_rows() -> None:
+        spend = runtime.spend
+        if spend is None or runtime.executor is None or runtime.handle is None:
+            return
+        if spend.recorder is None:
+            spend.recorder = AlertsTableWriter(runtime.handle.client)
+            spend.alerting.queue.recorder = spend.recorder
+        if spend.recorder.pending:
+            await runtime.executor.run(spend.recorder.flush)
+
     usage_topic = app.topic(settings.usage_topic, value_serializer="raw", key_serializer="raw")
 
     @app.agent(usage_topic, name="ingest")

@@ -11,6 +11,7 @@ from streams.app import build_app, topic_specs
 from streams.broker import ensure_topics, wait_for_broker
 from streams.pricing import PriceCatalog
 from streams.settings import Settings
+from streams.spend_agent import load_config
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,8 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     stream starts raise `SpendstreamError` (one line at the CLI)."""
     catalog = PriceCatalog.load(settings.pricing_file)
     asyncio.run(wait_for_broker(settings.kafka_bootstrap))
-    app, runtime = build_app(settings, catalog)
+    config = load_config(settings)
+    app, runtime = build_app(settings, catalog, config)
     runtime.connect()
     try:
         asyncio.run(

@@ -42,7 +42,7 @@ from streams.alerting.query import analyst_query, parse_key
 
 IncidentKey = tuple[str, str]  # (detector, key)
 
-# Evidence keys the alert lifts into its own columns (the rest stays evidence).
+# Key dimensions that fill the alert's who-columns; evidence of the column name wins.
 _ID_KEYS = {"tenant": "tenant_id", "team": "team_id", "workflow": "workflow_id"}
 
 

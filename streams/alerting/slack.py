@@ -66,7 +66,8 @@ from streams.alerting.render import (
 
 log = logging.getLogger(__name__)
 
-# Slack's transient statuses beyond 500/503 (slack-sdk's own ServerErrorRetryHandler).
+# slack-sdk's built-in ServerErrorRetryHandler retries only 500 and 503; a 502 or 504
+# from a gateway in front of Slack is just as transient.
 SERVER_ERROR_STATUSES = frozenset({500, 502, 503, 504})
 # chat.postMessage answers 200 with ok=false; these errors are worth retrying.
 TRANSIENT_API_ERRORS = frozenset(
@@ -165,8 +166,9 @@ class SlackNotifier:
     """Posts alerts to Slack, by incoming webhook or by chat.postMessage.
 
     Give `webhook_url`, or `token` and `channel` (with `api_base_url` for a
-    receiver other than slack.com), or an already built `client`. Retry
-    handlers are slack-sdk's; `retry_handlers` replaces the defaults.
+    receiver other than slack.com), or an already built `client` (which keeps
+    its own retry handlers and logger unless `retry_handlers` is given).
+    `retry_handlers` replaces `default_retry_handlers()`.
     """
 
     def __init__(
@@ -184,7 +186,6 @@ class SlackNotifier:
     ) -> None:
         self.channel = channel
         self.clock = clock
-        self._secrets = [s.get_secret_value() for s in (webhook_url, token) if s is not None]
         self._local = threading.local()
         handlers = retry_handlers if retry_handlers is not None else default_retry_handlers()
         if client is not None:
@@ -206,6 +207,9 @@ class SlackNotifier:
             raise ValueError("SlackNotifier needs webhook_url, token and channel, or client")
         if isinstance(self.client, WebClient) and not self.channel:
             raise ValueError("chat.postMessage needs a channel")
+        # An injected client carries its own URL or token: redact those too.
+        self._secrets = [s.get_secret_value() for s in (webhook_url, token) if s is not None]
+        self._secrets += [str(getattr(self.client, name, "") or "") for name in ("url", "token")]
         # The wrappers report retries; the client keeps slack-sdk's handlers underneath.
         self.client.retry_handlers = [_ObservedRetries(h, self) for h in handlers]
 

@@ -24,7 +24,8 @@ workflows:
   run_threshold_usd:
     summarize: "40"
 detectors:
-  rolling_median: {k: 5, spend_floor_usd: "2.50", lookback_days: 7}
+  rolling_median: {k: 5, spend_floor_usd: "2.50", lookback_days: 7, resolve_after: 600}
+  retry_storm: {resolve_after: PT20M}
   contract: {monthly_thresholds: [0.5, 0.8, 1.0]}
 alerting:
   cooldown_minutes: 30
@@ -102,6 +103,20 @@ BAD_FIELDS = [
     (
         "detectors:\n  rolling_median:\n    k: five\n",
         "detectors.rolling_median.k: Input should be a valid decimal",
+    ),
+    (
+        "detectors:\n  rolling_median:\n    resolve_after: soon\n",
+        "detectors.rolling_median.resolve_after: "
+        "Input should be a valid timedelta, invalid digit in duration",
+    ),
+    (
+        "detectors:\n  rolling_median:\n    k: 5\n    critical_k: 4\n",
+        "detectors.rolling_median: critical_k must be at least k",
+    ),
+    (
+        "detectors:\n  online:\n    features: [log_cost, log_vibes]\n",
+        "detectors.online.features[1]: Input should be 'log_cost', 'log_input_tokens', "
+        "'log_output_tokens', 'log_latency_ms' or 'log_retries'",
     ),
     (
         "detectors:\n  contract:\n    monthly_thresholds: [0.8, 0.5]\n",
@@ -224,7 +239,7 @@ def test_detector_parameters_construct_the_real_detectors(tmp_path: Path) -> Non
     params = config.detectors
     rolling = RollingMedianDetector(**params.rolling_median.kwargs())
     assert rolling.spend_floor_usd == Decimal("2.50")
-    assert rolling.resolve_after == timedelta(minutes=15)
+    assert rolling.resolve_after == timedelta(minutes=10)
     contract = ContractDetector(config.tenants, **params.contract.kwargs())
     assert contract.budgets["acme"].monthly_budget_usd == Decimal("20000")
     run_cost = RunCostDetector(
@@ -233,6 +248,7 @@ def test_detector_parameters_construct_the_real_detectors(tmp_path: Path) -> Non
         **params.run_cost.kwargs(),
     )
     assert run_cost.threshold_for("summarize") == Decimal("40")
-    assert RetryStormDetector(**params.retry_storm.kwargs()).surge_factor == 3.0
+    storm = RetryStormDetector(**params.retry_storm.kwargs())
+    assert (storm.surge_factor, storm.resolve_after) == (3.0, timedelta(minutes=20))
     assert OnlineAnomalyDetector(**params.online.kwargs()).quantile == 0.999
     assert SpikeCauseClassifier(**params.spike_cause.kwargs()).min_factor == 1.5

@@ -1,0 +1,156 @@
+"""`SpendMonitor`: feeds the spend tables' changed buckets to the detectors.
+
+No I/O: it reads the tables (mappings) and returns findings; the agent hands them
+to the alerting edge. Spend findings (rolling median, hourly contract) are
+annotated with their likely cause, comparing the hour with its baseline hours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from detectors.contract import ContractDetector
+from detectors.finding import Finding
+from detectors.online_anomaly import OnlineAnomalyDetector, RequestSample
+from detectors.retry_storm import RetryStormDetector
+from detectors.rolling_median import RollingMedianDetector
+from detectors.run_cost import RunCostDetector
+from detectors.spike_cause import SpikeCauseClassifier
+from detectors.stats import WindowStats
+from schemas.spend_config import SpendConfig
+from streams.spend_tables import HOUR, SEP, BatchResult, SpendTables, bucket_stats
+
+SPEND_DETECTORS = ("rolling_median", "contract_hourly")
+
+
+def detector_key(dim: str, tenant_id: str, value: str) -> str:
+    """The key a finding names: 'tenant:acme', 'workflow:acme/summarize', ..."""
+    return f"tenant:{tenant_id}" if dim == "tenant" else f"{dim}:{tenant_id}/{value}"
+
+
+@dataclass
+class SpendMonitor:
+    config: SpendConfig
+    rolling: RollingMedianDetector = field(init=False)
+    contract: ContractDetector = field(init=False)
+    run_cost: RunCostDetector = field(init=False)
+    retry_storm: RetryStormDetector = field(init=False)
+    online: OnlineAnomalyDetector | None = field(init=False)
+    cause: SpikeCauseClassifier = field(init=False)
+    _learned: bool = False
+
+    def __post_init__(self) -> None:
+        d = self.config.detectors
+        self.rolling = RollingMedianDetector(**d.rolling_median.kwargs())
+        self.contract = ContractDetector(self.config.tenants, **d.contract.kwargs())
+        self.run_cost = RunCostDetector(**self.config.workflows.model_dump())
+        self.retry_storm = RetryStormDetector(**d.retry_storm.kwargs())
+        self.online = OnlineAnomalyDetector(**d.online.kwargs()) if d.online.enabled else None
+        spike = d.spike_cause.model_dump(exclude={"rate_floor"})
+        self.cause = SpikeCauseClassifier(**spike)
+
+    def learn_history(self, tables: SpendTables) -> int:
+        """Feed every hourly bucket already in the tables (after a restart's recovery)."""
+        learned = 0
+        for key, bucket in list(tables.hourly.items()):
+            tenant_id, dim, value, hour_text = key.split(SEP, 3)
+            hour = datetime.fromtimestamp(int(hour_text) * HOUR, UTC)
+            dkey = detector_key(dim, tenant_id, value)
+            self.rolling.learn_one(dkey, hour, Decimal(bucket["cost"]))
+            if dim == "workflow":
+                self.retry_storm.learn_one(dkey, hour, bucket_stats(bucket))
+            learned += 1
+        self._learned = True
+        return learned
+
+    def observe(self, tables: SpendTables, tenant_id: str, result: BatchResult) -> list[Finding]:
+        if not self._learned:
+            self.learn_history(tables)
+        findings: list[Finding] = []
+        for touched in result.touched:
+            bucket = tables.hour_bucket(tenant_id, touched.dim, touched.value, touched.hour)
+            spend = Decimal(bucket["cost"])
+            dkey = detector_key(touched.dim, tenant_id, touched.value)
+            finding = self.rolling.update(dkey, touched.hour, spend)
+            if finding is not None:
+                findings.append(
+                    self._with_cause(
+                        tables, touched.dim, tenant_id, touched.value, touched.hour, finding
+                    )
+                )
+            if touched.dim == "workflow":
+                storm = self.retry_storm.update(dkey, touched.hour, bucket_stats(bucket))
+                if storm is not None:
+                    findings.append(storm)
+            if touched.dim == "tenant":
+                month = tables.month_spend(tenant_id, touched.hour)
+                for found in self.contract.update(tenant_id, touched.hour, spend, month):
+                    if found.detector == "contract_hourly":
+                        found = self._with_cause(
+                            tables, "tenant", tenant_id, tenant_id, touched.hour, found
+                        )
+                    findings.append(found)
+        for run in result.runs:
+            found_run = self.run_cost.update(
+                run.workflow_id, run.run_id, run.cost, run.started_at, run.last_seen
+            )
+            if found_run is not None:
+                findings.append(_with_tenant(found_run, tenant_id))
+        if self.online is not None:
+            for row in result.counted:
+                sample = RequestSample(
+                    cost=row["cost"],
+                    input_tokens=row["input_tokens"],
+                    output_tokens=row["output_tokens"],
+                    latency_ms=row["latency_ms"] or 0,
+                    retries=row["retry_count"],
+                )
+                anomaly = self.online.update(tenant_id, row["timestamp"], sample)
+                if anomaly is not None:
+                    findings.append(anomaly)
+        return findings
+
+    def _with_cause(
+        self,
+        tables: SpendTables,
+        dim: str,
+        tenant_id: str,
+        value: str,
+        hour: datetime,
+        finding: Finding,
+    ) -> Finding:
+        window = bucket_stats(tables.hour_bucket(tenant_id, dim, value, hour))
+        history = tables.history(tenant_id, dim, value, hour, hours=7 * 24)
+        baseline = WindowStats.median_of(bucket_stats(bucket) for _, bucket in history)
+        return _with_tenant(self.cause.classify(window, baseline).annotate(finding), tenant_id)
+
+    def cleared(self, now: datetime) -> list[Finding]:
+        """Findings whose condition has cleared, to resolve (call about once a minute)."""
+        return [
+            *self.rolling.close_cleared(now),
+            *self.contract.close_cleared(now),
+            *self.retry_storm.close_cleared(now),
+        ]
+
+
+def _with_tenant(finding: Finding, tenant_id: str) -> Finding:
+    evidence: dict[str, Any] = dict(finding.evidence)
+    evidence.setdefault("tenant_id", tenant_id)
+    return Finding(
+        finding.detector,
+        finding.key,
+        finding.window_start,
+        finding.window_end,
+        finding.severity,
+        finding.summary,
+        finding.value,
+        finding.threshold,
+        evidence,
+    )
+
+
+def stream_time_step(now: datetime, last: datetime | None, every: timedelta) -> bool:
+    return last is None or now - last >= every

@@ -1,0 +1,306 @@
+"""In-stream spend tables, by event time, as plain mappings (Faust tables at run time).
+
+Costed messages arrive keyed by tenant, so every table key starts with the tenant:
+a table's changelog is written to the partition of the event being processed,
+and keying by the stream's own key keeps each key's changelog on the partition
+that owns it (ARCHITECTURE.md, pitfalls). Hourly buckets use explicit event-time
+keys instead of Faust windows, whose expiry runs on wall-clock time and would
+sweep replayed hours.
+
+Tables (values are JSON-able dicts; money as Decimal strings):
+- `hourly`: "tenant|dim|value|hour" → bucket, dims tenant, workflow, team, model;
+  kept `hourly_retention_hours` (8 days) of event time;
+- `totals`: "tenant|dim|value|dDAY" daily (40 days) and "tenant|month|YYYY-MM";
+- `runs`: "tenant|run|workflow|run_id" → run cost, dropped 2 days after last seen;
+- `offsets`: "tenant|source_partition" → the highest source offset counted, so a
+  costed event re-published after a crash (same source offset) is not counted twice.
+
+Cardinality is bounded: past `max_values_per_dim` distinct workflows (or teams,
+models) per tenant, new ones are counted under "__overflow__".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from detectors.stats import WindowStats
+
+SEP = "|"
+OVERFLOW = "__overflow__"
+DIMENSIONS = ("tenant", "workflow", "team", "model")
+MAX_USERS_TRACKED = 1000
+HOUR = 3600
+DAY = 86_400
+
+Table = MutableMapping[str, Any]
+
+
+def new_bucket() -> dict[str, Any]:
+    return {
+        "cost": "0",
+        "requests": 0,
+        "users": [],
+        "input": 0,
+        "output": 0,
+        "retries": 0,
+        "errors": 0,
+        "models": {},
+    }
+
+
+def bucket_stats(bucket: dict[str, Any]) -> WindowStats:
+    return WindowStats(
+        cost=Decimal(bucket["cost"]),
+        requests=bucket["requests"],
+        distinct_users=len(bucket["users"]),
+        input_tokens=bucket["input"],
+        output_tokens=bucket["output"],
+        retries=bucket["retries"],
+        errors=bucket["errors"],
+        model_mix=dict(bucket["models"]),
+    )
+
+
+@dataclass
+class _Delta:
+    cost: Decimal = Decimal(0)
+    requests: int = 0
+    users: set[str] = field(default_factory=set)
+    input: int = 0
+    output: int = 0
+    retries: int = 0
+    errors: int = 0
+    models: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.cost += row["cost"]
+        self.requests += row["request_count"]
+        if row["user_id"]:
+            self.users.add(row["user_id"])
+        self.input += row["input_tokens"]
+        self.output += row["output_tokens"]
+        if row["retry_count"] or row["retry_of"]:
+            self.retries += 1
+        status = row["status_code"]
+        if status is not None and status >= 400:
+            self.errors += 1
+        self.models[row["model"]] = self.models.get(row["model"], 0) + row["request_count"]
+
+    def merge_into(self, bucket: dict[str, Any]) -> dict[str, Any]:
+        users = bucket["users"]
+        if len(users) < MAX_USERS_TRACKED:
+            known = set(users)
+            users = users + sorted(self.users - known)[: MAX_USERS_TRACKED - len(users)]
+        models = dict(bucket["models"])
+        for model, count in self.models.items():
+            models[model] = models.get(model, 0) + count
+        return {
+            "cost": str(Decimal(bucket["cost"]) + self.cost),
+            "requests": bucket["requests"] + self.requests,
+            "users": users,
+            "input": bucket["input"] + self.input,
+            "output": bucket["output"] + self.output,
+            "retries": bucket["retries"] + self.retries,
+            "errors": bucket["errors"] + self.errors,
+            "models": models,
+        }
+
+
+@dataclass(frozen=True)
+class TouchedKey:
+    """A bucket changed by the last batch, for the detectors to look at."""
+
+    tenant_id: str
+    dim: str
+    value: str
+    hour: datetime
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    tenant_id: str
+    workflow_id: str
+    run_id: str
+    cost: Decimal
+    started_at: datetime
+    last_seen: datetime
+
+
+@dataclass
+class BatchResult:
+    counted: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    touched: list[TouchedKey] = field(default_factory=list)
+    runs: list[RunUpdate] = field(default_factory=list)
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def costed_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """A costed event as published by the ingest agent, with types restored."""
+    row = dict(raw)
+    row["cost"] = Decimal(str(raw["cost_usd"]))
+    row["timestamp"] = _parse_time(raw["timestamp"])
+    return row
+
+
+class SpendTables:
+    def __init__(
+        self,
+        hourly: Table,
+        totals: Table,
+        runs: Table,
+        offsets: Table,
+        *,
+        hourly_retention_hours: int = 8 * 24 + 1,
+        daily_retention_days: int = 40,
+        run_retention_hours: int = 48,
+        max_values_per_dim: int = 1000,
+    ) -> None:
+        self.hourly = hourly
+        self.totals = totals
+        self.runs = runs
+        self.offsets = offsets
+        self.hourly_retention_hours = hourly_retention_hours
+        self.daily_retention_days = daily_retention_days
+        self.run_retention_hours = run_retention_hours
+        self.max_values_per_dim = max_values_per_dim
+        # tenant -> dim -> distinct values seen (cardinality guard); rebuilt from keys.
+        self._values: dict[str, dict[str, set[str]]] = {}
+        self.overflowed = 0
+
+    def apply(self, tenant_id: str, raw_rows: Iterable[dict[str, Any]]) -> BatchResult:
+        """Count one costed message's rows (all of one tenant) into every table."""
+        result = BatchResult()
+        hourly: dict[str, _Delta] = {}
+        totals: dict[str, _Delta] = {}
+        touched: dict[str, TouchedKey] = {}
+        runs: dict[str, list[Any]] = {}
+        # Compared with the mark stored before this message: one source message (a
+        # JSON array) yields many rows with the same offset, all counted together.
+        # Written once per source partition per message: each write is a changelog record.
+        high_water: dict[str, int] = {}
+        for raw in raw_rows:
+            row = costed_row(raw)
+            offset_key = f"{tenant_id}{SEP}{row['source_partition']}"
+            if row["source_offset"] <= self.offsets.get(offset_key, -1):
+                result.skipped += 1
+                continue
+            high_water[offset_key] = max(high_water.get(offset_key, -1), row["source_offset"])
+            result.counted.append(row)
+            ts: datetime = row["timestamp"]
+            hour = int(ts.timestamp()) // HOUR
+            day = int(ts.timestamp()) // DAY
+            for dim in DIMENSIONS:
+                value = self._dim_value(tenant_id, dim, row)
+                if value is None:
+                    continue
+                base = f"{tenant_id}{SEP}{dim}{SEP}{value}"
+                hourly.setdefault(f"{base}{SEP}{hour}", _Delta()).add(row)
+                totals.setdefault(f"{base}{SEP}d{day}", _Delta()).add(row)
+                touched[f"{base}{SEP}{hour}"] = TouchedKey(
+                    tenant_id, dim, value, datetime.fromtimestamp(hour * HOUR, UTC)
+                )
+            totals.setdefault(f"{tenant_id}{SEP}month{SEP}{ts:%Y-%m}", _Delta()).add(row)
+            if row["workflow_run_id"]:
+                run_key = SEP.join((tenant_id, "run", row["workflow_id"], row["workflow_run_id"]))
+                entry = runs.setdefault(run_key, [Decimal(0), ts, ts])
+                entry[0] += row["cost"]
+                entry[1], entry[2] = min(entry[1], ts), max(entry[2], ts)
+        for key, offset in high_water.items():
+            if offset != self.offsets.get(key, -1):
+                self.offsets[key] = offset
+        for key, delta in hourly.items():
+            self.hourly[key] = delta.merge_into(self.hourly.get(key) or new_bucket())
+        for key, delta in totals.items():
+            self.totals[key] = delta.merge_into(self.totals.get(key) or new_bucket())
+        for key, (cost, first, last) in runs.items():
+            old = self.runs.get(key)
+            if old:
+                cost += Decimal(old["cost"])
+                first = min(first, _parse_time(old["started_at"]))
+                last = max(last, _parse_time(old["last_seen"]))
+            self.runs[key] = {
+                "cost": str(cost),
+                "started_at": first.isoformat(),
+                "last_seen": last.isoformat(),
+            }
+            _, _, workflow_id, run_id = key.split(SEP, 3)
+            result.runs.append(RunUpdate(tenant_id, workflow_id, run_id, cost, first, last))
+        result.touched = list(touched.values())
+        return result
+
+    def _dim_value(self, tenant_id: str, dim: str, row: dict[str, Any]) -> str | None:
+        value = tenant_id if dim == "tenant" else row.get(f"{dim}_id" if dim != "model" else dim)
+        if not value:
+            return None
+        value = str(value).replace(SEP, "/")
+        if dim == "tenant":
+            return value
+        seen = self._values.setdefault(tenant_id, {}).setdefault(dim, set())
+        if value in seen:
+            return value
+        if len(seen) >= self.max_values_per_dim:
+            self.overflowed += 1
+            return OVERFLOW
+        seen.add(value)
+        return value
+
+    def hour_bucket(self, tenant_id: str, dim: str, value: str, hour: datetime) -> dict[str, Any]:
+        key = SEP.join((tenant_id, dim, value, str(int(hour.timestamp()) // HOUR)))
+        return self.hourly.get(key) or new_bucket()
+
+    def month_spend(self, tenant_id: str, at: datetime) -> Decimal:
+        bucket = self.totals.get(f"{tenant_id}{SEP}month{SEP}{at:%Y-%m}")
+        return Decimal(bucket["cost"]) if bucket else Decimal(0)
+
+    def history(
+        self, tenant_id: str, dim: str, value: str, before: datetime, hours: int
+    ) -> list[tuple[datetime, dict[str, Any]]]:
+        end = int(before.timestamp()) // HOUR
+        out = []
+        for hour in range(end - hours, end):
+            bucket = self.hourly.get(SEP.join((tenant_id, dim, value, str(hour))))
+            if bucket:
+                out.append((datetime.fromtimestamp(hour * HOUR, UTC), bucket))
+        return out
+
+    def rebuild_index(self) -> None:
+        """Cardinality sets from existing keys (after a restart's table recovery)."""
+        self._values.clear()
+        for key in list(self.hourly.keys()):
+            tenant_id, dim, value, _ = key.split(SEP, 3)
+            if dim != "tenant":
+                self._values.setdefault(tenant_id, {}).setdefault(dim, set()).add(value)
+
+    def expire(self, tenant_id: str, now: datetime) -> int:
+        """Drop this tenant's keys past retention; called while processing the tenant's
+        own message, because a table may only change inside its stream's context."""
+        hour_cut = int(now.timestamp()) // HOUR - self.hourly_retention_hours
+        day_cut = int(now.timestamp()) // DAY - self.daily_retention_days
+        run_cut = now - timedelta(hours=self.run_retention_hours)
+        prefix = f"{tenant_id}{SEP}"
+        dropped = 0
+        for key in [k for k in list(self.hourly.keys()) if k.startswith(prefix)]:
+            if int(key.rsplit(SEP, 1)[1]) < hour_cut:
+                del self.hourly[key]
+                dropped += 1
+        for key in [k for k in list(self.totals.keys()) if k.startswith(prefix)]:
+            last = key.rsplit(SEP, 1)[1]
+            if last.startswith("d") and int(last[1:]) < day_cut:
+                del self.totals[key]
+                dropped += 1
+        for key in [k for k in list(self.runs.keys()) if k.startswith(prefix)]:
+            if _parse_time(self.runs[key]["last_seen"]) < run_cut:
+                del self.runs[key]
+                dropped += 1
+        return dropped

@@ -1,0 +1,47 @@
+"""Fixtures for the streams unit tests: embedded ClickHouse (chdb) and the price catalog.
+
+chdb runs one engine per process and refuses a second data path while one is open,
+so each test module opens its own path and closes it when the module ends; other
+test directories do the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from streams.clickhouse import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
+from streams.pricing import CatalogPrices
+
+
+@pytest.fixture(scope="module")
+def chdb_fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseHandle]:
+    """An empty embedded ClickHouse, no migrations applied."""
+    handle = open_clickhouse(chdb_url_for(tmp_path_factory.mktemp("chdb")))
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+@pytest.fixture(scope="module")
+def chdb_migrated(chdb_fresh: ClickHouseHandle) -> ClickHouseHandle:
+    apply_migrations(chdb_fresh.client)
+    return chdb_fresh
+
+
+@pytest.fixture
+def ledger_db(chdb_migrated: ClickHouseHandle) -> ClickHouseHandle:
+    # TRUNCATE does not forget insert deduplication tokens, so tests that write
+    # must also use request_ids of their own, not only an emptied table.
+    for table in ("usage_ledger", "dead_letters", "ledger_day_check"):
+        chdb_migrated.client.command(f"TRUNCATE TABLE IF EXISTS {table}")
+    return chdb_migrated
+
+
+@pytest.fixture(scope="session")
+def catalog() -> CatalogPrices:
+    # Loading the genai-prices snapshot takes about half a second; its prices are
+    # read-only, so one instance serves every test.
+    return CatalogPrices()
