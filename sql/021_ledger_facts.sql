@@ -11,6 +11,7 @@
 CREATE TABLE IF NOT EXISTS ledger_facts
 (
     request_id String,
+    timestamp DateTime64(3, 'UTC'),
     day Date,
     hour DateTime('UTC'),
     tenant_id LowCardinality(String),
@@ -18,6 +19,7 @@ CREATE TABLE IF NOT EXISTS ledger_facts
     user_id String,
     feature_name LowCardinality(String),
     workflow_id LowCardinality(String),
+    workflow_run_id String,
     workflow_name LowCardinality(String),
     environment LowCardinality(String),
     provider LowCardinality(String),
@@ -44,6 +46,7 @@ ENGINE = Null;
 CREATE MATERIALIZED VIEW IF NOT EXISTS ledger_facts_mv TO ledger_facts AS
 SELECT
     request_id,
+    timestamp,
     toDate(timestamp) AS day,
     toDateTime(toStartOfHour(timestamp), 'UTC') AS hour,
     tenant_id,
@@ -51,6 +54,7 @@ SELECT
     user_id,
     feature_name,
     workflow_id,
+    workflow_run_id,
     workflow_name,
     environment,
     provider,
@@ -76,6 +80,7 @@ FROM usage_ledger;
 CREATE VIEW IF NOT EXISTS ledger_facts_final AS
 SELECT
     request_id,
+    timestamp,
     toDate(timestamp) AS day,
     toDateTime(toStartOfHour(timestamp), 'UTC') AS hour,
     tenant_id,
@@ -83,6 +88,7 @@ SELECT
     user_id,
     feature_name,
     workflow_id,
+    workflow_run_id,
     workflow_name,
     environment,
     provider,

@@ -64,14 +64,11 @@ SELECT * FROM tenant_hourly_recompute
 WHERE (SELECT count() FROM tenant_hourly_state) = 0;
 
 -- Clean days from the rollup, dirty days recomputed from the deduplicated ledger.
--- dirty_days is computed once per query; its bounds are constants at planning
--- time and prune the ledger's partitions, so with no dirty day the recompute
--- branch reads nothing.
+-- The IN set is built before reading and used for index analysis: with no
+-- dirty day the recompute branch reads nothing from the ledger.
 -- Re-pricing deltas are added so every total is the corrected one.
 CREATE VIEW IF NOT EXISTS tenant_hourly AS
-WITH
-    (SELECT groupArray(day) FROM ledger_dirty_days) AS dirty_days,
-    quantilesMerge(0.5, 0.9, 0.99)(latency_ms_quantiles) AS q
+WITH quantilesMerge(0.5, 0.9, 0.99)(latency_ms_quantiles) AS q
 SELECT
     hour,
     tenant_id,
@@ -92,12 +89,11 @@ FROM
 (
     SELECT hour, tenant_id, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
     FROM tenant_hourly_state
-    WHERE NOT has(dirty_days, toDate(hour))
+    WHERE toDate(hour) NOT IN (SELECT day FROM ledger_dirty_days)
     UNION ALL
     SELECT hour, tenant_id, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
     FROM tenant_hourly_recompute
-    WHERE has(dirty_days, toDate(hour))
-        AND toDate(hour) BETWEEN arrayMin(dirty_days) AND arrayMax(dirty_days)
+    WHERE toDate(hour) IN (SELECT day FROM ledger_dirty_days)
     UNION ALL
     SELECT
         toDateTime(toStartOfHour(timestamp), 'UTC') AS hour,

@@ -69,14 +69,11 @@ SELECT * FROM workflow_daily_recompute
 WHERE (SELECT count() FROM workflow_daily_state) = 0;
 
 -- Clean days from the rollup, dirty days recomputed from the deduplicated ledger.
--- dirty_days is computed once per query; its bounds are constants at planning
--- time and prune the ledger's partitions, so with no dirty day the recompute
--- branch reads nothing.
+-- The IN set is built before reading and used for index analysis: with no
+-- dirty day the recompute branch reads nothing from the ledger.
 -- Re-pricing deltas are added so every total is the corrected one.
 CREATE VIEW IF NOT EXISTS workflow_daily AS
-WITH
-    (SELECT groupArray(day) FROM ledger_dirty_days) AS dirty_days,
-    quantilesMerge(0.5, 0.9, 0.99)(latency_ms_quantiles) AS q
+WITH quantilesMerge(0.5, 0.9, 0.99)(latency_ms_quantiles) AS q
 SELECT
     day,
     tenant_id,
@@ -99,12 +96,11 @@ FROM
 (
     SELECT day, tenant_id, workflow_id, workflow_name, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
     FROM workflow_daily_state
-    WHERE NOT has(dirty_days, day)
+    WHERE day NOT IN (SELECT day FROM ledger_dirty_days)
     UNION ALL
     SELECT day, tenant_id, workflow_id, workflow_name, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
     FROM workflow_daily_recompute
-    WHERE has(dirty_days, day)
-        AND day BETWEEN arrayMin(dirty_days) AND arrayMax(dirty_days)
+    WHERE day IN (SELECT day FROM ledger_dirty_days)
     UNION ALL
     SELECT
         toDate(timestamp) AS day,

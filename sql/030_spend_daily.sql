@@ -98,11 +98,9 @@ SELECT * FROM spend_daily_recompute
 WHERE (SELECT count() FROM spend_daily_state) = 0;
 
 -- Clean days from the rollup, dirty days recomputed from the deduplicated ledger.
--- dirty_days is computed once per query; its bounds are constants at planning
--- time and prune the ledger's partitions, so with no dirty day the recompute
--- branch reads nothing.
+-- The IN set is built before reading and used for index analysis: with no
+-- dirty day the recompute branch reads nothing from the ledger.
 CREATE VIEW IF NOT EXISTS spend_daily_uncorrected AS
-WITH (SELECT groupArray(day) FROM ledger_dirty_days) AS dirty_days
 SELECT
     day,
     tenant_id,
@@ -132,12 +130,11 @@ FROM
 (
     SELECT day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name, provider, model, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd, cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd, cost_usd
     FROM spend_daily_state
-    WHERE NOT has(dirty_days, day)
+    WHERE day NOT IN (SELECT day FROM ledger_dirty_days)
     UNION ALL
     SELECT day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name, provider, model, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd, cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd, cost_usd
     FROM spend_daily_recompute
-    WHERE has(dirty_days, day)
-        AND day BETWEEN arrayMin(dirty_days) AND arrayMax(dirty_days)
+    WHERE day IN (SELECT day FROM ledger_dirty_days)
 )
 GROUP BY day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name, provider, model;
 

@@ -8,6 +8,7 @@ starts, before it reads its first batch, and close after the worker stops.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from streams.dedupe import RequestIdFilter, hash_request_ids
 from streams.ingest import IngestPipeline, UsageMessage, ingest_day
 from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
 from streams.pricing import PriceCatalog
+from streams.query_access import READ_ONLY, encode_result, write_worker_file
 from streams.settings import Settings
 from streams.spend_agent import SpendRuntime, register_spend_agent
 
@@ -74,6 +76,8 @@ class WorkerRuntime:
             loaded = await self.rebuild_dedupe()
             log.info("de-duplication filter rebuilt from the ledger: %d request ids", loaded)
             self.sink = ClickHouseLedgerSink(self.executor)
+            if self.handle is not None and self.handle.embedded and self.settings.web_enabled:
+                write_worker_file(self.settings.data_dir, self.settings.web_port)
             self.pipeline = IngestPipeline(
                 self.catalog,
                 self.dedupe,
@@ -111,6 +115,9 @@ class WorkerRuntime:
         return loaded
 
     def close(self) -> None:
+        worker_file = self.settings.data_dir / "worker.json"
+        if self.handle is not None and self.handle.embedded:
+            worker_file.unlink(missing_ok=True)
         if self.executor is not None:
             self.executor.shutdown()
         if self.handle is not None:
@@ -236,6 +243,34 @@ def build_app(
             "sink_last_error": sink.stats.last_error if sink else "",
         }
         return web.json(body, status=200 if runtime.healthy else 503)
+
+    @app.page("/v1/query")
+    class QueryView(faust.web.View):
+        """Read-only SQL for readers while this worker owns the embedded data dir."""
+
+        async def post(self, request: Any) -> Any:
+            token = settings.analyst_token
+            if token is not None:
+                given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+                if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+                    return self.error(401, "analyst token required")
+            if runtime.executor is None or runtime.handle is None:
+                return self.error(503, "worker is starting")
+            body = orjson.loads(await request.read())
+            client = runtime.handle.client
+            try:
+                result = await runtime.executor.run(
+                    client.query,
+                    body["sql"],
+                    parameters=body.get("parameters") or None,
+                    settings=READ_ONLY,
+                )
+            except Exception as exc:
+                return self.error(400, str(exc).strip().splitlines()[0][:500])
+            payload = encode_result(
+                result.column_names, [t.name for t in result.column_types], result.result_rows
+            )
+            return self.bytes(payload, content_type="application/json")
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:

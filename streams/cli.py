@@ -59,13 +59,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from streams.clickhouse import clickhouse_session
     from streams.query import format_rows, run_query
+    from streams.query_access import open_query_client
 
     settings = _settings(args)
-    with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
+    with open_query_client(settings) as client:
         try:
-            columns, rows = run_query(ch.client, args.sql)
+            columns, rows = run_query(client, args.sql)
         except Exception as exc:  # ClickHouse's own message is the useful line
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise SpendstreamError(f"query failed: {first_line}") from None

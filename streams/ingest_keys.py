@@ -236,7 +236,9 @@ class IngestKeyStore:
             if stored is None:
                 raise KeyNotFoundError(f"no ingest key with id {key_id!r}")
             if stored.key.active:
-                stored = replace(stored, key=replace(stored.key, revoked_at=now or datetime.now(UTC)))
+                stored = replace(
+                    stored, key=replace(stored.key, revoked_at=now or datetime.now(UTC))
+                )
                 keys[stored.key.key_id] = stored
             return stored.key
 

@@ -24,7 +24,11 @@ def _die_with_parent() -> None:
 
 
 def spawn(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(list(args), preexec_fn=_die_with_parent, **kwargs)
+    # A session of its own: Ctrl-C reaches only the parent, which then stops its
+    # children in order (workers before the broker they commit to).
+    return subprocess.Popen(
+        list(args), preexec_fn=_die_with_parent, start_new_session=True, **kwargs
+    )
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:

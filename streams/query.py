@@ -9,14 +9,15 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from clickhouse_connect.driver.client import Client
+
+from streams.query_access import QueryClient
 
 # Enforced by ClickHouse itself, not by parsing the SQL: readonly=1 refuses writes
 # and settings changes alike.
 READ_ONLY_SETTINGS = {"readonly": 1}
 
 
-def run_query(client: Client, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def run_query(client: QueryClient, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     result = client.query(sql, settings=READ_ONLY_SETTINGS)
     return list(result.column_names), [tuple(row) for row in result.result_rows]
 

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_enabled: bool = True
+    # When set, POST /v1/query needs `Authorization: Bearer <token>`.
+    analyst_token: SecretStr | None = None
 
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 

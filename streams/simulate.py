@@ -157,19 +157,25 @@ async def publish_traffic(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     sent = 0
-    started = time.monotonic()
+    started = last = time.monotonic()
+    due = 0.0
     try:
-        while duration is None or time.monotonic() - started < duration:
+        while duration is None or last - started < duration:
             if stop is not None and stop.is_set():
                 break
+            await asyncio.sleep(0.05)
+            now_mono = time.monotonic()
             now = datetime.now(UTC)
-            batch = max(1, int(rate * daily_rhythm(now) / 10))
-            for _ in range(batch):
+            due += rate * daily_rhythm(now) * (now_mono - last)
+            last = now_mono
+            pending = []
+            while due >= 1:
                 event = generator.event(now)
-                await producer.send(topic, orjson.dumps(event), key=event["request_id"].encode())
-            sent += batch
-            await asyncio.sleep(0.1)
-        await producer.flush()
+                key = event["request_id"].encode()
+                pending.append(await producer.send(topic, orjson.dumps(event), key=key))
+                due -= 1
+            await asyncio.gather(*pending)
+            sent += len(pending)
     finally:
         await producer.stop()
     return sent

@@ -1,8 +1,15 @@
 """Reading a request body within a size limit, before and after gzip.
 
 The limit is checked on the bytes received and again on the decompressed
-bytes, a chunk at a time: a 5 MiB gzip body can inflate to gigabytes (a
-"gzip bomb"), so it is never decompressed in one call.
+bytes, as they arrive: a 5 MiB gzip body can inflate to gigabytes (a "gzip
+bomb"), so it is never decompressed whole before being measured.
+
+aiohttp's server decompresses gzip request bodies itself, a chunk at a time
+(`auto_decompress`, on by default): the stream then yields decompressed
+bytes and counts the compressed ones in `total_raw_bytes`. A server started
+with `auto_decompress=False` hands over the gzip bytes, recognised by the
+gzip magic number (a JSON body never starts with it), and this module
+inflates them with the same limit.
 """
 
 from __future__ import annotations
@@ -10,10 +17,12 @@ from __future__ import annotations
 import zlib
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 READ_CHUNK = 64 * 1024
 IDENTITY_ENCODINGS = frozenset({"", "identity"})
 GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class BodyError(Exception):
@@ -45,15 +54,24 @@ async def read_body(request: web.BaseRequest, max_bytes: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise BodyTooLarge(f"request body is {declared} bytes; the limit is {max_bytes} bytes")
+    gzipped = encoding in GZIP_ENCODINGS
     # Read from the stream rather than request.read(): the aiohttp app's own
     # client_max_size (1 MiB by default, set by whoever owns the app) must not
     # decide this endpoint's limit.
+    stream = request.content
     received = bytearray()
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        received += chunk
-        if len(received) > max_bytes:
-            raise BodyTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
-    if encoding in GZIP_ENCODINGS:
+    try:
+        async for chunk in stream.iter_chunked(READ_CHUNK):
+            received += chunk
+            if stream.total_raw_bytes > max_bytes:
+                raise BodyTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+            if len(received) > max_bytes:
+                what = "decompressed request body" if gzipped else "request body"
+                raise BodyTooLarge(f"{what} exceeds the limit of {max_bytes} bytes")
+    except (ContentEncodingError, web.RequestPayloadError) as exc:
+        # aiohttp wraps a gzip error met while decompressing in RequestPayloadError.
+        raise MalformedEncoding(f"cannot read the request body: {exc}") from None
+    if gzipped and received.startswith(GZIP_MAGIC):
         return gunzip_limited(bytes(received), max_bytes)
     return bytes(received)
 

@@ -46,7 +46,9 @@ def split_items(body: bytes, content_type: str) -> list[Item] | Rejection:
         return [document]
     if isinstance(document, list):
         if not document:
-            return Rejection("empty_batch", "the JSON array holds no events", truncate_payload(body))
+            return Rejection(
+                "empty_batch", "the JSON array holds no events", truncate_payload(body)
+            )
         return document
     return Rejection(
         "not_an_object",

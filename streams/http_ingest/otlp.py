@@ -17,11 +17,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from schemas.normalizers import is_model_call_span
+
+PROTOBUF_UNAVAILABLE = (
+    "OTLP protobuf needs the opentelemetry-proto package on the server; "
+    "install it, or export OTLP/JSON (Content-Type: application/json)"
+)
 
 
 class OtlpFormatError(ValueError):
@@ -40,6 +46,7 @@ class ExportedSpans:
     """Flat span bodies for the `otel_genai` normalizer."""
 
 
+@functools.lru_cache(maxsize=1)
 def protobuf_available() -> bool:
     try:
         import opentelemetry.proto.collector.trace.v1.trace_service_pb2  # noqa: F401
@@ -142,10 +149,7 @@ def decode_protobuf(body: bytes) -> dict[str, Any]:
             ExportTraceServiceRequest,
         )
     except ImportError:
-        raise ProtobufUnavailable(
-            "OTLP protobuf needs the opentelemetry-proto package on the server; "
-            "install it, or export OTLP/JSON (Content-Type: application/json)"
-        ) from None
+        raise ProtobufUnavailable(PROTOBUF_UNAVAILABLE) from None
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)

@@ -33,8 +33,8 @@ def chdb_migrated(chdb_fresh: ClickHouseHandle) -> ClickHouseHandle:
 
 @pytest.fixture
 def ledger_db(chdb_migrated: ClickHouseHandle) -> ClickHouseHandle:
-    # TRUNCATE does not forget insert deduplication tokens, so tests that write
-    # must also use request_ids of their own, not only an emptied table.
+    # Emptied per test so row counts are each test's own; ledger_day_check is the
+    # view-fed table the sink tests read to see what the materialized views received.
     for table in ("usage_ledger", "dead_letters", "ledger_day_check"):
         chdb_migrated.client.command(f"TRUNCATE TABLE IF EXISTS {table}")
     return chdb_migrated

@@ -1,0 +1,43 @@
+"""The one way the analyst commands reach ClickHouse.
+
+Every command opens its client through `open_reader`, so that how the analyst
+layer connects (today: the ClickHouse URL from the environment, or the embedded
+data dir; later: through a running worker) changes in this one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from streams.clickhouse import chdb_url_for, clickhouse_session
+from streams.errors import ConfigError
+
+URL_ENV = "SPENDSTREAM_CLICKHOUSE_URL"
+DEFAULT_DATA_DIR = ".spendstream"
+
+
+def clickhouse_url(args: argparse.Namespace) -> str:
+    url = os.environ.get(URL_ENV)
+    if url:
+        return url
+    data_dir = Path(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR)
+    if not (data_dir / "clickhouse").is_dir():
+        # Opening a missing path would create an empty database and report zeros.
+        raise ConfigError(
+            f"no ClickHouse data in {data_dir}: pass --data-dir or set {URL_ENV}"
+        )
+    return chdb_url_for(data_dir)
+
+
+@contextmanager
+def open_reader(args: argparse.Namespace, *, write: bool = False) -> Iterator[Client]:
+    """A ClickHouse client for one command. `write=True` marks the commands that
+    insert (reprice, retention), so a read-only transport can refuse them."""
+    with clickhouse_session(clickhouse_url(args)) as handle:
+        yield handle.client

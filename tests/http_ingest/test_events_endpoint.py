@@ -1,0 +1,380 @@
+"""POST /v1/events on a real aiohttp server, through a real HTTP client."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.decoding import decode_message
+from streams.ingest_keys import IngestKeyStore
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_a_single_object_is_accepted_and_published(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest()
+    response = await ingest.post(json=usage_event("r1", prompt="secret prompt text"))
+
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "rejected": 0, "errors": []}
+    [event] = ingest.published.events
+    assert event["request_id"] == "r1"
+    assert event["timestamp"] == "2025-06-01T12:00:00Z"
+    assert "prompt" not in event
+    # What is published is what the worker accepts from the usage topic.
+    decoded = decode_message(orjson.dumps([event]))
+    assert (len(decoded.events), decoded.rejections) == (1, [])
+    assert ingest.published.dead_letters == []
+
+
+async def test_an_array_is_accepted_item_by_item(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest()
+    batch = [usage_event("a1"), usage_event("a2", input_tokens=-5), usage_event("a3")]
+    response = await ingest.post(json=batch)
+
+    assert response.status_code == 202
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected"]) == (2, 1)
+    assert [(e["index"], e["reason"]) for e in answer["errors"]] == [
+        (1, "token_count_out_of_range")
+    ]
+    assert [e["request_id"] for e in ingest.published.events] == ["a1", "a3"]
+    [letter] = ingest.published.dead_letters
+    assert letter["reason"] == "token_count_out_of_range"
+    assert letter["element_index"] == 1
+    assert letter["request_id"] == "a2"
+    assert json.loads(letter["raw_payload"])["input_tokens"] == -5
+    assert letter["source"] == "/v1/events"
+
+
+@pytest.mark.parametrize("content_type", ["application/x-ndjson", "application/json"])
+async def test_ndjson_by_content_type_or_detected(
+    start_ingest: Any, usage_event: Any, content_type: str
+) -> None:
+    ingest = await start_ingest()
+    lines = [json.dumps(usage_event(f"n{i}")) for i in range(3)]
+    body = "\n".join([lines[0], "", lines[1], "{not json", lines[2]]) + "\n"
+    response = await ingest.post(content=body.encode(), headers={"Content-Type": content_type})
+
+    assert response.status_code == 202
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected"]) == (3, 1)
+    # Items are numbered without blank lines: the broken line is the third item.
+    assert [(e["index"], e["reason"]) for e in answer["errors"]] == [(2, "malformed_json")]
+    assert [e["request_id"] for e in ingest.published.events] == ["n0", "n1", "n2"]
+    assert ingest.published.dead_letters[0]["raw_payload"] == "{not json"
+
+
+async def test_gzip_bodies_are_decompressed(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest()
+    body = gzip.compress(orjson.dumps([usage_event(f"g{i}") for i in range(50)]))
+    response = await ingest.post(
+        content=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 50
+    assert len(ingest.published.events) == 50
+
+
+async def test_a_raw_body_over_the_limit_is_413(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest(max_body_bytes=10_000)
+    body = orjson.dumps([usage_event(f"big{i}") for i in range(100)])
+    assert len(body) > 10_000
+    response = await ingest.post(content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+    assert ingest.published.calls == 0
+
+
+async def test_a_body_streamed_without_length_is_cut_at_the_limit(
+    start_ingest: Any, usage_event: Any,
+) -> None:
+    ingest = await start_ingest(max_body_bytes=10_000)
+
+    async def chunks() -> Any:
+        for _ in range(20):
+            yield b" " * 1000  # no Content-Length: chunked transfer encoding
+
+    response = await ingest.client.post(ingest.url + "/v1/events", content=chunks())
+    assert response.status_code == 413
+    assert ingest.published.calls == 0
+
+
+async def test_a_gzip_bomb_is_413_on_its_decompressed_size(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest(max_body_bytes=100_000)
+    # 50 MB of spaces compress to about 50 KB: under the limit on the wire.
+    bomb = gzip.compress(b"[" + b" " * 50_000_000 + b"]", compresslevel=9)
+    assert len(bomb) < 100_000
+    response = await ingest.post(
+        content=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 413
+    assert "decompressed" in response.json()["message"]
+    assert ingest.published.calls == 0
+
+
+async def test_more_items_than_allowed_is_413(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest(max_events_per_request=5)
+    response = await ingest.post(json=[usage_event(f"c{i}") for i in range(6)])
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_many_events"
+    assert ingest.published.calls == 0
+
+
+async def test_a_body_that_is_not_json_is_400_and_dead_lettered(
+    start_ingest: Any, usage_event: Any,
+) -> None:
+    ingest = await start_ingest()
+    response = await ingest.post(content=b"{oops", headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"index": -1, "reason": "malformed_json", "message": response.json()["errors"][0]["message"]}
+    ]
+    [letter] = ingest.published.dead_letters
+    assert (letter["reason"], letter["raw_payload"]) == ("malformed_json", "{oops")
+    assert ingest.published.events == []
+
+
+async def test_a_broken_gzip_body_is_400(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest()
+    compressed = gzip.compress(orjson.dumps(usage_event("t1")))
+    broken = compressed[:10] + bytes(b ^ 0xFF for b in compressed[10:20]) + compressed[20:]
+    response = await ingest.post(
+        content=broken, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 400
+    assert ingest.published.events == []
+
+
+@pytest.mark.parametrize("auto_decompress", [True, False])
+async def test_gzip_limits_hold_whoever_decompresses(
+    start_ingest: Any, usage_event: Any, auto_decompress: bool
+) -> None:
+    # aiohttp decompresses request bodies unless the server is started with
+    # auto_decompress=False; then the handler inflates them itself.
+    ingest = await start_ingest(max_body_bytes=100_000, auto_decompress=auto_decompress)
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    events = gzip.compress(orjson.dumps([usage_event("z1"), usage_event("z2")]))
+    two_members = events + gzip.compress(b" ")
+    bomb = gzip.compress(b"[" + b" " * 50_000_000 + b"]", compresslevel=9)
+
+    assert (await ingest.post(content=two_members, headers=headers)).json()["accepted"] == 2
+    assert (await ingest.post(content=bomb, headers=headers)).status_code == 413
+    assert (await ingest.post(content=events[:-20], headers=headers)).status_code == 400
+    assert [e["request_id"] for e in ingest.published.events] == ["z1", "z2"]
+
+
+async def test_an_unsupported_content_encoding_is_415(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest()
+    response = await ingest.post(content=b"{}", headers={"Content-Encoding": "lz4"})
+    assert response.status_code == 415
+
+
+async def test_missing_key_is_401(start_ingest: Any, usage_event: Any, key_store: IngestKeyStore) -> None:
+    key_store.create("acme")
+    ingest = await start_ingest(key_store=key_store)
+    response = await ingest.post(json=usage_event("k1"))
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert ingest.published.calls == 0
+
+
+async def test_wrong_and_malformed_keys_are_401(
+    start_ingest: Any, usage_event: Any, key_store: IngestKeyStore
+) -> None:
+    key, token = key_store.create("acme")
+    ingest = await start_ingest(key_store=key_store)
+    good = token.get_secret_value()
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    for bad in (forged, f"ssk_{key.key_id}", f"ssk_{key.key_id}_", "not-a-key"):
+        response = await ingest.post(json=usage_event("k2"), key=bad)
+        assert response.status_code == 401, bad
+    assert ingest.published.calls == 0
+
+
+async def test_revoked_key_is_401(start_ingest: Any, usage_event: Any, key_store: IngestKeyStore) -> None:
+    key, token = key_store.create("acme")
+    ingest = await start_ingest(key_store=key_store)
+    assert (await ingest.post(json=usage_event("v1"), key=token.get_secret_value())).is_success
+
+    # Revoked through another store instance, as `spendstream keys revoke` does
+    # from its own process while the worker serves.
+    IngestKeyStore(key_store.path).revoke(key.key_id)
+    response = await ingest.post(json=usage_event("v2"), key=token.get_secret_value())
+    assert response.status_code == 401
+    assert [e["request_id"] for e in ingest.published.events] == ["v1"]
+
+
+async def test_forged_team_is_rejected_and_the_valid_items_accepted(
+    start_ingest: Any, usage_event: Any, key_store: IngestKeyStore
+) -> None:
+    key, token = key_store.create("acme", team_id="search")
+    ingest = await start_ingest(key_store=key_store)
+    batch = [
+        usage_event("f1", team_id="search"),
+        usage_event("f2", team_id="payments"),
+        usage_event("f3", tenant_id="globex"),
+        usage_event("f4"),
+    ]
+    response = await ingest.post(json=batch, key=token.get_secret_value())
+
+    assert response.status_code == 202
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected"]) == (2, 2)
+    assert [(e["index"], e["reason"]) for e in answer["errors"]] == [
+        (1, "ownership_mismatch"),
+        (2, "ownership_mismatch"),
+    ]
+    assert "payments" in answer["errors"][0]["message"]
+    assert [e["request_id"] for e in ingest.published.events] == ["f1", "f4"]
+    letters = ingest.published.dead_letters
+    assert [letter["reason"] for letter in letters] == ["ownership_mismatch"] * 2
+    # The dead letter names the key's tenant, not the forged one.
+    assert [letter["tenant_id"] for letter in letters] == ["acme", "acme"]
+    assert {letter["ingest_key_id"] for letter in letters} == {key.key_id}
+
+
+async def test_ownership_is_stamped_from_the_key(
+    start_ingest: Any, usage_event: Any, key_store: IngestKeyStore
+) -> None:
+    _, token = key_store.create("acme", team_id="search", project="rerank")
+    ingest = await start_ingest(key_store=key_store)
+    response = await ingest.post(
+        json=[
+            usage_event("s1", tenant_id=None),
+            usage_event("s2", tenant_id="", team_id="", tags={"env": "prod"}),
+        ],
+        key=token.get_secret_value(),
+    )
+
+    assert response.json()["accepted"] == 2
+    stamped = ingest.published.events
+    assert [(e["tenant_id"], e["team_id"]) for e in stamped] == [("acme", "search")] * 2
+    assert stamped[0]["tags"] == {"project": "rerank"}
+    assert stamped[1]["tags"] == {"env": "prod", "project": "rerank"}
+
+
+async def test_a_tenant_wide_key_writes_any_team_of_its_tenant(
+    start_ingest: Any, usage_event: Any, key_store: IngestKeyStore
+) -> None:
+    _, token = key_store.create("acme")
+    ingest = await start_ingest(key_store=key_store)
+    response = await ingest.post(
+        json=[usage_event("w1", team_id="search"), usage_event("w2", team_id="payments")],
+        key=token.get_secret_value(),
+    )
+    assert response.json()["accepted"] == 2
+    assert [e["team_id"] for e in ingest.published.events] == ["search", "payments"]
+
+
+async def test_a_key_over_its_rate_is_429_with_retry_after(
+    start_ingest: Any, usage_event: Any, key_store: IngestKeyStore
+) -> None:
+    _, token = key_store.create("acme")
+    _, other = key_store.create("acme")
+    ingest = await start_ingest(key_store=key_store, rate_limit_per_key=(0.5, 2))
+    statuses = [
+        (await ingest.post(json=usage_event(f"r{i}"), key=token.get_secret_value())).status_code
+        for i in range(2)
+    ]
+    limited = await ingest.post(json=usage_event("r2"), key=token.get_secret_value())
+
+    assert statuses == [202, 202]
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert limited.json()["error"] == "rate_limited"
+    # The limit is per key: another key is not held back.
+    assert (await ingest.post(json=usage_event("o1"), key=other.get_secret_value())).is_success
+    assert [e["request_id"] for e in ingest.published.events] == ["r0", "r1", "o1"]
+
+
+OPENAI_CHAT = {
+    "id": "chatcmpl-http-1",
+    "object": "chat.completion",
+    "created": 1748000000,
+    "model": "gpt-4o-2024-08-06",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Summary text."}}],
+    "usage": {
+        "prompt_tokens": 2006,
+        "completion_tokens": 300,
+        "total_tokens": 2306,
+        "prompt_tokens_details": {"cached_tokens": 1920},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    },
+}
+
+
+async def test_openai_usage_bodies_with_format_and_ownership_from_the_key(
+    start_ingest: Any, usage_event: Any, key_store: IngestKeyStore
+) -> None:
+    _, token = key_store.create("acme", team_id="search")
+    ingest = await start_ingest(key_store=key_store)
+    response = await ingest.post(
+        json=[OPENAI_CHAT, {"object": "chat.completion", "id": "x"}],
+        key=token.get_secret_value(),
+        params={"format": "openai", "workflow_id": "rerank"},
+    )
+
+    assert response.status_code == 202
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected"]) == (1, 1)
+    assert answer["errors"][0]["reason"] == "normalization_failed"
+    [event] = ingest.published.events
+    assert event["request_id"] == "chatcmpl-http-1"
+    assert (event["input_tokens"], event["cached_tokens"], event["output_tokens"]) == (
+        2006,
+        1920,
+        300,
+    )
+    assert (event["tenant_id"], event["team_id"], event["workflow_id"]) == (
+        "acme",
+        "search",
+        "rerank",
+    )
+    assert "choices" not in event and "content" not in json.dumps(event)
+
+
+async def test_ownership_from_query_parameters_without_keys(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest()
+    response = await ingest.post(
+        json=OPENAI_CHAT, params={"format": "openai_chat", "tenant_id": "acme", "team_id": "ml"}
+    )
+    assert response.json()["accepted"] == 1
+    assert ingest.published.events[0]["team_id"] == "ml"
+
+
+async def test_bad_query_parameters_are_400(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest()
+    unknown_format = await ingest.post(json=OPENAI_CHAT, params={"format": "openai_v9"})
+    typo = await ingest.post(json=usage_event("q1"), params={"tenant": "acme"})
+    assert (unknown_format.status_code, typo.status_code) == (400, 400)
+    assert "openai_chat" in unknown_format.json()["message"]
+    assert "tenant_id" in typo.json()["message"]
+    assert ingest.published.calls == 0
+
+
+async def test_a_failed_publish_is_503_so_the_producer_retries(
+    start_ingest: Any, usage_event: Any,
+) -> None:
+    ingest = await start_ingest()
+    ingest.published.fail = True
+    response = await ingest.post(json=usage_event("p1"))
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+
+
+async def test_a_body_of_2000_events_is_accepted_whole(start_ingest: Any, usage_event: Any) -> None:
+    ingest = await start_ingest()
+    batch = [usage_event(f"l{i}", feature_name="x" * 100) for i in range(2000)]
+    body = orjson.dumps(batch)
+    assert len(body) > 256 * 1024  # the offload threshold
+    response = await ingest.post(content=body, headers={"Content-Type": "application/json"})
+    assert response.json()["accepted"] == 2000
+    assert len(ingest.published.events) == 2000
