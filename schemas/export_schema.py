@@ -45,8 +45,7 @@ FIELD_DESCRIPTIONS = {
     "reasoning_tokens": "Reasoning (thinking) tokens; part of output_tokens.",
     "retry_of": "request_id of the call this one retries.",
     "reported_cost_usd": (
-        "Cost reported by the provider or gateway; kept for reconciliation, never used "
-        "as the cost."
+        "Cost reported by the provider or gateway; kept for reconciliation, never used as the cost."
     ),
 }
 

@@ -9,7 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PricePerMTok = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+# The ledger's unit-price columns are Decimal(38, 12).
+PricePerMTok = Annotated[Decimal, Field(ge=0, le=1_000_000, decimal_places=12, allow_inf_nan=False)]
 
 
 class PriceEntry(BaseModel):

@@ -23,7 +23,12 @@ from faust.types import EventT, StreamT
 from schemas.spend_config import SpendConfig
 from streams.alerting.alerts_table import AlertsTableWriter
 from streams.broker import TopicSpec
-from streams.clickhouse import ClickHouseHandle, apply_migrations, open_clickhouse
+from streams.clickhouse import (
+    ClickHouseHandle,
+    apply_migrations,
+    open_clickhouse,
+    open_session_client,
+)
 from streams.dedupe import RequestIdFilter, hash_request_ids
 from streams.ingest import IngestPipeline, UsageMessage, ingest_day
 from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
@@ -48,6 +53,7 @@ class WorkerRuntime:
     settings: Settings
     catalog: PriceCatalog
     handle: ClickHouseHandle | None = None
+    reader: Any = None  # a separate session for read-only queries (see open_session_client)
     spend: SpendRuntime | None = None
     executor: ClickHouseExecutor | None = None
     sink: ClickHouseLedgerSink | None = None
@@ -63,7 +69,9 @@ class WorkerRuntime:
             self.settings.resolved_clickhouse_url, self.settings.clickhouse_password
         )
         self.executor = ClickHouseExecutor(self.handle.client)
-        return apply_migrations(self.handle.client)
+        applied = apply_migrations(self.handle.client)
+        self.reader = open_session_client(self.handle, self.settings.clickhouse_password)
+        return applied
 
     async def open(self, app: faust.App) -> IngestPipeline:
         async with self._lock:
@@ -120,6 +128,9 @@ class WorkerRuntime:
             worker_file.unlink(missing_ok=True)
         if self.executor is not None:
             self.executor.shutdown()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
         if self.handle is not None:
             self.handle.close()
             self.handle = None
@@ -254,10 +265,10 @@ def build_app(
                 given = request.headers.get("Authorization", "").removeprefix("Bearer ")
                 if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
                     return self.error(401, "analyst token required")
-            if runtime.executor is None or runtime.handle is None:
+            if runtime.executor is None or runtime.reader is None:
                 return self.error(503, "worker is starting")
             body = orjson.loads(await request.read())
-            client = runtime.handle.client
+            client = runtime.reader
             try:
                 result = await runtime.executor.run(
                     client.query,

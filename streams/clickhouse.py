@@ -99,6 +99,17 @@ def open_clickhouse(url: str, password: SecretStr | None = None) -> ClickHouseHa
     )
 
 
+def open_session_client(handle: ClickHouseHandle, password: SecretStr | None = None) -> Client:
+    """A second client (its own ClickHouse session) in the process that holds `handle`.
+
+    Read-only queries run here: on chdb, `readonly=1` sent with a refused query
+    sticks to the session, and must never reach the ledger writer's session."""
+    parsed = urlparse(handle.url)
+    if parsed.scheme == "chdb":
+        return clickhouse_connect.get_client(dsn=f"chdb://{parsed.path}")
+    return open_clickhouse(handle.url, password).client
+
+
 @contextmanager
 def clickhouse_session(url: str, password: SecretStr | None = None) -> Iterator[ClickHouseHandle]:
     handle = open_clickhouse(url, password)

@@ -109,12 +109,13 @@ def load_pricing_file(path: Path) -> PricingFile:
     except FileNotFoundError:
         raise ConfigError(f"pricing file not found: {path}") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"pricing file {path} is not readable YAML: {exc}") from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"pricing file {path} is not readable YAML: {first_line}") from None
     try:
         return PricingFile.model_validate(raw or {})
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise ConfigError(f"pricing file {path}: {where}: {first['msg']}") from None
 
 

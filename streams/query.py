@@ -25,6 +25,8 @@ def run_query(client: QueryClient, sql: str) -> tuple[list[str], list[tuple[Any,
 def _text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, Decimal):
+        return format(value, "f")
     if isinstance(value, datetime | date):
         return value.isoformat()
     return str(value)
@@ -32,7 +34,7 @@ def _text(value: Any) -> str:
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")
     return value
 
 

@@ -29,9 +29,7 @@ def clickhouse_url(args: argparse.Namespace) -> str:
     data_dir = Path(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR)
     if not (data_dir / "clickhouse").is_dir():
         # Opening a missing path would create an empty database and report zeros.
-        raise ConfigError(
-            f"no ClickHouse data in {data_dir}: pass --data-dir or set {URL_ENV}"
-        )
+        raise ConfigError(f"no ClickHouse data in {data_dir}: pass --data-dir or set {URL_ENV}")
     return chdb_url_for(data_dir)
 
 
@@ -41,3 +39,17 @@ def open_reader(args: argparse.Namespace, *, write: bool = False) -> Iterator[Cl
     insert (reprice, retention), so a read-only transport can refuse them."""
     with clickhouse_session(clickhouse_url(args)) as handle:
         yield handle.client
+
+
+def require_objects(client: Client, *names: str) -> None:
+    """Fail with one line when the analyst migrations have not been applied."""
+    rows = client.query(
+        "SELECT name FROM system.tables "
+        "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
+        parameters={"names": list(names)},
+    ).result_rows
+    missing = sorted(set(names) - {row[0] for row in rows})
+    if missing:
+        raise ConfigError(
+            f"ClickHouse has no {', '.join(missing)}: apply the sql/ migrations first"
+        )

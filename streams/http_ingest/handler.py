@@ -157,14 +157,11 @@ class IngestHandler:
             format, fields = _query(request, allow_format=True)
             body = await self._read(request)
         except Refusal as refusal:
-            return _json(
-                refusal.status,
-                {"error": refusal.reason, "message": refusal.message},
-                refusal.headers,
-            )
+            return _refused(refusal)
+        content_type = request.content_type
 
         def prepare() -> Rejection | Outcome:
-            items = split_items(body, request.content_type)
+            items = split_items(body, content_type)
             if isinstance(items, Rejection):
                 return items
             self._check_count(len(items))
@@ -173,7 +170,7 @@ class IngestHandler:
         try:
             prepared = await _run(prepare, offload=len(body) > OFFLOAD_BYTES)
         except Refusal as refusal:
-            return _json(refusal.status, {"error": refusal.reason, "message": refusal.message})
+            return _refused(refusal)
 
         if isinstance(prepared, Rejection):
             letter = _dead_letter(prepared, EVENTS_PATH, scope, len(body), received_at)
@@ -409,6 +406,11 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.
         content_type="application/json",
         headers=headers,
     )
+
+
+def _refused(refusal: Refusal) -> web.Response:
+    body = {"error": refusal.reason, "message": refusal.message}
+    return _json(refusal.status, body, refusal.headers)
 
 
 def _unavailable(body: Any) -> web.Response:

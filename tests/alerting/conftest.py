@@ -31,11 +31,12 @@ from detectors.finding import Finding, Severity
 from schemas.alert import Alert, AlertDelivery
 from streams.clickhouse import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
 
-T0 = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
+# Yesterday, on the hour: recent, because the raw ledger keeps 90 days (sql/040_retention.sql).
+T0 = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
 
 # Shaped like RollingMedianDetector's evidence after SpikeCause.annotate() (a retry storm).
 RUNAWAY_EVIDENCE: dict[str, Any] = {
-    "hour": "2025-03-04T10:00:00+00:00",
+    "hour": T0.isoformat(),
     "spend_usd": Decimal("412.50"),
     "baseline": Decimal("15.00"),
     "unit": "usd",

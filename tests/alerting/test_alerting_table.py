@@ -27,7 +27,8 @@ from streams.alerting.router import AlertRouter
 from streams.alerting.slack import SlackNotifier, default_retry_handlers
 from streams.clickhouse import ClickHouseHandle, migration_files, split_statements
 
-NOW = datetime(2025, 3, 4, 10, 50, tzinfo=UTC)
+# Recent on purpose: the raw ledger keeps 90 days (sql/040_retention.sql).
+NOW = (datetime.now(UTC) - timedelta(days=1)).replace(minute=50, second=0, microsecond=0)
 ROUTING_KEY = "R0UT1NGKEYSECRET0000000000000000"
 
 
@@ -77,7 +78,7 @@ def test_a_failed_insert_keeps_the_rows_for_the_next_flush(
 def test_the_analyst_query_runs_and_shows_the_spike(
     clickhouse: ClickHouseHandle, finding: Callable[..., Finding]
 ) -> None:
-    start = datetime(2025, 3, 4, 10, tzinfo=UTC)
+    start = NOW.replace(minute=0)
     names = ["request_id", "timestamp", "tenant_id", "user_id", "provider", "model"]
     names += ["input_tokens", "request_count", "retry_count", "cost_usd", "ingested_at"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 from typing import Any
@@ -227,9 +228,7 @@ async def test_an_empty_export_is_a_success(start_ingest: Any) -> None:
 
 async def test_other_media_types_are_415(start_ingest: Any) -> None:
     ingest = await start_ingest()
-    response = await ingest.post(
-        "/v1/traces", content=b"x", headers={"Content-Type": "text/plain"}
-    )
+    response = await ingest.post("/v1/traces", content=b"x", headers={"Content-Type": "text/plain"})
     assert response.status_code == 415
 
 
@@ -272,3 +271,52 @@ async def test_protobuf_export_requests(start_ingest: Any) -> None:
     assert answer.partial_success.rejected_spans == 0
     ids = sorted(e["request_id"] for e in ingest.published.events)
     assert ids == ["5b8efff798038103d269b633813fc60c-eee19b7ec3c1b175", "msg_otlp_1"]
+
+
+async def test_the_opentelemetry_otlp_http_exporter_delivers_genai_spans(
+    start_ingest: Any, key_store: IngestKeyStore
+) -> None:
+    otlp_http = pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    _, token = key_store.create("acme", team_id="research")
+    ingest = await start_ingest(key_store=key_store)
+    exporter = otlp_http.OTLPSpanExporter(
+        endpoint=ingest.url + "/v1/traces",
+        headers={"Authorization": f"Bearer {token.get_secret_value()}"},
+        compression=Compression.Gzip,
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "agent"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    def trace() -> None:
+        with (
+            tracer.start_as_current_span("GET /search"),
+            tracer.start_as_current_span("chat gpt-4o-mini") as call,
+        ):
+            call.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.response.id": "chatcmpl-otlp-sdk",
+                    "gen_ai.usage.input_tokens": 1200,
+                    "gen_ai.usage.output_tokens": 80,
+                }
+            )
+        provider.shutdown()
+
+    # The exporter is synchronous; the server runs on this test's event loop.
+    await asyncio.to_thread(trace)
+
+    [event] = ingest.published.events
+    assert event["request_id"] == "chatcmpl-otlp-sdk"
+    assert (event["tenant_id"], event["team_id"], event["input_tokens"]) == (
+        "acme",
+        "research",
+        1200,
+    )

@@ -123,10 +123,6 @@ def test_invalid_entry_is_one_line_naming_the_field(tmp_path: Path, text: str, w
     assert "prices.yaml" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/pricing.py:112 embeds str(yaml.YAMLError), which spans several lines",
-)
 @pytest.mark.parametrize(
     "text",
     ["prices:\n  - provider: openai\n    model: [unclosed\n", "prices:\n\t- provider: a\n"],

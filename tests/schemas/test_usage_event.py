@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from schemas.usage_event import DROPPED_TEXT_FIELDS, MAX_TOKENS_PER_CALL, UsageEvent
 
@@ -40,7 +41,7 @@ def validate(data: dict[str, Any], now: datetime = NOW) -> UsageEvent:
     return UsageEvent.model_validate(data, context={"now": now})
 
 
-def rejection(data: dict[str, Any], now: datetime = NOW) -> dict[str, Any]:
+def rejection(data: dict[str, Any], now: datetime = NOW) -> ErrorDetails:
     with pytest.raises(ValidationError) as caught:
         validate(data, now)
     return caught.value.errors()[0]

@@ -84,7 +84,11 @@ def test_row_copies_event_dimensions_and_source_position(catalog: CatalogPrices)
     assert row["request_id"] == "req-1"
     assert row["timestamp"] == datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
     assert (row["tenant_id"], row["team_id"], row["workflow_id"]) == ("acme", "search", "summarize")
-    assert (row["input_tokens"], row["cached_tokens"], row["output_tokens"]) == (10_000, 4_000, 1_000)
+    assert (row["input_tokens"], row["cached_tokens"], row["output_tokens"]) == (
+        10_000,
+        4_000,
+        1_000,
+    )
     assert row["reported_cost_usd"] == D("0.0018")
     assert row["tags"] == {"env": "prod"}
     assert (row["source_topic"], row["source_partition"], row["source_offset"]) == (
@@ -96,7 +100,9 @@ def test_row_copies_event_dimensions_and_source_position(catalog: CatalogPrices)
 
 
 def test_reported_cost_is_kept_but_never_used_as_the_cost(catalog: CatalogPrices) -> None:
-    row = price_event(PriceCatalog(None, catalog), usage(reported_cost_usd="99"), POSITION, INGESTED)
+    row = price_event(
+        PriceCatalog(None, catalog), usage(reported_cost_usd="99"), POSITION, INGESTED
+    )
     assert row["reported_cost_usd"] == D(99)
     assert row["cost_usd"] == D("0.0018")
 
@@ -121,8 +127,14 @@ def test_ledger_row_without_prices_is_unpriced() -> None:
 def test_override_is_used_and_named_in_the_row(catalog: CatalogPrices) -> None:
     prices = override_catalog(
         catalog,
-        {"provider": "openai", "model": "gpt-4o-mini", "input": "0.1", "cached_input": "0.01", "output": "0.4"},
-    )  # fmt: skip
+        {
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "input": "0.1",
+            "cached_input": "0.01",
+            "output": "0.4",
+        },
+    )
     row = price_event(prices, usage(), POSITION, INGESTED)
     # 6,000 * 0.1 + 4,000 * 0.01 + 1,000 * 0.4 = 600 + 40 + 400 = 1,040
     assert row["cost_usd"] == D("0.00104")
@@ -133,9 +145,21 @@ def test_override_is_used_and_named_in_the_row(catalog: CatalogPrices) -> None:
 def test_prices_are_resolved_at_the_event_timestamp(catalog: CatalogPrices) -> None:
     prices = override_catalog(
         catalog,
-        {"provider": "acme", "model": "private", "effective_from": "2026-03-04", "input": "2", "output": "2"},
-        {"provider": "acme", "model": "private", "effective_from": "2026-03-01", "input": "1", "output": "1"},
-    )  # fmt: skip
+        {
+            "provider": "acme",
+            "model": "private",
+            "effective_from": "2026-03-04",
+            "input": "2",
+            "output": "2",
+        },
+        {
+            "provider": "acme",
+            "model": "private",
+            "effective_from": "2026-03-01",
+            "input": "1",
+            "output": "1",
+        },
+    )
     before = usage(provider="acme", model="private", timestamp="2026-03-03T23:59:59Z")
     on = usage(provider="acme", model="private", timestamp="2026-03-04T00:00:00Z")
     # 11,000 tokens at 1 or at 2 USD per million

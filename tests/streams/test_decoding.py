@@ -71,7 +71,10 @@ BAD_MESSAGES: list[tuple[str, bytes]] = [
     ("empty_field", orjson.dumps(event(model="   "))),
     ("token_count_out_of_range", orjson.dumps(event(input_tokens=-1))),
     ("token_count_out_of_range", orjson.dumps(event(output_tokens=10_000_001))),
-    ("token_breakdown_inconsistent", orjson.dumps(event(cached_tokens=1000, cache_write_tokens=201))),
+    (
+        "token_breakdown_inconsistent",
+        orjson.dumps(event(cached_tokens=1000, cache_write_tokens=201)),
+    ),
     ("token_breakdown_inconsistent", orjson.dumps(event(reasoning_tokens=301))),
     ("timestamp_invalid", orjson.dumps(event(timestamp="last tuesday"))),
     ("timestamp_invalid", orjson.dumps(event(timestamp=1741082400000.5))),
@@ -79,7 +82,7 @@ BAD_MESSAGES: list[tuple[str, bytes]] = [
     ("schema_violation", orjson.dumps(event(input_tokens="1200"))),
     ("schema_violation", orjson.dumps(event(input_tokens=True))),
     ("schema_violation", orjson.dumps(event(tags={"k": 1}))),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("reason", "raw"), BAD_MESSAGES)
@@ -105,7 +108,9 @@ def test_missing_field_message_names_every_missing_field() -> None:
 
 
 def test_rejection_carries_request_and_tenant_ids_when_readable() -> None:
-    rejection = rejected(orjson.dumps(event(request_id="r-77", tenant_id="globex", input_tokens=-5)))
+    rejection = rejected(
+        orjson.dumps(event(request_id="r-77", tenant_id="globex", input_tokens=-5))
+    )
     assert (rejection.request_id, rejection.tenant_id) == ("r-77", "globex")
     anonymous = rejected(orjson.dumps(event(request_id=12, tenant_id=None, input_tokens=-5)))
     assert (anonymous.request_id, anonymous.tenant_id) == ("", "")

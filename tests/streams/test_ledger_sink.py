@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -90,9 +91,17 @@ async def test_rows_are_durable_with_exact_decimals(executor: ClickHouseExecutor
     )
     # 6,000 * 0.15 + 4,000 * 0.075 + (1,000 + i) * 0.6, per million tokens
     assert stored.result_rows == [
-        (f"durable-{i}", D("0.0018") + D("0.0000006") * i, D("0.0003"), D("0.075"), "priced", None, {})
+        (
+            f"durable-{i}",
+            D("0.0018") + D("0.0000006") * i,
+            D("0.0003"),
+            D("0.075"),
+            "priced",
+            None,
+            {},
+        )
         for i in range(3)
-    ]  # fmt: skip
+    ]
     assert (sink.stats.batches, sink.stats.rows, sink.stats.failures) == (1, 3, 0)
     assert sink.healthy
 
@@ -154,7 +163,7 @@ async def test_failing_writes_are_retried_until_durable(executor: ClickHouseExec
     assert sink.stats.last_error == "ConnectionError: usage_ledger unreachable"
     assert await scalar(executor, "SELECT count() FROM usage_ledger") == 3
     # Exponential backoff: at least 0.02, 0.04, 0.08 s between attempts.
-    gaps = [b[0] - a[0] for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(attempts)]
     assert [gap >= floor for gap, floor in zip(gaps, (0.02, 0.04, 0.08), strict=True)] == [True] * 3
 
 

@@ -101,9 +101,9 @@ def test_tier_cliff_at_200k_input_tokens(catalog: CatalogPrices) -> None:
     # One token more and every token pays the tier: 200,001 * 6 + 1,000 * 22.5 = 1,222,506
     assert p.cost(input_tokens=200_001, output_tokens=1_000).total == D("1.222506")
     # Cache reads and output switch too: 100,001 * 6 + 100,000 * 0.6 + 1,000 * 22.5 = 682,506
-    assert p.cost(
-        input_tokens=200_001, cached_tokens=100_000, output_tokens=1_000
-    ).total == D("0.682506")
+    assert p.cost(input_tokens=200_001, cached_tokens=100_000, output_tokens=1_000).total == D(
+        "0.682506"
+    )
     assert p.for_input(200_000) is p
     assert p.for_input(200_001).input == D(6)
 
@@ -111,12 +111,29 @@ def test_tier_cliff_at_200k_input_tokens(catalog: CatalogPrices) -> None:
 @pytest.mark.parametrize(
     ("model", "provider", "usage"),
     [
-        ("gpt-4o-mini", "openai", {"input_tokens": 10_000, "cache_read_tokens": 4_000, "output_tokens": 1_000}),
-        ("claude-sonnet-4-5", "anthropic", {"input_tokens": 150_000, "cache_read_tokens": 30_000, "cache_write_tokens": 20_000, "output_tokens": 2_000}),
-        ("claude-sonnet-4-5", "anthropic", {"input_tokens": 200_001, "cache_read_tokens": 100_000, "output_tokens": 1_000}),
+        (
+            "gpt-4o-mini",
+            "openai",
+            {"input_tokens": 10_000, "cache_read_tokens": 4_000, "output_tokens": 1_000},
+        ),
+        (
+            "claude-sonnet-4-5",
+            "anthropic",
+            {
+                "input_tokens": 150_000,
+                "cache_read_tokens": 30_000,
+                "cache_write_tokens": 20_000,
+                "output_tokens": 2_000,
+            },
+        ),
+        (
+            "claude-sonnet-4-5",
+            "anthropic",
+            {"input_tokens": 200_001, "cache_read_tokens": 100_000, "output_tokens": 1_000},
+        ),
     ],
     ids=["openai-cache-read", "anthropic-cache-write", "anthropic-tier"],
-)  # fmt: skip
+)
 def test_costs_agree_with_genai_prices_calc_price(
     catalog: CatalogPrices, model: str, provider: str, usage: dict[str, int]
 ) -> None:
@@ -167,7 +184,9 @@ def test_cost_of_maximum_tokens_at_a_high_price_is_exact() -> None:
 
 def test_override_wins_over_the_catalog(catalog: CatalogPrices) -> None:
     prices = PriceCatalog(
-        overrides({"provider": "openai", "model": "gpt-4o-mini", "input": "0.10", "output": "0.40"}),
+        overrides(
+            {"provider": "openai", "model": "gpt-4o-mini", "input": "0.10", "output": "0.40"}
+        ),
         catalog,
     )
     p = prices.resolve("openai", "gpt-4o-mini", AT)
@@ -220,10 +239,28 @@ def test_unknown_model_is_unpriced(catalog: CatalogPrices) -> None:
 
 DATED = (
     # Listed out of order on purpose: the file's order must not matter.
-    {"provider": "acme", "model": "negotiated", "effective_from": "2026-03-01", "input": "2", "output": "2"},
-    {"provider": "acme", "model": "negotiated", "effective_from": "2026-01-01", "input": "1", "output": "1"},
-    {"provider": "openai", "model": "gpt-4o-mini", "effective_from": "2026-01-01", "input": "0.1", "output": "0.4"},
-)  # fmt: skip
+    {
+        "provider": "acme",
+        "model": "negotiated",
+        "effective_from": "2026-03-01",
+        "input": "2",
+        "output": "2",
+    },
+    {
+        "provider": "acme",
+        "model": "negotiated",
+        "effective_from": "2026-01-01",
+        "input": "1",
+        "output": "1",
+    },
+    {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "effective_from": "2026-01-01",
+        "input": "0.1",
+        "output": "0.4",
+    },
+)
 
 
 @pytest.mark.parametrize(
@@ -257,8 +294,14 @@ def test_event_before_any_entry_falls_back_to_the_catalog(catalog: CatalogPrices
 def test_entry_without_effective_from_applies_until_a_dated_one() -> None:
     table = overrides(
         {"provider": "p", "model": "m", "input": "5", "output": "5"},
-        {"provider": "p", "model": "m", "effective_from": date(2026, 6, 1), "input": "4", "output": "4"},
-    )  # fmt: skip
+        {
+            "provider": "p",
+            "model": "m",
+            "effective_from": date(2026, 6, 1),
+            "input": "4",
+            "output": "4",
+        },
+    )
     early = table.resolve("p", "m", datetime(2000, 1, 1, tzinfo=UTC))
     late = table.resolve("p", "m", datetime(2026, 6, 1, tzinfo=UTC))
     assert early is not None and late is not None

@@ -1,0 +1,53 @@
+"""Retention: how long raw ledger rows and hourly detail are kept.
+
+Raw rows expire after `raw_days` (default 90); `ledger_day_check`, the duplicate
+detector of the rollups, expires one day earlier, so that a day is never
+recomputed from a ledger that has started to drop its rows (022_ledger_day_check.sql).
+Daily rollups and corrections have no TTL. TTLs are applied by ClickHouse during
+merges, so expired rows disappear some time after their deadline, not at it.
+"""
+
+from __future__ import annotations
+
+from clickhouse_connect.driver.client import Client
+
+from streams.errors import ConfigError
+
+DEFAULT_RAW_DAYS = 90
+DEFAULT_HOURLY_DAYS = 400
+# Duplicates arrive within the pipeline's dedupe horizon (7 days); the duplicate
+# detector must outlive it for the rollup views to stay exact.
+MIN_RAW_DAYS = 8
+TTL_TABLES = ("usage_ledger", "ledger_day_check", "tenant_hourly_state")
+
+
+def current_ttls(client: Client) -> dict[str, str]:
+    """The TTL clause of each table that has one, as ClickHouse reports it."""
+    rows = client.query(
+        "SELECT name, engine_full FROM system.tables "
+        "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
+        parameters={"names": list(TTL_TABLES)},
+    ).result_rows
+    ttls = {}
+    for name, engine in rows:
+        _, found, rest = engine.partition(" TTL ")
+        ttls[name] = rest.split(" SETTINGS ", 1)[0].strip() if found else "(none)"
+    return ttls
+
+
+def set_raw_retention(client: Client, days: int) -> None:
+    if days < MIN_RAW_DAYS:
+        raise ConfigError(
+            f"raw retention of {days} days is shorter than the {MIN_RAW_DAYS} days "
+            "duplicates can still arrive in"
+        )
+    client.command(
+        f"ALTER TABLE usage_ledger MODIFY TTL toDateTime(timestamp) + INTERVAL {days} DAY"
+    )
+    client.command(f"ALTER TABLE ledger_day_check MODIFY TTL day + INTERVAL {days - 1} DAY")
+
+
+def set_hourly_retention(client: Client, days: int) -> None:
+    if days < 1:
+        raise ConfigError(f"hourly retention must be at least 1 day, not {days}")
+    client.command(f"ALTER TABLE tenant_hourly_state MODIFY TTL hour + INTERVAL {days} DAY")
