@@ -30,7 +30,10 @@ from streams.clickhouse import (
     open_session_client,
 )
 from streams.dedupe import RequestIdFilter, hash_request_ids
+from streams.http_ingest import IngestHandler
+from streams.http_publisher import HttpIngestPublisher
 from streams.ingest import IngestPipeline, UsageMessage, ingest_day
+from streams.ingest_keys import IngestKeyStore
 from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
 from streams.pricing import PriceCatalog
 from streams.query_access import READ_ONLY, encode_result, write_worker_file
@@ -254,6 +257,27 @@ def build_app(
             "sink_last_error": sink.stats.last_error if sink else "",
         }
         return web.json(body, status=200 if runtime.healthy else 503)
+
+    key_store = (
+        IngestKeyStore(settings.keys_file or settings.data_dir / "ingest_keys.json")
+        if settings.ingest_keys_required
+        else None
+    )
+    ingest_handler = IngestHandler(
+        HttpIngestPublisher(app, settings, lambda: runtime.sink),
+        key_store,
+        max_body_bytes=settings.http_max_body_bytes,
+    )
+
+    @app.page("/v1/events")
+    class EventsView(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            return await ingest_handler.handle_events(request)
+
+    @app.page("/v1/traces")
+    class TracesView(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            return await ingest_handler.handle_traces(request)
 
     @app.page("/v1/query")
     class QueryView(faust.web.View):

@@ -53,9 +53,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     PriceCatalog.load(settings.pricing_file)  # a bad pricing file fails here, in one line
-    result = run_replay(settings, args.files)
+    result = run_replay(settings, args.files, input_format=args.format, ownership=_ownership(args))
     print(orjson.dumps(result).decode())
     return 0
+
+
+def _ownership(args: argparse.Namespace) -> dict[str, str]:
+    fields = ("tenant_id", "team_id", "workflow_id", "environment")
+    return {f: getattr(args, f) for f in fields if getattr(args, f, None)}
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -123,8 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default="warning")
 
     p = command("replay", cmd_replay, "publish NDJSON files through the pipeline, report totals")
-    p.add_argument("files", nargs="+", help="NDJSON files; - for stdin")
+    p.add_argument("files", nargs="+", help="NDJSON or CSV (.csv) files; - for stdin")
     data_options(p)
+    p.add_argument(
+        "--format",
+        default="canonical",
+        help="line shape: canonical (default) or a provider format (openai, anthropic, "
+        "gemini, bedrock, otel_genai, litellm)",
+    )
+    for field in ("tenant_id", "team_id", "workflow_id", "environment"):
+        p.add_argument(
+            f"--{field.replace('_id', '').replace('_', '-')}",
+            dest=field,
+            help=f"{field} stamped on provider-format lines",
+        )
 
     p = command("query", cmd_query, "run read-only SQL against the ledger")
     p.add_argument("sql")
@@ -144,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("migrate", cmd_migrate, "apply pending sql/ migrations")
     data_options(p, pricing=False)
+
+    from streams.keys_cli import add_keys_commands
+
+    add_keys_commands(sub)
+    try:
+        from streams.analyst.commands import add_analyst_commands
+    except ImportError:  # the analyst layer is optional at import time of a partial checkout
+        pass
+    else:
+        add_analyst_commands(sub)
     return parser
 
 

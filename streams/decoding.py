@@ -34,6 +34,8 @@ REASONS = (
     "timestamp_invalid",
     "timestamp_in_future",
     "schema_violation",
+    "ownership_mismatch",  # HTTP ingest: the event claims another tenant or team than its key
+    "normalization_failed",  # a provider-shaped body could not be mapped to the contract
 )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, BinaryIO
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams.clickhouse import apply_migrations, clickhouse_session
@@ -106,8 +107,44 @@ class ProgressBar:
             sys.stderr.write("\n")
 
 
-def run_replay(settings: Settings, paths: list[str], timeout: float = 3600.0) -> dict[str, Any]:
-    lines = list(read_lines(paths))
+def source_lines(
+    paths: list[str], input_format: str = "canonical", ownership: dict[str, str] | None = None
+) -> list[bytes]:
+    """The messages to publish: NDJSON lines as they are, CSV rows as JSON objects,
+    provider-shaped lines normalized to the contract (unmappable lines go as they are,
+    and are dead-lettered by the worker with the contract's reason)."""
+    from streams.csv_input import is_csv_path, read_csv_lines
+
+    lines: list[bytes] = []
+    for path in paths:
+        lines.extend(read_csv_lines([path]) if is_csv_path(path) else read_lines([path]))
+    if input_format == "canonical":
+        return lines
+    from schemas.normalizers import FORMATS, NormalizationError, normalize
+
+    if input_format not in FORMATS:
+        raise ConfigError(f"unknown --format {input_format!r}; choose from {', '.join(FORMATS)}")
+    out = []
+    for line in lines:
+        try:
+            out.append(
+                orjson.dumps(
+                    normalize(input_format, orjson.loads(line), **(ownership or {})), default=str
+                )
+            )
+        except (orjson.JSONDecodeError, NormalizationError, TypeError, ValueError):
+            out.append(line)
+    return out
+
+
+def run_replay(
+    settings: Settings,
+    paths: list[str],
+    timeout: float = 3600.0,
+    input_format: str = "canonical",
+    ownership: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    lines = source_lines(paths, input_format, ownership)
     before = ledger_totals(settings)  # also proves the data dir is free, with one clear line
     stack = EmbeddedStack(settings)
     try:

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_enabled: bool = True
+    # HTTP ingest: with keys required, POST /v1/events and /v1/traces need a scoped key.
+    ingest_keys_required: bool = False
+    keys_file: Path | None = None  # default <data_dir>/ingest_keys.json
+    http_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     # When set, POST /v1/query needs `Authorization: Bearer <token>`.
     analyst_token: SecretStr | None = None
 

@@ -72,10 +72,8 @@ def arrow_type(type_name: str) -> pa.DataType:
     decimal = _DECIMAL.fullmatch(base)
     if decimal:
         return pa.decimal128(int(decimal[1]), int(decimal[2]))
-    if base.startswith("DateTime64"):
-        return pa.timestamp("ms", tz="UTC")
     if base.startswith("DateTime"):
-        return pa.timestamp("s", tz="UTC")
+        return pa.timestamp("ms", tz="UTC")  # Parquet has no seconds unit
     if base.startswith(("UInt", "Int")):
         return pa.int64()
     return pa.string()  # String, and Map (Tags) as its JSON text

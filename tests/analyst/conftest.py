@@ -30,10 +30,7 @@ def _chdb(data_dir: Path) -> Iterator[ClickHouseHandle]:
         handle.close()
 
 
-@pytest.fixture
-def ch(_chdb: ClickHouseHandle) -> Client:
-    """The module's ClickHouse with every table emptied."""
-    client = _chdb.client
+def empty_tables(client: Client) -> Client:
     tables = client.query(
         "SELECT name FROM system.tables WHERE database = currentDatabase() "
         "AND engine LIKE '%MergeTree' AND name != 'schema_migrations'"
@@ -41,3 +38,15 @@ def ch(_chdb: ClickHouseHandle) -> Client:
     for (name,) in tables:
         client.command(f"TRUNCATE TABLE {name}")
     return client
+
+
+@pytest.fixture
+def ch(_chdb: ClickHouseHandle) -> Client:
+    """The module's ClickHouse with every table emptied."""
+    return empty_tables(_chdb.client)
+
+
+@pytest.fixture(scope="module")
+def module_ch(_chdb: ClickHouseHandle) -> Client:
+    """The module's ClickHouse, emptied once: for tests that only read a shared ledger."""
+    return empty_tables(_chdb.client)

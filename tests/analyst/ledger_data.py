@@ -31,7 +31,9 @@ PRICES: dict[tuple[str, str], UnitPrices] = {
     ("anthropic", "claude-sonnet-4"): UnitPrices(
         D("3"), D("0.3"), D("3.75"), D("15"), D("15"), "test"
     ),
-    ("anthropic", "claude-haiku-4"): UnitPrices(D("0.8"), D("0.08"), D("1"), D("4"), D("4"), "test"),
+    ("anthropic", "claude-haiku-4"): UnitPrices(
+        D("0.8"), D("0.08"), D("1"), D("4"), D("4"), "test"
+    ),
 }
 UNPRICED_MODEL = ("acme", "acme-llm-1")
 TENANTS = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne")

@@ -90,9 +90,7 @@ def assert_view_matches(ch: Client, events: list[dict[str, Any]]) -> None:
                     assert got[metric] is None, (view, group_key, metric)
                 else:
                     assert got[metric] == pytest.approx(sums[metric]), (view, group_key, metric)
-    spend_expected = data.group(
-        events, lambda e: (day_of(e), *(e[k] for k in SPEND_KEY[1:]))
-    )
+    spend_expected = data.group(events, lambda e: (day_of(e), *(e[k] for k in SPEND_KEY[1:])))
     spend_actual = view_rows(ch, "spend_daily", SPEND_KEY, METRICS)
     assert spend_actual.keys() == spend_expected.keys()
     for group_key, sums in spend_expected.items():

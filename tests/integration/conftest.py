@@ -36,3 +36,47 @@ def query_json(data_dir: Path, sql: str) -> list[dict[str, Any]]:
 def write_ndjson(path: Path, lines: list[bytes]) -> Path:
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     return path
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.25) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        time.sleep(interval)
+
+
+class RunningStack:
+    """The embedded broker and one worker child process, for tests that talk to both."""
+
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        from streams.embedded_stack import EmbeddedStack
+        from streams.settings import Settings
+
+        self.settings = Settings(data_dir=data_dir)
+        self.stack = EmbeddedStack(self.settings)
+        self.stack.start_broker()
+        self.worker = self.stack.start_worker(extra_env)
+        self.stack.wait_ready(self.worker)
+        self.url = f"http://127.0.0.1:{self.worker.web_port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.stack.bootstrap
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        from streams.query_access import RemoteQueryClient
+
+        client = RemoteQueryClient(self.url)
+        try:
+            return list(client.query(sql).result_rows)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self.stack.stop()

@@ -169,7 +169,12 @@ def test_dead_letters_carry_reasons_and_payloads(replayed: dict[str, Any]) -> No
     assert reasons == expected
     assert {row["topic"] for row in rows} == {"spendstream.usage"}
     assert any(row["raw_payload"] == "{not json" for row in rows)
-    assert sorted(r["element_index"] for r in rows if r["reason"] == "not_an_object") == [0, 0, 1, 1]
+    assert sorted(r["element_index"] for r in rows if r["reason"] == "not_an_object") == [
+        0,
+        0,
+        1,
+        1,
+    ]
 
 
 def test_prompt_text_is_never_stored(replayed: dict[str, Any]) -> None:

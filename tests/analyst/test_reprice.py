@@ -1,0 +1,171 @@
+"""Re-pricing writes correction rows, never rewrites the ledger, and every view,
+report and export shows the corrected totals."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from streams.analyst.chargeback import build_chargeback
+from streams.analyst.focus_export import query_focus
+from streams.analyst.periods import Period, date_range, month
+from streams.analyst.reprice import reprice
+from streams.pricing import PriceCatalog, UnitPrices
+from tests.analyst import ledger_data as data
+
+D = Decimal
+NEW_PRICES = {
+    **data.PRICES,
+    # gpt-4o output (and so reasoning) goes from $10 to $12 per million tokens.
+    ("openai", "gpt-4o"): UnitPrices(D("2.5"), D("1.25"), D("2.5"), D("12"), D("12"), "test"),
+    # The unpriced model gains a price.
+    data.UNPRICED_MODEL: UnitPrices(D("1"), D("0.5"), D("1"), D("2"), D("2"), "test"),
+}
+ALL_DAYS = date_range(str(data.FIRST_DAY), str(data.LAST_DAY))
+
+
+def pricing_file(tmp_path: Path, prices: dict[tuple[str, str], UnitPrices]) -> Path:
+    lines = ["prices:"]
+    for (provider, model), unit in prices.items():
+        lines += [
+            f"  - provider: {provider}",
+            f"    model: {model}",
+            f'    input: "{unit.input}"',
+            f'    cached_input: "{unit.cached_input}"',
+            f'    cache_write: "{unit.cache_write}"',
+            f'    output: "{unit.output}"',
+            f'    reasoning: "{unit.reasoning}"',
+        ]
+    path = tmp_path / "pricing.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+Events = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def ingest_and_reprice(ch: Client, tmp_path: Path) -> Events:
+    """The ledger as ingested, re-priced under NEW_PRICES: (old events, new events)."""
+    events = data.make_events()
+    data.insert(ch, events, token="batch-1")
+    catalog = PriceCatalog.load(pricing_file(tmp_path, NEW_PRICES))
+    now = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    result = reprice(ch, catalog, ALL_DAYS, reason="gpt-4o price change", now=now)
+    new_events = [data.price(dict(event), NEW_PRICES) for event in events]
+    changed = [
+        old
+        for old, new in zip(events, new_events, strict=True)
+        if old["cost_usd"] != new["cost_usd"]
+    ]
+    assert result.corrections == len(changed) > 0
+    assert result.newly_priced == sum(1 for e in events if e["cost_status"] == "unpriced") > 0
+    assert result.delta_usd == sum((n["cost_usd"] for n in new_events), D(0)) - sum(
+        (e["cost_usd"] for e in events), D(0)
+    )
+    return events, new_events
+
+
+@pytest.fixture(scope="module")
+def repriced(module_ch: Client, tmp_path_factory: pytest.TempPathFactory) -> Events:
+    # Shared by the tests below, which only read (or, re-running, must write nothing).
+    return ingest_and_reprice(module_ch, tmp_path_factory.mktemp("pricing"))
+
+
+def month_total(events: list[dict[str, Any]], period: Period) -> Decimal:
+    return sum(
+        (e["cost_usd"] for e in events if period.start <= e["timestamp"].date() <= period.end),
+        D(0),
+    )
+
+
+def test_corrections_net_to_the_new_totals_in_every_view(
+    module_ch: Client, repriced: Events
+) -> None:
+    ch = module_ch
+    _, new_events = repriced
+    for view, key in (
+        ("tenant_daily", lambda e: (e["timestamp"].date(), e["tenant_id"])),
+        ("model_daily", lambda e: (e["timestamp"].date(), e["provider"], e["model"])),
+        ("workflow_daily", lambda e: (e["timestamp"].date(), e["tenant_id"], e["workflow_id"])),
+    ):
+        expected = {k: v["cost_usd"] for k, v in data.group(new_events, key).items()}
+        columns = {
+            "tenant_daily": "day, tenant_id",
+            "model_daily": "day, provider, model",
+            "workflow_daily": "day, tenant_id, workflow_id",
+        }[view]
+        rows = ch.query(f"SELECT {columns}, sum(cost_usd) FROM {view} GROUP BY ALL").result_rows
+        assert {tuple(row[:-1]): row[-1] for row in rows} == expected, view
+    hourly = ch.query("SELECT sum(cost_usd) FROM tenant_hourly").result_rows[0][0]
+    assert hourly == sum((e["cost_usd"] for e in new_events), D(0))
+
+
+def test_ledger_rows_stay_as_they_were(module_ch: Client, repriced: Events) -> None:
+    ch = module_ch
+    events, _ = repriced
+    rows = ch.query("SELECT request_id, cost_usd, cost_status FROM usage_ledger FINAL").result_rows
+    assert {r: (cost, status) for r, cost, status in rows} == {
+        e["request_id"]: (e["cost_usd"], e["cost_status"]) for e in events
+    }
+
+
+def test_corrections_are_an_audit_trail(module_ch: Client, repriced: Events) -> None:
+    ch = module_ch
+    events, new_events = repriced
+    by_id = {e["request_id"]: (e, n) for e, n in zip(events, new_events, strict=True)}
+    rows = ch.query(
+        "SELECT request_id, old_cost_usd, new_cost_usd, delta_cost_usd, old_cost_status, "
+        "new_cost_status, new_price_output_per_mtok, reason, corrected_at FROM cost_corrections"
+    ).result_rows
+    for request_id, old, new, delta, old_status, new_status, output_price, reason, at in rows:
+        before, after = by_id[request_id]
+        assert (old, new, delta) == (before["cost_usd"], after["cost_usd"], new - old)
+        assert (old_status, new_status) == (before["cost_status"], "priced")
+        assert output_price == after["price_output_per_mtok"]
+        assert reason == "gpt-4o price change"
+        assert at == datetime(2026, 11, 23, 9)
+
+
+def test_rerunning_with_unchanged_prices_writes_nothing(
+    module_ch: Client, tmp_path: Path, repriced: Events
+) -> None:
+    ch = module_ch
+    before = ch.query("SELECT count() FROM cost_corrections").result_rows
+    again = reprice(ch, PriceCatalog.load(pricing_file(tmp_path, NEW_PRICES)), ALL_DAYS)
+    assert (again.corrections, again.delta_usd) == (0, 0)
+    assert ch.query("SELECT count() FROM cost_corrections").result_rows == before
+
+
+def test_chargeback_and_focus_show_the_corrected_month(module_ch: Client, repriced: Events) -> None:
+    ch = module_ch
+    events, new_events = repriced
+    november = month("2026-11")
+    report = build_chargeback(ch, november, "tenant")
+    assert report.total == month_total(new_events, november)
+
+    names, _, rows = query_focus(ch, november)
+    charges = [dict(zip(names, row, strict=True)) for row in rows]
+    corrections = [c for c in charges if c["ChargeClass"] == "Correction"]
+    usage = [c for c in charges if c["ChargeClass"] is None]
+    assert sum((c["BilledCost"] for c in usage), D(0)) == month_total(events, november)
+    assert sum((c["BilledCost"] for c in charges), D(0)) == month_total(new_events, november)
+    assert corrections and all(c["ConsumedQuantity"] == 0 for c in corrections)
+    assert {c["SkuMeter"] for c in corrections} >= {"Output Tokens", "Input Tokens"}
+    assert all(c["x_CorrectionReason"] == "gpt-4o price change" for c in corrections)
+    assert {c["ChargePeriodStart"].date() for c in corrections} <= {
+        d for d in november.days if d <= date(2026, 11, 22)
+    }
+
+
+# Last: it empties the module's ledger, which the tests above share.
+def test_a_second_price_change_corrects_the_corrected_cost(ch: Client, tmp_path: Path) -> None:
+    _, new_events = ingest_and_reprice(ch, tmp_path)
+    third = {**NEW_PRICES, ("openai", "gpt-4o"): data.PRICES[("openai", "gpt-4o")]}
+    reprice(ch, PriceCatalog.load(pricing_file(tmp_path, third)), ALL_DAYS)
+    expected = sum((data.price(dict(e), third)["cost_usd"] for e in new_events), D(0))
+    assert ch.query("SELECT sum(cost_usd) FROM tenant_daily").result_rows == [(expected,)]
