@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -35,6 +36,7 @@ from streams.http_publisher import HttpIngestPublisher
 from streams.ingest import IngestPipeline, UsageMessage, ingest_day
 from streams.ingest_keys import IngestKeyStore
 from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
+from streams.metrics import CONTENT_TYPE, DeliveryCounts, WorkerMetrics
 from streams.pricing import PriceCatalog
 from streams.query_access import READ_ONLY, encode_result, write_worker_file
 from streams.settings import Settings
@@ -64,6 +66,19 @@ class WorkerRuntime:
     dedupe: RequestIdFilter = field(default_factory=RequestIdFilter)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    delivery_counts: DeliveryCounts = field(default_factory=DeliveryCounts)
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    metrics: WorkerMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = WorkerMetrics(self.metrics_snapshot)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        snapshot = self.stats()
+        snapshot["lag"] = dict(self.lag)
+        snapshot["alerts"] = dict(self.delivery_counts.alerts)
+        snapshot["deliveries"] = dict(self.delivery_counts.deliveries)
+        return snapshot
 
     def connect(self) -> list[str]:
         """Open ClickHouse and apply pending migrations, before Faust starts, so that a
@@ -86,7 +101,11 @@ class WorkerRuntime:
             self.dedupe = RequestIdFilter(self.settings.dedupe_horizon_days)
             loaded = await self.rebuild_dedupe()
             log.info("de-duplication filter rebuilt from the ledger: %d request ids", loaded)
-            self.sink = ClickHouseLedgerSink(self.executor)
+            self.sink = ClickHouseLedgerSink(
+                self.executor,
+                write_hook=outage_hook(self.settings.fault_sink_outage_file),
+                on_batch=self.metrics.observe_batch,
+            )
             if self.handle is not None and self.handle.embedded and self.settings.web_enabled:
                 write_worker_file(self.settings.data_dir, self.settings.web_port)
             self.pipeline = IngestPipeline(
@@ -138,6 +157,12 @@ class WorkerRuntime:
             self.handle.close()
             self.handle = None
 
+    def count_http_dead_letters(self, rows: list[dict[str, Any]]) -> None:
+        if self.pipeline is not None:
+            by_reason = self.pipeline.counters.dead_letters_by_reason
+            for row in rows:
+                by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + 1
+
     def stats(self) -> dict[str, Any]:
         counters = self.pipeline.counters if self.pipeline else None
         return {
@@ -157,6 +182,17 @@ class WorkerRuntime:
     @property
     def healthy(self) -> bool:
         return self.sink is None or self.sink.healthy
+
+
+def outage_hook(path: Path | None) -> Callable[[str], None] | None:
+    if path is None:
+        return None
+
+    def fail_while_present(table: str) -> None:
+        if path.exists():
+            raise ConnectionError(f"injected ClickHouse outage ({path} exists)")
+
+    return fail_while_present
 
 
 def topic_specs(settings: Settings, app: faust.App | None = None) -> list[TopicSpec]:
@@ -230,7 +266,8 @@ def build_app(
             return
         if spend.recorder is None:
             spend.recorder = AlertsTableWriter(runtime.handle.client)
-            spend.alerting.queue.recorder = spend.recorder
+            runtime.delivery_counts.inner = spend.recorder
+            spend.alerting.queue.recorder = runtime.delivery_counts
         if spend.recorder.pending:
             await runtime.executor.run(spend.recorder.flush)
 
@@ -264,7 +301,7 @@ def build_app(
         else None
     )
     ingest_handler = IngestHandler(
-        HttpIngestPublisher(app, settings, lambda: runtime.sink),
+        HttpIngestPublisher(app, settings, lambda: runtime.sink, runtime.count_http_dead_letters),
         key_store,
         max_body_bytes=settings.http_max_body_bytes,
     )
@@ -306,6 +343,14 @@ def build_app(
                 result.column_names, [t.name for t in result.column_types], result.result_rows
             )
             return self.bytes(payload, content_type="application/json")
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        monitor = app.monitor
+        for tp, end in (monitor.tp_end_offsets or {}).items():
+            committed = (monitor.tp_committed_offsets or {}).get(tp, 0)
+            runtime.lag[(tp.topic, tp.partition)] = max(0, end - committed)
+        return web.bytes(runtime.metrics.render(), content_type=CONTENT_TYPE)
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:

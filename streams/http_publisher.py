@@ -60,10 +60,17 @@ def http_dead_letter_row(letter: dict[str, Any], log_epoch: str) -> dict[str, An
 
 
 class HttpIngestPublisher:
-    def __init__(self, app: faust.App, settings: Settings, sink_getter: Any) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        sink_getter: Any,
+        count_dead_letters: Any = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.sink_getter = sink_getter
+        self.count_dead_letters = count_dead_letters
 
     async def __call__(
         self, events: list[dict[str, Any]], dead_letters: list[dict[str, Any]]
@@ -90,4 +97,6 @@ class HttpIngestPublisher:
             if sink is None:
                 raise RuntimeError("worker is starting")
             await sink.write([], rows)
+            if self.count_dead_letters is not None:
+                self.count_dead_letters(rows)
         await asyncio.gather(*pending)

@@ -76,6 +76,7 @@ class ClickHouseLedgerSink:
         ledger_table: str = "usage_ledger",
         dead_letter_table: str = "dead_letters",
         write_hook: Callable[[str], None] | None = None,
+        on_batch: Callable[[float, int], None] | None = None,
     ) -> None:
         self.executor = executor
         self.backoff_initial = backoff_initial
@@ -84,6 +85,7 @@ class ClickHouseLedgerSink:
         self.dead_letter_table = dead_letter_table
         # Fault injection for the reliability suite: raises to simulate an outage.
         self.write_hook = write_hook
+        self.on_batch = on_batch
         self.healthy = True
         self.stats = SinkStats()
 
@@ -109,6 +111,8 @@ class ClickHouseLedgerSink:
         self.stats.rows += len(rows)
         self.stats.dead_letters += len(dead_letters)
         self.stats.last_batch_seconds = elapsed
+        if self.on_batch is not None:
+            self.on_batch(elapsed, len(rows) + len(dead_letters))
 
     async def _insert_until_durable(
         self,

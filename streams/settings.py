@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # When set, POST /v1/query needs `Authorization: Bearer <token>`.
     analyst_token: SecretStr | None = None
 
+    # Fault injection for the reliability suite: while this file exists, every ledger
+    # write fails as if ClickHouse were down (the sink's real retry path runs).
+    fault_sink_outage_file: Path | None = None
+
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @property

@@ -1,7 +1,8 @@
 """The weekly review's charts as PNG bytes.
 
 Figures are built with matplotlib's object API (no pyplot): no global state, no
-display needed, and the default canvas renders PNG with Agg.
+display needed, and the default canvas renders PNG with Agg. Amounts become
+floats here only to be drawn.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def model_spend_chart(
     days: Sequence[date], series: dict[str, list[Decimal]], week_start: date
 ) -> bytes:
     """Stacked bars: spend per day by model; the smallest models are grouped as "other"."""
-    ranked = sorted(series.items(), key=lambda item: -sum(item[1]))
+    spent = {label: amounts for label, amounts in series.items() if any(amounts)}
+    ranked = sorted(spent.items(), key=lambda item: -sum(item[1]))
     shown = dict(ranked[: MAX_STACKED_SERIES - 1])
     rest = ranked[MAX_STACKED_SERIES - 1 :]
     if rest:
@@ -65,10 +67,11 @@ def _shade_previous_week(axes: Axes, days: Sequence[date], week_start: date) -> 
         axes.axvspan(-0.5, before[-1] + 0.5, color="#eeeeee", zorder=0, label="_last week")
         axes.text(
             before[-1] / 2,
-            1.01,
+            0.98,
             "last week",
             transform=axes.get_xaxis_transform(),
             ha="center",
+            va="top",
             color="#777777",
             fontsize=8,
         )

@@ -147,7 +147,8 @@ def test_json_export_flags_the_five_percent_gap_only(
     )
     check(lines, (GAP_DAY, model))
     gap = next(line for line in lines if line.flagged)
-    assert gap.relative == pytest.approx(-0.05 / 1.05, abs=1e-9)
+    assert gap.relative is not None
+    assert float(gap.relative) == pytest.approx(-0.05 / 1.05, abs=1e-9)
     report = render(lines, provider)
     assert "1 over 2%" in report and "CHECK" in report
 

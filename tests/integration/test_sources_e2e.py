@@ -230,3 +230,20 @@ def test_query_goes_through_the_running_worker(stack: tuple[RunningStack, str]) 
     # The refusal did not poison the worker's writer: ingestion continues.
     httpx.post(f"{running.url}/v1/events")  # noise: 401, nothing published
     _ = os.environ  # keep the import used across Python versions
+
+
+def test_metrics_endpoint(stack: tuple[RunningStack, str]) -> None:
+    running, _ = stack
+    wait_for(lambda: ledger_ids(running, "kp-"))
+    response = httpx.get(f"{running.url}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    metrics = {
+        line.split(" ")[0]: float(line.rsplit(" ", 1)[1])
+        for line in response.text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert metrics["spendstream_events_in_total"] >= 5
+    assert metrics["spendstream_events_ledgered_total"] >= 5
+    assert metrics["spendstream_sink_batch_seconds_count"] >= 1
+    assert 'spendstream_dead_letters_total{reason="ownership_mismatch"}' in metrics

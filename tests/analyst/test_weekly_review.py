@@ -1,0 +1,202 @@
+"""The weekly review's numbers against Python over the distinct events, its three
+formats, and the HTML rendered in headless Chromium with its charts visible."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from clickhouse_connect.driver.client import Client
+from matplotlib import image
+
+from streams.analyst.periods import iso_week
+from streams.analyst.weekly_render import render, write_report
+from streams.analyst.weekly_review import WeeklyReview, build_weekly_review
+from tests.analyst import ledger_data as data
+
+D = Decimal
+WEEK = iso_week("2026-W47")
+PREVIOUS = iso_week("2026-W46")
+CHROMIUM = "/usr/bin/chromium"
+MATPLOTLIB_BLUE = (31, 119, 180)  # the first series colour of both charts
+
+
+@pytest.fixture(scope="module")
+def events(module_ch: Client) -> list[dict[str, Any]]:
+    events = data.make_events()
+    data.insert(module_ch, events, token="batch-1")
+    data.insert(module_ch, events[::7], token="redelivered")  # must change nothing
+    return events
+
+
+@pytest.fixture(scope="module")
+def review(module_ch: Client, events: list[dict[str, Any]]) -> WeeklyReview:
+    return build_weekly_review(module_ch, WEEK)
+
+
+def spend(events: list[dict[str, Any]], key: str, days: list[date]) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for e in events:
+        if e["timestamp"].date() in days:
+            totals[e[key]] += e["cost_usd"]
+    return totals
+
+
+def test_top_tenants_with_week_over_week_change(
+    review: WeeklyReview, events: list[dict[str, Any]]
+) -> None:
+    current = spend(events, "tenant_id", WEEK.days)
+    previous = spend(events, "tenant_id", PREVIOUS.days)
+    expected = sorted(current, key=lambda t: -current[t])[:5]
+    assert [c.key for c in review.top_tenants] == expected
+    for change in review.top_tenants:
+        assert (change.current, change.previous) == (current[change.key], previous[change.key])
+    assert review.total == sum(current.values(), D(0))
+    assert review.previous_total == sum(previous.values(), D(0))
+
+
+def test_top_workflows(review: WeeklyReview, events: list[dict[str, Any]]) -> None:
+    current = spend(events, "workflow_id", WEEK.days)
+    assert {c.key: c.current for c in review.top_workflows} == current
+    assert [c.label for c in review.top_workflows][0].endswith(f"({review.top_workflows[0].key})")
+
+
+def test_the_spiking_tenant_is_listed_above_three_times_its_median(
+    review: WeeklyReview, events: list[dict[str, Any]]
+) -> None:
+    tenant, day = data.SPIKE
+    daily = defaultdict(Decimal)
+    for e in events:
+        if e["tenant_id"] == tenant:
+            daily[e["timestamp"].date()] += e["cost_usd"]
+    median = data.median([daily[d] for d in PREVIOUS.days])
+    spike = next(s for s in review.spikes if s.kind == "tenant" and s.key == tenant)
+    assert (spike.peak_day, spike.peak_spend, spike.last_week_median) == (day, daily[day], median)
+    assert spike.ratio > 3
+    for other in review.spikes:
+        assert other.peak_spend > 3 * other.last_week_median
+
+
+def test_cost_per_successful_task(review: WeeklyReview, events: list[dict[str, Any]]) -> None:
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        if e["timestamp"].date() in WEEK.days:
+            runs[e["workflow_run_id"]].append(e)
+    expected: dict[str, list[Any]] = defaultdict(lambda: [0, 0, D(0)])
+    for calls in runs.values():
+        workflow = calls[0]["workflow_id"]
+        last = max(calls, key=lambda e: e["timestamp"])
+        expected[workflow][0] += 1
+        expected[workflow][1] += int(data.successful(last))
+        expected[workflow][2] += sum((e["cost_usd"] for e in calls), D(0))
+    actual = {t.workflow_id: [t.runs, t.successful_runs, t.cost] for t in review.task_costs}
+    assert actual == dict(expected)
+    for task in review.task_costs:
+        assert task.cost_per_successful_run == task.cost / task.successful_runs
+
+
+def test_cheaper_model_of_the_same_provider(
+    review: WeeklyReview, events: list[dict[str, Any]]
+) -> None:
+    week = [e for e in events if e["timestamp"].date() in WEEK.days]
+    mini = data.PRICES[("openai", "gpt-4o-mini")]
+    on_4o = [e for e in week if e["model"] == "gpt-4o" and e["workflow_id"] == "wf-summarize"]
+    saving = sum((e["cost_usd"] for e in on_4o), D(0)) - sum(
+        (
+            mini.cost(
+                e["input_tokens"],
+                e["cached_tokens"],
+                e["cache_write_tokens"],
+                e["output_tokens"],
+                e["reasoning_tokens"],
+            ).total
+            for e in on_4o
+        ),
+        D(0),
+    )
+    finding = next(
+        f for f in review.cheaper_models if f.model == "gpt-4o" and f.workflow_id == "wf-summarize"
+    )
+    assert finding.alternative == "gpt-4o-mini"
+    assert finding.savings == saving
+    assert all(f.alternative != data.UNPRICED_MODEL[1] for f in review.cheaper_models)
+
+
+def test_text_and_markdown_reports(review: WeeklyReview) -> None:
+    text, charts = render(review, "table")
+    assert charts == []
+    assert text.startswith("Weekly review 2026-W47 (2026-11-16 – 2026-11-22)")
+    for title in ("Top 5 tenants", "Top 5 workflows", "Cost per successful task", "Spend by model"):
+        assert title in text
+    assert "hooli" in text.split("median day")[1]
+    markdown, _ = render(review, "md")
+    assert markdown.startswith("# Weekly review 2026-W47")
+    assert "| tenant | this week | last week | change |" in markdown
+
+
+def non_blank(png: np.ndarray) -> tuple[int, int]:
+    """(distinct colours, pixels of the charts' first series colour) in an RGB(A) image."""
+    pixels = (png[..., :3] * 255).round().astype(np.uint8).reshape(-1, 3)
+    colours = len(np.unique(pixels, axis=0))
+    blue = int(np.sum(np.all(np.abs(pixels.astype(int) - MATPLOTLIB_BLUE) <= 8, axis=1)))
+    return colours, blue
+
+
+def test_html_report_embeds_the_charts_and_writes_them_as_png(
+    review: WeeklyReview, tmp_path: Path
+) -> None:
+    written = write_report(review, "html", tmp_path)
+    assert [p.name for p in written] == [
+        "weekly-2026-W47.html",
+        "weekly-2026-W47-tenants.png",
+        "weekly-2026-W47-models.png",
+    ]
+    html = written[0].read_text()
+    inline = re.findall(r"src='data:image/png;base64,([^']+)'", html)
+    assert len(inline) == 2
+    for encoded, path in zip(inline, written[1:], strict=True):
+        assert base64.b64decode(encoded) == path.read_bytes()
+        colours, blue = non_blank(image.imread(path))
+        assert colours > 20 and blue > 200, path.name
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="chromium not installed (apt-get install chromium)"
+)
+def test_html_report_renders_in_headless_chromium(review: WeeklyReview, tmp_path: Path) -> None:
+    report = write_report(review, "html", tmp_path / "report")[0]
+    screenshot = tmp_path / "screenshot.png"
+    subprocess.run(
+        [
+            shutil.which("chromium") or CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={screenshot}",
+            "--window-size=1200,1600",
+            report.resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
+    colours, blue = non_blank(image.imread(screenshot))
+    # A blank or unstyled page has a handful of colours; the charts bring hundreds
+    # and a large area of their first series' blue.
+    assert colours > 100
+    assert blue > 500
