@@ -4,7 +4,8 @@
 
 Builds a fresh ledger of N rows over the last 8 weeks with one INSERT … SELECT
 FROM numbers() per chunk (200 tenants with a skewed spend, 4 workflows each,
-runs of 8 calls, 5 models, cache reads/writes, reasoning, 2 % failed calls,
+runs of 8 calls 5 s apart, 5 models, cache reads/writes, reasoning, 2 % of runs
+failing on their last call,
 Decimal costs). The analyst migrations are applied after the load, so the
 rollups are built by their backfill (INSERT … SELECT from the same recompute
 views that serve a dirty day): the state the materialized views reach once their
@@ -46,10 +47,11 @@ LOAD = f"""
 INSERT INTO usage_ledger
 WITH
     {MODELS} AS models,
-    toUInt32(floor(pow((cityHash64(number, 8) % 1000000) / 1000000, 2) * 200)) AS tenant,
-    cityHash64(number, 12) % 4 AS wf,
+    intDiv(number, 8) AS run,
+    toUInt32(floor(pow((cityHash64(run, 8) % 1000000) / 1000000, 2) * 200)) AS tenant,
+    cityHash64(run, 12) % 4 AS wf,
     concat('wf-', toString(tenant), '-', toString(wf)) AS workflow,
-    models[1 + (cityHash64(workflow) + cityHash64(number, 7) % 2) % 5] AS m,
+    models[1 + (cityHash64(workflow) + cityHash64(run, 7) % 2) % 5] AS m,
     toUInt32(200 + cityHash64(number, 2) % 8000) AS inp,
     toUInt32(inp * (cityHash64(number, 3) % 50) / 100) AS cached,
     toUInt32(if(m.1 = 'anthropic', inp * (cityHash64(number, 4) % 10) / 100, 0)) AS cw,
@@ -58,20 +60,20 @@ WITH
     1000000000000 AS pico
 SELECT
     concat('req-', toString(number)),
-    toDateTime64({{start_epoch}} + cityHash64(number, 1) % {DAYS * 86400}, 3, 'UTC'),
+    toDateTime64({{start_epoch}} + cityHash64(run, 1) % {DAYS * 86400} + number % 8 * 5, 3, 'UTC'),
     concat('tenant-', toString(tenant)),
     concat('team-', toString(tenant), '-', toString(wf % 2)),
     concat('user-', toString(tenant), '-', toString(cityHash64(number, 10) % 25)),
     concat('feature-', toString(cityHash64(workflow) % 6)),
     workflow,
-    concat('run-', toString(intDiv(number, 8))),
+    concat('run-', toString(run)),
     concat('Workflow ', workflow),
     'v1',
     if(cityHash64(number, 13) % 10 = 0, 'staging', 'prod'),
     concat('key-', toString(tenant)),
     m.1, m.2, inp, outp, cached, cw, reas, 1,
     toUInt32(100 + cityHash64(number, 15) % 5000),
-    if(cityHash64(number, 16) % 50 = 0, 500, 200),
+    if(number % 8 = 7 AND cityHash64(run, 16) % 50 = 0, 500, 200),
     0, '', NULL, map(),
     toDecimal128((inp - cached - cw) * m.3, 18) / pico,
     toDecimal128(cached * m.4, 18) / pico,
