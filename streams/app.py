@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
+import numpy as np
 import orjson
 from faust.streams import Stream
 from faust.types import EventT, StreamT
@@ -37,6 +38,7 @@ from streams.ingest import IngestPipeline, UsageMessage, ingest_day
 from streams.ingest_keys import IngestKeyStore
 from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
 from streams.metrics import CONTENT_TYPE, DeliveryCounts, WorkerMetrics
+from streams.peer_clickhouse import decode_insert
 from streams.pricing import PriceCatalog
 from streams.query_access import READ_ONLY, encode_result, write_worker_file
 from streams.settings import Settings
@@ -67,6 +69,8 @@ class WorkerRuntime:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     delivery_counts: DeliveryCounts = field(default_factory=DeliveryCounts)
+    loaded_until: datetime | None = None
+    rebalanced_at: datetime | None = None
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     metrics: WorkerMetrics = field(init=False)
 
@@ -87,6 +91,9 @@ class WorkerRuntime:
             self.settings.resolved_clickhouse_url, self.settings.clickhouse_password
         )
         self.executor = ClickHouseExecutor(self.handle.client)
+        if getattr(self.handle.client, "remote", False):
+            self.reader = self.handle.client
+            return []  # the owner worker applies migrations
         applied = apply_migrations(self.handle.client)
         self.reader = open_session_client(self.handle, self.settings.clickhouse_password)
         return applied
@@ -120,28 +127,43 @@ class WorkerRuntime:
             )
             return self.pipeline
 
-    async def rebuild_dedupe(self) -> int:
+    async def refresh_dedupe_if_rebalanced(self) -> None:
+        """After a rebalance, learn the ids other workers ledgered since our last load:
+        a partition we take over may re-deliver them."""
+        if self.rebalanced_at is None:
+            return
+        since, self.rebalanced_at = self.loaded_until, None
+        loaded = await self.rebuild_dedupe(since)
+        log.info("de-duplication filter refreshed after a rebalance: %d ids", loaded)
+
+    async def rebuild_dedupe(self, since: datetime | None = None) -> int:
         """Load the ids ledgered within the horizon: the durable half of de-duplication."""
         assert self.executor is not None and self.handle is not None
-        since = datetime.now(UTC) - timedelta(days=self.settings.dedupe_horizon_days + 1)
+        started = datetime.now(UTC)
+        horizon = started - timedelta(days=self.settings.dedupe_horizon_days + 1)
+        # A margin for clock skew and inserts in flight at the previous load.
+        since = max(horizon, since - timedelta(minutes=1)) if since else horizon
         client = self.handle.client
 
         def load() -> int:
             total = 0
             with client.query_column_block_stream(
                 "SELECT request_id, toUInt32(toRelativeDayNum(ingested_at)) FROM usage_ledger "
-                "WHERE ingested_at >= %(since)s",
-                parameters={"since": since},
+                "WHERE ingested_at >= fromUnixTimestamp64Milli(%(since_ms)s)",
+                parameters={"since_ms": int(since.timestamp() * 1000)},
             ) as blocks:
                 for request_ids, days in blocks:
                     hashes = hash_request_ids(request_ids)
-                    for day in set(days):
-                        self.dedupe.mark(hashes[[d == day for d in days]], int(day))
-                    total += len(request_ids)
+                    day_of = np.asarray(days, dtype=np.int64)
+                    fresh = self.dedupe.new_mask(hashes)  # a refresh overlaps what we hold
+                    for day in np.unique(day_of[fresh]):
+                        self.dedupe.mark(hashes[fresh & (day_of == day)], int(day))
+                    total += int(fresh.sum())
             return total
 
         loaded = await self.executor.run(load)
         self.dedupe.expire(ingest_day(datetime.now(UTC)))
+        self.loaded_until = started
         return loaded
 
     def close(self) -> None:
@@ -280,8 +302,15 @@ def build_app(
         async for events in cast(Stream[bytes], stream).take_events(
             settings.batch_max_events, settings.batch_within_seconds
         ):
+            await runtime.refresh_dedupe_if_rebalanced()
             await pipeline.process([_usage_message(event) for event in events])
             yield None
+
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        if runtime.loaded_until is not None:
+            runtime.rebalanced_at = datetime.now(UTC)
+
+    app.on_partitions_assigned.connect(on_assigned)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -315,6 +344,34 @@ def build_app(
     class TracesView(faust.web.View):
         async def post(self, request: Any) -> Any:
             return await ingest_handler.handle_traces(request)
+
+    @app.page("/v1/ledger/insert")
+    class PeerInsertView(faust.web.View):
+        """Inserts from peer workers of `dev --workers N` (this worker owns chdb)."""
+
+        async def post(self, request: Any) -> Any:
+            token = settings.peer_token
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if token is None or not hmac.compare_digest(
+                given.encode(), token.get_secret_value().encode()
+            ):
+                return self.error(401, "peer token required")
+            if runtime.executor is None or runtime.handle is None or runtime.handle.remote:
+                return self.error(503, "not the owner of the data dir")
+            try:
+                table, columns, data, insert_settings = decode_insert(await request.read())
+            except (ValueError, KeyError) as exc:
+                return self.error(400, str(exc))
+            client = runtime.handle.client
+            await runtime.executor.run(
+                client.insert,
+                table,
+                data,
+                column_names=columns,
+                column_oriented=True,
+                settings=insert_settings,
+            )
+            return self.json({"inserted": len(data[0]) if data else 0})
 
     @app.page("/v1/query")
     class QueryView(faust.web.View):
@@ -354,7 +411,15 @@ def build_app(
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
-        return web.json(runtime.stats())
+        body = runtime.stats()
+        try:
+            assignment = app.consumer.assignment()
+        except Exception:  # not started yet
+            assignment = set()
+        body["assigned"] = sorted(
+            f"{tp.topic}:{tp.partition}" for tp in assignment if tp.topic == settings.usage_topic
+        )
+        return web.json(body)
 
     return app, runtime
 

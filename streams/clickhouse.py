@@ -39,6 +39,11 @@ class ClickHouseHandle:
     def embedded(self) -> bool:
         return self._lock_file is not None
 
+    @property
+    def remote(self) -> bool:
+        """ClickHouse reached through the worker that owns the embedded data dir."""
+        return bool(getattr(self.client, "remote", False))
+
     def close(self) -> None:
         self.client.close()
         if self._lock_file is not None:
@@ -94,6 +99,12 @@ def open_clickhouse(url: str, password: SecretStr | None = None) -> ClickHouseHa
         secret = password.get_secret_value() if password else (parsed.password or "")
         client = clickhouse_connect.get_client(password=secret, **kwargs)
         return ClickHouseHandle(client=client, url=url)
+    if parsed.scheme == "spendstream+http":
+        from streams.peer_clickhouse import PeerClickHouseClient
+
+        token = password.get_secret_value() if password else None
+        peer = PeerClickHouseClient(f"http://{parsed.netloc}", token)
+        return ClickHouseHandle(client=peer, url=url)  # type: ignore[arg-type]
     raise ConfigError(
         f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:// or http(s)://"
     )
@@ -105,6 +116,8 @@ def open_session_client(handle: ClickHouseHandle, password: SecretStr | None = N
     Read-only queries run here: on chdb, `readonly=1` sent with a refused query
     sticks to the session, and must never reach the ledger writer's session."""
     parsed = urlparse(handle.url)
+    if getattr(handle.client, "remote", False):
+        return handle.client
     if parsed.scheme == "chdb":
         return clickhouse_connect.get_client(dsn=f"chdb://{parsed.path}")
     return open_clickhouse(handle.url, password).client

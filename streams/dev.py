@@ -79,15 +79,11 @@ def run_dev(settings: Settings, simulate: bool, rate: float, workers: int = 1) -
     }
     try:
         stack.start_broker()
-        if workers > 1:
-            from streams.errors import SpendstreamError
-
-            raise SpendstreamError("--workers > 1 needs a ClickHouse server URL (see docs)")
-        worker = stack.start_worker()
-        stack.wait_ready(worker)
+        started = stack.start_workers(max(1, workers))
+        urls = ", ".join(f"http://127.0.0.1:{w.web_port}" for w in started)
         print(
             f"spendstream dev: broker {stack.bootstrap}, data {settings.data_dir}, "
-            f"worker http://127.0.0.1:{worker.web_port} (Ctrl-C to stop)",
+            f"worker{'s' if len(started) > 1 else ''} {urls} (Ctrl-C to stop)",
             flush=True,
         )
         if simulate:

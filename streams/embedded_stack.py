@@ -7,6 +7,7 @@ parent (PR_SET_PDEATHSIG) and are stopped with SIGTERM in reverse order.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ class EmbeddedStack:
     broker: EmbeddedBroker = field(init=False)
     workers: list[WorkerProcess] = field(default_factory=list)
     log_epoch: str = field(default_factory=lambda: f"embedded-{uuid.uuid4().hex[:12]}")
+    peer_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     def __post_init__(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -58,12 +60,29 @@ class EmbeddedStack:
         self.broker.start()
         asyncio.run(ensure_topics(self.bootstrap, topic_specs(self.settings)))
 
-    def start_worker(self, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    def start_workers(self, count: int) -> list[WorkerProcess]:
+        """The first worker owns the embedded data dir; the others write and read
+        through it (chdb lets one process own a path). All share one consumer group."""
+        owner = self.start_worker()
+        self.wait_ready(owner)
+        peers = [self.start_worker(peer_of=owner) for _ in range(count - 1)]
+        for peer in peers:
+            self.wait_ready(peer)
+        return [owner, *peers]
+
+    def start_worker(
+        self, extra_env: dict[str, str] | None = None, peer_of: WorkerProcess | None = None
+    ) -> WorkerProcess:
         web_port = free_port()
+        clickhouse_url = self.settings.resolved_clickhouse_url
+        peer_env = {"SPENDSTREAM_PEER_TOKEN": self.peer_token}
+        if peer_of is not None:
+            clickhouse_url = f"spendstream+http://127.0.0.1:{peer_of.web_port}"
+            peer_env["SPENDSTREAM_CLICKHOUSE_PASSWORD"] = self.peer_token
         env = child_env(
             SPENDSTREAM_KAFKA_BOOTSTRAP=self.bootstrap,
             SPENDSTREAM_DATA_DIR=str(self.settings.data_dir.resolve()),
-            SPENDSTREAM_CLICKHOUSE_URL=self.settings.resolved_clickhouse_url,
+            SPENDSTREAM_CLICKHOUSE_URL=clickhouse_url,
             SPENDSTREAM_LOG_EPOCH=self.log_epoch,
             SPENDSTREAM_WEB_PORT=str(web_port),
             SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
@@ -72,9 +91,11 @@ class EmbeddedStack:
                 if self.settings.pricing_file
                 else {}
             ),
+            **peer_env,
             **(extra_env or {}),
         )
-        log = open(self.settings.data_dir / "worker.log", "ab")  # noqa: SIM115
+        log_name = "worker.log" if not self.workers else f"worker-{len(self.workers) + 1}.log"
+        log = open(self.settings.data_dir / log_name, "ab")  # noqa: SIM115
         process = spawn(
             [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=log
         )

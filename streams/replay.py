@@ -58,7 +58,9 @@ def _lines(handle: BinaryIO) -> Iterator[bytes]:
             yield line
 
 
-async def publish(bootstrap: str, topic: str, lines: list[bytes]) -> dict[int, int]:
+async def publish(
+    bootstrap: str, topic: str, lines: list[bytes], keys: list[bytes] | None = None
+) -> dict[int, int]:
     """Publish every line as one message; returns partition → last offset + 1."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -79,8 +81,9 @@ async def publish(bootstrap: str, topic: str, lines: list[bytes]) -> dict[int, i
 
     try:
         pending: list[Any] = []
-        for line in lines:
-            pending.append(await producer.send(topic, line))
+        for index, line in enumerate(lines):
+            key = keys[index] if keys is not None else None
+            pending.append(await producer.send(topic, line, key=key))
             if len(pending) >= 10_000:
                 await settle(pending)
         await settle(pending)

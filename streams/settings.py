@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     ingest_keys_required: bool = False
     keys_file: Path | None = None  # default <data_dir>/ingest_keys.json
     http_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # `dev --workers N`: shared secret between the worker that owns the embedded data
+    # dir and its peers (POST /v1/ledger/insert).
+    peer_token: SecretStr | None = None
     # When set, POST /v1/query needs `Authorization: Bearer <token>`.
     analyst_token: SecretStr | None = None
 

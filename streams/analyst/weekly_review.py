@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -121,29 +123,46 @@ class _Daily:
         return sorted(changes, key=lambda change: (-change.current, change.key))
 
 
+# One read of spend_daily serves the tenant, workflow and model sections and the
+# token counts of the cheaper-model section: each view query pays for the
+# duplicate check once (see sql/022_ledger_day_check.sql), so fewer is faster.
+_SPEND = """
+SELECT
+    day, tenant_id, workflow_id, any(workflow_name), provider, model, sum(cost_usd),
+    sum(input_tokens - cached_tokens - cache_write_tokens), sum(cached_tokens),
+    sum(cache_write_tokens), sum(output_tokens - reasoning_tokens), sum(reasoning_tokens)
+FROM spend_daily
+WHERE day BETWEEN {start:Date} AND {end:Date}
+GROUP BY day, tenant_id, workflow_id, provider, model
+"""
+
+
+@dataclass(frozen=True)
+class _SpendRow:
+    day: date
+    tenant_id: str
+    workflow_id: str
+    workflow_name: str
+    provider: str
+    model: str
+    cost: Decimal
+    tokens: tuple[int, ...]  # uncached input, cached, cache write, output, reasoning
+
+
 def build_weekly_review(client: Client, week: Period) -> WeeklyReview:
     previous = previous_week(week)
-    span = {"start": previous.start, "end": week.end}
-    tenants = _daily(
-        client,
-        "SELECT tenant_id, tenant_id, day, sum(cost_usd) FROM tenant_daily "
-        "WHERE day BETWEEN {start:Date} AND {end:Date} GROUP BY tenant_id, day",
-        span,
-    )
+    rows = [
+        _SpendRow(day, tenant, workflow, name, provider, model, cost, tuple(tokens))
+        for day, tenant, workflow, name, provider, model, cost, *tokens in client.query(
+            _SPEND, parameters={"start": previous.start, "end": week.end}
+        ).result_rows
+    ]
+    tenants = _daily(rows, lambda row: (row.tenant_id, row.tenant_id))
     workflows = _daily(
-        client,
-        "SELECT workflow_id, any(workflow_name), day, sum(cost_usd) FROM workflow_daily "
-        "WHERE day BETWEEN {start:Date} AND {end:Date} AND workflow_id != '' "
-        "GROUP BY workflow_id, day",
-        span,
+        [row for row in rows if row.workflow_id],
+        lambda row: (row.workflow_id, row.workflow_name),
     )
-    models = _daily(
-        client,
-        "SELECT concat(provider, '/', model), concat(provider, '/', model), day, sum(cost_usd) "
-        "FROM model_daily WHERE day BETWEEN {start:Date} AND {end:Date} "
-        "GROUP BY provider, model, day",
-        span,
-    )
+    models = _daily(rows, lambda row: (f"{row.provider}/{row.model}",) * 2)
     tenant_changes = tenants.changes(week, previous)
     model_changes = models.changes(week, previous)
     top_tenants = tenant_changes[:TOP_N]
@@ -159,7 +178,9 @@ def build_weekly_review(client: Client, week: Period) -> WeeklyReview:
         + _spikes("workflow", workflows, week, previous),
         task_costs=_task_costs(client, week),
         models=model_changes,
-        cheaper_models=_cheaper_models(client, week),
+        cheaper_models=_cheaper_models(
+            client, week, [row for row in rows if row.workflow_id and row.day >= week.start]
+        ),
         tenant_days={
             change.label: [tenants.spend[change.key].get(day, ZERO) for day in days]
             for change in top_tenants
@@ -171,13 +192,14 @@ def build_weekly_review(client: Client, week: Period) -> WeeklyReview:
     )
 
 
-def _daily(client: Client, sql: str, parameters: dict[str, date]) -> _Daily:
+def _daily(rows: list[_SpendRow], key: Callable[[_SpendRow], tuple[str, str]]) -> _Daily:
     labels: dict[str, str] = {}
-    spend: dict[str, dict[date, Decimal]] = defaultdict(dict)
-    for key, label, day, cost in client.query(sql, parameters=parameters).result_rows:
-        labels[key] = _label(key, label)
-        spend[key][day] = cost
-    return _Daily(labels, dict(spend))
+    spend: dict[str, dict[date, Decimal]] = defaultdict(lambda: defaultdict(lambda: ZERO))
+    for row in rows:
+        entity, name = key(row)
+        labels[entity] = _label(entity, name)
+        spend[entity][row.day] += row.cost
+    return _Daily(labels, {entity: dict(days) for entity, days in spend.items()})
 
 
 def _spikes(kind: str, daily: _Daily, week: Period, previous: Period) -> list[Spike]:
@@ -222,23 +244,17 @@ def _task_costs(client: Client, week: Period) -> list[TaskCost]:
     return sorted(costs, key=lambda task: (-task.cost, task.workflow_id))
 
 
-def _cheaper_models(client: Client, week: Period) -> list[CheaperModel]:
+def _cheaper_models(client: Client, week: Period, rows: list[_SpendRow]) -> list[CheaperModel]:
     prices = _unit_prices(client, week)
-    usage = client.query(
-        """
-        SELECT
-            workflow_id, any(workflow_name), provider, model,
-            sum(input_tokens - cached_tokens - cache_write_tokens), sum(cached_tokens),
-            sum(cache_write_tokens), sum(output_tokens - reasoning_tokens), sum(reasoning_tokens),
-            sum(cost_usd)
-        FROM spend_daily
-        WHERE day BETWEEN {start:Date} AND {end:Date} AND workflow_id != ''
-        GROUP BY workflow_id, provider, model
-        """,
-        parameters={"start": week.start, "end": week.end},
-    ).result_rows
+    usage: dict[tuple[str, str, str], list[Any]] = {}
+    for row in rows:
+        entry = usage.setdefault(
+            (row.workflow_id, row.provider, row.model), [row.workflow_name, ZERO, [0] * 5]
+        )
+        entry[1] += row.cost
+        entry[2] = [total + count for total, count in zip(entry[2], row.tokens, strict=True)]
     findings = []
-    for workflow_id, name, provider, model, *tokens, cost in usage:
+    for (workflow_id, provider, model), (name, cost, tokens) in usage.items():
         alternatives = [
             (sum(t * p for t, p in zip(tokens, unit, strict=True)) / MTOK, other)
             for (other_provider, other), unit in prices.items()

@@ -1,0 +1,409 @@
+"""The fault-injection harness: the real embedded stack (tansu broker, a Faust worker
+child process, ClickHouse through chdb) with the faults of issue 7 made injectable,
+and the bookkeeping every case reports: events in, events out, lost, double-counted.
+
+Nothing here is a mock: faults are real signals (SIGKILL, SIGSTOP), a real broker
+process killed and restarted, and the worker's own outage hook
+(`SPENDSTREAM_FAULT_SINK_OUTAGE_FILE`), which runs the sink's real retry path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.group_progress import GroupProgressReader
+from streams.pricing import PriceCatalog
+from streams.simulate import TrafficGenerator
+from tests.integration.conftest import RunningStack
+
+USAGE_TOPIC = "spendstream.usage"
+GROUP = "spendstream"
+NOW = datetime.now(UTC).replace(microsecond=0)
+MONTH_START = NOW.replace(day=1, hour=0, minute=0, second=0)
+_CATALOG = PriceCatalog.load(None)
+
+
+# -- events -------------------------------------------------------------------
+
+
+def event_time(rng: random.Random, spread_hours: float = 36.0) -> datetime:
+    """A moment in the last `spread_hours`, never before this month: the in-stream
+    month totals (`/v1/limits`) and the ledger's month are then the same set."""
+    moment = NOW - timedelta(seconds=rng.uniform(0, spread_hours * 3600))
+    return max(moment, MONTH_START)
+
+
+def make_events(n: int, seed: int, prefix: str = "") -> list[dict[str, Any]]:
+    """`n` synthetic events (several tenants, teams, workflows, providers, models)."""
+    generator = TrafficGenerator(seed)
+    rng = random.Random(seed)
+    events = []
+    for _ in range(n):
+        event = generator.event(event_time(rng))
+        if prefix:
+            event["request_id"] = f"{prefix}{event['request_id']}"
+        events.append(event)
+    return events
+
+
+def event_cost(event: dict[str, Any]) -> Decimal:
+    """The single-pass expectation of one event's cost, in exact Decimal."""
+    prices = _CATALOG.resolve(
+        event["provider"], event["model"], datetime.fromisoformat(str(event["timestamp"]))
+    )
+    assert prices is not None, f"no price for {event['provider']}/{event['model']}"
+    return prices.cost(
+        event["input_tokens"],
+        event.get("cached_tokens", 0),
+        event.get("cache_write_tokens", 0),
+        event.get("output_tokens", 0),
+        event.get("reasoning_tokens", 0),
+    ).total
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a single clean pass over distinct events must produce."""
+
+    ids: frozenset[str]
+    cost: Decimal
+    cost_by_tenant: dict[str, Decimal]
+    requests: int
+
+    @classmethod
+    def of(cls, events: Iterable[dict[str, Any]]) -> Expectation:
+        by_id = {e["request_id"]: e for e in events}
+        by_tenant: dict[str, Decimal] = {}
+        total = Decimal(0)
+        requests = 0
+        for event in by_id.values():
+            cost = event_cost(event)
+            total += cost
+            by_tenant[event["tenant_id"]] = by_tenant.get(event["tenant_id"], Decimal(0)) + cost
+            requests += int(event.get("request_count", 1))
+        return cls(frozenset(by_id), total, by_tenant, requests)
+
+
+# -- counting and reporting ----------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """events in (distinct valid events offered), out (distinct in the ledger),
+    lost (offered, not in the ledger), double-counted (ledger rows or view requests
+    beyond one per event, plus ids ledgered that were never offered)."""
+
+    case: str
+    events_in: int
+    events_out: int
+    lost: int
+    double_counted: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        extras = "".join(f", {k} {v}" for k, v in self.extra.items())
+        return (
+            f"RELIABILITY {self.case}: events in {self.events_in}, out {self.events_out}, "
+            f"lost {self.lost}, double-counted {self.double_counted}{extras}"
+        )
+
+    def report(self) -> Tally:
+        print(self.line())
+        path = os.environ.get("SPENDSTREAM_RELIABILITY_REPORT")
+        if path:
+            record = {
+                "case": self.case,
+                "in": self.events_in,
+                "out": self.events_out,
+                "lost": self.lost,
+                "double_counted": self.double_counted,
+                **{k: str(v) for k, v in self.extra.items()},
+            }
+            with open(path, "ab") as handle:
+                handle.write(orjson.dumps(record) + b"\n")
+        return self
+
+
+# -- the stack -------------------------------------------------------------------
+
+
+def merge_targets(into: dict[int, int], more: dict[int, int]) -> dict[int, int]:
+    for partition, offset in more.items():
+        into[partition] = max(into.get(partition, 0), offset)
+    return into
+
+
+async def publish_positions(
+    bootstrap: str,
+    lines: Sequence[bytes | None],
+    *,
+    topic: str = USAGE_TOPIC,
+    keys: Sequence[bytes | None] | None = None,
+    partition: int | None = None,
+) -> list[tuple[int, int]]:
+    """Publish each line as one message (None: a null value, a tombstone) and return
+    each message's (partition, offset) from the broker's acknowledgement."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=1024 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        acks="all",
+    )
+    await producer.start()
+    positions: list[tuple[int, int]] = []
+    try:
+        pending = []
+        for index, line in enumerate(lines):
+            key = keys[index] if keys is not None else None
+            pending.append(await producer.send(topic, line, key=key, partition=partition))
+            if len(pending) >= 10_000:
+                positions += [(m.partition, m.offset) for m in await asyncio.gather(*pending)]
+                pending = []
+        positions += [(m.partition, m.offset) for m in await asyncio.gather(*pending)]
+    finally:
+        await producer.stop()
+    return positions
+
+
+def targets_of(positions: Iterable[tuple[int, int]]) -> dict[int, int]:
+    targets: dict[int, int] = {}
+    for partition, offset in positions:
+        targets[partition] = max(targets.get(partition, 0), offset + 1)
+    return targets
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class FaultStack(RunningStack):
+    """`RunningStack` plus the fault and accounting helpers of the reliability suite."""
+
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.extra_env = dict(extra_env or {})
+        self.targets: dict[int, int] = {}
+        self.restarts = 0
+        self._http = httpx.Client(timeout=30)
+        try:
+            super().__init__(data_dir, self.extra_env)
+        except BaseException:
+            if hasattr(self, "stack"):
+                self.stack.stop()
+            raise
+
+    # publishing
+
+    def publish(
+        self, lines: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None
+    ) -> list[tuple[int, int]]:
+        positions = asyncio.run(publish_positions(self.bootstrap, lines, keys=keys))
+        merge_targets(self.targets, targets_of(positions))
+        return positions
+
+    def committed(self) -> int:
+        async def read() -> int:
+            reader = GroupProgressReader(self.bootstrap, GROUP, USAGE_TOPIC)
+            await reader.start()
+            try:
+                return (await reader.read(self.targets)).committed
+            finally:
+                await reader.stop()
+
+        return asyncio.run(read())
+
+    def lag(self) -> int:
+        return sum(self.targets.values()) - self.committed()
+
+    def wait_consumed(self, timeout: float = 300.0) -> None:
+        """Until the consumer group committed every offset published so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.worker.process.poll() is not None:
+                raise AssertionError(
+                    f"worker exited with code {self.worker.process.returncode}: {self.log_tail()}"
+                )
+            lag = self.lag()
+            if lag == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{lag} messages still unconsumed after {timeout}s")
+            time.sleep(0.25)
+
+    # worker process
+
+    @property
+    def pid(self) -> int:
+        return int(self.worker.process.pid)
+
+    def kill_worker(self) -> None:
+        """SIGKILL: no handler runs, nothing is flushed, the kernel frees the data dir."""
+        process = self.worker.process
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def start_worker(self, extra_env: dict[str, str] | None = None) -> None:
+        self.worker = self.stack.start_worker({**self.extra_env, **(extra_env or {})})
+        self.stack.wait_ready(self.worker, timeout=120)
+        self.url = f"http://127.0.0.1:{self.worker.web_port}"
+        self.restarts += 1
+
+    def log_tail(self, lines: int = 5) -> str:
+        path = self.settings.data_dir / "worker.log"
+        if not path.exists():
+            return ""
+        text = path.read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:])
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+    # worker endpoints
+
+    def get(self, path: str) -> httpx.Response:
+        return self._http.get(f"{self.url}{path}")
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.get("/stats").json())
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        response = self.get("/health")
+        return response.status_code, dict(response.json())
+
+    def month_to_date(self, tenant_id: str) -> Decimal:
+        return Decimal(self.get(f"/v1/limits/{tenant_id}").json()["month_to_date_usd"])
+
+    # ledger accounting
+
+    def ledger_rows_by_id(self, like: str = "%") -> dict[str, int]:
+        """request_id → rows in `usage_ledger` WITHOUT FINAL (a duplicate row shows)."""
+        rows = self.query(
+            "SELECT request_id, count() FROM usage_ledger "
+            f"WHERE request_id LIKE '{like}' GROUP BY request_id"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def ledger_cost(self) -> Decimal:
+        return Decimal(self.query("SELECT sum(cost_usd) FROM usage_ledger FINAL")[0][0])
+
+    def ledger_month_by_tenant(self) -> dict[str, Decimal]:
+        rows = self.query(
+            "SELECT tenant_id, sum(cost_usd) FROM usage_ledger FINAL "
+            "WHERE toStartOfMonth(timestamp) = toStartOfMonth(now64(3, 'UTC')) GROUP BY tenant_id"
+        )
+        return {str(r[0]): Decimal(r[1]) for r in rows}
+
+    def in_stream_month_by_tenant(self, tenants: Iterable[str]) -> dict[str, Decimal]:
+        return {tenant: self.month_to_date(tenant) for tenant in tenants}
+
+    def wait_in_stream(
+        self, expected: dict[str, Decimal], timeout: float = 90.0
+    ) -> dict[str, Decimal]:
+        """The in-stream month totals once they equal `expected`, or the last values
+        read (the spend agent trails the ingest agent by a costed message)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.in_stream_month_by_tenant(expected)
+            if seen == expected or time.monotonic() > deadline:
+                return seen
+            time.sleep(0.5)
+
+    def view_totals(self) -> dict[str, tuple[Decimal, int | None]]:
+        """Every view (and rollup state table) with a cost_usd column: its total cost
+        and, where it has one, its total requests."""
+        names = {
+            str(r[0]): str(r[1])
+            for r in self.query(
+                "SELECT name, engine FROM system.tables WHERE database = currentDatabase() "
+                "AND (engine LIKE '%View%' OR name LIKE '%\\_daily' OR name LIKE '%\\_hourly' "
+                "OR name LIKE '%\\_state')"
+            )
+        }
+        columns: dict[str, set[str]] = {}
+        for table, column in self.query(
+            "SELECT table, name FROM system.columns WHERE database = currentDatabase() "
+            "AND name IN ('cost_usd', 'requests')"
+        ):
+            columns.setdefault(str(table), set()).add(str(column))
+        totals: dict[str, tuple[Decimal, int | None]] = {}
+        for name, engine in sorted(names.items()):
+            if engine == "MaterializedView" or "cost_usd" not in columns.get(name, set()):
+                continue
+            has_requests = "requests" in columns[name]
+            row = self.query(
+                f"SELECT sum(cost_usd){', sum(requests)' if has_requests else ''} FROM {name}"
+            )[0]
+            totals[name] = (Decimal(row[0]), int(row[1]) if has_requests else None)
+        return totals
+
+    def dirty_days(self) -> int:
+        return int(self.query("SELECT count() FROM ledger_dirty_days")[0][0])
+
+    def dead_letters(self) -> dict[tuple[int, int, int], str]:
+        """(partition, offset, element_index) → reason, this stack's log epoch, FINAL."""
+        rows = self.query(
+            "SELECT partition, offset, element_index, reason FROM dead_letters FINAL "
+            f"WHERE log_epoch = '{self.stack.log_epoch}' AND topic = '{USAGE_TOPIC}'"
+        )
+        return {(int(p), int(o), int(e)): str(reason) for p, o, e, reason in rows}
+
+    def stop(self) -> None:
+        self._http.close()
+        super().stop()
+
+
+def tally_ledger(
+    case: str, stack: FaultStack, expected: Expectation, like: str = "%", **extra: Any
+) -> Tally:
+    rows = stack.ledger_rows_by_id(like)
+    present = set(rows)
+    lost = len(expected.ids - present)
+    surplus_rows = sum(n - 1 for n in rows.values())
+    unexpected = len(present - expected.ids)
+    return Tally(
+        case,
+        events_in=len(expected.ids),
+        events_out=len(present & expected.ids),
+        lost=lost,
+        double_counted=surplus_rows + unexpected,
+        extra=extra,
+    )
+
+
+@pytest.fixture
+def fault_stack(tmp_path: Path) -> Iterator[Any]:
+    """A factory: `fault_stack(env)` starts a stack; every stack is stopped at the end."""
+    started: list[FaultStack] = []
+
+    def start(extra_env: dict[str, str] | None = None) -> FaultStack:
+        data_dir = tmp_path / f"data-{len(started)}"
+        data_dir.mkdir()
+        stack = FaultStack(data_dir, extra_env)
+        started.append(stack)
+        return stack
+
+    try:
+        yield start
+    finally:
+        for stack in started:
+            stack.stop()
