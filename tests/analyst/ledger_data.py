@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -36,6 +37,13 @@ PRICES: dict[tuple[str, str], UnitPrices] = {
     ),
 }
 UNPRICED_MODEL = ("acme", "acme-llm-1")
+# The catalog after a price change: gpt-4o output (and so reasoning) goes from $10
+# to $12 per million tokens, and the unpriced model gains a price.
+NEW_PRICES: dict[tuple[str, str], UnitPrices] = {
+    **PRICES,
+    ("openai", "gpt-4o"): UnitPrices(D("2.5"), D("1.25"), D("2.5"), D("12"), D("12"), "test"),
+    UNPRICED_MODEL: UnitPrices(D("1"), D("0.5"), D("1"), D("2"), D("2"), "test"),
+}
 TENANTS = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne")
 FIRST_DAY = date(2026, 10, 30)
 LAST_DAY = date(2026, 11, 22)
@@ -47,6 +55,24 @@ COST_COLUMNS = (
     "cost_output_usd",
     "cost_reasoning_usd",
 )
+
+
+def pricing_file(directory: Path, prices: dict[tuple[str, str], UnitPrices]) -> Path:
+    """`prices` as a pricing file (YAML overrides) for `PriceCatalog.load`."""
+    lines = ["prices:"]
+    for (provider, model), unit in prices.items():
+        lines += [
+            f"  - provider: {provider}",
+            f"    model: {model}",
+            f'    input: "{unit.input}"',
+            f'    cached_input: "{unit.cached_input}"',
+            f'    cache_write: "{unit.cache_write}"',
+            f'    output: "{unit.output}"',
+            f'    reasoning: "{unit.reasoning}"',
+        ]
+    path = directory / "pricing.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def make_events(seed: int = 7) -> list[dict[str, Any]]:
@@ -81,7 +107,7 @@ def _run(
     )
     calls = rng.randint(1, 4)
     fails = rng.random() < 0.2
-    events = []
+    events: list[dict[str, Any]] = []
     for call in range(calls):
         last = call == calls - 1
         status: int | None = 200
@@ -179,7 +205,7 @@ def ledger_rows(events: Iterable[dict[str, Any]]) -> list[list[Any]]:
 
 
 def insert(client: Client, events: Sequence[dict[str, Any]], token: str | None = None) -> None:
-    settings = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+    settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
     if token is not None:
         settings["insert_deduplication_token"] = token
     client.insert(

@@ -16,7 +16,6 @@ from streams.analyst.commands import add_analyst_commands
 from streams.clickhouse import apply_migrations, chdb_url_for, clickhouse_session
 from streams.errors import ConfigError
 from tests.analyst import ledger_data as data
-from tests.analyst.test_reprice import NEW_PRICES, pricing_file
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +88,7 @@ def test_export_focus_parquet(
 def test_reprice_twice_writes_corrections_once(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    prices = str(pricing_file(tmp_path, NEW_PRICES))
+    prices = str(data.pricing_file(tmp_path, data.NEW_PRICES))
     argv = ("reprice", "--from", "2026-11-01", "--to", "2026-11-30", "--pricing", prices)
     assert run(*argv, "--data-dir", str(data_dir)) == 0
     first = capsys.readouterr().out

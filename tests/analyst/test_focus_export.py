@@ -124,5 +124,5 @@ def test_csv_export_has_the_same_charges(
 
 
 def test_other_file_types_are_refused(module_ch: Client, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="csv or .parquet"):
+    with pytest.raises(ConfigError, match=r"\.csv or \.parquet"):
         export_focus(module_ch, NOVEMBER, tmp_path / "focus.xlsx")

@@ -15,35 +15,12 @@ from streams.analyst.chargeback import build_chargeback
 from streams.analyst.focus_export import query_focus
 from streams.analyst.periods import Period, date_range, month
 from streams.analyst.reprice import reprice
-from streams.pricing import PriceCatalog, UnitPrices
+from streams.pricing import PriceCatalog
 from tests.analyst import ledger_data as data
 
 D = Decimal
-NEW_PRICES = {
-    **data.PRICES,
-    # gpt-4o output (and so reasoning) goes from $10 to $12 per million tokens.
-    ("openai", "gpt-4o"): UnitPrices(D("2.5"), D("1.25"), D("2.5"), D("12"), D("12"), "test"),
-    # The unpriced model gains a price.
-    data.UNPRICED_MODEL: UnitPrices(D("1"), D("0.5"), D("1"), D("2"), D("2"), "test"),
-}
+NEW_PRICES = data.NEW_PRICES
 ALL_DAYS = date_range(str(data.FIRST_DAY), str(data.LAST_DAY))
-
-
-def pricing_file(tmp_path: Path, prices: dict[tuple[str, str], UnitPrices]) -> Path:
-    lines = ["prices:"]
-    for (provider, model), unit in prices.items():
-        lines += [
-            f"  - provider: {provider}",
-            f"    model: {model}",
-            f'    input: "{unit.input}"',
-            f'    cached_input: "{unit.cached_input}"',
-            f'    cache_write: "{unit.cache_write}"',
-            f'    output: "{unit.output}"',
-            f'    reasoning: "{unit.reasoning}"',
-        ]
-    path = tmp_path / "pricing.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 Events = tuple[list[dict[str, Any]], list[dict[str, Any]]]
@@ -53,7 +30,7 @@ def ingest_and_reprice(ch: Client, tmp_path: Path) -> Events:
     """The ledger as ingested, re-priced under NEW_PRICES: (old events, new events)."""
     events = data.make_events()
     data.insert(ch, events, token="batch-1")
-    catalog = PriceCatalog.load(pricing_file(tmp_path, NEW_PRICES))
+    catalog = PriceCatalog.load(data.pricing_file(tmp_path, NEW_PRICES))
     now = datetime(2026, 11, 23, 9, tzinfo=UTC)
     result = reprice(ch, catalog, ALL_DAYS, reason="gpt-4o price change", now=now)
     new_events = [data.price(dict(event), NEW_PRICES) for event in events]
@@ -136,7 +113,7 @@ def test_rerunning_with_unchanged_prices_writes_nothing(
 ) -> None:
     ch = module_ch
     before = ch.query("SELECT count() FROM cost_corrections").result_rows
-    again = reprice(ch, PriceCatalog.load(pricing_file(tmp_path, NEW_PRICES)), ALL_DAYS)
+    again = reprice(ch, PriceCatalog.load(data.pricing_file(tmp_path, NEW_PRICES)), ALL_DAYS)
     assert (again.corrections, again.delta_usd) == (0, 0)
     assert ch.query("SELECT count() FROM cost_corrections").result_rows == before
 
@@ -166,6 +143,6 @@ def test_chargeback_and_focus_show_the_corrected_month(module_ch: Client, repric
 def test_a_second_price_change_corrects_the_corrected_cost(ch: Client, tmp_path: Path) -> None:
     _, new_events = ingest_and_reprice(ch, tmp_path)
     third = {**NEW_PRICES, ("openai", "gpt-4o"): data.PRICES[("openai", "gpt-4o")]}
-    reprice(ch, PriceCatalog.load(pricing_file(tmp_path, third)), ALL_DAYS)
+    reprice(ch, PriceCatalog.load(data.pricing_file(tmp_path, third)), ALL_DAYS)
     expected = sum((data.price(dict(e), third)["cost_usd"] for e in new_events), D(0))
     assert ch.query("SELECT sum(cost_usd) FROM tenant_daily").result_rows == [(expected,)]

@@ -67,14 +67,15 @@ def test_top_tenants_with_week_over_week_change(
 def test_top_workflows(review: WeeklyReview, events: list[dict[str, Any]]) -> None:
     current = spend(events, "workflow_id", WEEK.days)
     assert {c.key: c.current for c in review.top_workflows} == current
-    assert [c.label for c in review.top_workflows][0].endswith(f"({review.top_workflows[0].key})")
+    first = review.top_workflows[0]
+    assert first.label == f"{first.key.removeprefix('wf-').title()} ({first.key})"
 
 
 def test_the_spiking_tenant_is_listed_above_three_times_its_median(
     review: WeeklyReview, events: list[dict[str, Any]]
 ) -> None:
     tenant, day = data.SPIKE
-    daily = defaultdict(Decimal)
+    daily: dict[date, Decimal] = defaultdict(Decimal)
     for e in events:
         if e["tenant_id"] == tenant:
             daily[e["timestamp"].date()] += e["cost_usd"]
@@ -141,6 +142,13 @@ def test_text_and_markdown_reports(review: WeeklyReview) -> None:
     markdown, _ = render(review, "md")
     assert markdown.startswith("# Weekly review 2026-W47")
     assert "| tenant | this week | last week | change |" in markdown
+
+
+def test_an_empty_week_still_renders(module_ch: Client, events: list, tmp_path: Path) -> None:
+    empty = build_weekly_review(module_ch, iso_week("2026-W20"))
+    assert (empty.total, empty.top_tenants, empty.task_costs) == (0, [], [])
+    assert "(none)" in render(empty, "table")[0]
+    assert len(write_report(empty, "html", tmp_path)) == 3
 
 
 def non_blank(png: np.ndarray) -> tuple[int, int]:
