@@ -42,7 +42,9 @@ async def raw_consume(bootstrap: str, topic: str, targets: dict[int, int]) -> di
         partitions = [TopicPartition(topic, p) for p in targets]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        remaining = {tp.partition: target for tp, target in zip(partitions, targets.values())}
+        remaining = {
+            tp.partition: target for tp, target in zip(partitions, targets.values(), strict=True)
+        }
         remaining = {p: t for p, t in remaining.items() if t > 0}
         events = messages = 0
         started = time.perf_counter()

@@ -5,16 +5,17 @@
 Method (both targets): every message is published first (`streams.replay.publish`,
 which returns per-partition end offsets), the baseline consumes those same messages
 from the same broker, and only then the real worker (`EmbeddedStack.start_worker`,
-what `spendstream replay` runs) starts on the backlog. Its rate is measured between
-the first time the consumer group's committed offsets move (start-up and group join
-excluded) and the moment both agents are done: the ingest agent's committed offsets
-reach the targets (ledger rows durable, since offsets are committed only after the
-sink's write) and the spend agent's committed offsets on the costed topic stop moving
-(spend tables and detectors done; "stopped" = unchanged for 3 s after ingest ends).
-Publishing first keeps the producer off the 2 cores while the worker runs, and feeds
-the worker exactly what the baseline consumed. The rate is events counted after the
-first commit divided by that window; commits every 0.5 s make it slightly low
-(± 0.5 s), which matters only for the --quick sizes.
+what `spendstream replay` runs) starts on the backlog. Publishing first keeps the
+producer off the 2 cores while the worker runs and feeds the worker exactly what the
+baseline consumed. The clock starts at the first batch the worker made durable
+(/stats `messages` > 0: start-up and group join excluded) and stops when both agents
+are done: /stats counts every message processed, the group's committed offsets reach
+the targets, and the spend agent's committed offsets on the costed topic have stopped
+moving (unchanged for 3 s after ingest ended: spend tables and detectors done). The
+rate is the events after the first durable batch divided by that window; the 0.5 s
+commit interval makes it slightly low, which matters only at the --quick sizes.
+Committed offsets alone are not trusted: a crashed agent's batch is acked anyway
+(Faust's `take_events` acks in a `finally`), so a stall is reported with the log line.
 
 T1: messages are JSON arrays of 100 distinct events; baseline (a) raw aiokafka + json.loads.
 T2: one event per message; baseline (b) a bare Faust agent with default settings.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import shutil
 import tempfile
@@ -38,11 +40,17 @@ from bench.baselines import bare_faust, raw_consume
 from bench.common import CpuTrace, batched_messages, emit, loadavg, single_messages
 from streams.app import APP_ID
 from streams.embedded_stack import EmbeddedStack, raise_worker_failed
+from streams.processes import stop
 from streams.replay import ledger_totals, publish
 from streams.settings import Settings
 
 SETTLE_SECONDS = 3.0
 POLL_SECONDS = 0.1
+STALL_SECONDS = 30.0
+
+
+class WorkerStalled(RuntimeError):
+    pass
 
 
 async def watch_worker(
@@ -52,7 +60,8 @@ async def watch_worker(
     profile_path: Path | None,
     timeout: float,
 ) -> dict[str, Any]:
-    """Poll the group's committed offsets on the usage and costed topics until done."""
+    """Poll the worker's /stats (messages made durable) and the group's committed offsets
+    on the usage and costed topics until both agents are done."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     settings = stack.settings
@@ -61,6 +70,7 @@ async def watch_worker(
         bootstrap_servers=stack.bootstrap, group_id=APP_ID, enable_auto_commit=False
     )
     await consumer.start()
+    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.web_port}", timeout=5)
     usage = {p: TopicPartition(settings.usage_topic, p) for p in targets}
     costed = [TopicPartition(settings.costed_topic, p) for p in range(settings.topic_partitions)]
     total = sum(targets.values())
@@ -68,43 +78,93 @@ async def watch_worker(
     first: tuple[float, int] | None = None
     ingest_done: float | None = None
     costed_seen, costed_changed = -1, started
+    durable_seen, durable_changed = -1, started
     first_profile = None
+    stats: dict[str, Any] = {}
     try:
         while True:
             if worker.process.poll() is not None:
                 raise_worker_failed(settings.data_dir, worker.process.returncode)
             trace.sample()
             offsets = await asyncio.gather(*(consumer.committed(tp) for tp in usage.values()))
-            done = sum(min(t, o or 0) for t, o in zip(targets.values(), offsets, strict=True))
+            committed = sum(min(t, o or 0) for t, o in zip(targets.values(), offsets, strict=True))
             costed_now = sum(
                 o or 0 for o in await asyncio.gather(*(consumer.committed(tp) for tp in costed))
             )
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                stats = (await http.get("/stats")).json()
+            durable = int(stats.get("messages", 0))  # counted once the sink's write returned
             now = time.monotonic()
             if costed_now != costed_seen:
                 costed_seen, costed_changed = costed_now, now
-            if first is None and done > 0:
-                first = (now, done)
+            if durable != durable_seen:
+                durable_seen, durable_changed = durable, now
+            if first is None and durable > 0:
+                first = (now, int(stats.get("events", 0)))
                 if profile_path is not None:
                     first_profile = profiling.snapshot(profile_path)
-            if ingest_done is None and done >= total:
+            if ingest_done is None and durable >= total and committed >= total:
                 ingest_done = now
             if ingest_done is not None and now - max(ingest_done, costed_changed) >= SETTLE_SECONDS:
                 break
+            if committed >= total and durable < total and now - durable_changed > STALL_SECONDS:
+                raise WorkerStalled(
+                    f"offsets committed for all {total} messages but only {durable} processed "
+                    f"(nothing for {STALL_SECONDS:.0f} s): {last_error(settings.data_dir)}"
+                )
             if now - started > timeout:
-                raise TimeoutError(f"worker did not finish: {done}/{total} messages committed")
+                raise TimeoutError(f"worker did not finish: {durable}/{total} messages durable")
             await asyncio.sleep(POLL_SECONDS)
     finally:
+        await http.aclose()
         await consumer.stop()
     assert first is not None and ingest_done is not None
     return {
-        "first_commit_at": first[0],
-        "first_committed_messages": first[1],
+        "first_durable_at": first[0],
+        "first_durable_events": first[1],
         "ingest_done_at": ingest_done,
         "spend_done_at": max(costed_changed, ingest_done),
         "costed_committed": costed_seen,
         "first_profile": first_profile,
-        "watch_started": started,
     }
+
+
+def last_error(data_dir: Path) -> str:
+    """The last ERROR line of the worker's log (an agent crash leaves the process up)."""
+    log = data_dir / "worker.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    errors = [line for line in lines if "[ERROR]" in line or "Error" in line]
+    return (errors[-1] if errors else (lines[-1] if lines else "no worker log")).strip()[:400]
+
+
+async def topic_census(bootstrap: str) -> dict[str, dict[str, int]]:
+    """Messages and bytes (key + value) in every topic, read back after the run."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    out: dict[str, dict[str, int]] = {}
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in await consumer.topics()
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        empty = 0
+        while empty < 2:
+            batches = await consumer.getmany(timeout_ms=1000)
+            empty = 0 if batches else empty + 1
+            for tp, records in batches.items():
+                entry = out.setdefault(tp.topic, {"messages": 0, "bytes": 0})
+                entry["messages"] += len(records)
+                entry["bytes"] += sum(len(r.value or b"") + len(r.key or b"") for r in records)
+    finally:
+        await consumer.stop()
+    return dict(sorted(out.items()))
 
 
 def sink_seconds(metrics_text: str) -> tuple[float, int]:
@@ -114,13 +174,21 @@ def sink_seconds(metrics_text: str) -> tuple[float, int]:
 
 
 def run_target(
-    name: str, events: int, per_message: int, profile: bool, timeout: float = 1800.0
+    name: str,
+    events: int,
+    per_message: int,
+    profile: bool,
+    worker_env: dict[str, str] | None = None,
+    timeout: float = 1800.0,
 ) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     settings = Settings(data_dir=tmp / "data")
     stack = EmbeddedStack(settings)
     profile_path = tmp / "profile.json" if profile else None
     result: dict[str, Any] = {"events": events, "events_per_message": per_message}
+    if worker_env:
+        result["worker_env"] = worker_env
+    watch: dict[str, Any] | None = None
     try:
         stack.start_broker()
         messages = (
@@ -137,33 +205,53 @@ def run_target(
             result["baseline_bare_faust"] = bare_faust(
                 stack.bootstrap, settings.usage_topic, events
             )
-        env = profiling.sampler_env(profile_path) if profile_path is not None else None
+        env = dict(worker_env or {})
+        if profile_path is not None:
+            env.update(profiling.sampler_env(profile_path))
         worker_started = time.monotonic()
         worker = stack.start_worker(extra_env=env)
         stack.wait_ready(worker)
         assert stack.broker.process is not None
         trace = CpuTrace({"worker": worker.process.pid, "broker": stack.broker.process.pid})
-        watch = asyncio.run(watch_worker(stack, targets, trace, profile_path, timeout))
+        try:
+            watch = asyncio.run(watch_worker(stack, targets, trace, profile_path, timeout))
+        except (WorkerStalled, TimeoutError) as exc:
+            result["error"] = str(exc)
         stats = worker.stats() or {}
         try:
             metrics = httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5).text
         except httpx.HTTPError:
             metrics = ""
         last_profile = profiling.snapshot(profile_path) if profile_path is not None else None
+        for running in stack.workers:
+            stop(running.process, timeout=30)
+        stack.workers.clear()
+        result["kafka_topics"] = asyncio.run(topic_census(stack.bootstrap))
     finally:
         stack.stop()
     totals = ledger_totals(settings)
     shutil.rmtree(tmp, ignore_errors=True)
-
-    total_messages = sum(targets.values())
-    timed_events = (total_messages - watch["first_committed_messages"]) * per_message
-    t0 = watch["first_commit_at"]
-    ingest_s = watch["ingest_done_at"] - t0
-    end_s = watch["spend_done_at"] - t0
     sink_s, sink_batches = sink_seconds(metrics)
     result.update(
         {
-            "worker_start_to_first_commit_s": round(t0 - worker_started, 1),
+            "worker_stats": stats,
+            "sink_seconds_total": round(sink_s, 2),
+            "sink_batches": sink_batches,
+            "ledger_rows": totals.rows,
+            "ledger_complete": totals.rows == events,
+        }
+    )
+    if watch is None:
+        result["events_per_s"] = None
+        return result
+
+    timed_events = events - watch["first_durable_events"]
+    t0 = watch["first_durable_at"]
+    ingest_s = watch["ingest_done_at"] - t0
+    end_s = watch["spend_done_at"] - t0
+    result.update(
+        {
+            "worker_start_to_first_durable_batch_s": round(t0 - worker_started, 1),
             "timed_events": timed_events,
             "ingest_seconds": round(ingest_s, 2),
             "ingest_events_per_s": round(timed_events / ingest_s) if ingest_s > 0 else None,
@@ -172,11 +260,6 @@ def run_target(
             "spend_agent_lag_s": round(watch["spend_done_at"] - watch["ingest_done_at"], 2),
             "cpu_share_worker": trace.share("worker", t0, watch["spend_done_at"]),
             "cpu_share_broker": trace.share("broker", t0, watch["spend_done_at"]),
-            "sink_seconds_total": round(sink_s, 2),
-            "sink_batches": sink_batches,
-            "worker_stats": stats,
-            "ledger_rows": totals.rows,
-            "ledger_complete": totals.rows == events,
         }
     )
     if profile_path is not None:
@@ -195,16 +278,26 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=["t1", "t2"])
     parser.add_argument("--no-profile", action="store_true", help="no stack sampler")
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the worker, e.g. SPENDSTREAM_BATCH_MAX_EVENTS=20",
+    )
     args = parser.parse_args()
+    worker_env = dict(item.split("=", 1) for item in args.worker_env)
     load = loadavg()
     out: dict[str, Any] = {"benchmark": "throughput", "profiled": not args.no_profile}
     if args.only in (None, "t1"):
-        t1 = run_target("t1", 20_000 if args.quick else 200_000, 100, not args.no_profile)
+        t1 = run_target(
+            "t1", 20_000 if args.quick else 200_000, 100, not args.no_profile, worker_env
+        )
         t1["target"] = "events/s >= 0.5 x raw aiokafka + json.loads (batched messages of 100)"
         t1["pass"] = t1.get("ratio", 0) >= 0.5
         out["t1"] = t1
     if args.only in (None, "t2"):
-        t2 = run_target("t2", 10_000 if args.quick else 50_000, 1, not args.no_profile)
+        t2 = run_target("t2", 10_000 if args.quick else 50_000, 1, not args.no_profile, worker_env)
         t2["target"] = "events/s >= 2 x bare Faust agent, default settings (one event/message)"
         t2["pass"] = t2.get("ratio", 0) >= 2.0
         out["t2"] = t2

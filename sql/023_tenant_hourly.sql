@@ -1,4 +1,5 @@
--- Spend and traffic per tenant per UTC hour; hourly detail is kept 400 days. Exact under re-delivery: see 022_ledger_day_check.sql and docs/analyst.md.
+-- Spend and traffic per tenant per UTC hour; hourly detail is kept 400 days.
+-- Exact under re-delivery: see 022_ledger_day_check.sql and docs/analyst.md.
 
 CREATE TABLE IF NOT EXISTS tenant_hourly_state
 (
@@ -87,11 +88,17 @@ SELECT
     if(isNaN(q[3]), NULL, q[3]) AS latency_p99_ms
 FROM
 (
-    SELECT hour, tenant_id, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
+    SELECT
+        hour, tenant_id, requests, successful_requests, errors, retries, input_tokens,
+        output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd,
+        latency_ms_quantiles
     FROM tenant_hourly_state
     WHERE toDate(hour) NOT IN (SELECT day FROM ledger_dirty_days)
     UNION ALL
-    SELECT hour, tenant_id, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
+    SELECT
+        hour, tenant_id, requests, successful_requests, errors, retries, input_tokens,
+        output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd,
+        latency_ms_quantiles
     FROM tenant_hourly_recompute
     WHERE toDate(hour) IN (SELECT day FROM ledger_dirty_days)
     UNION ALL

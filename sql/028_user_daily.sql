@@ -1,4 +1,5 @@
--- Spend and traffic per tenant and user per UTC day. Exact under re-delivery: see 022_ledger_day_check.sql and docs/analyst.md.
+-- Spend and traffic per tenant and user per UTC day.
+-- Exact under re-delivery: see 022_ledger_day_check.sql and docs/analyst.md.
 
 CREATE TABLE IF NOT EXISTS user_daily_state
 (
@@ -90,11 +91,17 @@ SELECT
     if(isNaN(q[3]), NULL, q[3]) AS latency_p99_ms
 FROM
 (
-    SELECT day, tenant_id, user_id, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
+    SELECT
+        day, tenant_id, user_id, requests, successful_requests, errors, retries, input_tokens,
+        output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd,
+        latency_ms_quantiles
     FROM user_daily_state
     WHERE day NOT IN (SELECT day FROM ledger_dirty_days)
     UNION ALL
-    SELECT day, tenant_id, user_id, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, latency_ms_quantiles
+    SELECT
+        day, tenant_id, user_id, requests, successful_requests, errors, retries, input_tokens,
+        output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd,
+        latency_ms_quantiles
     FROM user_daily_recompute
     WHERE day IN (SELECT day FROM ledger_dirty_days)
     UNION ALL

@@ -1,6 +1,7 @@
 -- Spend per day and every attribution dimension, with the cost split by token class:
 -- the base of chargeback and of the FOCUS export (spend_daily_uncorrected holds
--- usage only; FOCUS lists the corrections as their own rows). Exact under re-delivery: see 022_ledger_day_check.sql and docs/analyst.md.
+-- usage only; FOCUS lists the corrections as their own rows).
+-- Exact under re-delivery: see 022_ledger_day_check.sql and docs/analyst.md.
 
 CREATE TABLE IF NOT EXISTS spend_daily_state
 (
@@ -128,11 +129,21 @@ SELECT
     sum(cost_usd) AS cost_usd
 FROM
 (
-    SELECT day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name, provider, model, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd, cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd, cost_usd
+    SELECT
+        day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name,
+        provider, model, requests, successful_requests, errors, retries, input_tokens,
+        output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd,
+        cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd,
+        cost_usd
     FROM spend_daily_state
     WHERE day NOT IN (SELECT day FROM ledger_dirty_days)
     UNION ALL
-    SELECT day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name, provider, model, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd, cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd, cost_usd
+    SELECT
+        day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name,
+        provider, model, requests, successful_requests, errors, retries, input_tokens,
+        output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd,
+        cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd,
+        cost_usd
     FROM spend_daily_recompute
     WHERE day IN (SELECT day FROM ledger_dirty_days)
 )
@@ -167,7 +178,12 @@ SELECT
     sum(cost_usd) AS cost_usd
 FROM
 (
-    SELECT day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name, provider, model, requests, successful_requests, errors, retries, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd, cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd, cost_usd
+    SELECT
+        day, tenant_id, team_id, feature_name, environment, workflow_id, workflow_name,
+        provider, model, requests, successful_requests, errors, retries, input_tokens,
+        output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_input_usd,
+        cost_cached_input_usd, cost_cache_write_usd, cost_output_usd, cost_reasoning_usd,
+        cost_usd
     FROM spend_daily_uncorrected
     UNION ALL
     SELECT

@@ -34,9 +34,9 @@ REASONS = (
     "timestamp_invalid",
     "timestamp_in_future",
     "schema_violation",
-    "ownership_mismatch",  # HTTP ingest: the event claims another tenant or team than its key
-    "normalization_failed",  # a provider-shaped body could not be mapped to the contract
 )
+# HTTP ingest adds `ownership_mismatch` (an event claims another tenant or team than its
+# key) and `normalization_failed` (a provider-shaped body could not be mapped).
 
 
 @dataclass(frozen=True)

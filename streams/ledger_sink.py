@@ -6,6 +6,7 @@ retried with capped exponential backoff for as long as it takes: the agent stops
 taking new messages meanwhile (backpressure), nothing is dropped, and `healthy`
 turns False so the health endpoint reports degraded.
 
+Batches go in as Arrow tables typed from the table's DDL (see `arrow_batches`).
 Idempotence: each insert carries an `insert_deduplication_token` derived from the
 rows it holds, so re-inserting the same batch (a retry after a timeout that did in
 fact land) changes nothing, in the table or in any materialized view fed by it.
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from clickhouse_connect.driver.client import Client
 
 from schemas.ledger import DEAD_LETTER_COLUMNS, LEDGER_COLUMNS
+from streams.arrow_batches import table_schema, to_arrow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,6 +90,7 @@ class ClickHouseLedgerSink:
         self.on_batch = on_batch
         self.healthy = True
         self.stats = SinkStats()
+        self._schemas: dict[str, Any] = {}
 
     async def write(
         self, rows: Sequence[dict[str, Any]], dead_letters: Sequence[dict[str, Any]] = ()
@@ -121,12 +124,11 @@ class ClickHouseLedgerSink:
         rows: Sequence[dict[str, Any]],
         token: str,
     ) -> None:
-        data = [[row[name] for row in rows] for name in columns]
         settings = dict(INSERT_SETTINGS, insert_deduplication_token=token)
         delay = self.backoff_initial
         while True:
             try:
-                await self.executor.run(self._insert, table, data, columns, settings)
+                await self.executor.run(self._insert, table, rows, columns, settings)
             except Exception as exc:  # every failure is retried: dropping rows is never an option
                 self.healthy = False
                 self.stats.failures += 1
@@ -144,10 +146,21 @@ class ClickHouseLedgerSink:
             return
 
     def _insert(
-        self, table: str, data: list[list[Any]], columns: Sequence[str], settings: dict[str, Any]
+        self,
+        table: str,
+        rows: Sequence[dict[str, Any]],
+        columns: Sequence[str],
+        settings: dict[str, Any],
     ) -> None:
         if self.write_hook is not None:
             self.write_hook(table)
-        self.executor.client.insert(
-            table, data, column_names=list(columns), column_oriented=True, settings=settings
-        )
+        client = self.executor.client
+        if getattr(client, "remote", False):  # a peer worker: no Arrow over its API
+            data = [[row[name] for row in rows] for name in columns]
+            client.insert(
+                table, data, column_names=list(columns), column_oriented=True, settings=settings
+            )
+            return
+        if table not in self._schemas:
+            self._schemas[table] = table_schema(client, table, columns)
+        client.insert_arrow(table, to_arrow(rows, self._schemas[table]), settings=settings)

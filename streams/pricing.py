@@ -19,7 +19,7 @@ import bisect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,6 @@ from streams.errors import ConfigError
 
 MTOK = Decimal(1_000_000)
 ZERO = Decimal(0)
-# Ledger money columns are Decimal(38, 18); prices have at most 12 decimals, so
-# tokens * price / 1e6 fits exactly in 18.
-COST_QUANTUM = Decimal("1e-18")
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ class UnitPrices:
     >>> p = UnitPrices(Decimal("2.50"), Decimal("1.25"), Decimal("2.50"),
     ...                Decimal("10"), Decimal("10"), source="example")
     >>> p.cost(input_tokens=1_000, cached_tokens=400, output_tokens=200).total
-    Decimal('0.004000000000000000')
+    Decimal('0.00400000')
     """
 
     input: Decimal
@@ -73,6 +70,7 @@ class UnitPrices:
     reasoning: Decimal
     source: str
     tiers: tuple[tuple[int, UnitPrices], ...] = field(default=(), compare=False)
+    _per_token: tuple[Decimal, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def for_input(self, input_tokens: int) -> UnitPrices:
         applicable = self
@@ -80,6 +78,25 @@ class UnitPrices:
             if input_tokens > start:
                 applicable = prices
         return applicable
+
+    def __post_init__(self) -> None:
+        # Per-token prices, computed once: the hot path multiplies integers by them.
+        # Prices have at most 12 decimals and 7 integer digits, tokens at most 8
+        # digits, so every product fits the default 28-digit context exactly.
+        object.__setattr__(
+            self,
+            "_per_token",
+            tuple(
+                price / MTOK
+                for price in (
+                    self.input,
+                    self.cached_input,
+                    self.cache_write,
+                    self.output,
+                    self.reasoning,
+                )
+            ),
+        )
 
     def cost(
         self,
@@ -89,17 +106,14 @@ class UnitPrices:
         output_tokens: int = 0,
         reasoning_tokens: int = 0,
     ) -> CostBreakdown:
-        p = self.for_input(input_tokens)
-        with localcontext() as ctx:
-            ctx.prec = 60
-            parts = (
-                (input_tokens - cached_tokens - cache_write_tokens) * p.input,
-                cached_tokens * p.cached_input,
-                cache_write_tokens * p.cache_write,
-                (output_tokens - reasoning_tokens) * p.output,
-                reasoning_tokens * p.reasoning,
-            )
-            return CostBreakdown(*((part / MTOK).quantize(COST_QUANTUM) for part in parts))
+        p_input, p_cached, p_write, p_output, p_reasoning = self.for_input(input_tokens)._per_token
+        return CostBreakdown(
+            (input_tokens - cached_tokens - cache_write_tokens) * p_input,
+            cached_tokens * p_cached,
+            cache_write_tokens * p_write,
+            (output_tokens - reasoning_tokens) * p_output,
+            reasoning_tokens * p_reasoning,
+        )
 
 
 def load_pricing_file(path: Path) -> PricingFile:

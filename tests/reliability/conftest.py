@@ -49,15 +49,18 @@ def event_time(rng: random.Random, spread_hours: float = 36.0) -> datetime:
     return max(moment, MONTH_START)
 
 
-def make_events(n: int, seed: int, prefix: str = "") -> list[dict[str, Any]]:
-    """`n` synthetic events (several tenants, teams, workflows, providers, models)."""
+def make_events(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
+    """`n` synthetic events (several tenants, teams, workflows, providers, models).
+    `prefix` starts every request_id and tenant_id, so that a case sharing a stack
+    with others finds its own rows and its own in-stream tenants."""
     generator = TrafficGenerator(seed)
     rng = random.Random(seed)
     events = []
     for _ in range(n):
         event = generator.event(event_time(rng))
-        if prefix:
-            event["request_id"] = f"{prefix}{event['request_id']}"
+        event["request_id"] = f"{prefix}{event['request_id']}"
+        event["tenant_id"] = f"{prefix}{event['tenant_id']}"
+        event["user_id"] = f"{prefix}{event['user_id']}"
         events.append(event)
     return events
 
@@ -172,6 +175,8 @@ async def publish_positions(
         pending = []
         for index, line in enumerate(lines):
             key = keys[index] if keys is not None else None
+            if line is None and key is None:
+                key = b"null-value"  # Kafka needs a key or a value
             pending.append(await producer.send(topic, line, key=key, partition=partition))
             if len(pending) >= 10_000:
                 positions += [(m.partition, m.offset) for m in await asyncio.gather(*pending)]
@@ -303,13 +308,18 @@ class FaultStack(RunningStack):
         )
         return {str(r[0]): int(r[1]) for r in rows}
 
-    def ledger_cost(self) -> Decimal:
-        return Decimal(self.query("SELECT sum(cost_usd) FROM usage_ledger FINAL")[0][0])
+    def ledger_cost(self, like: str = "%") -> Decimal:
+        return Decimal(
+            self.query(
+                f"SELECT sum(cost_usd) FROM usage_ledger FINAL WHERE request_id LIKE '{like}'"
+            )[0][0]
+        )
 
-    def ledger_month_by_tenant(self) -> dict[str, Decimal]:
+    def ledger_month_by_tenant(self, like: str = "%") -> dict[str, Decimal]:
         rows = self.query(
             "SELECT tenant_id, sum(cost_usd) FROM usage_ledger FINAL "
-            "WHERE toStartOfMonth(timestamp) = toStartOfMonth(now64(3, 'UTC')) GROUP BY tenant_id"
+            "WHERE toStartOfMonth(timestamp) = toStartOfMonth(now64(3, 'UTC')) "
+            f"AND tenant_id LIKE '{like}' GROUP BY tenant_id"
         )
         return {str(r[0]): Decimal(r[1]) for r in rows}
 
@@ -329,8 +339,8 @@ class FaultStack(RunningStack):
             time.sleep(0.5)
 
     def view_totals(self) -> dict[str, tuple[Decimal, int | None]]:
-        """Every view (and rollup state table) with a cost_usd column: its total cost
-        and, where it has one, its total requests."""
+        """Every view and rollup state table with a cost column: its total cost and,
+        where it has one, its total requests (one query, summed inside the worker)."""
         names = {
             str(r[0]): str(r[1])
             for r in self.query(
@@ -342,19 +352,24 @@ class FaultStack(RunningStack):
         columns: dict[str, set[str]] = {}
         for table, column in self.query(
             "SELECT table, name FROM system.columns WHERE database = currentDatabase() "
-            "AND name IN ('cost_usd', 'requests')"
+            "AND name IN ('cost_usd', 'requests', 'BilledCost')"
         ):
             columns.setdefault(str(table), set()).add(str(column))
-        totals: dict[str, tuple[Decimal, int | None]] = {}
+        parts = []
         for name, engine in sorted(names.items()):
-            if engine == "MaterializedView" or "cost_usd" not in columns.get(name, set()):
+            have = columns.get(name, set())
+            cost = "cost_usd" if "cost_usd" in have else "BilledCost" if "BilledCost" in have else ""
+            if engine == "MaterializedView" or not cost:
                 continue
-            has_requests = "requests" in columns[name]
-            row = self.query(
-                f"SELECT sum(cost_usd){', sum(requests)' if has_requests else ''} FROM {name}"
-            )[0]
-            totals[name] = (Decimal(row[0]), int(row[1]) if has_requests else None)
-        return totals
+            requests = "toInt64(sum(requests))" if "requests" in have else "toInt64(-1)"
+            parts.append(
+                f"SELECT '{name}', toString(sum({cost})), {requests} FROM {name}"
+            )
+        rows = self.query(" UNION ALL ".join(parts))
+        return {
+            str(name): (Decimal(cost), None if int(requests) < 0 else int(requests))
+            for name, cost, requests in rows
+        }
 
     def dirty_days(self) -> int:
         return int(self.query("SELECT count() FROM ledger_dirty_days")[0][0])
@@ -368,7 +383,14 @@ class FaultStack(RunningStack):
         return {(int(p), int(o), int(e)): str(reason) for p, o, e, reason in rows}
 
     def stop(self) -> None:
+        """Teardown only: SIGKILL the worker (a graceful stop costs seconds and proves
+        nothing here), then stop the broker."""
         self._http.close()
+        for worker in self.stack.workers:
+            if worker.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signal.SIGKILL)
+                worker.process.wait(timeout=30)
         super().stop()
 
 
@@ -390,9 +412,12 @@ def tally_ledger(
     )
 
 
+OUTAGE_FILE_ENV = "SPENDSTREAM_FAULT_SINK_OUTAGE_FILE"
+
+
 @pytest.fixture
 def fault_stack(tmp_path: Path) -> Iterator[Any]:
-    """A factory: `fault_stack(env)` starts a stack; every stack is stopped at the end."""
+    """A factory: `fault_stack(env)` starts a fresh stack; all are stopped at the end."""
     started: list[FaultStack] = []
 
     def start(extra_env: dict[str, str] | None = None) -> FaultStack:
@@ -407,3 +432,61 @@ def fault_stack(tmp_path: Path) -> Iterator[Any]:
     finally:
         for stack in started:
             stack.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+    """One stack for the fast cases that do not break it (a worker start costs ~15 s):
+    each case uses its own request_id and tenant prefix and compares deltas. The outage
+    hook is armed (the file does not exist until the outage case creates it)."""
+    root = tmp_path_factory.mktemp("shared")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    stack = FaultStack(data_dir, {OUTAGE_FILE_ENV: str(root / "sink-outage")})
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def case_stack(request: pytest.FixtureRequest, fault_stack: Any, tmp_path: Path) -> FaultStack:
+    """The shared stack for a fast case, a fresh one for a `reliability` case."""
+    if request.node.get_closest_marker("reliability") is None:
+        stack: FaultStack = request.getfixturevalue("shared_stack")
+        assert stack.worker.process.poll() is None, "the shared worker died in an earlier case"
+        return stack
+    return fault_stack({OUTAGE_FILE_ENV: str(tmp_path / "sink-outage")})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Totals before a case, so a case on the shared stack measures its own change."""
+
+    views: dict[str, tuple[Decimal, int | None]]
+    stats: dict[str, Any]
+
+    @classmethod
+    def take(cls, stack: FaultStack, views: bool = True) -> Snapshot:
+        return cls(stack.view_totals() if views else {}, stack.stats())
+
+    def view_deltas(self, after: Snapshot) -> dict[str, tuple[Decimal, int | None]]:
+        deltas = {}
+        for name, (cost, requests) in after.views.items():
+            old_cost, old_requests = self.views.get(name, (Decimal(0), 0))
+            deltas[name] = (
+                cost - old_cost,
+                None if requests is None else requests - (old_requests or 0),
+            )
+        return deltas
+
+    def stat(self, after: Snapshot, key: str) -> int:
+        return int(after.stats[key]) - int(self.stats[key])
+
+    def dead_letters(self, after: Snapshot) -> dict[str, int]:
+        before = self.stats["dead_letters"]
+        return {
+            reason: count - before.get(reason, 0)
+            for reason, count in after.stats["dead_letters"].items()
+            if count != before.get(reason, 0)
+        }
