@@ -53,7 +53,8 @@ def ledger_row(
     ingested_at: datetime,
 ) -> dict[str, Any]:
     """One `usage_ledger` row as a dict keyed by `LEDGER_COLUMNS` (Decimals kept exact)."""
-    row = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    # A validated model's __dict__ holds exactly its fields (extra="ignore"): one C-level copy.
+    row = dict(event.__dict__)
     if prices is None:
         cost, unit, source, status = ZERO_COST, None, "", "unpriced"
     else:

@@ -35,6 +35,30 @@ log = logging.getLogger(__name__)
 EXPIRE_EVERY = timedelta(minutes=10)
 
 
+# One incident, one page, per tenant. A runaway loop in one workflow trips the rolling
+# median on the tenant, its team, the workflow and the model, the retry-storm detector
+# and the run-cost detector at once: six pages for one cause. These detectors' findings
+# for a tenant that already has an open incident of at least their severity join that
+# incident instead of paging; a more severe one still pages (it reaches PagerDuty).
+# Monthly thresholds, forecasts and the online detector are other kinds of news and
+# page on their own.
+CORRELATED = frozenset({"rolling_median", "contract_hourly", "retry_storm", "run_cost"})
+# Those that resolve (a run's cost never falls): the tenant's incident resolves when
+# every one of these that joined it has cleared.
+RESOLVING = CORRELATED - {"run_cost"}
+
+
+@dataclass
+class TenantIncident:
+    severity: str  # the highest severity paged for it
+    paged: list[str] = field(default_factory=list)  # fingerprints to resolve at the end
+    open_keys: set[tuple[str, str]] = field(default_factory=set)  # (detector, key) not cleared
+
+
+def finding_tenant(finding: Finding) -> str:
+    return str(finding.evidence.get("tenant_id") or parse_key(finding.key).get("tenant", ""))
+
+
 @dataclass
 class SpendRuntime:
     config: SpendConfig
@@ -43,24 +67,70 @@ class SpendRuntime:
     alerting: Alerting
     recorder: AlertsTableWriter | None = None
     last_expiry: dict[str, datetime] = field(default_factory=dict)
+    tenant_incidents: dict[str, TenantIncident] = field(default_factory=dict)
     alerts_sent: int = 0
     findings: int = 0
+    correlated: int = 0
     skipped_redelivered: int = 0
 
-    def handle_findings(self, findings: list[Any], now: datetime) -> None:
+    def handle_findings(self, findings: list[Finding], now: datetime) -> None:
         self.findings += len(findings)
-        for finding in findings:
+        # Most severe first (stable): of one batch's findings, the most severe opens the
+        # tenant's incident and the rest join it, so it pages once at its real severity.
+        for finding in sorted(findings, key=lambda f: -SEVERITY_RANK[f.severity]):
+            tenant = finding_tenant(finding)
+            correlated = bool(tenant) and finding.detector in CORRELATED
+            if correlated and self._joins_open_incident(tenant, finding):
+                continue
             alert = self.alerting.lifecycle.observe(finding, now)
-            if alert is not None:
-                self.alerts_sent += 1
-                self.alerting.queue.enqueue(alert)
+            if alert is None:
+                continue
+            self.alerts_sent += 1
+            self.alerting.queue.enqueue(alert)
+            if not correlated:
+                continue
+            incident = self.tenant_incidents.get(tenant)
+            if incident is None:
+                if finding.detector not in RESOLVING:
+                    continue  # nothing would ever resolve it: a page of its own
+                incident = self.tenant_incidents[tenant] = TenantIncident(alert.severity)
+            if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[incident.severity]:
+                incident.severity = alert.severity
+            if finding.detector in RESOLVING:
+                if alert.fingerprint not in incident.paged:
+                    incident.paged.append(alert.fingerprint)
+                incident.open_keys.add((finding.detector, finding.key))
+
+    def _joins_open_incident(self, tenant: str, finding: Finding) -> bool:
+        incident = self.tenant_incidents.get(tenant)
+        if incident is None or SEVERITY_RANK[finding.severity] > SEVERITY_RANK[incident.severity]:
+            return False
+        if finding.detector in RESOLVING:
+            incident.open_keys.add((finding.detector, finding.key))
+        self.correlated += 1
+        return True
 
     def resolve_cleared(self, now: datetime) -> None:
+        held = {key for incident in self.tenant_incidents.values() for key in incident.open_keys}
         for finding in self.monitor.cleared(now):
-            alert = self.alerting.lifecycle.clear(finding.fingerprint, now)
-            if alert is not None:
-                self.alerting.queue.enqueue(alert)
+            if (finding.detector, finding.key) not in held:
+                self._resolve(finding.fingerprint, now)
+        for tenant, incident in list(self.tenant_incidents.items()):
+            # Asking the detectors, not only counting cleared findings, also lets go of
+            # a key a detector evicted (it never reports that one as cleared).
+            incident.open_keys = {
+                key for key in incident.open_keys if self.monitor.still_open(*key, now)
+            }
+            if not incident.open_keys:
+                del self.tenant_incidents[tenant]
+                for fingerprint in incident.paged:
+                    self._resolve(fingerprint, now)
         self.alerting.lifecycle.prune(now)
+
+    def _resolve(self, fingerprint: str, now: datetime) -> None:
+        alert = self.alerting.lifecycle.clear(fingerprint, now)
+        if alert is not None:
+            self.alerting.queue.enqueue(alert)
 
     def limits(self, tenant_id: str, now: datetime) -> dict[str, Any]:
         """Month-to-date spend against the tenant's budget, for gateways to enforce caps."""

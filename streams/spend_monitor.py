@@ -7,7 +7,7 @@ annotated with their likely cause, comparing the hour with its baseline hours.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,8 +27,13 @@ SPEND_DETECTORS = ("rolling_median", "contract_hourly")
 
 
 def detector_key(dim: str, tenant_id: str, value: str) -> str:
-    """The key a finding names: 'tenant:acme', 'workflow:acme/summarize', ..."""
-    return f"tenant:{tenant_id}" if dim == "tenant" else f"{dim}:{tenant_id}/{value}"
+    """The key a finding names: 'tenant:acme', 'tenant:acme/workflow:summarize', ...
+
+    Every dimension is named, so the alert's tenant, team and workflow columns and
+    its analyst query (`streams.alerting.query.parse_key`) filter on the right
+    values; 'workflow:acme/summarize' would read as workflow_id 'acme/summarize'.
+    """
+    return f"tenant:{tenant_id}" if dim == "tenant" else f"tenant:{tenant_id}/{dim}:{value}"
 
 
 @dataclass
@@ -84,7 +89,7 @@ class SpendMonitor:
             if touched.dim == "workflow":
                 storm = self.retry_storm.update(dkey, touched.hour, bucket_stats(bucket))
                 if storm is not None:
-                    findings.append(storm)
+                    findings.append(_with_tenant(_as_retry_storm(storm), tenant_id))
             if touched.dim == "tenant":
                 month = tables.month_spend(tenant_id, touched.hour)
                 for found in self.contract.update(tenant_id, touched.hour, spend, month):
@@ -127,6 +132,17 @@ class SpendMonitor:
         baseline = WindowStats.median_of(bucket_stats(bucket) for _, bucket in history)
         return _with_tenant(self.cause.classify(window, baseline).annotate(finding), tenant_id)
 
+    def still_open(self, detector: str, key: str, now: datetime) -> bool:
+        """Whether `detector` holds an incident for `key` not cleared at `now` (an evicted
+        or never-opened one is not open)."""
+        if detector == self.rolling.name:
+            return not self.rolling.is_resolved(key, now)
+        if detector == self.retry_storm.name:
+            return not self.retry_storm.is_resolved(key, now)
+        if detector == "contract_hourly":
+            return not self.contract.is_resolved(key.removeprefix("tenant:"), now)
+        return False
+
     def cleared(self, now: datetime) -> list[Finding]:
         """Findings whose condition has cleared, to resolve (call about once a minute)."""
         return [
@@ -150,6 +166,17 @@ def _with_tenant(finding: Finding, tenant_id: str) -> Finding:
         finding.threshold,
         evidence,
     )
+
+
+def _as_retry_storm(finding: Finding) -> Finding:
+    """A retry-storm finding is its own cause: label it as the spend findings are
+    labelled, so its alert never reads "not classified"."""
+    evidence: dict[str, Any] = {
+        **finding.evidence,
+        "cause": "retry_storm",
+        "cause_explanation": finding.summary,
+    }
+    return replace(finding, evidence=evidence)
 
 
 def stream_time_step(now: datetime, last: datetime | None, every: timedelta) -> bool:

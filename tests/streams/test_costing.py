@@ -189,3 +189,14 @@ def test_tiered_row_records_the_tier_prices_it_used(catalog: CatalogPrices) -> N
             "cost_reasoning_usd",
         )
     )
+
+
+def test_every_event_field_becomes_a_ledger_column() -> None:
+    # ledger_row copies the validated event's __dict__: its fields must be the
+    # event part of the ledger's columns, no more and no less.
+    from schemas.ledger import LEDGER_COLUMNS
+    from schemas.usage_event import UsageEvent
+    from streams.costing import _EVENT_FIELDS
+
+    assert set(UsageEvent.model_fields) == set(_EVENT_FIELDS)
+    assert set(_EVENT_FIELDS) <= set(LEDGER_COLUMNS)
