@@ -108,9 +108,28 @@ class Sampler:
                     self.inclusive[key] += 1
                 f = f.f_back
 
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds of each thread so far (from /proc), by the names used above."""
+        out: dict[str, float] = {}
+        for thread in threading.enumerate():
+            name = thread.name
+            if name.startswith("clickhouse"):
+                name = "clickhouse"
+            elif name.startswith(("ThreadPoolExecutor", "asyncio_")):
+                name = "executor"
+            try:
+                stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            ticks = int(fields[11]) + int(fields[12])
+            out[name] = out.get(name, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+        return out
+
     def dump(self) -> None:
         data = {
             "time": time.monotonic(),
+            "thread_cpu": self.thread_cpu(),
             "samples": dict(self.samples),
             "idle": dict(self.idle),
             "self": dict(self.self_time),
@@ -145,8 +164,11 @@ def window(first: dict[str, Any] | None, last: dict[str, Any] | None) -> dict[st
         out.subtract(first.get(key, {}))
         return +out
 
+    cpu = Counter(last.get("thread_cpu", {}))
+    cpu.subtract(first.get("thread_cpu", {}))
     return {
         "seconds": round(last["time"] - first.get("time", last["time"]), 1),
+        "thread_cpu": {k: round(v, 1) for k, v in cpu.items() if v > 0},
         "samples": diff("samples"),
         "idle": diff("idle"),
         "self": diff("self"),
@@ -158,10 +180,17 @@ def summary(win: dict[str, Any], top: int = 15) -> list[str]:
     """Text lines: per thread busy share, then the hottest functions among busy samples."""
     if not win:
         return ["(no profile)"]
-    lines = [f"window {win['seconds']} s of wall time; samples per thread (busy / total):"]
+    lines = [
+        f"window {win['seconds']} s of wall time; per thread: busy samples / total "
+        "(wall time not waiting), and CPU seconds used in the window:"
+    ]
     for thread, total in win["samples"].most_common():
         busy = total - win["idle"].get(thread, 0)
-        lines.append(f"  {thread}: {busy}/{total} busy ({100 * busy / total:.0f}%)")
+        cpu = win.get("thread_cpu", {}).get(thread)
+        lines.append(
+            f"  {thread}: {busy}/{total} busy ({100 * busy / total:.0f}%), "
+            f"CPU {cpu if cpu is not None else '?'} s"
+        )
     busy_all = sum(win["samples"].values()) - sum(win["idle"].values())
     if not busy_all:
         return lines

@@ -18,6 +18,8 @@ import faust
 import orjson
 from faust.types import StreamT
 
+from detectors.finding import Finding
+from schemas.alert import SEVERITY_RANK
 from schemas.spend_config import (
     PagerDutyTarget,
     SlackTarget,
@@ -25,9 +27,10 @@ from schemas.spend_config import (
     load_spend_config,
 )
 from streams.alerting.alerts_table import AlertsTableWriter
+from streams.alerting.query import parse_key
 from streams.alerting.wiring import Alerting, build_alerting
 from streams.settings import Settings
-from streams.spend_monitor import SpendMonitor
+from streams.spend_monitor import SpendMonitor, warm_up_online
 from streams.spend_tables import SpendTables
 
 log = logging.getLogger(__name__)
@@ -186,6 +189,7 @@ def register_spend_agent(
             partitions=settings.topic_partitions,
         )
 
+    warm_up_online()
     tables = SpendTables(
         table("spend_hourly"), table("spend_totals"), table("run_cost"), table("spend_offsets")
     )

@@ -14,7 +14,6 @@ from typing import Any
 
 from detectors.contract import ContractDetector
 from detectors.finding import Finding
-from detectors.online_anomaly import OnlineAnomalyDetector, RequestSample
 from detectors.retry_storm import RetryStormDetector
 from detectors.rolling_median import RollingMedianDetector
 from detectors.run_cost import RunCostDetector
@@ -43,9 +42,10 @@ class SpendMonitor:
     contract: ContractDetector = field(init=False)
     run_cost: RunCostDetector = field(init=False)
     retry_storm: RetryStormDetector = field(init=False)
-    online: OnlineAnomalyDetector | None = field(init=False)
+    online: Any = field(init=False)  # OnlineAnomalyDetector, built on first use
     cause: SpikeCauseClassifier = field(init=False)
     _learned: bool = False
+    _online_enabled: bool = False
 
     def __post_init__(self) -> None:
         d = self.config.detectors
@@ -53,7 +53,8 @@ class SpendMonitor:
         self.contract = ContractDetector(self.config.tenants, **d.contract.kwargs())
         self.run_cost = RunCostDetector(**self.config.workflows.model_dump())
         self.retry_storm = RetryStormDetector(**d.retry_storm.kwargs())
-        self.online = OnlineAnomalyDetector(**d.online.kwargs()) if d.online.enabled else None
+        self.online = None
+        self._online_enabled = d.online.enabled
         spike = d.spike_cause.model_dump(exclude={"rate_floor"})
         self.cause = SpikeCauseClassifier(**spike)
 
@@ -104,7 +105,14 @@ class SpendMonitor:
             )
             if found_run is not None:
                 findings.append(_with_tenant(found_run, tenant_id))
+        if self._online_enabled and self.online is None:
+            # River is imported here, not at start: it costs seconds (see warm_up_online).
+            from detectors.online_anomaly import OnlineAnomalyDetector
+
+            self.online = OnlineAnomalyDetector(**self.config.detectors.online.kwargs())
         if self.online is not None:
+            from detectors.online_anomaly import RequestSample
+
             for row in result.counted:
                 sample = RequestSample(
                     cost=row["cost"],
@@ -150,6 +158,17 @@ class SpendMonitor:
             *self.contract.close_cleared(now),
             *self.retry_storm.close_cleared(now),
         ]
+
+
+def warm_up_online() -> None:
+    """Import River in a background thread at worker start, so neither the start nor
+    the first costed event waits for it."""
+    import importlib
+    import threading
+
+    threading.Thread(
+        target=importlib.import_module, args=("detectors.online_anomaly",), daemon=True
+    ).start()
 
 
 def _with_tenant(finding: Finding, tenant_id: str) -> Finding:
