@@ -271,6 +271,9 @@ def build_app(
         broker_rebalance_timeout=max(10.0, settings.session_timeout_seconds * 2),
         broker_commit_interval=0.5,
         stream_recovery_delay=0.0,
+        # Batches of thousands per take_events: let the consumer hand them over.
+        broker_max_poll_records=10_000,
+        stream_buffer_maxsize=20_000,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,
         web_port=settings.web_port,
