@@ -99,6 +99,15 @@ def last_json_line(text: str) -> dict[str, Any] | None:
     return None
 
 
+def last_error(data_dir: Path) -> str:
+    """The last error line of a data dir's worker.log (an agent crash leaves the worker
+    process up, so the log is the only trace)."""
+    log = data_dir / "worker.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    errors = [line for line in lines if "[ERROR]" in line or "Error" in line]
+    return (errors[-1] if errors else (lines[-1] if lines else "no worker log")).strip()[:400]
+
+
 def spendstream_command() -> list[str]:
     script = Path(sys.executable).parent / "spendstream"
     return [str(script)] if script.exists() else [sys.executable, "-m", "streams.cli"]

@@ -37,7 +37,14 @@ import httpx
 
 from bench import profiling
 from bench.baselines import bare_faust, raw_consume
-from bench.common import CpuTrace, batched_messages, emit, loadavg, single_messages
+from bench.common import (
+    CpuTrace,
+    batched_messages,
+    emit,
+    last_error,
+    loadavg,
+    single_messages,
+)
 from streams.app import APP_ID
 from streams.embedded_stack import EmbeddedStack, raise_worker_failed
 from streams.processes import stop
@@ -127,14 +134,6 @@ async def watch_worker(
         "costed_committed": costed_seen,
         "first_profile": first_profile,
     }
-
-
-def last_error(data_dir: Path) -> str:
-    """The last ERROR line of the worker's log (an agent crash leaves the process up)."""
-    log = data_dir / "worker.log"
-    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-    errors = [line for line in lines if "[ERROR]" in line or "Error" in line]
-    return (errors[-1] if errors else (lines[-1] if lines else "no worker log")).strip()[:400]
 
 
 async def topic_census(bootstrap: str) -> dict[str, dict[str, int]]:

@@ -44,7 +44,9 @@ EXPIRE_EVERY = timedelta(minutes=10)
 # for a tenant that already has an open incident of at least their severity join that
 # incident instead of paging; a more severe one still pages (it reaches PagerDuty).
 # Monthly thresholds, forecasts and the online detector are other kinds of news and
-# page on their own.
+# page on their own. After the tenant's incident resolves, the cooldown holds for the
+# tenant as the lifecycle holds it for one (detector, key): findings that come back
+# within it reopen the incident quietly.
 CORRELATED = frozenset({"rolling_median", "contract_hourly", "retry_storm", "run_cost"})
 # Those that resolve (a run's cost never falls): the tenant's incident resolves when
 # every one of these that joined it has cleared.
@@ -71,6 +73,8 @@ class SpendRuntime:
     recorder: AlertsTableWriter | None = None
     last_expiry: dict[str, datetime] = field(default_factory=dict)
     tenant_incidents: dict[str, TenantIncident] = field(default_factory=dict)
+    # tenant -> (end of the cooldown, severity paged) after its incident resolved
+    tenant_cooldowns: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     alerts_sent: int = 0
     findings: int = 0
     correlated: int = 0
@@ -83,7 +87,7 @@ class SpendRuntime:
         for finding in sorted(findings, key=lambda f: -SEVERITY_RANK[f.severity]):
             tenant = finding_tenant(finding)
             correlated = bool(tenant) and finding.detector in CORRELATED
-            if correlated and self._joins_open_incident(tenant, finding):
+            if correlated and self._joins_open_incident(tenant, finding, now):
                 continue
             alert = self.alerting.lifecycle.observe(finding, now)
             if alert is None:
@@ -104,8 +108,13 @@ class SpendRuntime:
                     incident.paged.append(alert.fingerprint)
                 incident.open_keys.add((finding.detector, finding.key))
 
-    def _joins_open_incident(self, tenant: str, finding: Finding) -> bool:
+    def _joins_open_incident(self, tenant: str, finding: Finding, now: datetime) -> bool:
         incident = self.tenant_incidents.get(tenant)
+        cooldown = self.tenant_cooldowns.get(tenant)
+        if incident is None and cooldown is not None and now < cooldown[0]:
+            if finding.detector not in RESOLVING:
+                return False
+            incident = self.tenant_incidents[tenant] = TenantIncident(cooldown[1])  # quiet
         if incident is None or SEVERITY_RANK[finding.severity] > SEVERITY_RANK[incident.severity]:
             return False
         if finding.detector in RESOLVING:
@@ -128,6 +137,12 @@ class SpendRuntime:
                 del self.tenant_incidents[tenant]
                 for fingerprint in incident.paged:
                     self._resolve(fingerprint, now)
+                if incident.paged:
+                    until = now + self.alerting.lifecycle.cooldown
+                    self.tenant_cooldowns[tenant] = (until, incident.severity)
+        for tenant, (until, _) in list(self.tenant_cooldowns.items()):
+            if now >= until:
+                del self.tenant_cooldowns[tenant]
         self.alerting.lifecycle.prune(now)
 
     def _resolve(self, fingerprint: str, now: datetime) -> None:

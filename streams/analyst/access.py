@@ -12,11 +12,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 from clickhouse_connect.driver.client import Client
 
 from streams.clickhouse import chdb_url_for, clickhouse_session
 from streams.errors import ConfigError
+from streams.query_access import RemoteQueryClient, running_worker_url
 
 URL_ENV = "SPENDSTREAM_CLICKHOUSE_URL"
 DEFAULT_DATA_DIR = ".spendstream"
@@ -35,9 +37,23 @@ def clickhouse_url(args: argparse.Namespace) -> str:
 
 @contextmanager
 def open_reader(args: argparse.Namespace, *, write: bool = False) -> Iterator[Client]:
-    """A ClickHouse client for one command. `write=True` marks the commands that
-    insert (reprice, retention), so a read-only transport can refuse them."""
-    with clickhouse_session(clickhouse_url(args)) as handle:
+    """A ClickHouse client for one command. In the embedded default a running worker
+    owns the data dir, so reads go through its read-only query endpoint; commands
+    that write (`write=True`: reprice, retention) open the data dir themselves and
+    say so in one line if the worker holds it."""
+    url = clickhouse_url(args)
+    if not write and url.startswith("chdb:"):
+        data_dir = Path(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR)
+        worker_url = running_worker_url(data_dir)
+        if worker_url is not None:
+            token = os.environ.get("SPENDSTREAM_ANALYST_TOKEN")
+            remote = RemoteQueryClient(worker_url, token)
+            try:
+                yield cast(Client, remote)
+            finally:
+                remote.close()
+            return
+    with clickhouse_session(url) as handle:
         yield handle.client
 
 

@@ -81,7 +81,7 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
 def cmd_report_weekly(args: argparse.Namespace) -> int:
     week = iso_week(args.week) if args.week else last_complete_week()
     with open_reader(args) as client:
-        require_objects(client, "tenant_daily", "workflow_run_daily", "spend_daily")
+        require_objects(client, "spend_daily", "workflow_run_daily", "cost_corrections")
         review = build_weekly_review(client, week)
     if args.out:
         for path in weekly_render.write_report(review, args.format, args.out):

@@ -78,8 +78,17 @@ def test_corrections_net_to_the_new_totals_in_every_view(
         }[view]
         rows = ch.query(f"SELECT {columns}, sum(cost_usd) FROM {view} GROUP BY ALL").result_rows
         assert {tuple(row[:-1]): row[-1] for row in rows} == expected, view
-    hourly = ch.query("SELECT sum(cost_usd) FROM tenant_hourly").result_rows[0][0]
-    assert hourly == sum((e["cost_usd"] for e in new_events), D(0))
+    per_day = {
+        k[0]: v["cost_usd"]
+        for k, v in data.group(new_events, lambda e: (e["timestamp"].date(),)).items()
+    }
+    for view in (
+        "tenant_hourly", "team_daily", "user_daily", "feature_daily",
+        "spend_daily", "workflow_run_daily",
+    ):  # fmt: skip
+        day = "toDate(hour)" if view == "tenant_hourly" else "day"
+        rows = ch.query(f"SELECT {day} AS d, sum(cost_usd) FROM {view} GROUP BY d").result_rows
+        assert dict(rows) == per_day, view
 
 
 def test_ledger_rows_stay_as_they_were(module_ch: Client, repriced: Events) -> None:

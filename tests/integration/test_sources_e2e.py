@@ -247,3 +247,22 @@ def test_metrics_endpoint(stack: tuple[RunningStack, str]) -> None:
     assert metrics["spendstream_events_ledgered_total"] >= 5
     assert metrics["spendstream_sink_batch_seconds_count"] >= 1
     assert 'spendstream_dead_letters_total{reason="ownership_mismatch"}' in metrics
+
+
+def test_reports_read_through_the_running_worker(stack: tuple[RunningStack, str]) -> None:
+    running, _ = stack
+    wait_for(lambda: ledger_ids(running, "kp-"))
+    result = spendstream(
+        "report",
+        "chargeback",
+        "--month",
+        f"{NOW:%Y-%m}",
+        "--by",
+        "tenant",
+        "--format",
+        "csv",
+        "--data-dir",
+        str(running.settings.data_dir),
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert "acme" in result.stdout.decode()

@@ -1,0 +1,180 @@
+"""Where a worker's time per event goes, stage by stage, without Kafka or Faust.
+
+    python -m bench.hot_path [--quick]
+
+In one process, on the same realistic events as T1/T2 (N = 20,000; --quick 5,000), in
+batches of 2,000 events: decoding and validation (`streams.decoding.decode_message`)
+of 100-event and of single-event messages, de-duplication (hash, `new_mask`, `mark`),
+pricing (`price_event`), the costed messages (`orjson` of the rows grouped by tenant,
+as `publish_costed` sends them) and their decoding plus `SpendTables.apply` and
+`SpendMonitor.observe` on plain dicts (what the spend agent does, changelogs aside),
+and `ClickHouseLedgerSink.write` into a fresh chdb, once with every migration (the
+materialized views fire on each insert) and once with the ledger table alone. Faust's
+own per-event cost is the T2 baseline, measured separately. Not a target: a map for
+tuning. CPU time of this process is reported beside the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import batched_messages, emit, loadavg, single_messages
+
+BATCH = 2_000
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = fn()
+    return value, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def per_event(seconds: float, count: int) -> float:
+    return round(seconds / count * 1e6, 2)
+
+
+def sink_cost(rows: list[dict[str, Any]], all_migrations: bool) -> dict[str, Any]:
+    from streams.clickhouse import apply_migrations, chdb_url_for, clickhouse_session
+    from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-sink-"))
+    try:
+        with clickhouse_session(chdb_url_for(data_dir)) as handle:
+            if all_migrations:
+                apply_migrations(handle.client)
+            else:
+                from importlib import resources
+
+                from streams.clickhouse import split_statements
+
+                ddl = resources.files("sql").joinpath("001_usage_ledger.sql").read_text()
+                for statement in split_statements(ddl):
+                    handle.client.command(statement)
+            executor = ClickHouseExecutor(handle.client)
+            sink = ClickHouseLedgerSink(executor)
+
+            async def write_all() -> None:
+                for start in range(0, len(rows), BATCH):
+                    await sink.write(rows[start : start + BATCH])
+
+            _, wall, cpu = timed(lambda: asyncio.run(write_all()))
+            (count,) = handle.client.query("SELECT count() FROM usage_ledger").result_rows[0]
+            executor.shutdown()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return {
+        "rows": int(count),
+        "us_per_row_wall": per_event(wall, len(rows)),
+        "us_per_row_cpu": per_event(cpu, len(rows)),
+        "batches": (len(rows) + BATCH - 1) // BATCH,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="per-event cost of each worker stage")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    load = loadavg()
+    count = 5_000 if args.quick else 20_000
+
+    from schemas.spend_config import SpendConfig
+    from streams.app import json_bytes
+    from streams.costing import SourcePosition, price_event
+    from streams.decoding import decode_message
+    from streams.dedupe import RequestIdFilter, hash_request_ids
+    from streams.pricing import PriceCatalog
+    from streams.spend_monitor import SpendMonitor
+    from streams.spend_tables import SpendTables
+
+    batched = batched_messages(count, 100)
+    single = single_messages(count)
+    now = datetime.now(UTC)
+    stages: dict[str, Any] = {}
+
+    decoded, wall, cpu = timed(lambda: [decode_message(m, now) for m in batched])
+    stages["decode_validate_100_per_message"] = (per_event(wall, count), per_event(cpu, count))
+    _, wall, cpu = timed(lambda: [decode_message(m, now) for m in single])
+    stages["decode_validate_1_per_message"] = (per_event(wall, count), per_event(cpu, count))
+    events = [event for message in decoded for event in message.events]
+
+    dedupe = RequestIdFilter()
+
+    def dedupe_all() -> None:
+        for start in range(0, count, BATCH):
+            hashes = hash_request_ids(e.request_id for e in events[start : start + BATCH])
+            fresh = dedupe.new_mask(hashes)
+            dedupe.mark(hashes[fresh], 20_000)
+
+    _, wall, cpu = timed(dedupe_all)
+    stages["dedupe"] = (per_event(wall, count), per_event(cpu, count))
+
+    catalog = PriceCatalog.load()
+    position = SourcePosition("spendstream.usage", 0, 0)
+    price_event(catalog, events[0], position, now)  # resolve the price once, as a warm worker
+    rows, wall, cpu = timed(lambda: [price_event(catalog, e, position, now) for e in events])
+    stages["price_and_ledger_row"] = (per_event(wall, count), per_event(cpu, count))
+
+    def encode_costed() -> list[tuple[str, bytes]]:
+        out = []
+        for start in range(0, count, BATCH):
+            by_tenant: dict[str, list[dict[str, Any]]] = {}
+            for row in rows[start : start + BATCH]:
+                by_tenant.setdefault(row["tenant_id"], []).append(row)
+            out += [(tenant, json_bytes(part)) for tenant, part in by_tenant.items()]
+        return out
+
+    costed, wall, cpu = timed(encode_costed)
+    stages["costed_encode"] = (per_event(wall, count), per_event(cpu, count))
+    costed_bytes = sum(len(v) for _, v in costed)
+
+    tables = SpendTables({}, {}, {}, {})
+    monitor = SpendMonitor(SpendConfig())
+
+    def spend_all() -> int:
+        findings = 0
+        for index, (tenant, value) in enumerate(costed):
+            raw = orjson.loads(value)
+            for offset, row in enumerate(raw):
+                row["source_offset"] = index * BATCH + offset  # distinct, increasing
+            result = tables.apply(tenant, raw)
+            findings += len(monitor.observe(tables, tenant, result))
+        return findings
+
+    _, wall, cpu = timed(spend_all)
+    stages["spend_tables_and_detectors"] = (per_event(wall, count), per_event(cpu, count))
+
+    sink_views = sink_cost(rows, all_migrations=True)
+    sink_bare = sink_cost(rows, all_migrations=False)
+    python_cpu = sum(
+        cpu for name, (_, cpu) in stages.items() if name != "decode_validate_1_per_message"
+    )
+    emit(
+        {
+            "benchmark": "hot_path",
+            "events": count,
+            "batch": BATCH,
+            "stages_us_per_event_wall_cpu": stages,
+            "costed_bytes_per_event": round(costed_bytes / count),
+            "sink_all_migrations": sink_views,
+            "sink_ledger_table_only": sink_bare,
+            "python_stages_cpu_us_per_event_100_per_message": round(python_cpu, 2),
+            "ceiling_events_per_s_one_core": round(
+                1e6 / (python_cpu + sink_views["us_per_row_cpu"])
+            ),
+        },
+        load,
+    )
+
+
+if __name__ == "__main__":
+    main()

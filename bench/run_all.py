@@ -1,0 +1,396 @@
+"""Run every benchmark and rewrite BENCHMARKS.md.
+
+    python -m bench.run_all [--quick] [--only NAME ...]
+
+Each benchmark runs alone in its own process (`python -m bench.<module>`), one after
+the other, and its one JSON result line is parsed. T3 (`bench.alert_latency`) and T7
+(`bench.analyst_weekly`) are written by colleagues: they run when their modules exist
+and are reported "not present" otherwise. --quick uses the small sizes: good to prove
+the harness, not to judge targets whose size is part of the target (T6, T7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import REPO, last_json_line, loadavg, machine, now_iso, run_module
+
+OUTPUT = REPO / "BENCHMARKS.md"
+
+
+@dataclass
+class Row:
+    target: str
+    goal: str
+    baseline: str = "—"
+    measured: str = "—"
+    figure: str = "—"
+    result: str = "not run"
+    command: str = "—"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    module: str
+    args: list[str]
+    code: int
+    data: dict[str, Any] | None
+    stderr: str
+    load_before: str
+    load_after: str
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["python", "-m", self.module, *self.args])
+
+    @property
+    def error(self) -> str | None:
+        if self.data is not None and self.code == 0:
+            return None
+        lines = [line for line in self.stderr.strip().splitlines() if line.strip()]
+        return f"exit {self.code}: {lines[-1][:300] if lines else 'no output'}"
+
+
+def present(module: str) -> bool:
+    return importlib.util.find_spec(f"bench.{module}") is not None
+
+
+def run(module: str, args: list[str], timeout: float) -> Run:
+    before = loadavg()
+    code, out, err = run_module(f"bench.{module}", args, timeout)
+    data = last_json_line(out)
+    if data is None and out.strip():
+        data = {"text": out.strip().splitlines()[-1]}
+    return Run(f"bench.{module}", args, code, data, err, before, loadavg())
+
+
+def verdict(passed: Any, quick_size: bool = False) -> str:
+    if passed is None:
+        return "n/a (quick size)" if quick_size else "n/a"
+    mark = "PASS" if passed else "FAIL"
+    return f"{mark}*" if quick_size else mark
+
+
+def rate(value: Any) -> str:
+    return f"{value:,.0f} events/s" if isinstance(value, int | float) else "—"
+
+
+# --- rows -------------------------------------------------------------------------------
+
+
+def throughput_rows(result: Run, quick: bool) -> list[Row]:
+    rows = []
+    data = result.data or {}
+    for key, goal, base_key, base_name, need in (
+        ("t1", "≥ 0.5× raw aiokafka + json.loads", "baseline_raw_aiokafka", "aiokafka", 0.5),
+        ("t2", "≥ 2× bare Faust agent (defaults)", "baseline_bare_faust", "bare Faust", 2.0),
+    ):
+        name = "T1 throughput, 100-event messages" if key == "t1" else "T2 throughput, 1 event/msg"
+        row = Row(name, goal, command=result.command)
+        t = data.get(key)
+        if t is None:
+            row.result = "error"
+            row.notes.append(result.error or "no result")
+            rows.append(row)
+            continue
+        base = t.get(base_key, {})
+        row.baseline = f"{base_name} {rate(base.get('events_per_s'))}"
+        row.measured = rate(t.get("events_per_s"))
+        row.figure = f"{t['ratio']:.3f}×" if "ratio" in t else "—"
+        if "error" in t:
+            row.result = "FAIL (error)"
+            row.notes.append(f"{t['events']:,} events: {t['error']}")
+        else:
+            row.result = verdict(t.get("ratio", 0) >= need)
+            row.notes.append(
+                f"{t['events']:,} events, worker CPU {t.get('cpu_share_worker')} core, broker "
+                f"{t.get('cpu_share_broker')} core; ingest {rate(t.get('ingest_events_per_s'))}, "
+                f"spend agent done {t.get('spend_agent_lag_s')} s after ingest; ClickHouse "
+                f"writes {t.get('sink_seconds_total')} s in {t.get('sink_batches')} batches; "
+                f"ledger rows {t.get('ledger_rows'):,}"
+            )
+        stats = t.get("worker_stats") or {}
+        row.notes.append(
+            "worker /stats: "
+            + ", ".join(f"{k}={stats[k]}" for k in ("messages", "events", "ledgered") if k in stats)
+        )
+        if t.get("kafka_topics"):
+            row.notes.append(
+                "Kafka written: "
+                + "; ".join(
+                    f"{topic} {v['messages']:,} msgs {v['bytes'] / 1e6:.1f} MB"
+                    for topic, v in t["kafka_topics"].items()
+                )
+            )
+        if quick:
+            row.result += " (quick)"
+        rows.append(row)
+    return rows
+
+
+def alert_row(result: Run | None) -> Row:
+    row = Row("T3 alert latency", "p99 ≤ 2 s at half the T1 rate")
+    if result is None:
+        row.result = "not present"
+        row.notes.append("bench/alert_latency.py is not present")
+        return row
+    row.command = result.command
+    data = result.data or {}
+    if "p99_s" not in data:
+        row.result = "error"
+        row.notes.append(result.error or f"no p99_s in output: {str(data)[:200]}")
+        return row
+    row.measured = f"p99 {data['p99_s']} s (p50 {data.get('p50_s')} s)"
+    row.figure = f"{data['p99_s']} s"
+    row.result = verdict(float(data["p99_s"]) <= 2.0)
+    return row
+
+
+def dedupe_row(result: Run, quick: bool) -> Row:
+    row = Row("T4 dedupe memory", "≤ 32 B/id RSS, O(1) lookups, recovered", command=result.command)
+    data = result.data or {}
+    if "bytes_per_id" not in data:
+        row.result = "error"
+        row.notes.append(result.error or "no result")
+        return row
+    one, seven, rebuild = data["one_day"], data["seven_days"], data["rebuild"]
+    lookup = data.get("lookup_vs_fill", {})
+    row.measured = f"{data['bytes_per_id']} B/id RSS over {data['ids']:,} ids"
+    row.figure = f"{data['bytes_per_id']} B/id; rebuild {data.get('rebuild_s')} s"
+    row.result = verdict(data["pass"], quick)
+    row.notes += [
+        f"one day: {one.get('bytes_per_id_rss')} B/id RSS "
+        f"({one.get('bytes_per_id_arrays')} B/id in the arrays, peak during growth "
+        f"{one.get('peak_rss_growth_bytes_per_id')}); 7 days: {seven.get('bytes_per_id_rss')} "
+        f"B/id ({seven.get('bytes_per_id_arrays')} in the arrays)",
+        f"lookup (hash excluded) {lookup.get('at_10pct', {}).get('lookup_us_per_id')} µs/id "
+        f"with 10 % held, {lookup.get('at_100pct', {}).get('lookup_us_per_id')} µs/id with "
+        f"100 % (one day); 7 days held: "
+        f"{seven.get('lookup_at_100pct_half_present', {}).get('lookup_us_per_id')} µs/id; "
+        f"hash {lookup.get('at_100pct', {}).get('hash_us_per_id')} µs/id",
+        f"rebuild from a chdb ledger of {rebuild.get('ledger_rows', 0):,} rows: "
+        f"{rebuild.get('rebuild_s')} s ({rate(rebuild.get('rebuild_ids_per_s'))}), "
+        f"all recovered: {rebuild.get('recovered_all')}",
+    ]
+    return row
+
+
+def cold_row(result: Run) -> Row:
+    row = Row("T5 cold start", "dev → first ledger row ≤ 10 s", command=result.command)
+    data = result.data or {}
+    if data.get("seconds") is None:
+        row.result = "error"
+        row.notes.append(data.get("error") or result.error or "no result")
+        return row
+    row.measured = f"{data['seconds']} s"
+    row.figure = f"{data['seconds']} s"
+    row.result = verdict(data["pass"])
+    row.notes.append(
+        f"first stdout line at {data.get('first_line_s')} s, event published at "
+        f"{data.get('published_s')} s, in the ledger at {data.get('first_event_in_ledger_s')} s; "
+        f"query through the worker: {data.get('query_output')}; SIGINT exit code "
+        f"{data.get('exit_code_after_sigint')}, leftover children {data.get('leftover_children')}"
+    )
+    return row
+
+
+def replay_row(result: Run, quick: bool) -> Row:
+    row = Row("T6 replay 1M", "1,000,000 events ≤ 60 s wall", command=result.command)
+    data = result.data or {}
+    small = data.get("replay_100k")
+    if small is None:
+        row.result = "error"
+        row.notes.append(result.error or "no result")
+        return row
+    million = data.get("replay_1m")
+    for label, part in (("100,000", small), ("1,000,000", million)):
+        if part is None:
+            continue
+        line = (
+            f"{label} lines: {part.get('wall_s')} s wall, {rate(part.get('events_per_s'))}, "
+            f"output {part.get('replay_output')}, nothing lost: {part.get('nothing_lost')}"
+        )
+        if part.get("lost"):
+            line += f" — {part['lost']:,} distinct events LOST; worker log: "
+            line += str(part.get("worker_log_last_error"))[:300]
+        if part.get("error"):
+            line += f" — error: {part['error']}"
+        row.notes.append(line)
+    if million is not None:
+        row.measured = f"{million.get('wall_s')} s"
+        row.figure = f"{million.get('wall_s')} s"
+        row.result = verdict(data.get("pass"))
+    else:
+        row.measured = f"100k in {small.get('wall_s')} s ({rate(small.get('events_per_s'))})"
+        row.result = verdict(None, True)
+    return row
+
+
+def analyst_row(result: Run | None, quick: bool) -> Row:
+    row = Row("T7 analyst weekly review", "≤ 1 s over 10,000,000 rows")
+    if result is None:
+        row.result = "not present"
+        row.notes.append("bench/analyst_weekly.py is not present")
+        return row
+    row.command = result.command
+    data = result.data or {}
+    seconds, rows = data.get("weekly_review_s"), data.get("rows")
+    text = data.get("text", "")
+    if seconds is None and text:
+        found = re.search(r"weekly_review_s=([\d.]+)", text)
+        seconds = float(found.group(1)) if found else None
+        found = re.search(r"rows=(\d+)", text)
+        rows = int(found.group(1)) if found else None
+        row.notes.append(text[:300])
+    if seconds is None:
+        row.result = "error"
+        row.notes.append(result.error or f"unparsed output: {str(data)[:200]}")
+        return row
+    full = rows is not None and int(rows) >= 10_000_000
+    row.measured = f"{seconds} s over {int(rows or 0):,} rows"
+    row.figure = f"{seconds} s"
+    row.result = verdict(float(seconds) <= 1.0 if full else None, not full)
+    return row
+
+
+# --- the document -----------------------------------------------------------------------
+
+
+def table(rows: list[Row]) -> list[str]:
+    out = [
+        "| Target | Goal | Baseline (same run) | Measured | Ratio / absolute | Result | Command |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        cells = [r.target, r.goal, r.baseline, r.measured, r.figure, r.result, f"`{r.command}`"]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return out
+
+
+def write(rows: list[Row], runs: list[Run], quick: bool, started: str, load: str) -> None:
+    m = machine()
+    lines = [
+        "# Benchmarks (issue 6)",
+        "",
+        f"Written by `python -m bench.run_all{' --quick' if quick else ''}` (`make bench`).",
+        "",
+        f"- Date: {started} (UTC), finished {now_iso()}",
+        f"- Machine: `{m['uname']}`",
+        f"- CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ram_gib']} GiB; Python {m['python']}",
+        f"- Load average (1/5/15 min) at the start: {load}; per benchmark below. The "
+        "machine is shared: with a load above the core count every figure is noisy, "
+        "ratios less so (baseline and pipeline measured in the same run, minutes apart).",
+        "- Sizes: "
+        + (
+            "QUICK (small sizes, * = judged at a smaller size than the target's)"
+            if quick
+            else "full"
+        ),
+        "",
+        *table(rows),
+        "",
+        "## Details",
+        "",
+    ]
+    for r in rows:
+        lines.append(f"### {r.target}")
+        lines.append("")
+        lines += [f"- {note}" for note in r.notes] or ["- (no details)"]
+        lines.append("")
+    profiles = [
+        (key, run.data[key]["profile"])
+        for run in runs
+        if run.module == "bench.throughput" and run.data
+        for key in ("t1", "t2")
+        if isinstance(run.data.get(key), dict) and run.data[key].get("profile")
+    ]
+    if profiles:
+        lines += ["## Worker profile (stack sampler, measured window)", ""]
+        for key, profile in profiles:
+            lines += [f"{key.upper()}:", "", "```", *profile, "```", ""]
+    lines += ["## Runs", ""]
+    for run in runs:
+        lines.append(
+            f"- `{run.command}`: exit {run.code}, load {run.load_before} → {run.load_after}"
+        )
+    lines += ["", "## Raw result lines", "", "```"]
+    for run in runs:
+        data = dict(run.data or {"error": run.error})
+        for key in ("t1", "t2"):
+            if isinstance(data.get(key), dict):
+                data[key] = {k: v for k, v in data[key].items() if k != "profile"}
+        lines.append(orjson.dumps(data, default=str).decode())
+    lines += ["```", ""]
+    OUTPUT.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="run every benchmark, write BENCHMARKS.md")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[
+            "throughput",
+            "alert_latency",
+            "dedupe_memory",
+            "cold_start",
+            "replay_million",
+            "analyst_weekly",
+        ],
+    )
+    args = parser.parse_args()
+    quick = ["--quick"] if args.quick else []
+    started, load = now_iso(), loadavg()
+    wanted = set(args.only or [])
+
+    def want(name: str) -> bool:
+        return not wanted or name in wanted
+
+    runs: list[Run] = []
+    rows: list[Row] = []
+
+    def step(name: str, argv: list[str], timeout: float, make: Callable[[Run], Any]) -> None:
+        if not want(name):
+            return
+        print(f"bench: {name} {' '.join(argv)}", flush=True)
+        result = run(name, argv, timeout)
+        runs.append(result)
+        made = make(result)
+        rows.extend(made if isinstance(made, list) else [made])
+        for row in made if isinstance(made, list) else [made]:
+            print(f"  {row.target}: {row.measured} {row.figure} {row.result}", flush=True)
+
+    step("throughput", quick, 5400, lambda r: throughput_rows(r, args.quick))
+    if want("alert_latency"):
+        if present("alert_latency"):
+            step("alert_latency", quick, 3600, alert_row)
+        else:
+            rows.append(alert_row(None))
+    step("dedupe_memory", quick, 3600, lambda r: dedupe_row(r, args.quick))
+    step("cold_start", quick, 600, cold_row)
+    step("replay_million", quick, 7200, lambda r: replay_row(r, args.quick))
+    if want("analyst_weekly"):
+        if present("analyst_weekly"):
+            _, help_text, _ = run_module("bench.analyst_weekly", ["--help"], 60)
+            argv = quick if "--quick" in help_text else (["--rows", "1000000"] if quick else [])
+            step("analyst_weekly", argv, 3600, lambda r: analyst_row(r, args.quick))
+        else:
+            rows.append(analyst_row(None, args.quick))
+    rows.sort(key=lambda r: r.target[:2])  # T1 … T7
+    write(rows, runs, args.quick, started, load)
+    print(f"wrote {Path(OUTPUT).relative_to(REPO)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
