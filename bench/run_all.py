@@ -1,12 +1,15 @@
 """Run every benchmark and rewrite BENCHMARKS.md.
 
-    python -m bench.run_all [--quick] [--only NAME ...]
+    python -m bench.run_all [--quick] [--quick-for NAME ...] [--only NAME ...]
+        [--t1-env KEY=VALUE] [--t2-env KEY=VALUE]
 
 Each benchmark runs alone in its own process (`python -m bench.<module>`), one after
 the other, and its one JSON result line is parsed. T3 (`bench.alert_latency`) and T7
 (`bench.analyst_weekly`) are written by colleagues: they run when their modules exist
 and are reported "not present" otherwise. --quick uses the small sizes: good to prove
 the harness, not to judge targets whose size is part of the target (T6, T7).
+--t1-env/--t2-env add a throughput run with those worker settings, as extra rows
+beside the default ones. `bench.hot_path` (not a target) adds a per-stage cost table.
 """
 
 from __future__ import annotations
@@ -22,9 +25,26 @@ from typing import Any
 
 import orjson
 
-from bench.common import REPO, last_json_line, loadavg, machine, now_iso, run_module
+from bench.common import (
+    REPO,
+    command_line,
+    last_json_line,
+    loadavg,
+    machine,
+    now_iso,
+    run_module,
+)
 
 OUTPUT = REPO / "BENCHMARKS.md"
+NAMES = [
+    "throughput",
+    "alert_latency",
+    "dedupe_memory",
+    "cold_start",
+    "replay_million",
+    "analyst_weekly",
+    "hot_path",
+]
 
 
 @dataclass
@@ -89,13 +109,19 @@ def rate(value: Any) -> str:
 
 
 def throughput_rows(result: Run, quick: bool) -> list[Row]:
-    rows = []
+    rows: list[Row] = []
     data = result.data or {}
     for key, goal, base_key, base_name, need in (
         ("t1", "≥ 0.5× raw aiokafka + json.loads", "baseline_raw_aiokafka", "aiokafka", 0.5),
         ("t2", "≥ 2× bare Faust agent (defaults)", "baseline_bare_faust", "bare Faust", 2.0),
     ):
         name = "T1 throughput, 100-event messages" if key == "t1" else "T2 throughput, 1 event/msg"
+        env_flag = f"--{key}-env"
+        if env_flag in result.args:
+            env = [result.args[i + 1] for i, a in enumerate(result.args) if a == env_flag]
+            name += f" [worker env {', '.join(env)}]"
+        elif any(a.startswith("--t") and a.endswith("-env") for a in result.args):
+            continue  # this run changed only the other target's settings
         row = Row(name, goal, command=result.command)
         t = data.get(key)
         if t is None:
@@ -266,6 +292,40 @@ def analyst_row(result: Run | None, quick: bool) -> Row:
 # --- the document -----------------------------------------------------------------------
 
 
+def hot_path_section(result: Run) -> list[str]:
+    data = result.data or {}
+    stages = data.get("stages_us_per_event_wall_cpu")
+    lines = ["## Where a worker's time per event goes (`bench.hot_path`, no Kafka, no Faust)", ""]
+    if not stages:
+        return [*lines, f"- error: {result.error}", ""]
+    lines += [
+        f"`{result.command}`, {data.get('events'):,} events in batches of {data.get('batch')}:",
+        "",
+        "| Stage | µs/event wall | µs/event CPU |",
+        "| --- | --- | --- |",
+    ]
+    for name, (wall, cpu) in stages.items():
+        lines.append(f"| {name} | {wall} | {cpu} |")
+    for key in ("sink_all_migrations", "sink_ledger_table_only"):
+        sink = data.get(key, {})
+        lines.append(
+            f"| ClickHouse insert, {key.removeprefix('sink_').replace('_', ' ')} | "
+            f"{sink.get('us_per_row_wall')} | {sink.get('us_per_row_cpu')} |"
+        )
+    lines += [
+        "",
+        f"- spend agent CPU split (µs/event): {data.get('spend_cpu_us_per_event_split')}; "
+        f"{data.get('costed_messages')} costed messages",
+        f"- costed messages carry {data.get('costed_bytes_per_event')} bytes per event",
+        f"- sum of the stages (100-event messages, with the views): "
+        f"{data.get('python_stages_cpu_us_per_event_100_per_message')} µs CPU/event + the insert "
+        f"→ at most {data.get('ceiling_events_per_s_one_core'):,} events/s on one core, "
+        "before Faust's own per-event cost and the changelog writes",
+        "",
+    ]
+    return lines
+
+
 def table(rows: list[Row]) -> list[str]:
     out = [
         "| Target | Goal | Baseline (same run) | Measured | Ratio / absolute | Result | Command |",
@@ -277,12 +337,12 @@ def table(rows: list[Row]) -> list[str]:
     return out
 
 
-def write(rows: list[Row], runs: list[Run], quick: bool, started: str, load: str) -> None:
+def write(rows: list[Row], runs: list[Run], sizes: str, started: str, load: str) -> None:
     m = machine()
     lines = [
         "# Benchmarks (issue 6)",
         "",
-        f"Written by `python -m bench.run_all{' --quick' if quick else ''}` (`make bench`).",
+        f"Written by `{command_line()}` (`make bench` runs it without options).",
         "",
         f"- Date: {started} (UTC), finished {now_iso()}",
         f"- Machine: `{m['uname']}`",
@@ -290,12 +350,7 @@ def write(rows: list[Row], runs: list[Run], quick: bool, started: str, load: str
         f"- Load average (1/5/15 min) at the start: {load}; per benchmark below. The "
         "machine is shared: with a load above the core count every figure is noisy, "
         "ratios less so (baseline and pipeline measured in the same run, minutes apart).",
-        "- Sizes: "
-        + (
-            "QUICK (small sizes, * = judged at a smaller size than the target's)"
-            if quick
-            else "full"
-        ),
+        f"- Sizes: {sizes} (* = judged at a smaller size than the target's)",
         "",
         *table(rows),
         "",
@@ -318,6 +373,9 @@ def write(rows: list[Row], runs: list[Run], quick: bool, started: str, load: str
         lines += ["## Worker profile (stack sampler, measured window)", ""]
         for key, profile in profiles:
             lines += [f"{key.upper()}:", "", "```", *profile, "```", ""]
+    for run in runs:
+        if run.module == "bench.hot_path":
+            lines += hot_path_section(run)
     lines += ["## Runs", ""]
     for run in runs:
         lines.append(
@@ -338,57 +396,99 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="run every benchmark, write BENCHMARKS.md")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
+        "--quick-for",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="run only these benchmarks at the quick size",
+    )
+    parser.add_argument(
+        "--t1-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also run T1 with this worker environment (reported as an extra row)",
+    )
+    parser.add_argument("--t2-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
         "--only",
         nargs="+",
-        choices=[
-            "throughput",
-            "alert_latency",
-            "dedupe_memory",
-            "cold_start",
-            "replay_million",
-            "analyst_weekly",
-        ],
+        choices=NAMES,
     )
     args = parser.parse_args()
-    quick = ["--quick"] if args.quick else []
     started, load = now_iso(), loadavg()
     wanted = set(args.only or [])
 
     def want(name: str) -> bool:
         return not wanted or name in wanted
 
+    def size(name: str) -> list[str]:
+        return ["--quick"] if args.quick or name in args.quick_for else []
+
+    def small(name: str) -> bool:
+        return bool(size(name))
+
     runs: list[Run] = []
     rows: list[Row] = []
 
     def step(name: str, argv: list[str], timeout: float, make: Callable[[Run], Any]) -> None:
-        if not want(name):
-            return
         print(f"bench: {name} {' '.join(argv)}", flush=True)
         result = run(name, argv, timeout)
         runs.append(result)
         made = make(result)
-        rows.extend(made if isinstance(made, list) else [made])
         for row in made if isinstance(made, list) else [made]:
+            rows.append(row)
             print(f"  {row.target}: {row.measured} {row.figure} {row.result}", flush=True)
 
-    step("throughput", quick, 5400, lambda r: throughput_rows(r, args.quick))
+    if want("throughput"):
+        argv = size("throughput")
+        step("throughput", argv, 5400, lambda r: throughput_rows(r, small("throughput")))
+        for key, env in (("t1", args.t1_env), ("t2", args.t2_env)):
+            if env:
+                extra = [*argv, "--only", key]
+                for item in env:
+                    extra += [f"--{key}-env", item]
+                step("throughput", extra, 5400, lambda r: throughput_rows(r, small("throughput")))
     if want("alert_latency"):
         if present("alert_latency"):
-            step("alert_latency", quick, 3600, alert_row)
+            step("alert_latency", size("alert_latency"), 3600, alert_row)
         else:
             rows.append(alert_row(None))
-    step("dedupe_memory", quick, 3600, lambda r: dedupe_row(r, args.quick))
-    step("cold_start", quick, 600, cold_row)
-    step("replay_million", quick, 7200, lambda r: replay_row(r, args.quick))
+    if want("dedupe_memory"):
+        step(
+            "dedupe_memory",
+            size("dedupe_memory"),
+            3600,
+            lambda r: dedupe_row(r, small("dedupe_memory")),
+        )
+    if want("cold_start"):
+        step("cold_start", size("cold_start"), 600, cold_row)
+    if want("replay_million"):
+        step(
+            "replay_million",
+            size("replay_million"),
+            7200,
+            lambda r: replay_row(r, small("replay_million")),
+        )
     if want("analyst_weekly"):
         if present("analyst_weekly"):
             _, help_text, _ = run_module("bench.analyst_weekly", ["--help"], 60)
-            argv = quick if "--quick" in help_text else (["--rows", "1000000"] if quick else [])
-            step("analyst_weekly", argv, 3600, lambda r: analyst_row(r, args.quick))
+            quick = small("analyst_weekly")
+            argv = (
+                size("analyst_weekly")
+                if "--quick" in help_text
+                else (["--rows", "1000000"] if quick else [])
+            )
+            step("analyst_weekly", argv, 3600, lambda r: analyst_row(r, quick))
         else:
-            rows.append(analyst_row(None, args.quick))
+            rows.append(analyst_row(None, small("analyst_weekly")))
+    if want("hot_path"):
+        step("hot_path", size("hot_path"), 1800, lambda r: [])  # a section, not a row
     rows.sort(key=lambda r: r.target[:2])  # T1 … T7
-    write(rows, runs, args.quick, started, load)
+    sizes = "QUICK" if args.quick else "full"
+    if args.quick_for and not args.quick:
+        sizes += f", quick for {', '.join(args.quick_for)}"
+    write(rows, runs, sizes, started, load)
     print(f"wrote {Path(OUTPUT).relative_to(REPO)}", flush=True)
 
 

@@ -24,7 +24,6 @@ from faust.types import EventT, StreamT
 
 from schemas.spend_config import SpendConfig
 from streams.alerting.alerts_table import AlertsTableWriter
-from streams.broker import TopicSpec
 from streams.clickhouse import (
     ClickHouseHandle,
     apply_migrations,
@@ -43,10 +42,9 @@ from streams.pricing import PriceCatalog
 from streams.query_access import READ_ONLY, encode_result, write_worker_file
 from streams.settings import Settings
 from streams.spend_agent import SpendRuntime, register_spend_agent
+from streams.topics import APP_ID
 
 log = logging.getLogger(__name__)
-
-APP_ID = "spendstream"
 
 
 def json_bytes(value: Any) -> bytes:
@@ -217,17 +215,8 @@ def outage_hook(path: Path | None) -> Callable[[str], None] | None:
     return fail_while_present
 
 
-def topic_specs(settings: Settings, app: faust.App | None = None) -> list[TopicSpec]:
-    partitions = settings.topic_partitions
-    specs = [
-        TopicSpec(settings.usage_topic, partitions),
-        TopicSpec(settings.costed_topic, partitions),
-        TopicSpec(settings.dlq_topic, partitions),
-    ]
-    if app is not None:
-        for table in app.tables.values():
-            specs.append(TopicSpec(table.changelog_topic.get_topic_name(), partitions, True))
-    return specs
+def changelog_topics(app: faust.App) -> list[str]:
+    return [table.changelog_topic.get_topic_name() for table in app.tables.values()]
 
 
 async def publish_costed(

@@ -52,6 +52,16 @@ class ClickHouseHandle:
             self._lock_file = None
 
 
+def ensure_data_dir_free(url: str) -> None:
+    """Raise DataDirInUseError if another process owns this embedded data dir; cheap:
+    takes and releases the lock without starting the engine."""
+    parsed = urlparse(url)
+    if parsed.scheme == "chdb":
+        lock = _lock_data_path(Path(parsed.path))
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
 def chdb_url_for(data_dir: Path) -> str:
     return f"chdb://{(data_dir / 'clickhouse').resolve()}"
 
@@ -178,6 +188,10 @@ def apply_migrations(client: Client) -> list[str]:
         for statement in split_statements(sql):
             client.command(statement)
         checksum = hashlib.sha256(sql.encode()).hexdigest()
-        client.insert(MIGRATIONS_TABLE, [[name, checksum]], column_names=["name", "checksum"])
+        # A plain INSERT statement: client.insert() first reads the table's structure.
+        client.command(
+            f"INSERT INTO {MIGRATIONS_TABLE} (name, checksum) VALUES (%(name)s, %(checksum)s)",
+            parameters={"name": name, "checksum": checksum},
+        )
         applied.append(name)
     return applied

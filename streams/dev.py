@@ -10,12 +10,12 @@ import threading
 import time
 from types import FrameType
 
-from streams.clickhouse import open_clickhouse
+from streams.alert_config import load_config
+from streams.clickhouse import ensure_data_dir_free
 from streams.embedded_stack import EmbeddedStack, WorkerProcess, raise_worker_failed
-from streams.pricing import PriceCatalog
+from streams.pricing import load_pricing_file
 from streams.settings import Settings
 from streams.simulate import TrafficGenerator, publish_traffic
-from streams.spend_agent import load_config
 
 
 class Simulator:
@@ -63,9 +63,10 @@ def _status_line(workers: list[WorkerProcess], previous: int, elapsed: float) ->
 
 
 def run_dev(settings: Settings, simulate: bool, rate: float, workers: int = 1) -> int:
-    PriceCatalog.load(settings.pricing_file)
+    if settings.pricing_file is not None:
+        load_pricing_file(settings.pricing_file)
     load_config(settings)
-    open_clickhouse(settings.resolved_clickhouse_url).close()  # data dir free? one clear line
+    ensure_data_dir_free(settings.resolved_clickhouse_url)  # one clear line if not
     stack = EmbeddedStack(settings)
     simulator: Simulator | None = None
     stopping = False

@@ -19,12 +19,12 @@ from typing import Any
 
 import httpx
 
-from streams.app import APP_ID, topic_specs
 from streams.broker import EmbeddedBroker, ensure_topics
 from streams.errors import SpendstreamError
 from streams.group_progress import GroupProgress, GroupProgressReader
 from streams.processes import child_env, free_port, spawn, stop
 from streams.settings import Settings
+from streams.topics import APP_ID, topic_specs
 
 
 @dataclass

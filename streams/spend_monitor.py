@@ -46,6 +46,8 @@ class SpendMonitor:
     cause: SpikeCauseClassifier = field(init=False)
     _learned: bool = False
     _online_enabled: bool = False
+    # tenant -> (minute, cost, input, output, latency sum, requests, retries) of the open minute
+    _minutes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         d = self.config.detectors
@@ -111,19 +113,46 @@ class SpendMonitor:
 
             self.online = OnlineAnomalyDetector(**self.config.detectors.online.kwargs())
         if self.online is not None:
-            from detectors.online_anomaly import RequestSample
+            findings.extend(self._observe_minutes(tenant_id, result.counted))
+        return findings
 
-            for row in result.counted:
+    def _observe_minutes(self, tenant_id: str, rows: list[dict[str, Any]]) -> list[Finding]:
+        """The online model learns one sample per tenant per event-time minute (totals of
+        cost, tokens and retries, mean latency): per-request River updates would cost
+        more than the rest of the pipeline together. A minute is scored once closed,
+        when a later minute of the same tenant arrives."""
+        from detectors.online_anomaly import RequestSample
+
+        findings: list[Finding] = []
+        for row in rows:
+            minute = int(row["timestamp"].timestamp()) // 60
+            current = self._minutes.get(tenant_id)
+            if current is not None and current[0] < minute:
+                _, cost, tokens_in, tokens_out, latency, requests, retries = current
                 sample = RequestSample(
-                    cost=row["cost"],
-                    input_tokens=row["input_tokens"],
-                    output_tokens=row["output_tokens"],
-                    latency_ms=row["latency_ms"] or 0,
-                    retries=row["retry_count"],
+                    cost=cost,
+                    input_tokens=tokens_in,
+                    output_tokens=tokens_out,
+                    latency_ms=latency / requests if requests else 0,
+                    retries=retries,
                 )
-                anomaly = self.online.update(tenant_id, row["timestamp"], sample)
-                if anomaly is not None:
-                    findings.append(anomaly)
+                at = datetime.fromtimestamp(current[0] * 60, UTC)
+                found = self.online.update(tenant_id, at, sample)
+                if found is not None:
+                    findings.append(_with_tenant(found, tenant_id))
+                current = None
+            if current is None:
+                current = (minute, Decimal(0), 0, 0, 0, 0, 0)
+            # A late row (an earlier minute) joins the open minute.
+            self._minutes[tenant_id] = (
+                current[0],
+                current[1] + row["cost"],
+                current[2] + row["input_tokens"],
+                current[3] + row["output_tokens"],
+                current[4] + (row["latency_ms"] or 0),
+                current[5] + 1,
+                current[6] + row["retry_count"],
+            )
         return findings
 
     def _with_cause(

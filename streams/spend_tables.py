@@ -90,6 +90,17 @@ class _Delta:
             self.errors += 1
         self.models[row["model"]] = self.models.get(row["model"], 0) + row["request_count"]
 
+    def absorb(self, other: _Delta) -> None:
+        self.cost += other.cost
+        self.requests += other.requests
+        self.users |= other.users
+        self.input += other.input
+        self.output += other.output
+        self.retries += other.retries
+        self.errors += other.errors
+        for model, count in other.models.items():
+            self.models[model] = self.models.get(model, 0) + count
+
     def merge_into(self, bucket: dict[str, Any]) -> dict[str, Any]:
         users = bucket["users"]
         if len(users) < MAX_USERS_TRACKED:
@@ -185,6 +196,7 @@ class SpendTables:
         totals: dict[str, _Delta] = {}
         touched: dict[str, TouchedKey] = {}
         runs: dict[str, list[Any]] = {}
+        groups: dict[tuple[Any, ...], _Delta] = {}
         # Compared with the mark stored before this message: one source message (a
         # JSON array) yields many rows with the same offset, all counted together.
         # Written once per source partition per message: each write is a changelog record.
@@ -198,24 +210,35 @@ class SpendTables:
             high_water[offset_key] = max(high_water.get(offset_key, -1), row["source_offset"])
             result.counted.append(row)
             ts: datetime = row["timestamp"]
-            hour = int(ts.timestamp()) // HOUR
-            day = int(ts.timestamp()) // DAY
-            for dim in DIMENSIONS:
-                value = self._dim_value(tenant_id, dim, row)
-                if value is None:
-                    continue
-                base = f"{tenant_id}{SEP}{dim}{SEP}{value}"
-                hourly.setdefault(f"{base}{SEP}{hour}", _Delta()).add(row)
-                totals.setdefault(f"{base}{SEP}d{day}", _Delta()).add(row)
-                touched[f"{base}{SEP}{hour}"] = TouchedKey(
-                    tenant_id, dim, value, datetime.fromtimestamp(hour * HOUR, UTC)
-                )
-            totals.setdefault(f"{tenant_id}{SEP}month{SEP}{ts:%Y-%m}", _Delta()).add(row)
+            epoch = int(ts.timestamp())
+            # One add per row into its (dimension values, hour) group; the groups,
+            # far fewer than rows, then fan out to every table key below.
+            group_key = (
+                tuple(self._dim_value(tenant_id, dim, row) for dim in DIMENSIONS),
+                epoch // HOUR,
+                f"{ts:%Y-%m}",
+            )
+            group = groups.get(group_key)
+            if group is None:
+                group = groups[group_key] = _Delta()
+            group.add(row)
             if row["workflow_run_id"]:
                 run_key = SEP.join((tenant_id, "run", row["workflow_id"], row["workflow_run_id"]))
                 entry = runs.setdefault(run_key, [Decimal(0), ts, ts])
                 entry[0] += row["cost"]
                 entry[1], entry[2] = min(entry[1], ts), max(entry[2], ts)
+        for (values, hour, month), group in groups.items():
+            day = hour * HOUR // DAY
+            for dim, value in zip(DIMENSIONS, values, strict=True):
+                if value is None:
+                    continue
+                base = f"{tenant_id}{SEP}{dim}{SEP}{value}"
+                hourly.setdefault(f"{base}{SEP}{hour}", _Delta()).absorb(group)
+                totals.setdefault(f"{base}{SEP}d{day}", _Delta()).absorb(group)
+                touched[f"{base}{SEP}{hour}"] = TouchedKey(
+                    tenant_id, dim, value, datetime.fromtimestamp(hour * HOUR, UTC)
+                )
+            totals.setdefault(f"{tenant_id}{SEP}month{SEP}{month}", _Delta()).absorb(group)
         for key, offset in high_water.items():
             if offset != self.offsets.get(key, -1):
                 self.offsets[key] = offset

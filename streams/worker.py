@@ -7,11 +7,12 @@ import logging
 
 import faust
 
-from streams.app import build_app, topic_specs
+from streams.alert_config import load_config
+from streams.app import build_app, changelog_topics
 from streams.broker import ensure_topics, wait_for_broker
 from streams.pricing import PriceCatalog
 from streams.settings import Settings
-from streams.spend_agent import load_config
+from streams.topics import topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     try:
         asyncio.run(
             ensure_topics(
-                settings.kafka_bootstrap, topic_specs(settings, app), settings.replication_factor
+                settings.kafka_bootstrap,
+                topic_specs(settings, changelog_topics(app)),
+                settings.replication_factor,
             )
         )
         worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

@@ -1,24 +1,38 @@
 """Case 3, crash: SIGKILL the worker at random moments of a replay that mixes in
-duplicates, restart it each time (the broker keeps the committed offsets) → the final
-ledger is exactly the expected set of request_ids, with no duplicate row even without
-FINAL, no duplicate reached a materialized view, and the in-stream month totals equal
-the ledger's per tenant."""
+duplicates, restart it each time (the in-memory broker stays up and keeps the
+committed offsets) → the final ledger is exactly the expected set of request_ids,
+with no duplicate row even without FINAL, no duplicate reached a materialized view,
+and the in-stream month totals equal the ledger's per tenant."""
 
 from __future__ import annotations
 
 import random
 import time
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.reliability.conftest import Expectation, FaultStack, make_events, tally_ledger
+from tests.reliability.conftest import (
+    Expectation,
+    FaultStack,
+    make_events,
+    tally_ledger,
+)
 
 pytestmark = pytest.mark.integration
 
-# Small batches: more commits, more "ledgered but not committed" windows to hit.
+# Small batches: more commits, more "ledgered but not yet committed" windows to hit.
 ENV = {"SPENDSTREAM_BATCH_MAX_EVENTS": "250"}
+
+RECOVERY_BUG = (
+    "bug: in-stream totals lose updates across a worker crash. The embedded broker's "
+    "ListOffsets answers the base offset of the last record batch, not the log end; Faust "
+    "table recovery stops at that 'highwater', so spend_totals/spend_offsets come back "
+    "without their last changelog records, and the spend agent then builds on the stale "
+    "values (streams/spend_agent.py tables, streams/broker.py broker)"
+)
 
 
 def wait_consuming(stack: FaultStack, timeout: float = 60.0) -> bool:
@@ -32,69 +46,111 @@ def wait_consuming(stack: FaultStack, timeout: float = 60.0) -> bool:
     return False
 
 
-@pytest.mark.parametrize(
-    "n, kills",
-    [
-        pytest.param(4_000, 3, id="3-kills"),
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param((4_000, 3), id="3-kills"),
         pytest.param(
-            40_000, 20, id="20-kills", marks=[pytest.mark.reliability, pytest.mark.timeout(1200)]
+            (40_000, 20), id="20-kills", marks=[pytest.mark.reliability, pytest.mark.timeout(1800)]
         ),
     ],
 )
-def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
-    fault_stack: Any, n: int, kills: int
-) -> None:
+def crashed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    n, kills = request.param
     rng = random.Random(n * 31 + kills)
     prefix = f"crash{n}-"
     events = make_events(n, seed=303, prefix=prefix)
-    expected = Expectation.of(events)
     lines = [orjson.dumps(e) for e in events]
     messages = lines + rng.sample(lines, n // 4)  # duplicates, before or after the original
     rng.shuffle(messages)
     chunks = [messages[i :: kills + 1] for i in range(kills + 1)]
 
-    stack: FaultStack = fault_stack(ENV)
-    stack.publish(chunks[0])
-    moments = []
-    for kill in range(kills):
-        if rng.random() < 0.25:
-            # During start-up: dedupe rebuild, group join, table recovery.
-            delay = rng.uniform(0.0, 3.0)
-            moment = "start-up"
-        else:
-            assert wait_consuming(stack), f"worker never consumed: {stack.log_tail()}"
-            delay = rng.uniform(0.0, 2.0)
-            moment = "mid-stream"
-        time.sleep(delay)
-        read = (stack.worker.stats() or {}).get("messages", 0)
-        stack.kill_worker()
-        moments.append(f"{moment}+{delay:.1f}s({read} read)")
-        stack.start_worker()
-        stack.publish(chunks[kill + 1])
-    stack.wait_consumed(timeout=300)
+    data_dir = tmp_path_factory.mktemp("crash") / "data"
+    data_dir.mkdir()
+    stack = FaultStack(data_dir, ENV)
+    try:
+        stack.publish(chunks[0])
+        moments = []
+        for kill in range(kills):
+            if rng.random() < 0.25:
+                # During start-up: dedupe rebuild, group join, table recovery.
+                moment, delay = "start-up", rng.uniform(0.0, 3.0)
+            else:
+                assert wait_consuming(stack), f"worker never consumed: {stack.log_tail()}"
+                moment, delay = "mid-stream", rng.uniform(0.0, 2.0)
+            time.sleep(delay)
+            read = (stack.worker.stats() or {}).get("messages", 0)
+            stack.kill_worker()
+            moments.append(f"{moment}+{delay:.1f}s/{read} read")
+            stack.start_worker()
+            stack.publish(chunks[kill + 1])
+        stack.wait_consumed(timeout=600)
+        ledger_by_tenant = stack.ledger_month_by_tenant(f"{prefix}%")
+        yield {
+            "stack": stack,
+            "n": n,
+            "kills": kills,
+            "prefix": prefix,
+            "messages": len(messages),
+            "moments": moments,
+            "expected": Expectation.of(events),
+            "ledger_by_tenant": ledger_by_tenant,
+            "in_stream": stack.wait_in_stream(ledger_by_tenant, timeout=45),
+        }
+    finally:
+        stack.stop()
 
-    ledger_by_tenant = stack.ledger_month_by_tenant(f"{prefix}%")
-    in_stream = stack.wait_in_stream(ledger_by_tenant)
+
+def test_ledger_is_exactly_the_expected_set_after_sigkills(crashed: dict[str, Any]) -> None:
+    stack: FaultStack = crashed["stack"]
+    expected: Expectation = crashed["expected"]
+    prefix = crashed["prefix"]
     raw_rows, distinct = stack.query(
         "SELECT count(), uniqExact(request_id) FROM usage_ledger "
         f"WHERE request_id LIKE '{prefix}%'"
     )[0]
+    in_stream, ledger = crashed["in_stream"], crashed["ledger_by_tenant"]
+    off = {t: in_stream[t] - ledger[t] for t in ledger if in_stream[t] != ledger[t]}
     tally = tally_ledger(
-        f"crash, {kills} SIGKILLs, N={n}",
+        f"crash, {crashed['kills']} SIGKILLs, N={crashed['n']}",
         stack,
         expected,
         like=f"{prefix}%",
-        messages=len(messages),
+        messages=crashed["messages"],
         restarts=stack.restarts,
-        in_stream_tenants_off=sum(in_stream[t] != ledger_by_tenant[t] for t in ledger_by_tenant),
-    )
-    tally.report()
-    print("kill moments:", ", ".join(moments))
+        in_stream_usd_off=sum(off.values(), Decimal(0)),
+    ).report()
+    print("kill moments:", ", ".join(crashed["moments"]))
 
     assert tally.lost == 0
     assert tally.double_counted == 0
-    assert int(raw_rows) == int(distinct) == n  # without FINAL: no duplicate row at all
+    assert int(raw_rows) == int(distinct) == crashed["n"]  # no duplicate row, even unmerged
     assert stack.dirty_days() == 0  # no duplicate block reached a materialized view
     assert stack.ledger_cost(f"{prefix}%") == expected.cost
-    assert ledger_by_tenant == expected.cost_by_tenant
-    assert in_stream == ledger_by_tenant
+    assert crashed["ledger_by_tenant"] == expected.cost_by_tenant
+
+
+@pytest.mark.xfail(strict=True, reason=RECOVERY_BUG)
+def test_in_stream_month_totals_equal_the_ledger_after_sigkills(crashed: dict[str, Any]) -> None:
+    assert crashed["in_stream"] == crashed["ledger_by_tenant"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: right after a restart /v1/limits answers month_to_date_usd 0 (then partial "
+    "values) with status 'ok' until table recovery ends (~10-30 s): a gateway enforcing "
+    "caps sees no spend (streams/spend_agent.py limits page)",
+)
+def test_limits_after_a_restart_answer_the_totals_from_before(crashed: dict[str, Any]) -> None:
+    stack: FaultStack = crashed["stack"]
+    if crashed["kills"] > 3:
+        pytest.skip("checked once, in the fast variant")
+    before = stack.in_stream_month_by_tenant(crashed["ledger_by_tenant"])
+    stack.kill_worker()
+    stack.start_worker()
+    after = stack.in_stream_month_by_tenant(crashed["ledger_by_tenant"])
+    print(
+        f"restart: /v1/limits month totals {sum(before.values())} USD before, "
+        f"{sum(after.values())} USD as soon as the new worker answers"
+    )
+    assert after == before
