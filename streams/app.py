@@ -30,6 +30,7 @@ from streams.clickhouse import (
     open_clickhouse,
     open_session_client,
 )
+from streams.costing import costed_event
 from streams.dedupe import RequestIdFilter, hash_request_ids
 from streams.http_ingest import IngestHandler
 from streams.http_publisher import HttpIngestPublisher
@@ -225,7 +226,7 @@ async def publish_costed(
     """One message per tenant per batch, keyed by tenant: downstream tables are per tenant."""
     topic = app.topic(settings.costed_topic, value_serializer="raw", key_serializer="raw")
     pending = [
-        await topic.send(key=tenant.encode(), value=json_bytes(rows))
+        await topic.send(key=tenant.encode(), value=json_bytes([costed_event(r) for r in rows]))
         for tenant, rows in by_tenant.items()
     ]
     await asyncio.gather(*pending)

@@ -93,3 +93,35 @@ def price_event(
 ) -> dict[str, Any]:
     prices = catalog.resolve(event.provider, event.model, event.timestamp)
     return ledger_row(event, prices, position, ingested_at)
+
+
+# What the spend agent needs of a ledger row; the costed topic carries only these.
+COSTED_FIELDS = (
+    "request_id",
+    "timestamp",
+    "tenant_id",
+    "team_id",
+    "user_id",
+    "feature_name",
+    "workflow_id",
+    "workflow_run_id",
+    "environment",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "request_count",
+    "latency_ms",
+    "status_code",
+    "retry_count",
+    "retry_of",
+    "cost_usd",
+    "cost_status",
+    "source_partition",
+    "source_offset",
+)
+
+
+def costed_event(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in COSTED_FIELDS}
