@@ -35,6 +35,18 @@ IDLE_LEAVES = {
     ("thread.py", "_worker"),  # concurrent.futures idle worker
 }
 
+SKIP_INCLUSIVE = (
+    "asyncio/",
+    "<frozen",
+    "runpy",
+    "mode/",
+    "threading",
+    "concurrent/",
+    "streams/cli.py",
+    "streams/worker.py",
+    "faust/agents/agent.py",
+)
+
 SITECUSTOMIZE = """\
 import os, sys
 sys.path.insert(0, {repo!r})
@@ -54,7 +66,7 @@ def sampler_env(out: Path, hz: int = 50) -> dict[str, str]:
 
 def _where(code: Any, lineno: int | None = None) -> str:
     filename = code.co_filename
-    for marker in ("site-packages/", "/lib/python3."):
+    for marker in ("site-packages/", f"/lib/python{sys.version_info[0]}.{sys.version_info[1]}/"):
         if marker in filename:
             filename = filename.split(marker, 1)[1]
             break
@@ -197,11 +209,13 @@ def summary(win: dict[str, Any], top: int = 15) -> list[str]:
     lines.append(f"innermost function, % of {busy_all} busy samples:")
     for key, count in win["self"].most_common(top):
         lines.append(f"  {100 * count / busy_all:5.1f}%  {key}")
-    lines.append("on the stack (inclusive), % of busy samples, project code and hot libraries:")
+    lines.append(
+        "on the stack (inclusive), % of busy samples, without the stdlib and entry points:"
+    )
     shown = 0
     for key, count in win["inclusive"].most_common():
         name = key.split(" ", 1)[1]
-        if name.startswith(("asyncio/", "runpy", "mode/", "threading", "concurrent/")):
+        if name.startswith(SKIP_INCLUSIVE):
             continue
         lines.append(f"  {100 * count / busy_all:5.1f}%  {key}")
         shown += 1

@@ -178,6 +178,21 @@ def alert_row(result: Run | None) -> Row:
         return row
     row.measured = f"p99 {data['p99_s']} s (p50 {data.get('p50_s')} s)"
     row.figure = f"{data['p99_s']} s"
+    row.notes.append(
+        ", ".join(
+            f"{key}={data[key]}"
+            for key in (
+                "trials",
+                "timed_out",
+                "min_s",
+                "max_s",
+                "load_events_per_s",
+                "worker_ingested_events_per_s",
+                "worker_kept_up",
+            )
+            if key in data
+        )
+    )
     row.result = verdict(float(data["p99_s"]) <= 2.0)
     return row
 

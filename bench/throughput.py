@@ -49,11 +49,11 @@ from bench.common import (
     loadavg,
     single_messages,
 )
-from streams.topics import APP_ID
 from streams.embedded_stack import EmbeddedStack, raise_worker_failed
 from streams.processes import stop
 from streams.replay import ledger_totals, publish
 from streams.settings import Settings
+from streams.topics import APP_ID
 
 SETTLE_SECONDS = 3.0
 POLL_SECONDS = 0.1
