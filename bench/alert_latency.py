@@ -284,11 +284,6 @@ def main() -> int:
         worker = stack.start_worker(
             {
                 "SPENDSTREAM_CONFIG_FILE": str(config),
-                # One ingest batch's costed message per tenant must stay under the
-                # Faust producer's 1 MB request limit, or the ingest agent fails
-                # (MessageSizeTooLargeError): at most 10 messages of 100 events per
-                # batch, ~300 rows for the busiest tenant, also when the worker lags.
-                "SPENDSTREAM_BATCH_MAX_EVENTS": "10",
             }
         )
         stack.wait_ready(worker, timeout=120)

@@ -73,10 +73,34 @@ def command_line() -> str:
     return shlex.join(["python", "-m", name, *sys.argv[1:]])
 
 
+def revision() -> str:
+    """HEAD's short hash, "+dirty" when streams/, schemas/, detectors/ or sql/ differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "streams", "schemas", "detectors", "sql"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head or 'unknown'}{'+dirty' if dirty else ''}"
+
+
+REVISION_AT_START = revision()
+
+
 def emit(result: dict[str, Any], load_before: str) -> None:
     """Print the one JSON result line every benchmark ends with."""
+    at_end = revision()
     line = {
         **result,
+        "revision": REVISION_AT_START
+        if at_end == REVISION_AT_START
+        else f"{REVISION_AT_START} (changed to {at_end} during the run)",
         "machine": machine_short(),
         "command": command_line(),
         "date": now_iso(),

@@ -32,6 +32,7 @@ from bench.common import (
     loadavg,
     machine,
     now_iso,
+    revision,
     run_module,
 )
 
@@ -341,6 +342,11 @@ def hot_path_section(result: Run) -> list[str]:
     return lines
 
 
+def revision_note(runs: list[Run]) -> str:
+    seen = sorted({str((run.data or {}).get("revision", "?")) for run in runs})
+    return ", ".join(seen) if seen else revision()
+
+
 def table(rows: list[Row]) -> list[str]:
     out = [
         "| Target | Goal | Baseline (same run) | Measured | Ratio / absolute | Result | Command |",
@@ -360,6 +366,7 @@ def write(rows: list[Row], runs: list[Run], sizes: str, started: str, load: str)
         f"Written by `{command_line()}` (`make bench` runs it without options).",
         "",
         f"- Date: {started} (UTC), finished {now_iso()}",
+        f"- Code: {revision_note(runs)} (each result line below names the revision it ran on)",
         f"- Machine: `{m['uname']}`",
         f"- CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ram_gib']} GiB; Python {m['python']}",
         f"- Load average (1/5/15 min) at the start: {load}; per benchmark below. The "

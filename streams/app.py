@@ -30,7 +30,6 @@ from streams.clickhouse import (
     open_clickhouse,
     open_session_client,
 )
-from streams.costing import costed_event
 from streams.dedupe import RequestIdFilter, hash_request_ids
 from streams.http_ingest import IngestHandler
 from streams.http_publisher import HttpIngestPublisher
@@ -46,6 +45,9 @@ from streams.spend_agent import SpendRuntime, register_spend_agent
 from streams.topics import APP_ID
 
 log = logging.getLogger(__name__)
+
+
+COSTED_ROWS_PER_MESSAGE = 500
 
 
 def json_bytes(value: Any) -> bytes:
@@ -223,12 +225,15 @@ def changelog_topics(app: faust.App) -> list[str]:
 async def publish_costed(
     app: faust.App, settings: Settings, by_tenant: dict[str, list[dict[str, Any]]]
 ) -> None:
-    """One message per tenant per batch, keyed by tenant: downstream tables are per tenant."""
+    """Messages of up to COSTED_ROWS_PER_MESSAGE rows per tenant, keyed by tenant:
+    downstream tables are per tenant. Small enough for any broker's message limit."""
     topic = app.topic(settings.costed_topic, value_serializer="raw", key_serializer="raw")
-    pending = [
-        await topic.send(key=tenant.encode(), value=json_bytes([costed_event(r) for r in rows]))
-        for tenant, rows in by_tenant.items()
-    ]
+    pending = []
+    for tenant, rows in by_tenant.items():
+        for start in range(0, len(rows), COSTED_ROWS_PER_MESSAGE):
+            chunk = rows[start : start + COSTED_ROWS_PER_MESSAGE]
+            value = json_bytes(chunk)
+            pending.append(await topic.send(key=tenant.encode(), value=value))
     await asyncio.gather(*pending)
 
 

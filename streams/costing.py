@@ -44,6 +44,7 @@ class SourcePosition:
     topic: str
     partition: int
     offset: int
+    index: int = 0  # the event's place in its message (a JSON array holds many)
 
 
 def ledger_row(
@@ -123,5 +124,9 @@ COSTED_FIELDS = (
 )
 
 
-def costed_event(row: dict[str, Any]) -> dict[str, Any]:
-    return {name: row[name] for name in COSTED_FIELDS}
+def costed_event(row: dict[str, Any], source_index: int) -> dict[str, Any]:
+    """A ledger row as the costed topic carries it, with the event's place in its
+    source message (the spend tables' re-delivery check needs offset and index)."""
+    event = {name: row[name] for name in COSTED_FIELDS}
+    event["source_index"] = source_index
+    return event

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.usage_event import UsageEvent
-from streams.costing import SourcePosition, price_event
+from streams.costing import SourcePosition, costed_event, price_event
 from streams.decoding import Rejection, decode_message
 from streams.dedupe import RequestIdFilter, hash_request_ids
 from streams.ledger_sink import ClickHouseLedgerSink
@@ -43,7 +43,8 @@ class UsageMessage:
     offset: int
 
 
-# Publishes costed rows grouped by tenant, and dead letters; returns once acknowledged.
+# Publish costed events (costing.costed_event) grouped by tenant, and dead letters;
+# each returns once the broker acknowledged.
 CostedPublisher = Callable[[dict[str, list[dict[str, Any]]]], Awaitable[None]]
 DeadLetterPublisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
@@ -89,24 +90,23 @@ class IngestPipeline:
         dead_letters: list[dict[str, Any]] = []
         for message in messages:
             decoded = decode_message(message.value, now)
-            position = SourcePosition(message.topic, message.partition, message.offset)
-            events.extend((event, position) for event in decoded.events)
+            events.extend(
+                (event, SourcePosition(message.topic, message.partition, message.offset, index))
+                for index, event in enumerate(decoded.events)
+            )
             dead_letters.extend(
                 self._dead_letter(rejection, message, now) for rejection in decoded.rejections
             )
 
         hashes = hash_request_ids(event.request_id for event, _ in events)
         fresh = self.dedupe.new_mask(hashes)
-        rows = [
-            price_event(self.catalog, event, position, now)
-            for (event, position), is_new in zip(events, fresh, strict=True)
-            if is_new
-        ]
+        admitted = [pair for pair, is_new in zip(events, fresh, strict=True) if is_new]
+        rows = [price_event(self.catalog, event, position, now) for event, position in admitted]
 
         if self.publish_costed is not None and rows:
             by_tenant: dict[str, list[dict[str, Any]]] = {}
-            for row in rows:
-                by_tenant.setdefault(row["tenant_id"], []).append(row)
+            for row, (_, position) in zip(rows, admitted, strict=True):
+                by_tenant.setdefault(row["tenant_id"], []).append(costed_event(row, position.index))
             await self.publish_costed(by_tenant)
         if self.publish_dead_letters is not None and dead_letters:
             await self.publish_dead_letters(dead_letters)

@@ -12,8 +12,9 @@ Tables (values are JSON-able dicts; money as Decimal strings):
   kept `hourly_retention_hours` (8 days) of event time;
 - `totals`: "tenant|dim|value|dDAY" daily (40 days) and "tenant|month|YYYY-MM";
 - `runs`: "tenant|run|workflow|run_id" → run cost, dropped 2 days after last seen;
-- `offsets`: "tenant|source_partition" → the highest source offset counted, so a
-  costed event re-published after a crash (same source offset) is not counted twice.
+- `offsets`: "tenant|source_partition" → the highest source position counted
+  (offset and index in the message), so a costed event re-published after a crash
+  (same position) is not counted twice.
 
 Cardinality is bounded: past `max_values_per_dim` distinct workflows (or teams,
 models) per tenant, new ones are counted under "__overflow__".
@@ -30,6 +31,8 @@ from typing import Any
 from detectors.stats import WindowStats
 
 SEP = "|"
+# A message is at most 1 MiB and an event at least ~60 bytes: fewer than this per message.
+MAX_EVENTS_PER_MESSAGE = 100_000
 OVERFLOW = "__overflow__"
 DIMENSIONS = ("tenant", "workflow", "team", "model")
 MAX_USERS_TRACKED = 1000
@@ -197,17 +200,19 @@ class SpendTables:
         touched: dict[str, TouchedKey] = {}
         runs: dict[str, list[Any]] = {}
         groups: dict[tuple[Any, ...], _Delta] = {}
-        # Compared with the mark stored before this message: one source message (a
-        # JSON array) yields many rows with the same offset, all counted together.
-        # Written once per source partition per message: each write is a changelog record.
+        # Each row's place in its source partition: (offset, index in the message), as
+        # one number. Costed rows of a partition arrive in that order, so anything at or
+        # below the stored mark was counted before. Written once per partition per
+        # message: each table write is a changelog record.
         high_water: dict[str, int] = {}
         for raw in raw_rows:
             row = costed_row(raw)
             offset_key = f"{tenant_id}{SEP}{row['source_partition']}"
-            if row["source_offset"] <= self.offsets.get(offset_key, -1):
+            sequence = row["source_offset"] * MAX_EVENTS_PER_MESSAGE + row.get("source_index", 0)
+            if sequence <= self.offsets.get(offset_key, -1):
                 result.skipped += 1
                 continue
-            high_water[offset_key] = max(high_water.get(offset_key, -1), row["source_offset"])
+            high_water[offset_key] = max(high_water.get(offset_key, -1), sequence)
             result.counted.append(row)
             ts: datetime = row["timestamp"]
             epoch = int(ts.timestamp())

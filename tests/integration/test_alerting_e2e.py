@@ -233,10 +233,6 @@ class AlertingStack:
         self.worker = self.stack.start_worker(
             {
                 "SPENDSTREAM_CONFIG_FILE": str(config_file),
-                # At most 8 Kafka messages (800 events) per ingest batch: a batch's
-                # costed message for one tenant above 1 MB fails the ingest agent
-                # (MessageSizeTooLargeError from the Faust producer; see the report).
-                "SPENDSTREAM_BATCH_MAX_EVENTS": "8",
             }
         )
 

@@ -101,3 +101,14 @@ def test_expiry_drops_hours_past_retention_and_keeps_the_month() -> None:
     assert hour_key("tenant", "acme", old) not in t.hourly
     assert hour_key("tenant", "acme") in t.hourly
     assert t.month_spend("acme", T0) == Decimal("0.0004200")
+
+
+def test_a_message_split_across_costed_chunks_counts_each_row_once() -> None:
+    # One source message (offset 9) of four events, published as two costed chunks,
+    # then both chunks again after a crash: every row counts exactly once.
+    t = tables()
+    first = [row(9, request_id=f"e{i}", source_index=i) for i in range(2)]
+    second = [row(9, request_id=f"e{i}", source_index=i) for i in range(2, 4)]
+    for chunk in (first, second, first, second):
+        t.apply("acme", chunk)
+    assert t.hourly[hour_key("tenant", "acme")]["requests"] == 4
