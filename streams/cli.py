@@ -191,6 +191,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # ClickHouse and broker errors: one line, not a traceback (set
+        # SPENDSTREAM_DEBUG=1 for the traceback).
+        import os
+
+        if os.environ.get("SPENDSTREAM_DEBUG"):
+            raise
+        text = str(exc).strip().splitlines()
+        print(f"spendstream: {type(exc).__name__}: {text[0] if text else ''}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
