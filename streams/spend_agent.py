@@ -74,6 +74,7 @@ class SpendRuntime:
     findings: int = 0
     correlated: int = 0
     skipped_redelivered: int = 0
+    needs_index: bool = True
 
     def handle_findings(self, findings: list[Finding], now: datetime) -> None:
         self.findings += len(findings)
@@ -193,6 +194,11 @@ def register_spend_agent(
     async def spend(stream: StreamT[bytes]) -> None:
         await runtime.alerting.queue.start()
         async for event in stream.events():
+            if runtime.needs_index:
+                # Tables recovered from their changelogs (at start or after a
+                # rebalance): learn which keys each tenant owns before expiring any.
+                tables.rebuild_index()
+                runtime.needs_index = False
             tenant_id = bytes(event.key or b"").decode()
             rows = orjson.loads(event.value)
             result = tables.apply(tenant_id, rows)
@@ -204,6 +210,11 @@ def register_spend_agent(
             if last is None or now - last >= EXPIRE_EVERY:
                 tables.expire(tenant_id, now)
                 runtime.last_expiry[tenant_id] = now
+
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        runtime.needs_index = True
+
+    app.on_partitions_assigned.connect(on_assigned)
 
     @app.timer(15.0)
     async def resolve_cleared() -> None:

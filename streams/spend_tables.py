@@ -190,6 +190,8 @@ class SpendTables:
         self.max_values_per_dim = max_values_per_dim
         # tenant -> dim -> distinct values seen (cardinality guard); rebuilt from keys.
         self._values: dict[str, dict[str, set[str]]] = {}
+        # tenant -> the (table, key) pairs it owns, so expiry never scans whole tables.
+        self._owned: dict[str, set[tuple[str, str]]] = {}
         self.overflowed = 0
 
     def apply(self, tenant_id: str, raw_rows: Iterable[dict[str, Any]]) -> BatchResult:
@@ -247,16 +249,20 @@ class SpendTables:
         for key, offset in high_water.items():
             if offset != self.offsets.get(key, -1):
                 self.offsets[key] = offset
+        owned = self._owned.setdefault(tenant_id, set())
         for key, delta in hourly.items():
             self.hourly[key] = delta.merge_into(self.hourly.get(key) or new_bucket())
+            owned.add(("hourly", key))
         for key, delta in totals.items():
             self.totals[key] = delta.merge_into(self.totals.get(key) or new_bucket())
+            owned.add(("totals", key))
         for key, (cost, first, last) in runs.items():
             old = self.runs.get(key)
             if old:
                 cost += Decimal(old["cost"])
                 first = min(first, _parse_time(old["started_at"]))
                 last = max(last, _parse_time(old["last_seen"]))
+            owned.add(("runs", key))
             self.runs[key] = {
                 "cost": str(cost),
                 "started_at": first.isoformat(),
@@ -303,12 +309,16 @@ class SpendTables:
         return out
 
     def rebuild_index(self) -> None:
-        """Cardinality sets from existing keys (after a restart's table recovery)."""
+        """Cardinality sets and key ownership from existing keys (after a restart's
+        table recovery)."""
         self._values.clear()
-        for key in list(self.hourly.keys()):
-            tenant_id, dim, value, _ = key.split(SEP, 3)
-            if dim != "tenant":
-                self._values.setdefault(tenant_id, {}).setdefault(dim, set()).add(value)
+        self._owned.clear()
+        for name, table in (("hourly", self.hourly), ("totals", self.totals), ("runs", self.runs)):
+            for key in list(table.keys()):
+                tenant_id, dim, value = [*key.split(SEP, 3), "", ""][:3]
+                self._owned.setdefault(tenant_id, set()).add((name, key))
+                if name == "hourly" and dim != "tenant":
+                    self._values.setdefault(tenant_id, {}).setdefault(dim, set()).add(value)
 
     def expire(self, tenant_id: str, now: datetime) -> int:
         """Drop this tenant's keys past retention; called while processing the tenant's
@@ -316,19 +326,22 @@ class SpendTables:
         hour_cut = int(now.timestamp()) // HOUR - self.hourly_retention_hours
         day_cut = int(now.timestamp()) // DAY - self.daily_retention_days
         run_cut = now - timedelta(hours=self.run_retention_hours)
-        prefix = f"{tenant_id}{SEP}"
-        dropped = 0
-        for key in [k for k in list(self.hourly.keys()) if k.startswith(prefix)]:
-            if int(key.rsplit(SEP, 1)[1]) < hour_cut:
-                del self.hourly[key]
-                dropped += 1
-        for key in [k for k in list(self.totals.keys()) if k.startswith(prefix)]:
+        owned = self._owned.get(tenant_id, set())
+        expired = []
+        for name, key in owned:
             last = key.rsplit(SEP, 1)[1]
-            if last.startswith("d") and int(last[1:]) < day_cut:
-                del self.totals[key]
-                dropped += 1
-        for key in [k for k in list(self.runs.keys()) if k.startswith(prefix)]:
-            if _parse_time(self.runs[key]["last_seen"]) < run_cut:
-                del self.runs[key]
-                dropped += 1
-        return dropped
+            if name == "hourly":
+                old = int(last) < hour_cut
+            elif name == "totals":
+                old = last.startswith("d") and int(last[1:]) < day_cut
+            else:
+                run = self.runs.get(key)
+                old = run is None or _parse_time(run["last_seen"]) < run_cut
+            if old:
+                expired.append((name, key))
+        tables = {"hourly": self.hourly, "totals": self.totals, "runs": self.runs}
+        for name, key in expired:
+            if key in tables[name]:
+                del tables[name][key]
+            owned.discard((name, key))
+        return len(expired)

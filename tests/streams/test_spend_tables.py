@@ -112,3 +112,13 @@ def test_a_message_split_across_costed_chunks_counts_each_row_once() -> None:
     for chunk in (first, second, first, second):
         t.apply("acme", chunk)
     assert t.hourly[hour_key("tenant", "acme")]["requests"] == 4
+
+
+def test_after_recovery_the_index_is_rebuilt_and_expiry_still_works() -> None:
+    t = tables()
+    old = T0 - timedelta(days=9)
+    t.apply("acme", [row(1, timestamp=old.isoformat()), row(2)])
+    recovered = SpendTables(t.hourly, t.totals, t.runs, t.offsets)  # a restarted worker
+    recovered.rebuild_index()
+    assert recovered.expire("acme", T0) > 0
+    assert hour_key("tenant", "acme", old) not in recovered.hourly
