@@ -82,8 +82,11 @@ def replay(count: int, timeout: float) -> dict[str, Any]:
             "exit_code": done.returncode,
             "replay_output": output,
         }
-        if done.returncode != 0:
-            result["error"] = done.stderr.strip()[-400:]
+        if done.returncode != 0 or not output:
+            tail = done.stderr.strip()[-400:] or "no output"
+            result["error"] = f"replay exited {done.returncode}: {tail}"
+            result["worker_log_last_error"] = last_error(tmp / "data")
+            return result
         ledgered = int(output.get("ledgered", -1))
         result["nothing_lost"] = ledgered == distinct and (
             ledgered + int(output.get("duplicates", 0)) == count

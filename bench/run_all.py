@@ -18,7 +18,6 @@ import argparse
 import importlib.util
 import re
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from bench.common import (
 )
 
 OUTPUT = REPO / "BENCHMARKS.md"
+RAW_HEADING = "## Raw result lines (one per run; `--only` keeps the others from here)"
 NAMES = [
     "throughput",
     "alert_latency",
@@ -69,6 +69,41 @@ class Run:
     stderr: str
     load_before: str
     load_after: str
+    kept: bool = False
+
+    def to_json(self) -> str:
+        record = {
+            "module": self.module,
+            "args": self.args,
+            "code": self.code,
+            "stderr_tail": self.stderr[-2000:],
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+            "data": self.data,
+        }
+        return orjson.dumps(record, default=str).decode()
+
+    @classmethod
+    def from_json(cls, line: str) -> Run:
+        r = orjson.loads(line)
+        return cls(
+            r["module"],
+            r["args"],
+            r["code"],
+            r["data"],
+            r["stderr_tail"],
+            r["load_before"],
+            r["load_after"],
+            kept=True,
+        )
+
+    @property
+    def quick(self) -> bool:
+        if "--quick" in self.args:
+            return True
+        if "--rows" in self.args:
+            return int(self.args[self.args.index("--rows") + 1]) < 10_000_000
+        return False
 
     @property
     def command(self) -> str:
@@ -266,7 +301,7 @@ def replay_row(result: Run, quick: bool) -> Row:
             line += f" — {part['lost']:,} distinct events LOST; worker log: "
             line += str(part.get("worker_log_last_error"))[:300]
         if part.get("error"):
-            line += f" — error: {part['error']}"
+            line += f" — error: {part['error']}; worker log: {part.get('worker_log_last_error')}"
         row.notes.append(line)
     if million is not None:
         row.measured = f"{million.get('wall_s')} s"
@@ -303,6 +338,39 @@ def analyst_row(result: Run | None, quick: bool) -> Row:
     row.figure = f"{seconds} s"
     row.result = verdict(float(seconds) <= 1.0 if full else None, not full)
     return row
+
+
+def rows_for(result: Run) -> list[Row]:
+    name = result.module.removeprefix("bench.")
+    if name == "throughput":
+        return throughput_rows(result, result.quick)
+    if name == "alert_latency":
+        return [alert_row(result)]
+    if name == "dedupe_memory":
+        return [dedupe_row(result, result.quick)]
+    if name == "cold_start":
+        return [cold_row(result)]
+    if name == "replay_million":
+        return [replay_row(result, result.quick)]
+    if name == "analyst_weekly":
+        return [analyst_row(result, result.quick)]
+    return []  # hot_path: a section, not a row
+
+
+def previous_runs() -> list[Run]:
+    if not OUTPUT.exists():
+        return []
+    text = OUTPUT.read_text()
+    if RAW_HEADING not in text:
+        return []
+    block = text.split(RAW_HEADING, 1)[1].split("```")[1]
+    runs = []
+    for line in block.strip().splitlines():
+        try:
+            runs.append(Run.from_json(line))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+    return [r for r in runs if r.module.removeprefix("bench.") in NAMES]
 
 
 # --- the document -----------------------------------------------------------------------
@@ -400,16 +468,14 @@ def write(rows: list[Row], runs: list[Run], sizes: str, started: str, load: str)
             lines += hot_path_section(run)
     lines += ["## Runs", ""]
     for run in runs:
+        kept = " (kept from the previous BENCHMARKS.md)" if run.kept else ""
         lines.append(
-            f"- `{run.command}`: exit {run.code}, load {run.load_before} → {run.load_after}"
+            f"- `{run.command}`: exit {run.code}, load {run.load_before} → {run.load_after}, "
+            f"revision {(run.data or {}).get('revision', '?')}, "
+            f"date {(run.data or {}).get('date', '?')}{kept}"
         )
-    lines += ["", "## Raw result lines", "", "```"]
-    for run in runs:
-        data = dict(run.data or {"error": run.error})
-        for key in ("t1", "t2"):
-            if isinstance(data.get(key), dict):
-                data[key] = {k: v for k, v in data[key].items() if k != "profile"}
-        lines.append(orjson.dumps(data, default=str).decode())
+    lines += ["", RAW_HEADING, "", "```"]
+    lines += [run.to_json() for run in runs]
     lines += ["```", ""]
     OUTPUT.write_text("\n".join(lines))
 
@@ -447,69 +513,54 @@ def main() -> None:
     def size(name: str) -> list[str]:
         return ["--quick"] if args.quick or name in args.quick_for else []
 
-    def small(name: str) -> bool:
-        return bool(size(name))
+    runs = [r for r in previous_runs() if r.module.removeprefix("bench.") not in wanted]
+    if not wanted:
+        runs = []
 
-    runs: list[Run] = []
-    rows: list[Row] = []
-
-    def step(name: str, argv: list[str], timeout: float, make: Callable[[Run], Any]) -> None:
+    def step(name: str, argv: list[str], timeout: float) -> None:
         print(f"bench: {name} {' '.join(argv)}", flush=True)
         result = run(name, argv, timeout)
         runs.append(result)
-        made = make(result)
-        for row in made if isinstance(made, list) else [made]:
-            rows.append(row)
+        for row in rows_for(result):
             print(f"  {row.target}: {row.measured} {row.figure} {row.result}", flush=True)
 
     if want("throughput"):
         argv = size("throughput")
-        step("throughput", argv, 5400, lambda r: throughput_rows(r, small("throughput")))
+        step("throughput", argv, 5400)
         for key, env in (("t1", args.t1_env), ("t2", args.t2_env)):
             if env:
                 extra = [*argv, "--only", key]
                 for item in env:
                     extra += [f"--{key}-env", item]
-                step("throughput", extra, 5400, lambda r: throughput_rows(r, small("throughput")))
-    if want("alert_latency"):
-        if present("alert_latency"):
-            step("alert_latency", size("alert_latency"), 3600, alert_row)
-        else:
-            rows.append(alert_row(None))
+                step("throughput", extra, 5400)
+    if want("alert_latency") and present("alert_latency"):
+        step("alert_latency", size("alert_latency"), 3600)
     if want("dedupe_memory"):
-        step(
-            "dedupe_memory",
-            size("dedupe_memory"),
-            3600,
-            lambda r: dedupe_row(r, small("dedupe_memory")),
-        )
+        step("dedupe_memory", size("dedupe_memory"), 3600)
     if want("cold_start"):
-        step("cold_start", size("cold_start"), 600, cold_row)
+        step("cold_start", size("cold_start"), 600)
     if want("replay_million"):
-        step(
-            "replay_million",
-            size("replay_million"),
-            7200,
-            lambda r: replay_row(r, small("replay_million")),
-        )
-    if want("analyst_weekly"):
-        if present("analyst_weekly"):
-            _, help_text, _ = run_module("bench.analyst_weekly", ["--help"], 60)
-            quick = small("analyst_weekly")
-            argv = (
-                size("analyst_weekly")
-                if "--quick" in help_text
-                else (["--rows", "1000000"] if quick else [])
-            )
-            step("analyst_weekly", argv, 3600, lambda r: analyst_row(r, quick))
-        else:
-            rows.append(analyst_row(None, small("analyst_weekly")))
+        step("replay_million", size("replay_million"), 7200)
+    if want("analyst_weekly") and present("analyst_weekly"):
+        _, help_text, _ = run_module("bench.analyst_weekly", ["--help"], 60)
+        quick = size("analyst_weekly")
+        argv = quick if "--quick" in help_text else (["--rows", "1000000"] if quick else [])
+        step("analyst_weekly", argv, 3600)
     if want("hot_path"):
-        step("hot_path", size("hot_path"), 1800, lambda r: [])  # a section, not a row
+        step("hot_path", size("hot_path"), 1800)
+    runs.sort(key=lambda r: NAMES.index(r.module.removeprefix("bench.")))
+    rows = [row for r in runs for row in rows_for(r)]
+    modules = {r.module for r in runs}
+    if "bench.alert_latency" not in modules:
+        rows.append(alert_row(None))
+    if "bench.analyst_weekly" not in modules:
+        rows.append(analyst_row(None, False))
     rows.sort(key=lambda r: r.target[:2])  # T1 … T7
     sizes = "QUICK" if args.quick else "full"
     if args.quick_for and not args.quick:
         sizes += f", quick for {', '.join(args.quick_for)}"
+    if wanted:
+        sizes += f"; this run: {', '.join(sorted(wanted))}, the others kept (see Runs)"
     write(rows, runs, sizes, started, load)
     print(f"wrote {Path(OUTPUT).relative_to(REPO)}", flush=True)
 

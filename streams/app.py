@@ -8,6 +8,7 @@ starts, before it reads its first batch, and close after the worker stops.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from streams.alerting.alerts_table import AlertsTableWriter
 from streams.clickhouse import (
     ClickHouseHandle,
     apply_migrations,
+    ensure_data_dir_free,
     open_clickhouse,
     open_session_client,
 )
@@ -71,6 +73,7 @@ class WorkerRuntime:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     delivery_counts: DeliveryCounts = field(default_factory=DeliveryCounts)
     loaded_until: datetime | None = None
+    _connecting: concurrent.futures.Future[list[str]] | None = None
     rebalanced_at: datetime | None = None
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     metrics: WorkerMetrics = field(init=False)
@@ -99,10 +102,22 @@ class WorkerRuntime:
         self.reader = open_session_client(self.handle, self.settings.clickhouse_password)
         return applied
 
+    def connect_in_background(self) -> None:
+        """Open ClickHouse and migrate on a thread while Faust starts and joins its
+        group (seconds either way); the ingest agent waits for it before its first batch."""
+        url = self.settings.resolved_clickhouse_url
+        if not url.startswith("chdb:"):
+            self.connect()  # a server that does not answer fails the command in one line
+            return
+        ensure_data_dir_free(url)  # one clear line if another process owns it
+        self._connecting = concurrent.futures.ThreadPoolExecutor(1).submit(self.connect)
+
     async def open(self, app: faust.App) -> IngestPipeline:
         async with self._lock:
             if self.pipeline is not None:
                 return self.pipeline
+            if self._connecting is not None:
+                await asyncio.wrap_future(self._connecting)
             if self.executor is None:
                 await asyncio.to_thread(self.connect)
             assert self.executor is not None

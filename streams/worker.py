@@ -24,7 +24,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     asyncio.run(wait_for_broker(settings.kafka_bootstrap))
     config = load_config(settings)
     app, runtime = build_app(settings, catalog, config)
-    runtime.connect()
+    runtime.connect_in_background()
     try:
         asyncio.run(
             ensure_topics(

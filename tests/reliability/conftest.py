@@ -211,6 +211,7 @@ class FaultStack(RunningStack):
         self._http = httpx.Client(timeout=30)
         try:
             super().__init__(data_dir, self.extra_env)
+            self.wait_queryable()
         except BaseException:
             if hasattr(self, "stack"):
                 self.stack.stop()
@@ -272,6 +273,19 @@ class FaultStack(RunningStack):
         self.stack.wait_ready(self.worker, timeout=120)
         self.url = f"http://127.0.0.1:{self.worker.web_port}"
         self.restarts += 1
+        self.wait_queryable()
+
+    def wait_queryable(self, timeout: float = 120.0) -> None:
+        """/stats answers before the ledger is open; queries need the ClickHouse handle."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.query("SELECT 1")
+                return
+            except Exception:
+                if self.worker.process.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def log_tail(self, lines: int = 5) -> str:
         path = self.settings.data_dir / "worker.log"
