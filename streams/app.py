@@ -97,10 +97,22 @@ class WorkerRuntime:
         self.executor = ClickHouseExecutor(self.handle.client)
         if getattr(self.handle.client, "remote", False):
             self.reader = self.handle.client
+            self._make_sink()
             return []  # the owner worker applies migrations
         applied = apply_migrations(self.handle.client)
         self.reader = open_session_client(self.handle, self.settings.clickhouse_password)
+        self._make_sink()
+        if self.handle.embedded and self.settings.web_enabled:
+            write_worker_file(self.settings.data_dir, self.settings.web_port)
         return applied
+
+    def _make_sink(self) -> None:
+        assert self.executor is not None
+        self.sink = ClickHouseLedgerSink(
+            self.executor,
+            write_hook=outage_hook(self.settings.fault_sink_outage_file),
+            on_batch=self.metrics.observe_batch,
+        )
 
     def connect_in_background(self) -> None:
         """Open ClickHouse and migrate on a thread while Faust starts and joins its
@@ -112,6 +124,18 @@ class WorkerRuntime:
         ensure_data_dir_free(url)  # one clear line if another process owns it
         self._connecting = concurrent.futures.ThreadPoolExecutor(1).submit(self.connect)
 
+    async def connected(self) -> bool:
+        """Wait for the background connect (if any); True once ClickHouse is usable."""
+        if self._connecting is not None:
+            try:
+                await asyncio.wrap_future(self._connecting)
+            except Exception:
+                return False
+        return self.executor is not None and self.reader is not None
+
+    async def connected_sink(self) -> ClickHouseLedgerSink | None:
+        return self.sink if await self.connected() else None
+
     async def open(self, app: faust.App) -> IngestPipeline:
         async with self._lock:
             if self.pipeline is not None:
@@ -120,17 +144,10 @@ class WorkerRuntime:
                 await asyncio.wrap_future(self._connecting)
             if self.executor is None:
                 await asyncio.to_thread(self.connect)
-            assert self.executor is not None
+            assert self.executor is not None and self.sink is not None
             self.dedupe = RequestIdFilter(self.settings.dedupe_horizon_days)
             loaded = await self.rebuild_dedupe()
             log.info("de-duplication filter rebuilt from the ledger: %d request ids", loaded)
-            self.sink = ClickHouseLedgerSink(
-                self.executor,
-                write_hook=outage_hook(self.settings.fault_sink_outage_file),
-                on_batch=self.metrics.observe_batch,
-            )
-            if self.handle is not None and self.handle.embedded and self.settings.web_enabled:
-                write_worker_file(self.settings.data_dir, self.settings.web_port)
             self.pipeline = IngestPipeline(
                 self.catalog,
                 self.dedupe,
@@ -343,7 +360,7 @@ def build_app(
         else None
     )
     ingest_handler = IngestHandler(
-        HttpIngestPublisher(app, settings, lambda: runtime.sink, runtime.count_http_dead_letters),
+        HttpIngestPublisher(app, settings, runtime.connected_sink, runtime.count_http_dead_letters),
         key_store,
         max_body_bytes=settings.http_max_body_bytes,
     )
@@ -369,6 +386,7 @@ def build_app(
                 given.encode(), token.get_secret_value().encode()
             ):
                 return self.error(401, "peer token required")
+            await runtime.connected()
             if runtime.executor is None or runtime.handle is None or runtime.handle.remote:
                 return self.error(503, "not the owner of the data dir")
             try:
@@ -396,8 +414,8 @@ def build_app(
                 given = request.headers.get("Authorization", "").removeprefix("Bearer ")
                 if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
                     return self.error(401, "analyst token required")
-            if runtime.executor is None or runtime.reader is None:
-                return self.error(503, "worker is starting")
+            if not await runtime.connected() or runtime.executor is None:
+                return self.error(503, "ClickHouse is not connected")
             body = orjson.loads(await request.read())
             client = runtime.reader
             try:

@@ -93,9 +93,9 @@ class HttpIngestPublisher:
                 self.settings.dlq_topic, value_serializer="raw", key_serializer="raw"
             )
             pending += [await dlq.send(value=orjson.dumps(row, default=str)) for row in rows]
-            sink: ClickHouseLedgerSink | None = self.sink_getter()
+            sink: ClickHouseLedgerSink | None = await self.sink_getter()
             if sink is None:
-                raise RuntimeError("worker is starting")
+                raise RuntimeError("ClickHouse is not connected")
             await sink.write([], rows)
             if self.count_dead_letters is not None:
                 self.count_dead_letters(rows)
