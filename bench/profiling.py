@@ -5,12 +5,17 @@ with them import this module at start-up (through a generated `sitecustomize.py`
 sample every thread's stack `BENCH_PROFILE_HZ` times a second (default 50). Counts are
 cumulative and rewritten to `out` (JSON) every second, so the benchmark can take two
 snapshots and keep only the measured window (`window`). Only the benchmark sets it:
-nothing in `streams/` knows about it.
+nothing in `streams/` knows about it. `BENCH_SWITCH_INTERVAL` (seconds), passed the
+same way (`--t2-env BENCH_SWITCH_INTERVAL=0.0005`), sets the worker's GIL switch
+interval: an experiment knob for GIL contention between the event loop and the
+ClickHouse thread.
 
-A thread is counted idle when its innermost frame waits (selector, lock, queue). While
-a C extension holds the GIL no sample is taken: time spent there shows up as fewer
-samples, so busy shares are read against the busy samples, and the process CPU time
-is reported beside them.
+A thread is counted idle when its innermost frame waits (selector, lock, queue). Being
+in-process, this sampler needs the GIL to take a sample, so it mostly gets it when a
+thread lets the GIL go, at a system call: frames that make system calls (a socket
+`write`) are over-represented and pure-Python work under-represented. Per-thread CPU
+seconds (from /proc) are exact. When `py-spy` is available (`BENCH_PY_SPY` or PATH),
+the benchmark records with it instead (`PySpy`, from outside the process, no such bias).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ SKIP_INCLUSIVE = (
 SITECUSTOMIZE = """\
 import os, sys
 sys.path.insert(0, {repo!r})
+if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment knob: GIL switch interval
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 if os.environ.get("BENCH_PROFILE_OUT"):
     import bench.profiling
     bench.profiling.start(os.environ["BENCH_PROFILE_OUT"])
@@ -84,6 +91,8 @@ class Sampler:
         self.self_time: Counter[str] = Counter()  # busy samples, innermost function
         self.inclusive: Counter[str] = Counter()  # busy samples, any frame on the stack
         self.me = threading.get_ident()
+        # Off when py-spy samples from outside: then only per-thread CPU is kept here.
+        self.stacks = os.environ.get("BENCH_PROFILE_STACKS", "1") == "1"
 
     def run(self) -> None:
         self.me = threading.get_ident()
@@ -96,6 +105,8 @@ class Sampler:
                 last_dump = time.monotonic()
 
     def take(self) -> None:
+        if not self.stacks:
+            return
         names = {t.ident: t.name for t in threading.enumerate()}
         for ident, frame in sys._current_frames().items():
             if ident == self.me:
@@ -120,8 +131,8 @@ class Sampler:
                     self.inclusive[key] += 1
                 f = f.f_back
 
-    def thread_cpu(self) -> dict[str, float]:
-        """CPU seconds of each thread so far (from /proc), by the names used above."""
+    def thread_cpu(self, system_only: bool = False) -> dict[str, float]:
+        """CPU seconds (or only kernel-mode seconds) of each thread so far, from /proc."""
         out: dict[str, float] = {}
         for thread in threading.enumerate():
             name = thread.name
@@ -134,7 +145,7 @@ class Sampler:
             except OSError:
                 continue
             fields = stat.rsplit(")", 1)[1].split()
-            ticks = int(fields[11]) + int(fields[12])
+            ticks = int(fields[12]) if system_only else int(fields[11]) + int(fields[12])
             out[name] = out.get(name, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
         return out
 
@@ -142,6 +153,7 @@ class Sampler:
         data = {
             "time": time.monotonic(),
             "thread_cpu": self.thread_cpu(),
+            "thread_sys": self.thread_cpu(system_only=True),
             "samples": dict(self.samples),
             "idle": dict(self.idle),
             "self": dict(self.self_time),
@@ -178,7 +190,10 @@ def window(first: dict[str, Any] | None, last: dict[str, Any] | None) -> dict[st
 
     cpu = Counter(last.get("thread_cpu", {}))
     cpu.subtract(first.get("thread_cpu", {}))
+    system = Counter(last.get("thread_sys", {}))
+    system.subtract(first.get("thread_sys", {}))
     return {
+        "thread_sys": {k: round(v, 1) for k, v in system.items() if v > 0},
         "seconds": round(last["time"] - first.get("time", last["time"]), 1),
         "thread_cpu": {k: round(v, 1) for k, v in cpu.items() if v > 0},
         "samples": diff("samples"),
@@ -193,15 +208,19 @@ def summary(win: dict[str, Any], top: int = 15) -> list[str]:
     if not win:
         return ["(no profile)"]
     lines = [
+        f"source: {win.get('source', 'in-process sampler 50 Hz (biased to system calls)')}",
         f"window {win['seconds']} s of wall time; per thread: busy samples / total "
-        "(wall time not waiting), and CPU seconds used in the window:"
+        "(wall time not waiting), and CPU seconds used in the window:",
     ]
     for thread, total in win["samples"].most_common():
         busy = total - win["idle"].get(thread, 0)
         cpu = win.get("thread_cpu", {}).get(thread)
+        system = win.get("thread_sys", {}).get(thread, 0.0)
         lines.append(
             f"  {thread}: {busy}/{total} busy ({100 * busy / total:.0f}%), "
-            f"CPU {cpu if cpu is not None else '?'} s"
+            f"CPU {cpu if cpu is not None else '?'} s (kernel {system} s)"
+            if "source" not in win
+            else f"  {thread}: {total} active samples"
         )
     busy_all = sum(win["samples"].values()) - sum(win["idle"].values())
     if not busy_all:
@@ -222,3 +241,103 @@ def summary(win: dict[str, Any], top: int = 15) -> list[str]:
         if shown >= top:
             break
     return lines
+
+
+# --- py-spy, when available: samples from outside, without the GIL bias ------------------
+
+
+def py_spy_binary() -> str | None:
+    """`BENCH_PY_SPY` or `py-spy` on PATH (it is not a project dependency)."""
+    import shutil
+
+    return os.environ.get("BENCH_PY_SPY") or shutil.which("py-spy")
+
+
+class PySpy:
+    """`py-spy record` on a pid from `start()` to `stop()`, collapsed stacks, 100 Hz."""
+
+    def __init__(self, binary: str, pid: int, out: Path) -> None:
+        import subprocess
+
+        self.out = out
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--format",
+                "raw",
+                "--threads",
+                "--nonblocking",
+                "--output",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> dict[str, Any]:
+        import signal
+        import subprocess
+
+        seconds = time.monotonic() - self.started
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return collapsed_window(self.out, seconds)
+
+
+def _frame_name(frame: str) -> str:
+    # "function (path/to/file.py:123)" -> "file path (trimmed):function"
+    name, _, where = frame.rpartition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", f"/lib/python{sys.version_info[0]}.{sys.version_info[1]}/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    else:
+        path = path.rsplit("/main/", 1)[-1]
+    return f"{path}:{name}"
+
+
+def collapsed_window(path: Path, seconds: float) -> dict[str, Any]:
+    """The same counters as `window`, from py-spy's collapsed stacks (active samples only:
+    py-spy leaves idle threads out, so every sample is busy)."""
+    samples: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        parts = stack.split(";")
+        # py-spy names a thread "thread (0x…): Name" (quoted in some versions)
+        thread = parts[0].rsplit("):", 1)[-1].strip().strip('"').replace(" ", "_") or "?"
+        thread = "clickhouse" if "clickhouse" in thread else thread
+        frames = [_frame_name(f) for f in parts[1:]]
+        if not frames or thread == "bench-sampler":  # asleep; py-spy counts it active
+            continue
+        samples[thread] += count
+        self_time[f"{thread} {frames[-1]}"] += count
+        for key in {f"{thread} {f}" for f in frames}:
+            inclusive[key] += count
+    return {
+        "seconds": round(seconds, 1),
+        "samples": samples,
+        "idle": Counter(),
+        "self": self_time,
+        "inclusive": inclusive,
+        "source": "py-spy 100 Hz, active samples only",
+    }

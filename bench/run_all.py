@@ -453,7 +453,7 @@ def write(rows: list[Row], runs: list[Run], sizes: str, started: str, load: str)
         lines += [f"- {note}" for note in r.notes] or ["- (no details)"]
         lines.append("")
     profiles = [
-        (key, run.data[key]["profile"])
+        (f"{key.upper()} — `{run.command}`", run.data[key]["profile"])
         for run in runs
         if run.module == "bench.throughput" and run.data
         for key in ("t1", "t2")
@@ -462,7 +462,7 @@ def write(rows: list[Row], runs: list[Run], sizes: str, started: str, load: str)
     if profiles:
         lines += ["## Worker profile (stack sampler, measured window)", ""]
         for key, profile in profiles:
-            lines += [f"{key.upper()}:", "", "```", *profile, "```", ""]
+            lines += [f"{key}:", "", "```", *profile, "```", ""]
     for run in runs:
         if run.module == "bench.hot_path":
             lines += hot_path_section(run)

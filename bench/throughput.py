@@ -91,6 +91,8 @@ async def watch_worker(
     costed_seen, costed_changed = -1, started
     durable_seen, durable_changed = -1, started
     first_profile = None
+    spy: profiling.PySpy | None = None
+    spy_binary = profiling.py_spy_binary() if profile_path is not None else None
     stats: dict[str, Any] = {}
     try:
         while True:
@@ -114,6 +116,10 @@ async def watch_worker(
                 first = (now, int(stats.get("events", 0)))
                 if profile_path is not None:
                     first_profile = profiling.snapshot(profile_path)
+                if spy_binary is not None and profile_path is not None:
+                    spy = profiling.PySpy(
+                        spy_binary, worker.process.pid, profile_path.with_suffix(".spy")
+                    )
             if ingest_done is None and durable >= total and committed >= total:
                 ingest_done = now
             if ingest_done is not None and now - max(ingest_done, costed_changed) >= SETTLE_SECONDS:
@@ -127,6 +133,7 @@ async def watch_worker(
                 raise TimeoutError(f"worker did not finish: {durable}/{total} messages durable")
             await asyncio.sleep(POLL_SECONDS)
     finally:
+        spy_window = spy.stop() if spy is not None else None
         await http.aclose()
         await consumer.stop()
     assert first is not None and ingest_done is not None
@@ -137,6 +144,7 @@ async def watch_worker(
         "spend_done_at": max(costed_changed, ingest_done),
         "costed_committed": costed_seen,
         "first_profile": first_profile,
+        "spy_window": spy_window,
     }
 
 
@@ -211,6 +219,8 @@ def run_target(
         env = dict(worker_env or {})
         if profile_path is not None:
             env.update(profiling.sampler_env(profile_path))
+            if profiling.py_spy_binary() is not None:
+                env["BENCH_PROFILE_STACKS"] = "0"  # py-spy samples; keep thread CPU only
         worker_started = time.monotonic()
         worker = stack.start_worker(extra_env=env)
         stack.wait_ready(worker)
@@ -267,7 +277,17 @@ def run_target(
     )
     if profile_path is not None:
         window = profiling.window(watch["first_profile"], last_profile)
-        result["profile"] = profiling.summary(window)
+        if watch.get("spy_window"):
+            # py-spy for where the time goes; the in-process sampler for exact thread CPU.
+            cpu = window.get("thread_cpu", {})
+            system = window.get("thread_sys", {})
+            result["profile"] = [
+                *profiling.summary(watch["spy_window"]),
+                "CPU seconds per thread in the window (from /proc): "
+                + ", ".join(f"{k} {v} s (kernel {system.get(k, 0.0)} s)" for k, v in cpu.items()),
+            ]
+        else:
+            result["profile"] = profiling.summary(window)
     baseline = (
         result["baseline_bare_faust"] if per_message == 1 else result["baseline_raw_aiokafka"]
     )

@@ -73,6 +73,7 @@ class WorkerRuntime:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     delivery_counts: DeliveryCounts = field(default_factory=DeliveryCounts)
     loaded_until: datetime | None = None
+    batch_failures: int = 0
     _connecting: concurrent.futures.Future[list[str]] | None = None
     rebalanced_at: datetime | None = None
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -332,8 +333,25 @@ def build_app(
         async for events in cast(Stream[bytes], stream).take_events(
             settings.batch_max_events, settings.batch_within_seconds
         ):
-            await runtime.refresh_dedupe_if_rebalanced()
-            await pipeline.process([_usage_message(event) for event in events])
+            # take_events acks the batch in a `finally`, even if this body raised: a
+            # failure must never leave the loop, or the batch's offsets would be
+            # committed unprocessed. Retry until it is durable (backpressure; the
+            # health endpoint reports the sink's state; the filter is marked only
+            # after a durable write and re-published costed rows are skipped downstream).
+            messages = [_usage_message(event) for event in events]
+            delay = 0.5
+            while True:
+                try:
+                    await runtime.refresh_dedupe_if_rebalanced()
+                    await _finish_even_if_cancelled(pipeline.process(messages))
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    runtime.batch_failures += 1
+                    log.exception("ingest batch failed; retrying in %.1fs", delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
             yield None
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -453,6 +471,18 @@ def build_app(
         return web.json(body)
 
     return app, runtime
+
+
+async def _finish_even_if_cancelled(work: Any) -> None:
+    """Run a batch to its end even when the worker is stopping: a cancelled batch would
+    be acknowledged by take_events unprocessed. A stop that cannot wait (SIGKILL, or
+    the launcher's timeout) commits nothing, and the batch is re-delivered."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 def _usage_message(event: EventT) -> UsageMessage:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.group_progress import GroupProgressReader
 from streams.pricing import PriceCatalog
@@ -237,6 +237,26 @@ class FaultStack(RunningStack):
 
         return asyncio.run(read())
 
+    def committed_offsets(self) -> dict[int, int | None]:
+        """The group's committed offset per usage partition, as the broker answers."""
+
+        async def read() -> dict[int, int | None]:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, group_id=GROUP, enable_auto_commit=False
+            )
+            await consumer.start()
+            try:
+                await consumer.topics()  # fetches metadata
+                partitions = consumer.partitions_for_topic(USAGE_TOPIC) or set()
+                return {
+                    p: await consumer.committed(TopicPartition(USAGE_TOPIC, p))
+                    for p in sorted(partitions)
+                }
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(read())
+
     def lag(self) -> int:
         return sum(self.targets.values()) - self.committed()
 
@@ -372,13 +392,13 @@ class FaultStack(RunningStack):
         parts = []
         for name, engine in sorted(names.items()):
             have = columns.get(name, set())
-            cost = "cost_usd" if "cost_usd" in have else "BilledCost" if "BilledCost" in have else ""
+            cost = (
+                "cost_usd" if "cost_usd" in have else "BilledCost" if "BilledCost" in have else ""
+            )
             if engine == "MaterializedView" or not cost:
                 continue
             requests = "toInt64(sum(requests))" if "requests" in have else "toInt64(-1)"
-            parts.append(
-                f"SELECT '{name}', toString(sum({cost})), {requests} FROM {name}"
-            )
+            parts.append(f"SELECT '{name}', toString(sum({cost})), {requests} FROM {name}")
         rows = self.query(" UNION ALL ".join(parts))
         return {
             str(name): (Decimal(cost), None if int(requests) < 0 else int(requests))

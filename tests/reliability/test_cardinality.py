@@ -49,10 +49,7 @@ def publish_range(stack: FaultStack, events: list[dict[str, Any]]) -> float:
     for start in range(0, len(events), 200_000):
         chunk = events[start : start + 200_000]
         stack.publish(
-            [
-                orjson.dumps(chunk[i : i + PER_MESSAGE])
-                for i in range(0, len(chunk), PER_MESSAGE)
-            ]
+            [orjson.dumps(chunk[i : i + PER_MESSAGE]) for i in range(0, len(chunk), PER_MESSAGE)]
         )
     stack.wait_consumed(timeout=1800)
     return time.monotonic() - started

@@ -106,8 +106,7 @@ def test_ledger_is_exactly_the_expected_set_after_sigkills(crashed: dict[str, An
     expected: Expectation = crashed["expected"]
     prefix = crashed["prefix"]
     raw_rows, distinct = stack.query(
-        "SELECT count(), uniqExact(request_id) FROM usage_ledger "
-        f"WHERE request_id LIKE '{prefix}%'"
+        f"SELECT count(), uniqExact(request_id) FROM usage_ledger WHERE request_id LIKE '{prefix}%'"
     )[0]
     in_stream, ledger = crashed["in_stream"], crashed["ledger_by_tenant"]
     off = {t: in_stream[t] - ledger[t] for t in ledger if in_stream[t] != ledger[t]}

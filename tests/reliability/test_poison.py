@@ -91,30 +91,36 @@ POISON: dict[str, tuple[bytes | None, dict[int, str]]] = {
         raw_event("deep", '"tags":' + "[" * 5000 + "]" * 5000),
         {-1: "malformed_json"},
     ),
-    "invalid_utf8": (bad("utf8", team_id="TEAM").replace(b"TEAM", b"\xff\xfe\xfd"), {
-        -1: "malformed_json"
-    }),
-    "lone_surrogate_escape": (raw_event("surrogate", '"user_id":"\\ud800"'), {
-        -1: "malformed_json"
-    }),
+    "invalid_utf8": (
+        bad("utf8", team_id="TEAM").replace(b"TEAM", b"\xff\xfe\xfd"),
+        {-1: "malformed_json"},
+    ),
+    "lone_surrogate_escape": (
+        raw_event("surrogate", '"user_id":"\\ud800"'),
+        {-1: "malformed_json"},
+    ),
     "byte_order_mark": (b"\xef\xbb\xbf" + bad("bom"), {-1: "malformed_json"}),
     "payload_over_1mib": (bad("big", prompt="x" * TOO_BIG), {-1: "oversize"}),
     "nan": (raw_event("nan", '"latency_ms":NaN'), {-1: "malformed_json"}),
     "infinity": (raw_event("inf", '"output_tokens":Infinity'), {-1: "malformed_json"}),
-    "number_overflowing_to_infinity": (raw_event("1e999", '"reported_cost_usd":1e999'), {
-        -1: "malformed_json"
-    }),
+    "number_overflowing_to_infinity": (
+        raw_event("1e999", '"reported_cost_usd":1e999'),
+        {-1: "malformed_json"},
+    ),
     "empty_message": (b"", {-1: "malformed_json"}),
     "whitespace_only": (b" \n\t ", {-1: "malformed_json"}),
     "null_value_tombstone": (None, {-1: "malformed_json"}),
     "json_number": (b"42", {-1: "not_an_object"}),
     "json_string": (b'"usage"', {-1: "not_an_object"}),
     "json_null": (b"null", {-1: "not_an_object"}),
-    "array_of_scalars": (b'[1, "two", null]', {
-        0: "not_an_object",
-        1: "not_an_object",
-        2: "not_an_object",
-    }),
+    "array_of_scalars": (
+        b'[1, "two", null]',
+        {
+            0: "not_an_object",
+            1: "not_an_object",
+            2: "not_an_object",
+        },
+    ),
     "empty_array": (b"[]", {-1: "empty_batch"}),
     "negative_tokens": (bad("neg", input_tokens=-5), {-1: "token_count_out_of_range"}),
     "tokens_over_limit": (bad("over", output_tokens=10_000_001), {-1: "token_count_out_of_range"}),
@@ -124,9 +130,7 @@ POISON: dict[str, tuple[bytes | None, dict[int, str]]] = {
     ),
     "timestamp_not_a_date": (bad("ts-text", timestamp="yesterday"), {-1: "timestamp_invalid"}),
     "timestamp_float_epoch": (bad("ts-float", timestamp=1.7e12), {-1: "timestamp_invalid"}),
-    "timestamp_epoch_out_of_range": (bad("ts-range", timestamp=10**17), {
-        -1: "timestamp_invalid"
-    }),
+    "timestamp_epoch_out_of_range": (bad("ts-range", timestamp=10**17), {-1: "timestamp_invalid"}),
     "cached_exceeds_input": (
         bad("cached", input_tokens=100, cached_tokens=500),
         {-1: "token_breakdown_inconsistent"},
@@ -143,8 +147,12 @@ POISON: dict[str, tuple[bytes | None, dict[int, str]]] = {
     "blank_tenant": (bad("blank", tenant_id="   "), {-1: "empty_field"}),
     "mixed_array": (
         orjson.dumps(
-            [valid("poison-ok-mixed-0"), 7, valid("poison-bad-mixed", input_tokens=-1)]
-            + [valid("poison-ok-mixed-3")]
+            [
+                valid("poison-ok-mixed-0"),
+                7,
+                valid("poison-bad-mixed", input_tokens=-1),
+                valid("poison-ok-mixed-3"),
+            ]
         ),
         {1: "not_an_object", 2: "token_count_out_of_range"},
     ),
@@ -171,12 +179,21 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 # request_id stays: a mutation to another valid string could repeat one, and a dropped
 # duplicate is neither a ledger row nor a dead letter of its own.
-FIELDS = (*(f for f in valid("x") if f != "request_id"), "reasoning_tokens", "request_count", "status_code", "tags", "latency_ms")
+FIELDS = (
+    *(f for f in valid("x") if f != "request_id"),
+    "reasoning_tokens",
+    "request_count",
+    "status_code",
+    "tags",
+    "latency_ms",
+)
 
 
 @st.composite
@@ -214,9 +231,7 @@ def generate_hostile(count: int) -> list[bytes]:
 
     collect()
     # Unique request ids: a mutated event that stays valid is then ledgered once.
-    return [
-        m.replace(b'"placeholder"', f'"poison-hyp-{i}"'.encode()) for i, m in enumerate(found)
-    ]
+    return [m.replace(b'"placeholder"', f'"poison-hyp-{i}"'.encode()) for i, m in enumerate(found)]
 
 
 # -- the case ------------------------------------------------------------------------

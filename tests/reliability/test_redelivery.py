@@ -26,7 +26,9 @@ pytestmark = pytest.mark.integration
     "n",
     [
         pytest.param(5_000, id="5k"),
-        pytest.param(100_000, id="100k", marks=[pytest.mark.reliability, pytest.mark.timeout(1200)]),
+        pytest.param(
+            100_000, id="100k", marks=[pytest.mark.reliability, pytest.mark.timeout(1200)]
+        ),
     ],
 )
 def test_events_published_three_times_and_shuffled_count_once_everywhere(

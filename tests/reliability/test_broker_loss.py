@@ -1,0 +1,347 @@
+"""Case 7, broker loss: the embedded broker (tansu, memory storage) is SIGKILLed and
+started again on the same port while the worker keeps running.
+
+- Producers using the SDK lose nothing: events recorded while the broker is down wait
+  in the SDK's queue and are delivered once it is back (aiokafka's own retries within
+  its request timeout, then the SDK's backoff). The worker reconnects by itself.
+- What the in-memory broker itself loses is every message it held that the worker had
+  not consumed yet: acknowledged to the producer, gone with the process. A durable
+  Kafka keeps them (and the committed offsets); see docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.sdk import SpendstreamProducer
+from tests.integration.conftest import wait_for
+from tests.reliability.conftest import (
+    USAGE_TOPIC,
+    Expectation,
+    FaultStack,
+    Tally,
+    make_events,
+    merge_targets,
+    publish_positions,
+    tally_ledger,
+    targets_of,
+)
+
+# Not yet passing in the fast subset on this machine: run by `make reliability` only.
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+
+
+def kill_broker(stack: FaultStack) -> None:
+    process = stack.stack.broker.process
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    stack.stack.broker.process = None
+
+
+def restart_broker(stack: FaultStack) -> None:
+    """Same port, empty memory: every topic and committed offset is gone; the stack
+    creates its topics again, as `spendstream dev` does at start."""
+    stack.stack.start_broker()
+    stack.targets.clear()
+
+
+@pytest.fixture(scope="module")
+def broker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+    data_dir = tmp_path_factory.mktemp("broker-loss") / "data"
+    data_dir.mkdir()
+    stack = FaultStack(data_dir)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(5.0, id="5s"),
+        pytest.param(45.0, id="45s", marks=[pytest.mark.reliability, pytest.mark.timeout(900)]),
+    ],
+)
+def sdk_outage(request: pytest.FixtureRequest, broker_stack: FaultStack) -> dict[str, Any]:
+    """SDK traffic before, during and after a broker outage of `outage_s` seconds."""
+    outage_s: float = request.param
+    stack = broker_stack
+    prefix = f"sdk{int(outage_s)}-"
+    events = make_events(3_000, seed=707, prefix=prefix)
+    before, during, after = events[:1000], events[1000:2000], events[2000:]
+    errors: list[tuple[str, int]] = []
+    # Retries sized to the outage: the default budget (8 retries, backoff up to 10 s)
+    # rides out roughly 11-23 s of outage on top of aiokafka's own 10 s request timeout.
+    retries = 8 if outage_s < 20 else 12
+    producer = SpendstreamProducer.kafka(
+        stack.bootstrap,
+        max_retries=retries,
+        on_error=lambda exc, n: errors.append((repr(exc)[:200], n)),
+    )
+    pid = stack.pid
+    try:
+        for event in before:
+            producer.record(event)
+        assert producer.flush(timeout=30)
+        wait_for(lambda: len(stack.ledger_rows_by_id(f"{prefix}%")) == len(before), timeout=90)
+
+        kill_broker(stack)
+        started = time.monotonic()
+        for i, event in enumerate(during):
+            producer.record(event)
+            if i % 100 == 99:
+                time.sleep(outage_s / 10)
+        stats_during = producer.stats
+        restart_broker(stack)
+        down_s = time.monotonic() - started
+
+        for event in after:
+            producer.record(event)
+        delivered = producer.flush(timeout=120)
+    finally:
+        closed = producer.close(timeout=30)
+    in_new_log = asyncio.run(read_log(stack.bootstrap))
+    # Not a wait_for: when the worker misses events (see the xfail below) the fixture
+    # still returns, so that the SDK's own delivery is judged on its own.
+    deadline = time.monotonic() + 120
+    while len(stack.ledger_rows_by_id(f"{prefix}%")) < len(events):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    expected = Expectation.of(events)
+    ledger_by_tenant = stack.ledger_month_by_tenant(f"{prefix}%")
+    return {
+        "stack": stack,
+        "prefix": prefix,
+        "events": events,
+        "in_new_log": in_new_log,
+        "outage_s": down_s,
+        "pid": pid,
+        "expected": expected,
+        "stats_during": stats_during,
+        "stats": producer.stats,
+        "delivered": delivered and closed,
+        "errors": errors,
+        "retries_configured": retries,
+        "ledger_by_tenant": ledger_by_tenant,
+        "in_stream": stack.wait_in_stream(ledger_by_tenant, timeout=30),
+    }
+
+
+def test_sdk_events_recorded_while_the_broker_is_down_are_delivered_after(
+    sdk_outage: dict[str, Any],
+) -> None:
+    """The SDK's side: every event recorded after the broker died is in the new
+    broker's log (read back with a plain consumer), none given up, none dropped."""
+    run = sdk_outage
+    stats = run["stats"]
+    later = {e["request_id"] for e in run["events"][1000:]}
+    in_log = set(run["in_new_log"])
+    Tally(
+        f"broker loss {run['outage_s']:.0f}s, SDK delivery to the new broker",
+        events_in=len(later),
+        events_out=len(later & in_log),
+        lost=len(later - in_log),
+        double_counted=sum(
+            len(places) - 1 for rid, places in run["in_new_log"].items() if rid in later
+        ),
+        extra={
+            "sdk sent": stats.sent,
+            "sdk retries": stats.retries,
+            "sdk failed": stats.failed,
+            "queued while down": run["stats_during"].queued,
+        },
+    ).report()
+
+    assert run["stats_during"].sent == 1000  # nothing got through while the broker was down
+    assert run["delivered"] and run["errors"] == []
+    assert (stats.recorded, stats.sent, stats.failed, stats.dropped) == (3000, 3000, 0, 0)
+    assert later <= in_log
+
+
+@pytest.mark.xfail(
+    strict=False,
+    raises=AssertionError,
+    reason="intermittent bug (about 1 run in 3): after the in-memory broker restarts under "
+    "a running worker, part of the events published to the new broker is never ledgered "
+    "although the SDK delivered them (see docs/reliability.md); not strict because most "
+    "runs pass",
+)
+def test_the_worker_ledgers_every_event_after_the_broker_restart(
+    sdk_outage: dict[str, Any],
+) -> None:
+    run = sdk_outage
+    stack: FaultStack = run["stack"]
+    ledgered = set(stack.ledger_rows_by_id(f"{run['prefix']}%"))
+    missing = sorted(
+        {
+            place
+            for rid, places in run["in_new_log"].items()
+            if rid not in ledgered
+            for place in places
+        }
+    )
+    tally = tally_ledger(
+        f"broker loss {run['outage_s']:.0f}s, SDK producer to ledger",
+        stack,
+        run["expected"],
+        like=f"{run['prefix']}%",
+        missing_messages_in_new_log=missing[:40],
+        group_committed=stack.committed_offsets(),
+    ).report()
+    assert tally.lost == 0
+    assert tally.double_counted == 0
+    assert run["ledger_by_tenant"] == run["expected"].cost_by_tenant
+
+
+def test_the_worker_rides_out_the_broker_restart(sdk_outage: dict[str, Any]) -> None:
+    stack: FaultStack = sdk_outage["stack"]
+    assert stack.worker.process.poll() is None
+    assert stack.pid == sdk_outage["pid"] and stack.restarts == 0
+    assert stack.health()[0] == 200
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug: after a broker restart under a running worker the in-stream tables skip "
+    "events: the spend agent's high-water marks per (tenant, source partition) in "
+    "streams/spend_tables.py (and its costed-topic positions) refer to the old log, whose "
+    "offsets restart at 0 on the new in-memory broker",
+)
+def test_in_stream_totals_equal_the_ledger_after_a_broker_restart(
+    sdk_outage: dict[str, Any],
+) -> None:
+    assert sdk_outage["in_stream"] == sdk_outage["ledger_by_tenant"]
+
+
+# -- what the in-memory broker loses --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unconsumed_loss(sdk_outage: dict[str, Any]) -> dict[str, Any]:
+    """The worker is frozen (SIGSTOP) while M events are acknowledged by the broker;
+    the broker dies and comes back; the worker resumes (SIGCONT)."""
+    stack: FaultStack = sdk_outage["stack"]
+    prefix = "unconsumed-"
+    seen = make_events(500, seed=901, prefix=f"{prefix}seen-")
+    held = make_events(700, seed=902, prefix=f"{prefix}held-")
+    after = make_events(500, seed=903, prefix=f"{prefix}after-")
+    # A dead letter at a known place in the old log...
+    first = stack.publish([b'{"request_id": "unconsumed-poison-a", '])[0]  # truncated JSON
+    stack.publish([orjson.dumps(e) for e in seen])
+    stack.wait_consumed()
+    wait_for(lambda: len(stack.ledger_rows_by_id(f"{prefix}seen-%")) == len(seen), timeout=60)
+
+    os.kill(stack.pid, signal.SIGSTOP)
+    try:
+        stack.publish([orjson.dumps(e) for e in held])  # acknowledged, never consumed
+        kill_broker(stack)
+        restart_broker(stack)
+        # ...and another one at the same place of the new log.
+        partition, offset = first
+        filler = make_events(offset, seed=904, prefix=f"{prefix}fill-")
+        publish_to(stack, [orjson.dumps(e) for e in filler], partition)
+        poison_b = publish_to(stack, [b'{"request_id": "unconsumed-poison-b", '], partition)
+        stack.publish([orjson.dumps(e) for e in after])
+    finally:
+        os.kill(stack.pid, signal.SIGCONT)
+    wait_for(lambda: len(stack.ledger_rows_by_id(f"{prefix}after-%")) == len(after), timeout=180)
+    return {
+        "stack": stack,
+        "prefix": prefix,
+        "seen": seen,
+        "held": held,
+        "after": after,
+        "poison_positions": (first, poison_b[0]),
+        "filler": filler,
+    }
+
+
+async def read_log(bootstrap: str) -> dict[str, list[tuple[int, int]]]:
+    """request_id → its (partition, offset) copies in the usage topic of the (new)
+    broker, read from the start."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    copies: dict[str, list[tuple[int, int]]] = {}
+    try:
+        await consumer.topics()  # fetches metadata
+        partitions = consumer.partitions_for_topic(USAGE_TOPIC) or set()
+        consumer.assign([TopicPartition(USAGE_TOPIC, p) for p in partitions])
+        idle = 0
+        while idle < 3:
+            batches = await consumer.getmany(timeout_ms=500)
+            idle = 0 if batches else idle + 1
+            for messages in batches.values():
+                for message in messages:
+                    document = orjson.loads(message.value)
+                    for event in document if isinstance(document, list) else [document]:
+                        place = (message.partition, message.offset)
+                        copies.setdefault(event["request_id"], []).append(place)
+    finally:
+        await consumer.stop()
+    return copies
+
+
+def publish_to(stack: FaultStack, lines: list[bytes], partition: int) -> list[tuple[int, int]]:
+    positions = asyncio.run(publish_positions(stack.bootstrap, lines, partition=partition))
+    merge_targets(stack.targets, targets_of(positions))
+    return positions
+
+
+def test_in_memory_broker_loses_acknowledged_unconsumed_messages(
+    unconsumed_loss: dict[str, Any],
+) -> None:
+    run = unconsumed_loss
+    stack: FaultStack = run["stack"]
+    rows = stack.ledger_rows_by_id(f"{run['prefix']}%")
+    held = {e["request_id"] for e in run["held"]}
+    kept = {e["request_id"] for e in run["seen"] + run["filler"] + run["after"]}
+    lost_held = len(held - set(rows))
+    Tally(
+        "in-memory broker dies with unconsumed messages",
+        events_in=len(held) + len(kept),
+        events_out=len(set(rows) & (held | kept)),
+        lost=lost_held + len(kept - set(rows)),
+        double_counted=sum(n - 1 for n in rows.values()),
+        extra={"acknowledged but unconsumed (lost by design)": len(held)},
+    ).report()
+
+    assert lost_held == len(held)  # documented: the in-memory broker loses them
+    assert kept <= set(rows)  # consumed before, or published after: all ledgered
+    assert all(n == 1 for n in rows.values())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug: dead letters are keyed (log_epoch, topic, partition, offset, element_index) "
+    "but a running worker keeps its log_epoch when the in-memory broker restarts and "
+    "offsets start again at 0: a new dead letter at an old position replaces (FINAL) or is "
+    "dropped as a duplicate insert of the old one (streams/ledger_sink.py dedup token, "
+    "sql/002_dead_letters.sql ORDER BY)",
+)
+def test_dead_letters_from_before_and_after_a_broker_restart_are_both_kept(
+    unconsumed_loss: dict[str, Any],
+) -> None:
+    stack: FaultStack = unconsumed_loss["stack"]
+    before, after = unconsumed_loss["poison_positions"]
+    assert before == after  # the same (partition, offset) in the old and the new log
+    wait_for(lambda: stack.stats()["dead_letters"].get("malformed_json", 0) >= 2, timeout=60)
+    rows = stack.query(
+        "SELECT raw_payload FROM dead_letters FINAL WHERE raw_payload LIKE '%unconsumed-poison%'"
+    )
+    assert len(rows) == 2
