@@ -8,7 +8,6 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -57,7 +56,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSta
 
 def ledger_ids(running: RunningStack, prefix: str) -> dict[str, Decimal]:
     rows = running.query(
-        f"SELECT request_id, cost_usd FROM usage_ledger FINAL WHERE startsWith(request_id, '{prefix}')"
+        "SELECT request_id, cost_usd FROM usage_ledger FINAL "
+        f"WHERE startsWith(request_id, '{prefix}')"
     )
     return {row[0]: row[1] for row in rows}
 
