@@ -1,4 +1,5 @@
 # Every target installs what it needs: a fresh clone runs `make run` or `make test` directly.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,8 +24,17 @@ test: install
 test-containers: install
 	$(BIN)/python -m pytest -m containers -q -rs
 
+# The whole fault-injection suite (its fast cases also run in `make test`), then
+# RELIABILITY.md from the cases' tallies.
+RELIABILITY_DIR := .spendstream/reliability
 reliability: install
-	$(BIN)/python -m pytest -m reliability -q
+	mkdir -p $(RELIABILITY_DIR) && rm -f $(RELIABILITY_DIR)/results.jsonl
+	set -o pipefail; SPENDSTREAM_RELIABILITY_REPORT=$(CURDIR)/$(RELIABILITY_DIR)/results.jsonl \
+		$(BIN)/python -m pytest tests/reliability -q -p no:cacheprovider -rxXs \
+		| tee $(RELIABILITY_DIR)/pytest.log; status=$$?; \
+	$(BIN)/python -m tests.reliability.report $(RELIABILITY_DIR)/results.jsonl \
+		--command "make reliability" --outcome "$$(tail -1 $(RELIABILITY_DIR)/pytest.log)"; \
+	exit $$status
 
 lint: install
 	$(BIN)/ruff check streams detectors schemas tests bench

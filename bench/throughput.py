@@ -13,13 +13,13 @@ what `spendstream replay` runs) starts on the backlog. Publishing first keeps th
 producer off the 2 cores while the worker runs and feeds the worker exactly what the
 baseline consumed. The clock starts at the first batch the worker made durable
 (/stats `messages` > 0: start-up and group join excluded) and stops when both agents
-are done: /stats counts every message processed, the group's committed offsets reach
-the targets, and the spend agent's committed offsets on the costed topic have stopped
+are done: /stats counts every message processed, the ingest group's committed offsets
+reach the targets, and the spend agent's committed offsets on the costed topic have stopped
 moving (unchanged for 3 s after ingest ended: spend tables and detectors done). The
 rate is the events after the first durable batch divided by that window; the 0.5 s
 commit interval makes it slightly low, which matters only at the --quick sizes.
-Committed offsets alone are not trusted: a crashed agent's batch is acked anyway
-(Faust's `take_events` acks in a `finally`), so a stall is reported with the log line.
+Committed offsets alone are not trusted (/stats must agree with them), so a stall is
+reported with the worker's last log line.
 
 T1: messages are JSON arrays of 100 distinct events; baseline (a) raw aiokafka + json.loads.
 T2: one event per message; baseline (b) a bare Faust agent with default settings.
@@ -53,7 +53,7 @@ from streams.embedded_stack import EmbeddedStack, raise_worker_failed
 from streams.processes import stop
 from streams.replay import ledger_totals, publish
 from streams.settings import Settings
-from streams.topics import APP_ID
+from streams.topics import APP_ID, INGEST_GROUP
 
 SETTLE_SECONDS = 3.0
 POLL_SECONDS = 0.1
@@ -78,9 +78,13 @@ async def watch_worker(
     settings = stack.settings
     worker = stack.workers[-1]
     consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.bootstrap, group_id=INGEST_GROUP, enable_auto_commit=False
+    )
+    spend_consumer = AIOKafkaConsumer(
         bootstrap_servers=stack.bootstrap, group_id=APP_ID, enable_auto_commit=False
     )
     await consumer.start()
+    await spend_consumer.start()
     http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.web_port}", timeout=5)
     usage = {p: TopicPartition(settings.usage_topic, p) for p in targets}
     costed = [TopicPartition(settings.costed_topic, p) for p in range(settings.topic_partitions)]
@@ -102,7 +106,8 @@ async def watch_worker(
             offsets = await asyncio.gather(*(consumer.committed(tp) for tp in usage.values()))
             committed = sum(min(t, o or 0) for t, o in zip(targets.values(), offsets, strict=True))
             costed_now = sum(
-                o or 0 for o in await asyncio.gather(*(consumer.committed(tp) for tp in costed))
+                o or 0
+                for o in await asyncio.gather(*(spend_consumer.committed(tp) for tp in costed))
             )
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 stats = (await http.get("/stats")).json()
@@ -136,6 +141,7 @@ async def watch_worker(
         spy_window = spy.stop() if spy is not None else None
         await http.aclose()
         await consumer.stop()
+        await spend_consumer.stop()
     assert first is not None and ingest_done is not None
     return {
         "first_durable_at": first[0],

@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
+from detectors.cardinality import CardinalityOverflowDetector
 from detectors.contract import ContractDetector, TenantBudget
 from detectors.finding import Finding, Severity
 from detectors.retry_storm import RetryStormDetector
@@ -25,6 +26,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CardinalityOverflowDetector",
     "ContractDetector",
     "Finding",
     "OnlineAnomalyDetector",

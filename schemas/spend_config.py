@@ -160,6 +160,15 @@ class OnlineParams(_DetectorParams):
     checkpoint_interval_seconds: int = Field(default=60, ge=1)
 
 
+class CardinalityParams(_DetectorParams):
+    """A tenant's workflows (teams, models) overflowing the spend tables' cap of distinct
+    values: the first overflow alerts; it resolves once the overflowing hours expire."""
+
+    enabled: bool = True
+    severity: Severity = "warning"
+    max_keys: int = Field(default=10_000, ge=1)  # open (tenant, dimension) incidents kept
+
+
 class SpikeCauseParams(_DetectorParams):
     min_factor: float = Field(default=1.5, gt=1)
     flat: float = Field(default=1.25, gt=1)
@@ -173,6 +182,7 @@ class DetectorsConfig(_Strict):
     run_cost: RunCostParams = Field(default_factory=RunCostParams)
     retry_storm: RetryStormParams = Field(default_factory=RetryStormParams)
     online: OnlineParams = Field(default_factory=OnlineParams)
+    cardinality: CardinalityParams = Field(default_factory=CardinalityParams)
     spike_cause: SpikeCauseParams = Field(default_factory=SpikeCauseParams)
 
 

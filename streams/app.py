@@ -1,8 +1,9 @@
-"""The Faust app: topics, the ingest agent, the worker's web pages.
+"""The Faust app: the ingest service, the spend agent, the worker's web pages.
 
 `build_app(settings)` returns the app and its `WorkerRuntime` (ClickHouse handle,
-sink, price catalog, de-duplication filter). Resources open when the ingest agent
-starts, before it reads its first batch, and close after the worker stops.
+sink, price catalog, de-duplication filter). Resources open when the ingest service
+(`UsageConsumer`) starts, before it reads its first batch, and close after the worker
+stops.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import concurrent.futures
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +21,6 @@ from typing import Any, cast
 import faust
 import numpy as np
 import orjson
-from faust.streams import Stream
-from faust.types import EventT, StreamT
 
 from schemas.spend_config import SpendConfig
 from streams.alerting.alerts_table import AlertsTableWriter
@@ -35,9 +34,10 @@ from streams.clickhouse import (
 from streams.dedupe import RequestIdFilter, hash_request_ids
 from streams.http_ingest import IngestHandler
 from streams.http_publisher import HttpIngestPublisher
-from streams.ingest import IngestPipeline, UsageMessage, ingest_day
+from streams.ingest import IngestPipeline, ingest_day
 from streams.ingest_keys import IngestKeyStore
 from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
+from streams.log_end import SpendstreamApp
 from streams.metrics import CONTENT_TYPE, DeliveryCounts, WorkerMetrics
 from streams.peer_clickhouse import decode_insert
 from streams.pricing import PriceCatalog
@@ -45,6 +45,7 @@ from streams.query_access import READ_ONLY, encode_result, write_worker_file
 from streams.settings import Settings
 from streams.spend_agent import SpendRuntime, register_spend_agent
 from streams.topics import APP_ID
+from streams.usage_consumer import UsageConsumer
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class WorkerRuntime:
     _connecting: concurrent.futures.Future[list[str]] | None = None
     rebalanced_at: datetime | None = None
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    consumer: UsageConsumer = field(init=False)
     metrics: WorkerMetrics = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,7 +119,7 @@ class WorkerRuntime:
 
     def connect_in_background(self) -> None:
         """Open ClickHouse and migrate on a thread while Faust starts and joins its
-        group (seconds either way); the ingest agent waits for it before its first batch."""
+        group (seconds either way); the ingest service waits for it before its first batch."""
         url = self.settings.resolved_clickhouse_url
         if not url.startswith("chdb:"):
             self.connect()  # a server that does not answer fails the command in one line
@@ -233,6 +235,7 @@ class WorkerRuntime:
             "healthy": self.healthy,
             "alerts_triggered": self.spend.alerts_sent if self.spend else 0,
             "findings": self.spend.findings if self.spend else 0,
+            "overflowed": self.spend.overflowed if self.spend else {},
         }
 
     @property
@@ -281,7 +284,7 @@ async def publish_dead_letters(
 def build_app(
     settings: Settings, catalog: PriceCatalog, config: SpendConfig | None = None
 ) -> tuple[faust.App, WorkerRuntime]:
-    app = faust.App(
+    app = SpendstreamApp(
         APP_ID,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -299,9 +302,13 @@ def build_app(
         broker_rebalance_timeout=max(10.0, settings.session_timeout_seconds * 2),
         broker_commit_interval=0.5,
         stream_recovery_delay=0.0,
-        # Batches of thousands per take_events: let the consumer hand them over.
+        # The spend agent's costed messages and the changelogs, in large fetches.
         broker_max_poll_records=10_000,
         stream_buffer_maxsize=20_000,
+        # Changelog and costed messages by the thousand per batch: aiokafka's 16 KB
+        # batches and zero linger made one produce request of each.
+        producer_max_batch_size=1024 * 1024,
+        producer_linger=0.005,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,
         web_port=settings.web_port,
@@ -324,41 +331,18 @@ def build_app(
         if spend.recorder.pending:
             await runtime.executor.run(spend.recorder.flush)
 
-    usage_topic = app.topic(settings.usage_topic, value_serializer="raw", key_serializer="raw")
-
-    @app.agent(usage_topic, name="ingest")
-    async def ingest(stream: StreamT[bytes]) -> AsyncIterator[None]:
-        pipeline = await runtime.open(app)
-        # take_events acks a batch only after the loop body ran: commit after durable write.
-        async for events in cast(Stream[bytes], stream).take_events(
-            settings.batch_max_events, settings.batch_within_seconds
-        ):
-            # take_events acks the batch in a `finally`, even if this body raised: a
-            # failure must never leave the loop, or the batch's offsets would be
-            # committed unprocessed. Retry until it is durable (backpressure; the
-            # health endpoint reports the sink's state; the filter is marked only
-            # after a durable write and re-published costed rows are skipped downstream).
-            messages = [_usage_message(event) for event in events]
-            delay = 0.5
-            while True:
-                try:
-                    await runtime.refresh_dedupe_if_rebalanced()
-                    await _finish_even_if_cancelled(pipeline.process(messages))
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    runtime.batch_failures += 1
-                    log.exception("ingest batch failed; retrying in %.1fs", delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-            yield None
-
-    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    def on_assigned() -> None:
         if runtime.loaded_until is not None:
             runtime.rebalanced_at = datetime.now(UTC)
 
-    app.on_partitions_assigned.connect(on_assigned)
+    runtime.consumer = UsageConsumer(
+        settings,
+        open_pipeline=lambda: runtime.open(app),
+        before_batch=runtime.refresh_dedupe_if_rebalanced,
+        on_assigned=on_assigned,
+    )
+    # Faust starts an instance as it would a decorated class: after table recovery.
+    app.service(cast(Any, runtime.consumer))
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -456,36 +440,15 @@ def build_app(
         for tp, end in (monitor.tp_end_offsets or {}).items():
             committed = (monitor.tp_committed_offsets or {}).get(tp, 0)
             runtime.lag[(tp.topic, tp.partition)] = max(0, end - committed)
+        runtime.lag.update(runtime.consumer.lag)
         return web.bytes(runtime.metrics.render(), content_type=CONTENT_TYPE)
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
         body = runtime.stats()
-        try:
-            assignment = app.consumer.assignment()
-        except Exception:  # not started yet
-            assignment = set()
         body["assigned"] = sorted(
-            f"{tp.topic}:{tp.partition}" for tp in assignment if tp.topic == settings.usage_topic
+            f"{tp.topic}:{tp.partition}" for tp in runtime.consumer.assignment()
         )
         return web.json(body)
 
     return app, runtime
-
-
-async def _finish_even_if_cancelled(work: Any) -> None:
-    """Run a batch to its end even when the worker is stopping: a cancelled batch would
-    be acknowledged by take_events unprocessed. A stop that cannot wait (SIGKILL, or
-    the launcher's timeout) commits nothing, and the batch is re-delivered."""
-    task = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
-
-
-def _usage_message(event: EventT) -> UsageMessage:
-    message = event.message
-    value = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
-    return UsageMessage(value, message.topic, message.partition, message.offset)

@@ -6,7 +6,9 @@ every path applies the same rules and the same reason codes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,7 @@ REQUIRED_FIELDS = ("request_id", "timestamp", "tenant_id", "provider", "model", 
 REASONS = (
     "oversize",
     "malformed_json",
+    "duplicate_key",
     "not_an_object",
     "empty_batch",
     "missing_field",
@@ -79,15 +82,85 @@ def parse_message(raw: bytes) -> list[Any] | Rejection:
     except orjson.JSONDecodeError as exc:
         return Rejection("malformed_json", f"not valid JSON: {exc}", truncate_payload(raw))
     if isinstance(document, dict):
+        if _may_repeat_keys(raw, document):
+            [repeated] = _repeated_keys(raw)
+            if repeated is not None:
+                return _duplicate_key_rejection(repeated, raw)
         return [document]
     if isinstance(document, list):
         if not document:
             return Rejection("empty_batch", "the JSON array holds no events", truncate_payload(raw))
+        if _may_repeat_keys(raw, document):
+            elements: list[Any] = list(document)
+            for index, key in enumerate(_repeated_keys(raw)):
+                if key is not None:
+                    payload = orjson.dumps(elements[index])
+                    elements[index] = _duplicate_key_rejection(key, payload, index)
+            return elements
         return document
     return Rejection(
         "not_an_object",
         f"expected a JSON object or an array of objects, got {type(document).__name__}",
         truncate_payload(raw),
+    )
+
+
+# A JSON key is a string followed by a colon: in compact JSON, `":`. orjson keeps the
+# last of repeated keys, so a producer and the pipeline could disagree on what was sent.
+_WHITESPACE_COLONS = (b'" :', b'"\t:', b'"\n:', b'"\r:')
+
+
+def _may_repeat_keys(raw: bytes, document: Any) -> bool:
+    """A cheap screen: True unless the keys in `raw` are provably all distinct (as
+    many `":` in the bytes as in the parsed document written out again)."""
+    if b"\\u" in raw or any(colon in raw for colon in _WHITESPACE_COLONS):
+        return True  # escapes or spacing could hide a key from the count: check exactly
+    return raw.count(b'":') > orjson.dumps(document).count(b'":')
+
+
+class _CheckedObject(dict[str, Any]):
+    repeated: str | None = None
+
+
+def _collect_pairs(pairs: list[tuple[str, Any]]) -> _CheckedObject:
+    obj = _CheckedObject(pairs)
+    if len(obj) != len(pairs):
+        obj.repeated = _first_repeated(key for key, _ in pairs)
+    else:
+        obj.repeated = next(filter(None, map(_repeated_inside, obj.values())), None)
+    return obj
+
+
+def _first_repeated(keys: Iterable[str]) -> str | None:
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
+def _repeated_inside(value: Any) -> str | None:
+    if isinstance(value, _CheckedObject):
+        return value.repeated
+    if isinstance(value, list):
+        return next(filter(None, map(_repeated_inside, value)), None)
+    return None
+
+
+def _repeated_keys(raw: bytes) -> list[str | None]:
+    """Per top-level element, the first key repeated within it (at any depth), if any."""
+    document = json.loads(raw, object_pairs_hook=_collect_pairs)
+    elements = document if isinstance(document, list) else [document]
+    return [_repeated_inside(element) for element in elements]
+
+
+def _duplicate_key_rejection(key: str, payload: bytes, index: int = -1) -> Rejection:
+    return Rejection(
+        "duplicate_key",
+        f"the key {key[:64]!r} appears twice in one object: which value was meant is unknown",
+        truncate_payload(payload),
+        index,
     )
 
 
@@ -108,11 +181,18 @@ def classify(exc: ValidationError) -> tuple[str, str]:
         return ("timestamp_in_future" if future else "timestamp_invalid"), message
     if field in TOKEN_FIELDS and kind in ("greater_than_equal", "less_than_equal"):
         return "token_count_out_of_range", message
+    if field in TOKEN_FIELDS and _beyond_64_bits(first.get("input")):
+        # orjson reads an integer beyond 64 bits as a float: still a count out of range.
+        return "token_count_out_of_range", f"{field}: {first.get('input')!r} is beyond 64 bits"
     if not field and kind == "value_error":
         return "token_breakdown_inconsistent", message
     if kind == "string_too_short" and field in REQUIRED_FIELDS:
         return "empty_field", message
     return "schema_violation", message
+
+
+def _beyond_64_bits(value: Any) -> bool:
+    return isinstance(value, float) and value.is_integer() and abs(value) >= 2**63
 
 
 def _identity(element: dict[str, Any]) -> tuple[str, str]:
@@ -132,6 +212,9 @@ def validate_elements(
     single = len(elements) == 1
     for index, element in enumerate(elements):
         element_index = -1 if single else index
+        if isinstance(element, Rejection):
+            rejections.append(replace(element, element_index=element_index))
+            continue
         if not isinstance(element, dict):
             payload = raw if single and raw is not None else orjson.dumps(element)
             rejections.append(

@@ -13,6 +13,7 @@ from types import FrameType
 from streams.alert_config import load_config
 from streams.clickhouse import ensure_data_dir_free
 from streams.embedded_stack import EmbeddedStack, WorkerProcess, raise_worker_failed
+from streams.errors import SpendstreamError
 from streams.pricing import load_pricing_file
 from streams.settings import Settings
 from streams.simulate import TrafficGenerator, publish_traffic
@@ -97,6 +98,15 @@ def run_dev(settings: Settings, simulate: bool, rate: float, workers: int = 1) -
             for w in stack.workers:
                 if w.process.poll() is not None and not stopping:
                     raise_worker_failed(settings.data_dir, w.process.returncode)
+            broker = stack.broker.process
+            if broker is not None and broker.poll() is not None and not stopping:
+                # Its log lived in memory: messages not yet consumed are gone, and a new
+                # broker would start offsets again at 0 under running workers. Stop; the
+                # next `dev` starts a new broker with a new log epoch (docs/reliability.md).
+                raise SpendstreamError(
+                    f"embedded broker exited with code {broker.returncode}: its in-memory "
+                    "log is gone (messages not yet consumed are lost); run spendstream dev again"
+                )
             now = time.monotonic()
             line, previous = _status_line(stack.workers, previous, now - last)
             last = now

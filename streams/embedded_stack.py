@@ -24,7 +24,7 @@ from streams.errors import SpendstreamError
 from streams.group_progress import GroupProgress, GroupProgressReader
 from streams.processes import child_env, free_port, spawn, stop
 from streams.settings import Settings
-from streams.topics import APP_ID, topic_specs
+from streams.topics import INGEST_GROUP, topic_specs
 
 
 @dataclass
@@ -113,7 +113,7 @@ class EmbeddedStack:
             time.sleep(0.1)
 
     async def progress(self, targets: Mapping[int, int]) -> GroupProgress:
-        reader = GroupProgressReader(self.bootstrap, APP_ID, self.settings.usage_topic)
+        reader = GroupProgressReader(self.bootstrap, INGEST_GROUP, self.settings.usage_topic)
         await reader.start()
         try:
             return await reader.read(targets)

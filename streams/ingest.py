@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from schemas.usage_event import UsageEvent
 from streams.costing import SourcePosition, costed_event, price_event
 from streams.decoding import Rejection, decode_message
-from streams.dedupe import RequestIdFilter, hash_request_ids
+from streams.dedupe import U64, RequestIdFilter, hash_request_ids
 from streams.ledger_sink import ClickHouseLedgerSink
 from streams.pricing import PriceCatalog
 
@@ -47,6 +49,19 @@ class UsageMessage:
 # each returns once the broker acknowledged.
 CostedPublisher = Callable[[dict[str, list[dict[str, Any]]]], Awaitable[None]]
 DeadLetterPublisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+@dataclass
+class PreparedBatch:
+    """A decoded, de-duplicated and priced batch, not yet published or written."""
+
+    messages: int
+    events: int
+    hashes: U64  # of the admitted request_ids, marked in the filter once durable
+    rows: list[dict[str, Any]]
+    costed_by_tenant: dict[str, list[dict[str, Any]]]
+    dead_letters: list[dict[str, Any]]
+    day: int
 
 
 @dataclass
@@ -85,6 +100,13 @@ class IngestPipeline:
         self.counters = IngestCounters()
 
     async def process(self, messages: Sequence[UsageMessage]) -> None:
+        await self.deliver(self.prepare(messages))
+
+    def prepare(
+        self, messages: Sequence[UsageMessage], in_flight: U64 | None = None
+    ) -> PreparedBatch:
+        """Steps 1-3, CPU only. `in_flight`: hashes of a batch still being delivered,
+        not yet marked in the filter, whose ids must not be admitted twice."""
         now = self.clock()
         events: list[tuple[UsageEvent, SourcePosition]] = []
         dead_letters: list[dict[str, Any]] = []
@@ -100,21 +122,36 @@ class IngestPipeline:
 
         hashes = hash_request_ids(event.request_id for event, _ in events)
         fresh = self.dedupe.new_mask(hashes)
+        if in_flight is not None and len(in_flight):
+            fresh &= ~np.isin(hashes, in_flight)
         admitted = [pair for pair, is_new in zip(events, fresh, strict=True) if is_new]
         rows = [price_event(self.catalog, event, position, now) for event, position in admitted]
-
-        if self.publish_costed is not None and rows:
-            by_tenant: dict[str, list[dict[str, Any]]] = {}
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        if self.publish_costed is not None:
             for row, (_, position) in zip(rows, admitted, strict=True):
                 by_tenant.setdefault(row["tenant_id"], []).append(costed_event(row, position.index))
-            await self.publish_costed(by_tenant)
-        if self.publish_dead_letters is not None and dead_letters:
-            await self.publish_dead_letters(dead_letters)
-        await self.sink.write(rows, dead_letters)
-        # Marked only now: a failed write above leaves the ids unmarked for the retry.
-        self.dedupe.mark(hashes[fresh], ingest_day(now))
-        self.dedupe.expire(ingest_day(now))
-        self._count(messages, events, rows, dead_letters)
+        return PreparedBatch(
+            messages=len(messages),
+            events=len(events),
+            hashes=hashes[fresh],
+            rows=rows,
+            costed_by_tenant=by_tenant,
+            dead_letters=dead_letters,
+            day=ingest_day(now),
+        )
+
+    async def deliver(self, batch: PreparedBatch) -> None:
+        """Steps 4-6: returns once the rows are durable and the ids marked."""
+        if self.publish_costed is not None and batch.costed_by_tenant:
+            await self.publish_costed(batch.costed_by_tenant)
+        if self.publish_dead_letters is not None and batch.dead_letters:
+            await self.publish_dead_letters(batch.dead_letters)
+        await self.sink.write(batch.rows, batch.dead_letters)
+        # Marked only now: a batch that is never written (its partition revoked before
+        # the write, or the process stopped) leaves its ids free for re-delivery.
+        self.dedupe.mark(batch.hashes, batch.day)
+        self.dedupe.expire(batch.day)
+        self._count(batch)
 
     def _dead_letter(
         self, rejection: Rejection, message: UsageMessage, now: datetime
@@ -134,19 +171,13 @@ class IngestPipeline:
             "received_at": now,
         }
 
-    def _count(
-        self,
-        messages: Sequence[UsageMessage],
-        events: Sequence[object],
-        rows: Sequence[dict[str, Any]],
-        dead_letters: Sequence[dict[str, Any]],
-    ) -> None:
+    def _count(self, batch: PreparedBatch) -> None:
         c = self.counters
-        c.messages += len(messages)
-        c.events += len(events)
-        c.ledgered += len(rows)
-        c.duplicates += len(events) - len(rows)
-        c.unpriced += sum(1 for row in rows if row["cost_status"] == "unpriced")
-        for letter in dead_letters:
+        c.messages += batch.messages
+        c.events += batch.events
+        c.ledgered += len(batch.rows)
+        c.duplicates += batch.events - len(batch.rows)
+        c.unpriced += sum(1 for row in batch.rows if row["cost_status"] == "unpriced")
+        for letter in batch.dead_letters:
             reason = letter["reason"]
             c.dead_letters_by_reason[reason] = c.dead_letters_by_reason.get(reason, 0) + 1

@@ -1,6 +1,6 @@
 """`ClickHouseLedgerSink`: durable, idempotent batch writes of ledger and dead-letter rows.
 
-The ingest agent awaits `write()` before it lets its batch's offsets be committed,
+The ingest service awaits `write()` before it commits its batch's offsets,
 so a row is acknowledged to Kafka only once ClickHouse holds it. A failing write is
 retried with capped exponential backoff for as long as it takes: the agent stops
 taking new messages meanwhile (backpressure), nothing is dropped, and `healthy`

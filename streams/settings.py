@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     log_epoch: str = "kafka"
 
     dedupe_horizon_days: int = Field(default=7, ge=1)
-    # Messages per ingest batch (a message may hold an array of events).
-    batch_max_events: int = Field(default=1000, ge=1)
+    # At most this many messages per ingest batch (a message may hold an array of
+    # events); a batch holds what arrived while the previous one was being written.
+    batch_max_events: int = Field(default=5000, ge=1)
     batch_within_seconds: float = Field(default=0.5, gt=0)
     # The embedded broker answers JoinGroup after half of this: it is start-up time.
     # Heartbeats run on Faust's consumer thread, so a busy event loop does not miss them.

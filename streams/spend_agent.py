@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -118,6 +118,13 @@ class SpendRuntime:
         self.correlated += 1
         return True
 
+    @property
+    def overflowed(self) -> dict[str, int]:
+        """Rows counted under the tables' overflow bucket since start, per capped
+        dimension ({"workflow": n, "team": n, "model": n}): values past a tenant's cap
+        of distinct values. The alert names the tenant; this shows the volume."""
+        return dict(self.tables.overflowed_by_dim)
+
     def resolve_cleared(self, now: datetime) -> None:
         held = {key for incident in self.tenant_incidents.values() for key in incident.open_keys}
         for finding in self.monitor.cleared(now):
@@ -222,6 +229,16 @@ def register_spend_agent(
 
     @app.page("/v1/limits/{tenant_id}")
     async def limits(web: Any, request: Any, tenant_id: str) -> Any:
+        # Until the tables are recovered from their changelogs a total would be partial
+        # (0 right after a start): a gateway enforcing caps must not read it as spend.
+        recovered = cast(Any, app.tables).recovery.completed.is_set()
+        if not recovered or app.in_recovery or app.rebalancing:
+            body = {
+                "tenant_id": tenant_id,
+                "status": "recovering",
+                "message": "in-stream spend tables are being recovered; retry shortly",
+            }
+            return web.json(body, status=503, headers={"Retry-After": "1"})
         return web.json(runtime.limits(tenant_id, datetime.now(UTC)))
 
     return runtime

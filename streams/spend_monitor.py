@@ -3,6 +3,9 @@
 No I/O: it reads the tables (mappings) and returns findings; the agent hands them
 to the alerting edge. Spend findings (rolling median, hourly contract) are
 annotated with their likely cause, comparing the hour with its baseline hours.
+A tenant's dimension overflowing the tables' cap of distinct values is a finding
+of its own (`CardinalityOverflowDetector`), whose alert carries a query of the
+dimension's distinct values per hour instead of the spend query.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from detectors.cardinality import FIELD_NAMES, CardinalityOverflowDetector
 from detectors.contract import ContractDetector
 from detectors.finding import Finding
 from detectors.retry_storm import RetryStormDetector
@@ -20,7 +24,17 @@ from detectors.run_cost import RunCostDetector
 from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
 from schemas.spend_config import SpendConfig
-from streams.spend_tables import HOUR, SEP, BatchResult, SpendTables, bucket_stats
+from streams.alerting.query import sql_string
+from streams.spend_tables import (
+    HOUR,
+    HOURLY_RETENTION_HOURS,
+    OVERFLOW,
+    SEP,
+    BatchResult,
+    SpendTables,
+    TouchedKey,
+    bucket_stats,
+)
 
 SPEND_DETECTORS = ("rolling_median", "contract_hourly")
 
@@ -42,6 +56,7 @@ class SpendMonitor:
     contract: ContractDetector = field(init=False)
     run_cost: RunCostDetector = field(init=False)
     retry_storm: RetryStormDetector = field(init=False)
+    cardinality: CardinalityOverflowDetector | None = field(init=False)
     online: Any = field(init=False)  # OnlineAnomalyDetector, built on first use
     cause: SpikeCauseClassifier = field(init=False)
     _learned: bool = False
@@ -55,6 +70,13 @@ class SpendMonitor:
         self.contract = ContractDetector(self.config.tenants, **d.contract.kwargs())
         self.run_cost = RunCostDetector(**self.config.workflows.model_dump())
         self.retry_storm = RetryStormDetector(**d.retry_storm.kwargs())
+        self.cardinality = (
+            CardinalityOverflowDetector(
+                **d.cardinality.kwargs(), retention_hours=HOURLY_RETENTION_HOURS
+            )
+            if d.cardinality.enabled
+            else None
+        )
         self.online = None
         self._online_enabled = d.online.enabled
         spike = d.spike_cause.model_dump(exclude={"rate_floor"})
@@ -78,7 +100,10 @@ class SpendMonitor:
         if not self._learned:
             self.learn_history(tables)
         findings: list[Finding] = []
+        overflowing: list[TouchedKey] = []
         for touched in result.touched:
+            if touched.value == OVERFLOW and touched.dim != "tenant":
+                overflowing.append(touched)
             bucket = tables.hour_bucket(tenant_id, touched.dim, touched.value, touched.hour)
             spend = Decimal(bucket["cost"])
             dkey = detector_key(touched.dim, tenant_id, touched.value)
@@ -101,6 +126,8 @@ class SpendMonitor:
                             tables, "tenant", tenant_id, tenant_id, touched.hour, found
                         )
                     findings.append(found)
+        if overflowing and self.cardinality is not None:
+            findings.extend(_observe_overflow(self.cardinality, tables, tenant_id, overflowing))
         for run in result.runs:
             found_run = self.run_cost.update(
                 run.workflow_id, run.run_id, run.cost, run.started_at, run.last_seen
@@ -178,6 +205,8 @@ class SpendMonitor:
             return not self.retry_storm.is_resolved(key, now)
         if detector == "contract_hourly":
             return not self.contract.is_resolved(key.removeprefix("tenant:"), now)
+        if self.cardinality is not None and detector == self.cardinality.name:
+            return not self.cardinality.is_resolved(key, now)
         return False
 
     def cleared(self, now: datetime) -> list[Finding]:
@@ -186,7 +215,52 @@ class SpendMonitor:
             *self.rolling.close_cleared(now),
             *self.contract.close_cleared(now),
             *self.retry_storm.close_cleared(now),
+            *(self.cardinality.close_cleared(now) if self.cardinality is not None else []),
         ]
+
+
+def _observe_overflow(
+    detector: CardinalityOverflowDetector,
+    tables: SpendTables,
+    tenant_id: str,
+    overflowing: list[TouchedKey],
+) -> list[Finding]:
+    """The hours in which values of a dimension were counted under the overflow bucket,
+    earliest first: the first one of an incident opens it."""
+    findings = []
+    for touched in sorted(overflowing, key=lambda t: (t.hour, t.dim)):
+        bucket = tables.hour_bucket(tenant_id, touched.dim, OVERFLOW, touched.hour)
+        found = detector.update(
+            tenant_id,
+            touched.dim,
+            touched.hour,
+            cap=tables.max_values_per_dim,
+            overflowed=int(bucket["requests"]),
+        )
+        if found is not None:
+            query = cardinality_query(tenant_id, touched.dim, found.window_start)
+            findings.append(replace(found, evidence={**found.evidence, "query": query}))
+    return findings
+
+
+def cardinality_query(tenant_id: str, dim: str, window_start: datetime) -> str:
+    """SQL over `usage_ledger FINAL`: the tenant's distinct values of the dimension per
+    hour, from a day before the first overflowing hour on (the ledger keeps them all)."""
+    column = FIELD_NAMES[dim]
+    since = f"{window_start - timedelta(days=1):%Y-%m-%d %H:%M:%S}"
+    return (
+        "SELECT\n"
+        "    toStartOfHour(timestamp) AS hour,\n"
+        f"    uniqExact({column}) AS distinct_values,\n"
+        "    sum(request_count) AS requests,\n"
+        "    sum(cost_usd) AS cost_usd,\n"
+        f"    topK(5)({column}) AS top_values\n"
+        "FROM usage_ledger FINAL\n"
+        f"WHERE tenant_id = {sql_string(tenant_id)}\n"
+        f"  AND timestamp >= toDateTime64('{since}', 3, 'UTC')\n"
+        "GROUP BY hour\n"
+        "ORDER BY hour"
+    )
 
 
 def warm_up_online() -> None:

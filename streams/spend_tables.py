@@ -17,7 +17,11 @@ Tables (values are JSON-able dicts; money as Decimal strings):
   (same position) is not counted twice.
 
 Cardinality is bounded: past `max_values_per_dim` distinct workflows (or teams,
-models) per tenant, new ones are counted under "__overflow__".
+models) per tenant, new ones are counted under "__overflow__" (`OVERFLOW`), and
+`overflowed_by_dim` counts the rows so counted. The distinct values of a tenant
+are those with an hourly key still retained: when its hours expire, a value
+frees its place under the cap (as it would after a restart's `rebuild_index`).
+`detectors.cardinality` alerts when a tenant's dimension first overflows.
 """
 
 from __future__ import annotations
@@ -28,16 +32,18 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from detectors.cardinality import OVERFLOW
 from detectors.stats import WindowStats
 
 SEP = "|"
 # A message is at most 1 MiB and an event at least ~60 bytes: fewer than this per message.
 MAX_EVENTS_PER_MESSAGE = 100_000
-OVERFLOW = "__overflow__"
 DIMENSIONS = ("tenant", "workflow", "team", "model")
+CAPPED_DIMENSIONS = DIMENSIONS[1:]
 MAX_USERS_TRACKED = 1000
 HOUR = 3600
 DAY = 86_400
+HOURLY_RETENTION_HOURS = 8 * 24 + 1
 
 Table = MutableMapping[str, Any]
 
@@ -160,7 +166,7 @@ def _parse_time(value: Any) -> datetime:
 
 
 def costed_row(raw: dict[str, Any]) -> dict[str, Any]:
-    """A costed event as published by the ingest agent, with types restored."""
+    """A costed event as published by the ingest service, with types restored."""
     row = dict(raw)
     row["cost"] = Decimal(str(raw["cost_usd"]))
     row["timestamp"] = _parse_time(raw["timestamp"])
@@ -175,7 +181,7 @@ class SpendTables:
         runs: Table,
         offsets: Table,
         *,
-        hourly_retention_hours: int = 8 * 24 + 1,
+        hourly_retention_hours: int = HOURLY_RETENTION_HOURS,
         daily_retention_days: int = 40,
         run_retention_hours: int = 48,
         max_values_per_dim: int = 1000,
@@ -192,7 +198,14 @@ class SpendTables:
         self._values: dict[str, dict[str, set[str]]] = {}
         # tenant -> the (table, key) pairs it owns, so expiry never scans whole tables.
         self._owned: dict[str, set[tuple[str, str]]] = {}
-        self.overflowed = 0
+        # dim -> rows counted under OVERFLOW since start (not persisted: a counter).
+        self.overflowed_by_dim: dict[str, int] = dict.fromkeys(CAPPED_DIMENSIONS, 0)
+
+    @property
+    def overflowed(self) -> int:
+        """Rows counted under OVERFLOW since start, summed over the dimensions (a row
+        whose workflow and team both overflowed counts twice)."""
+        return sum(self.overflowed_by_dim.values())
 
     def apply(self, tenant_id: str, raw_rows: Iterable[dict[str, Any]]) -> BatchResult:
         """Count one costed message's rows (all of one tenant) into every table."""
@@ -284,7 +297,7 @@ class SpendTables:
         if value in seen:
             return value
         if len(seen) >= self.max_values_per_dim:
-            self.overflowed += 1
+            self.overflowed_by_dim[dim] = self.overflowed_by_dim.get(dim, 0) + 1
             return OVERFLOW
         seen.add(value)
         return value
@@ -317,7 +330,7 @@ class SpendTables:
             for key in list(table.keys()):
                 tenant_id, dim, value = [*key.split(SEP, 3), "", ""][:3]
                 self._owned.setdefault(tenant_id, set()).add((name, key))
-                if name == "hourly" and dim != "tenant":
+                if name == "hourly" and dim != "tenant" and value != OVERFLOW:
                     self._values.setdefault(tenant_id, {}).setdefault(dim, set()).add(value)
 
     def expire(self, tenant_id: str, now: datetime) -> int:
@@ -344,4 +357,21 @@ class SpendTables:
             if key in tables[name]:
                 del tables[name][key]
             owned.discard((name, key))
+        if not owned:
+            self._owned.pop(tenant_id, None)
+            self._values.pop(tenant_id, None)
+        elif any(name == "hourly" for name, _ in expired):
+            self._values[tenant_id] = self._retained_values(owned)
         return len(expired)
+
+    @staticmethod
+    def _retained_values(owned: set[tuple[str, str]]) -> dict[str, set[str]]:
+        """dim -> the distinct values with an hourly key among `owned`."""
+        values: dict[str, set[str]] = {}
+        for name, key in owned:
+            if name != "hourly":
+                continue
+            _, dim, value, _ = key.split(SEP, 3)
+            if dim != "tenant" and value != OVERFLOW:
+                values.setdefault(dim, set()).add(value)
+        return values

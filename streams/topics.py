@@ -7,7 +7,9 @@ from collections.abc import Iterable
 from streams.broker import TopicSpec
 from streams.settings import Settings
 
-APP_ID = "spendstream"  # also the consumer group id
+APP_ID = "spendstream"  # also the Faust consumer group id (spend agent, tables)
+# The usage topic is read by `UsageConsumer` in a group of its own.
+INGEST_GROUP = f"{APP_ID}-ingest"
 
 
 def topic_specs(settings: Settings, changelogs: Iterable[str] = ()) -> list[TopicSpec]:

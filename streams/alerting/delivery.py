@@ -6,12 +6,13 @@ bounded queue. One worker per channel takes jobs in order (so a resolve never
 overtakes its trigger) and calls the blocking notifier in a thread.
 
 Retry policy, per job: a delivered attempt ends it; a permanent failure (a 4xx
-other than 408/425/429) ends it as `failed`; anything else (connection refused,
-timeout, 429, 5xx) is retried after `Retry-After` when the receiver sent one,
-else after exponential backoff with jitter, capped. Transient failures are
-retried until delivered (or `max_attempts`, unlimited by default): a receiver
-that is down delays its alerts, it does not lose them, and because each channel
-has its own worker, a dead PagerDuty does not hold back Slack.
+other than 408/425/429, or a receiver certificate that fails TLS verification)
+ends it as `failed`; anything else (connection refused, timeout, 429, 5xx) is
+retried after `Retry-After` when the receiver sent one, else after exponential
+backoff with jitter, capped. Transient failures are retried until delivered
+(or `max_attempts`, unlimited by default): a receiver that is down delays its
+alerts, it does not lose them, and because each channel has its own worker, a
+dead PagerDuty does not hold back Slack.
 
 Overflow policy: each channel queue holds `maxsize` jobs. When it is full the
 new job is not queued; an `alert_deliveries` row with outcome `failed` and

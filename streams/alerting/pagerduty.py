@@ -9,6 +9,13 @@ delivery queue retries with backoff and records each attempt), and 429 capped
 at the library's minimum of one retry; the queue honours Retry-After after
 that. An httpx2 response hook reports every response, library retries included.
 
+A network failure is reported with the httpx2 error the client wraps (its own
+message says only "Non-transient network error"), so a row says "ReadTimeout"
+or "ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED] ...". A certificate that
+fails verification is a permanent failure: retrying cannot help until someone
+fixes the receiver or `verify`, and retrying for ever would hold back every
+later alert on the channel.
+
 The base URL must be https:// (the client refuses anything else); tests point
 it at a self-signed HTTPS receiver on 127.0.0.1.
 """
@@ -104,12 +111,8 @@ class PagerDutyNotifier:
             # The response hook recorded the status (a 2xx with an odd body was still
             # accepted); its last response is the final attempt.
             pass
-        except pagerduty.Error as exc:
-            final = SendAttempt(False, None, self._reason(str(exc)), self.clock())
-        except Exception as exc:  # httpx2 errors the client does not wrap
-            final = SendAttempt(
-                False, None, self._reason(f"{type(exc).__name__}: {exc}"), self.clock()
-            )
+        except Exception as exc:  # pagerduty.Error, or httpx2 errors the client does not wrap
+            final = self._failure(exc)
         attempts: list[SendAttempt] = self._local.responses
         if final is not None:
             attempts.append(final)
@@ -138,5 +141,31 @@ class PagerDutyNotifier:
             reason = self._reason(response.text or f"HTTP {status}")
         responses.append(http_attempt(status, reason, self.clock(), retry_after))
 
+    def _failure(self, exc: Exception) -> SendAttempt:
+        text = str(exc) if isinstance(exc, pagerduty.Error) else f"{type(exc).__name__}: {exc}"
+        cause = exc.__cause__
+        if cause is not None:
+            # Cause first: the client's message names the endpoint, not what went wrong.
+            text = f"{type(cause).__name__}: {cause} ({text})"
+        return SendAttempt(
+            False,
+            None,
+            self._reason(text),
+            self.clock(),
+            permanent=_tls_verification_failed(exc),
+        )
+
     def _reason(self, text: str) -> str:
         return short(redact(text, self._secret))
+
+
+def _tls_verification_failed(exc: BaseException) -> bool:
+    """Whether `exc` (or an error it wraps) is the receiver's certificate failing verification."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # wrapping chains are short; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -6,6 +6,10 @@ raising, and its default retry handlers cover only connection errors. We add
 handler, wrap every handler so each retry it performs is reported as an
 attempt, and read the final status ourselves.
 
+A receiver whose certificate fails verification is a permanent failure (after
+slack-sdk's one connection-error retry): retrying cannot help until someone
+fixes it, and retrying for ever would hold back every later alert on the channel.
+
 The webhook URL is the credential, and slack-sdk logs request URLs at DEBUG on
 its logger; we give the client a logger that never emits DEBUG, and redact the
 URL and token from every reason we return.
@@ -16,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from ssl import SSLContext
+from ssl import SSLCertVerificationError, SSLContext
 from typing import Any
 
 from pydantic import SecretStr
@@ -238,6 +242,7 @@ class SlackNotifier:
                 status_code=None,
                 reason=self._reason(f"{type(exc).__name__}: {exc}"),
                 at=self.clock(),
+                permanent=_tls_verification_failed(exc),
             )
         attempts: list[SendAttempt] = self._local.attempts
         attempts.append(final)
@@ -292,6 +297,18 @@ class SlackNotifier:
 
     def _reason(self, text: str) -> str:
         return short(redact(text, *self._secrets))
+
+
+def _tls_verification_failed(exc: BaseException) -> bool:
+    """Whether `exc` (urllib's URLError wraps it) is a certificate failing verification."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # wrapping chains are short; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _escape(text: str) -> str:

@@ -4,6 +4,7 @@ broker share the partitions, and the totals are exact."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -77,3 +78,45 @@ def test_dev_with_two_workers_shares_partitions_and_totals_are_exact(tmp_path: P
         dev.send_signal(signal.SIGINT)
         code = dev.wait(timeout=60)
     assert code == 0
+
+
+def children_running(parent: int, word: str) -> list[int]:
+    """Pids of `parent`'s child processes whose command line holds `word`."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0").strip()) == parent and word.encode() in cmdline:
+            found.append(int(status.parent.name))
+    return found
+
+
+def test_dev_stops_with_one_line_when_the_embedded_broker_dies(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "dev", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert dev.stdout is not None
+        assert "broker" in dev.stdout.readline().decode()
+        [broker] = wait_for(lambda: children_running(dev.pid, "broker"), timeout=30)
+        os.kill(broker, signal.SIGKILL)
+        code = dev.wait(timeout=60)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
+    assert dev.stderr is not None
+    errors = dev.stderr.read().decode().strip().splitlines()
+    assert code != 0
+    assert errors and "embedded broker exited" in errors[-1], errors
+    assert "in-memory log is gone" in errors[-1]
+    # The worker was stopped with the stack, not left behind.
+    assert children_running(dev.pid, "worker") == []

@@ -30,10 +30,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.group_progress import GroupProgressReader
 from streams.pricing import PriceCatalog
 from streams.simulate import TrafficGenerator
+from streams.topics import INGEST_GROUP
 from tests.integration.conftest import RunningStack
 
 USAGE_TOPIC = "spendstream.usage"
-GROUP = "spendstream"
+GROUP = INGEST_GROUP
 NOW = datetime.now(UTC).replace(microsecond=0)
 MONTH_START = NOW.replace(day=1, hour=0, minute=0, second=0)
 _CATALOG = PriceCatalog.load(None)
@@ -308,10 +309,11 @@ class FaultStack(RunningStack):
                 time.sleep(0.2)
 
     def log_tail(self, lines: int = 5) -> str:
-        path = self.settings.data_dir / "worker.log"
-        if not path.exists():
+        """The last lines of the newest worker's log (each restart writes worker-N.log)."""
+        logs = sorted(self.settings.data_dir.glob("worker*.log"), key=lambda p: p.stat().st_mtime)
+        if not logs:
             return ""
-        text = path.read_text(errors="replace").strip().splitlines()
+        text = logs[-1].read_text(errors="replace").strip().splitlines()
         return " | ".join(text[-lines:])
 
     def rss_kib(self) -> int:
@@ -329,8 +331,16 @@ class FaultStack(RunningStack):
         response = self.get("/health")
         return response.status_code, dict(response.json())
 
-    def month_to_date(self, tenant_id: str) -> Decimal:
-        return Decimal(self.get(f"/v1/limits/{tenant_id}").json()["month_to_date_usd"])
+    def month_to_date(self, tenant_id: str, timeout: float = 90.0) -> Decimal:
+        """The tenant's in-stream month total, once the worker's tables are recovered
+        (it answers 503 "recovering" until then)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.get(f"/v1/limits/{tenant_id}")
+            if response.status_code != 503 or time.monotonic() > deadline:
+                return Decimal(response.json()["month_to_date_usd"])
+            assert response.json()["status"] == "recovering"
+            time.sleep(0.2)
 
     # ledger accounting
 

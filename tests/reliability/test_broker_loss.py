@@ -12,6 +12,7 @@ started again on the same port while the worker keeps running.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import murmur2
 
 from streams.sdk import SpendstreamProducer
 from tests.integration.conftest import wait_for
@@ -36,7 +38,8 @@ from tests.reliability.conftest import (
     targets_of,
 )
 
-# Not yet passing in the fast subset on this machine: run by `make reliability` only.
+# Several stack restarts (~2 min) and intermittent worker stalls after a broker restart
+# (see the non-strict xfails): run by `make reliability` only.
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 
@@ -55,34 +58,33 @@ def restart_broker(stack: FaultStack) -> None:
     stack.targets.clear()
 
 
+OUTAGE_S = 30.0
+
+
 @pytest.fixture(scope="module")
-def broker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+def sdk_outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     data_dir = tmp_path_factory.mktemp("broker-loss") / "data"
     data_dir.mkdir()
     stack = FaultStack(data_dir)
     try:
-        yield stack
+        yield sdk_traffic_across_broker_loss(stack, OUTAGE_S)
     finally:
         stack.stop()
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param(5.0, id="5s"),
-        pytest.param(45.0, id="45s", marks=[pytest.mark.reliability, pytest.mark.timeout(900)]),
-    ],
-)
-def sdk_outage(request: pytest.FixtureRequest, broker_stack: FaultStack) -> dict[str, Any]:
+def sdk_traffic_across_broker_loss(stack: FaultStack, outage_s: float) -> dict[str, Any]:
     """SDK traffic before, during and after a broker outage of `outage_s` seconds."""
-    outage_s: float = request.param
-    stack = broker_stack
     prefix = f"sdk{int(outage_s)}-"
-    events = make_events(3_000, seed=707, prefix=prefix)
+    # Partition 0 is kept free of SDK traffic (the SDK partitions by murmur2 of the
+    # request_id) so that a dead letter can be put at offset 0 of the old and the new log.
+    events = [e for e in make_events(4_200, seed=707, prefix=prefix) if sdk_partition(e) != 0]
+    events = events[:3_000]
+    poison_a = publish_to(stack, [b'{"request_id": "broker-poison-a", '], 0)[0]
     before, during, after = events[:1000], events[1000:2000], events[2000:]
     errors: list[tuple[str, int]] = []
     # Retries sized to the outage: the default budget (8 retries, backoff up to 10 s)
-    # rides out roughly 11-23 s of outage on top of aiokafka's own 10 s request timeout.
+    # rides out roughly 11-23 s of outage on top of aiokafka's own 10 s request timeout;
+    # 12 retries ride out about a minute.
     retries = 8 if outage_s < 20 else 12
     producer = SpendstreamProducer.kafka(
         stack.bootstrap,
@@ -90,6 +92,10 @@ def sdk_outage(request: pytest.FixtureRequest, broker_stack: FaultStack) -> dict
         on_error=lambda exc, n: errors.append((repr(exc)[:200], n)),
     )
     pid = stack.pid
+    # The producer's aiokafka logs every failed reconnect while the broker is down.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
     try:
         for event in before:
             producer.record(event)
@@ -105,12 +111,14 @@ def sdk_outage(request: pytest.FixtureRequest, broker_stack: FaultStack) -> dict
         stats_during = producer.stats
         restart_broker(stack)
         down_s = time.monotonic() - started
+        poison_b = publish_to(stack, [b'{"request_id": "broker-poison-b", '], 0)[0]
 
         for event in after:
             producer.record(event)
         delivered = producer.flush(timeout=120)
     finally:
         closed = producer.close(timeout=30)
+        aiokafka_log.setLevel(level)
     in_new_log = asyncio.run(read_log(stack.bootstrap))
     # Not a wait_for: when the worker misses events (see the xfail below) the fixture
     # still returns, so that the SDK's own delivery is judged on its own.
@@ -125,6 +133,7 @@ def sdk_outage(request: pytest.FixtureRequest, broker_stack: FaultStack) -> dict
         "stack": stack,
         "prefix": prefix,
         "events": events,
+        "poison_positions": (poison_a, poison_b),
         "in_new_log": in_new_log,
         "outage_s": down_s,
         "pid": pid,
@@ -173,10 +182,11 @@ def test_sdk_events_recorded_while_the_broker_is_down_are_delivered_after(
 @pytest.mark.xfail(
     strict=False,
     raises=AssertionError,
-    reason="intermittent bug (about 1 run in 3): after the in-memory broker restarts under "
-    "a running worker, part of the events published to the new broker is never ledgered "
-    "although the SDK delivered them (see docs/reliability.md); not strict because most "
-    "runs pass",
+    reason="intermittent bug (not strict: some runs pass): after the in-memory broker "
+    "restarts under a running worker, the consumer carries its positions from the old log "
+    "into the new one: it skips the new log's first messages of a partition (seen: offsets "
+    "0-3 of partitions 1-3, 900 of 3000 events, committed at the end) or stops consuming "
+    "(seen: committed stuck at 3-4, 1300 events); no error logged, /health ok",
 )
 def test_the_worker_ledgers_every_event_after_the_broker_restart(
     sdk_outage: dict[str, Any],
@@ -223,50 +233,137 @@ def test_the_worker_rides_out_the_broker_restart(sdk_outage: dict[str, Any]) -> 
 def test_in_stream_totals_equal_the_ledger_after_a_broker_restart(
     sdk_outage: dict[str, Any],
 ) -> None:
+    require_complete_ledger(sdk_outage)
     assert sdk_outage["in_stream"] == sdk_outage["ledger_by_tenant"]
+
+
+def require_complete_ledger(run: dict[str, Any]) -> None:
+    if run["ledger_by_tenant"] != run["expected"].cost_by_tenant:
+        pytest.skip("the worker missed events after the broker restart (see the non-strict xfail)")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug: dead letters are keyed (log_epoch, topic, partition, offset, element_index) "
+    "and a worker that lives through a restart of the in-memory broker keeps its log_epoch "
+    "while offsets start again at 0: the new dead letter at an old position is dropped as a "
+    "duplicate insert (streams/ledger_sink.py dedup token) or replaced under FINAL "
+    "(sql/002_dead_letters.sql ORDER BY)",
+)
+def test_dead_letters_before_and_after_a_broker_restart_are_both_kept(
+    sdk_outage: dict[str, Any],
+) -> None:
+    stack: FaultStack = sdk_outage["stack"]
+    before, after = sdk_outage["poison_positions"]
+    require_complete_ledger(sdk_outage)
+    if before != after:
+        raise RuntimeError(f"the two poison messages are not at one place: {before} {after}")
+    wait_for(lambda: stack.stats()["dead_letters"].get("malformed_json", 0) >= 2, timeout=60)
+    rows = stack.query(
+        "SELECT raw_payload FROM dead_letters FINAL WHERE raw_payload LIKE '%broker-poison-%'"
+    )
+    assert len(rows) == 2
 
 
 # -- what the in-memory broker loses --------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def unconsumed_loss(sdk_outage: dict[str, Any]) -> dict[str, Any]:
-    """The worker is frozen (SIGSTOP) while M events are acknowledged by the broker;
-    the broker dies and comes back; the worker resumes (SIGCONT)."""
-    stack: FaultStack = sdk_outage["stack"]
+def unconsumed_loss(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A fresh stack. The worker is frozen (SIGSTOP) while M events are acknowledged by the
+    broker; the broker dies and comes back; the worker resumes (SIGCONT). Then, as a new
+    `spendstream dev` would, a fresh worker with a new log epoch takes over."""
+    data_dir = tmp_path_factory.mktemp("unconsumed") / "data"
+    data_dir.mkdir()
+    stack = FaultStack(data_dir)
+    try:
+        yield paused_across_broker_restart(stack)
+    finally:
+        stack.stop()
+
+
+def paused_across_broker_restart(stack: FaultStack) -> dict[str, Any]:
     prefix = "unconsumed-"
     seen = make_events(500, seed=901, prefix=f"{prefix}seen-")
     held = make_events(700, seed=902, prefix=f"{prefix}held-")
     after = make_events(500, seed=903, prefix=f"{prefix}after-")
-    # A dead letter at a known place in the old log...
-    first = stack.publish([b'{"request_id": "unconsumed-poison-a", '])[0]  # truncated JSON
     stack.publish([orjson.dumps(e) for e in seen])
     stack.wait_consumed()
     wait_for(lambda: len(stack.ledger_rows_by_id(f"{prefix}seen-%")) == len(seen), timeout=60)
 
-    os.kill(stack.pid, signal.SIGSTOP)
+    paused_pid = stack.pid
+    os.kill(paused_pid, signal.SIGSTOP)
     try:
         stack.publish([orjson.dumps(e) for e in held])  # acknowledged, never consumed
         kill_broker(stack)
         restart_broker(stack)
-        # ...and another one at the same place of the new log.
-        partition, offset = first
-        filler = make_events(offset, seed=904, prefix=f"{prefix}fill-")
-        publish_to(stack, [orjson.dumps(e) for e in filler], partition)
-        poison_b = publish_to(stack, [b'{"request_id": "unconsumed-poison-b", '], partition)
-        stack.publish([orjson.dumps(e) for e in after])
     finally:
-        os.kill(stack.pid, signal.SIGCONT)
-    wait_for(lambda: len(stack.ledger_rows_by_id(f"{prefix}after-%")) == len(after), timeout=180)
+        os.kill(paused_pid, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while stack.worker.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    exit_code = stack.worker.process.poll()
+    crash = stack.log_tail(1) if exit_code is not None else ""
+
+    stack.kill_worker()
+    stack.stack.log_epoch = f"{stack.stack.log_epoch}-after-broker-loss"
+    stack.start_worker()
+    stack.publish([orjson.dumps(e) for e in after])
+    stack.wait_consumed()
+    wait_for(lambda: len(stack.ledger_rows_by_id(f"{prefix}after-%")) == len(after), timeout=120)
+    ledger_by_tenant = stack.ledger_month_by_tenant(f"{prefix}%")
     return {
         "stack": stack,
         "prefix": prefix,
         "seen": seen,
         "held": held,
         "after": after,
-        "poison_positions": (first, poison_b[0]),
-        "filler": filler,
+        "exit_code": exit_code,
+        "crash": crash,
+        "ledger_by_tenant": ledger_by_tenant,
+        "in_stream": stack.wait_in_stream(ledger_by_tenant, timeout=20),
     }
+
+
+def test_in_memory_broker_loses_acknowledged_unconsumed_messages(
+    unconsumed_loss: dict[str, Any],
+) -> None:
+    run = unconsumed_loss
+    stack: FaultStack = run["stack"]
+    rows = stack.ledger_rows_by_id(f"{run['prefix']}%")
+    held = {e["request_id"] for e in run["held"]}
+    kept = {e["request_id"] for e in run["seen"] + run["after"]}
+    lost_held = len(held - set(rows))
+    Tally(
+        "in-memory broker dies holding unconsumed messages",
+        events_in=len(held) + len(kept),
+        events_out=len(set(rows) & (held | kept)),
+        lost=lost_held + len(kept - set(rows)),
+        double_counted=sum(n - 1 for n in rows.values()),
+        extra={
+            "acknowledged but unconsumed (lost by design)": len(held),
+            "in-stream month USD after restart": sum(run["in_stream"].values()),
+            "ledger month USD": sum(run["ledger_by_tenant"].values()),
+        },
+    ).report()
+
+    assert lost_held == len(held)  # documented: the in-memory broker loses them
+    assert kept <= set(rows)  # consumed before, or published after: all ledgered
+    assert all(n == 1 for n in rows.values())
+
+
+@pytest.mark.xfail(
+    strict=False,
+    raises=AssertionError,
+    reason="intermittent bug (not strict: some runs pass): a worker paused across a restart "
+    "of the in-memory broker crashes on resume: "
+    "Faust table recovery raises ConsistencyError (persisted changelog offset > highwater -1 "
+    "of the new, empty changelog topic) and the process exits (streams/spend_agent.py "
+    "tables; no handling in streams/app.py or streams/worker.py)",
+)
+def test_a_paused_worker_survives_a_broker_restart(unconsumed_loss: dict[str, Any]) -> None:
+    assert unconsumed_loss["exit_code"] is None, unconsumed_loss["crash"]
 
 
 async def read_log(bootstrap: str) -> dict[str, list[tuple[int, int]]]:
@@ -287,7 +384,10 @@ async def read_log(bootstrap: str) -> dict[str, list[tuple[int, int]]]:
             idle = 0 if batches else idle + 1
             for messages in batches.values():
                 for message in messages:
-                    document = orjson.loads(message.value)
+                    try:
+                        document = orjson.loads(message.value)
+                    except orjson.JSONDecodeError:
+                        continue  # this module's own poison messages
                     for event in document if isinstance(document, list) else [document]:
                         place = (message.partition, message.offset)
                         copies.setdefault(event["request_id"], []).append(place)
@@ -296,52 +396,11 @@ async def read_log(bootstrap: str) -> dict[str, list[tuple[int, int]]]:
     return copies
 
 
+def sdk_partition(event: dict[str, Any], partitions: int = 4) -> int:
+    return (murmur2(event["request_id"].encode()) & 0x7FFFFFFF) % partitions
+
+
 def publish_to(stack: FaultStack, lines: list[bytes], partition: int) -> list[tuple[int, int]]:
     positions = asyncio.run(publish_positions(stack.bootstrap, lines, partition=partition))
     merge_targets(stack.targets, targets_of(positions))
     return positions
-
-
-def test_in_memory_broker_loses_acknowledged_unconsumed_messages(
-    unconsumed_loss: dict[str, Any],
-) -> None:
-    run = unconsumed_loss
-    stack: FaultStack = run["stack"]
-    rows = stack.ledger_rows_by_id(f"{run['prefix']}%")
-    held = {e["request_id"] for e in run["held"]}
-    kept = {e["request_id"] for e in run["seen"] + run["filler"] + run["after"]}
-    lost_held = len(held - set(rows))
-    Tally(
-        "in-memory broker dies with unconsumed messages",
-        events_in=len(held) + len(kept),
-        events_out=len(set(rows) & (held | kept)),
-        lost=lost_held + len(kept - set(rows)),
-        double_counted=sum(n - 1 for n in rows.values()),
-        extra={"acknowledged but unconsumed (lost by design)": len(held)},
-    ).report()
-
-    assert lost_held == len(held)  # documented: the in-memory broker loses them
-    assert kept <= set(rows)  # consumed before, or published after: all ledgered
-    assert all(n == 1 for n in rows.values())
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: dead letters are keyed (log_epoch, topic, partition, offset, element_index) "
-    "but a running worker keeps its log_epoch when the in-memory broker restarts and "
-    "offsets start again at 0: a new dead letter at an old position replaces (FINAL) or is "
-    "dropped as a duplicate insert of the old one (streams/ledger_sink.py dedup token, "
-    "sql/002_dead_letters.sql ORDER BY)",
-)
-def test_dead_letters_from_before_and_after_a_broker_restart_are_both_kept(
-    unconsumed_loss: dict[str, Any],
-) -> None:
-    stack: FaultStack = unconsumed_loss["stack"]
-    before, after = unconsumed_loss["poison_positions"]
-    assert before == after  # the same (partition, offset) in the old and the new log
-    wait_for(lambda: stack.stats()["dead_letters"].get("malformed_json", 0) >= 2, timeout=60)
-    rows = stack.query(
-        "SELECT raw_payload FROM dead_letters FINAL WHERE raw_payload LIKE '%unconsumed-poison%'"
-    )
-    assert len(rows) == 2

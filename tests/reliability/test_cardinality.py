@@ -2,8 +2,12 @@
 long run). The spend tables cap distinct workflows (teams, models) per tenant at 1000
 and count the rest under "__overflow__", so the worker's memory must stop growing with
 the number of distinct workflow ids; no event is lost and the in-stream month total
-still equals the ledger. Tenants are not capped: the long run measures what each new
-tenant costs (RSS from /proc/<pid>/status) and reports it.
+still equals the ledger. The tenant overflowing its cap raises exactly one
+`cardinality_overflow` alert (a warning naming the tenant, the dimension and the cap),
+read back from the worker's `alerts` table, and the query that alert carries runs on
+the ledger and shows the distinct ids. Tenants are not capped: the long run measures
+what each new tenant costs (RSS from /proc/<pid>/status), reports it, and checks that
+a tenant with one workflow raises no cardinality alert.
 
 Events travel 50 to a message and the worker takes 20 messages a batch: one tenant's
 rows of a batch then stay under the producer's 1 MB request limit (see
@@ -25,6 +29,7 @@ pytestmark = pytest.mark.integration
 ENV = {"SPENDSTREAM_BATCH_MAX_EVENTS": "20"}
 PER_MESSAGE = 50
 MIB = 1024 * 1024
+CAP = 1000  # SpendTables.max_values_per_dim
 
 
 def attack_event(prefix: str, i: int, tenant: str, workflow: str) -> dict[str, Any]:
@@ -65,6 +70,28 @@ def ledger_check(stack: FaultStack, prefix: str, n: int) -> tuple[int, int, int]
     return int(rows), int(distinct), int(foreign)
 
 
+def cardinality_alerts(stack: FaultStack, tenant_like: str) -> list[tuple[Any, ...]]:
+    """(key, severity, state, summary, threshold, query) of the cardinality alerts of the
+    matching tenants, oldest first, as the worker recorded them."""
+    return stack.query(
+        "SELECT key, severity, state, summary, toString(threshold), query FROM alerts FINAL "
+        f"WHERE detector = 'cardinality_overflow' AND tenant_id LIKE '{tenant_like}' "
+        "ORDER BY recorded_at"
+    )
+
+
+def wait_cardinality_alerts(
+    stack: FaultStack, tenant: str, timeout: float = 60.0
+) -> list[tuple[Any, ...]]:
+    """The tenant's cardinality alerts once there is one (rows are flushed every second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = cardinality_alerts(stack, tenant)
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
 @pytest.mark.parametrize(
     "n",
     [
@@ -92,6 +119,7 @@ def test_distinct_workflow_ids_leave_memory_bounded(fault_stack: Any, n: int) ->
     expected_month = COST * (n + len(warm))
     in_stream = stack.wait_in_stream({tenant: expected_month}, timeout=120)[tenant]
     rows, distinct, foreign = ledger_check(stack, prefix, n)
+    alerts = wait_cardinality_alerts(stack, tenant)
     growth = [(rss[i + 1] - rss[i]) * 1024 for i in range(2)]
     Tally(
         f"cardinality, {n} distinct workflow ids in one tenant",
@@ -104,6 +132,7 @@ def test_distinct_workflow_ids_leave_memory_bounded(fault_stack: Any, n: int) ->
             "growth 1st/2nd half MiB": "/".join(f"{g / MIB:.1f}" for g in growth),
             "dedupe filter MiB": f"{dedupe[-1] / MIB:.1f}",
             "events/s": f"{n / sum(seconds):.0f}",
+            "cardinality alerts": len(alerts),
         },
     ).report()
 
@@ -116,6 +145,17 @@ def test_distinct_workflow_ids_leave_memory_bounded(fault_stack: Any, n: int) ->
     # ClickHouse. 100 bytes an event is far below one table key per workflow.
     second_half = n - half
     assert growth[1] <= 32 * MIB + 100 * second_half + (dedupe[2] - dedupe[1])
+    # One page for the incident: its workflows overflowed (the single team and model
+    # did not), at the first overflow, and never again however many ids followed.
+    assert [(key, severity, state) for key, severity, state, *_ in alerts] == [
+        (f"tenant:{tenant}/workflow:__overflow__", "warning", "triggered")
+    ]
+    _, _, _, summary, threshold, query = alerts[0]
+    assert f"tenant {tenant} has more than {CAP:,} distinct workflow_id values" in summary
+    assert "'__overflow__' bucket" in summary
+    assert Decimal(threshold) == CAP
+    # The alert's query runs on the ledger and sees every distinct workflow id.
+    assert int(stack.query(f"SELECT max(distinct_values) FROM ({query})")[0][0]) == n + 1
 
 
 @pytest.mark.reliability
@@ -158,3 +198,5 @@ def test_distinct_tenants_cost_is_measured_and_nothing_is_lost(fault_stack: Any)
     assert (rows, distinct, foreign) == (n, n, 0)
     assert off == 0
     assert sum(in_stream.values(), Decimal(0)) == COST * n
+    # Tenants are not capped, and one workflow each overflows nothing: no alert.
+    assert cardinality_alerts(stack, "cardtn-%") == []

@@ -159,12 +159,11 @@ POISON: dict[str, tuple[bytes | None, dict[int, str]]] = {
 }
 VALID_IN_POISON = ("poison-ok-mixed-0", "poison-ok-mixed-3")
 
-# Accepted today, but should not be (findings; their assertions are xfail below).
-# Duplicate keys: orjson keeps the last value, so a producer and this pipeline can
-# disagree on what was sent (10 or 900,000 input tokens?).
+# Findings 7 and 8, fixed. Duplicate keys: orjson keeps the last value, so a producer
+# and this pipeline could disagree on what was sent (10 or 900,000 input tokens?).
 DUPLICATE_KEYS = raw_event("dupkeys", '"input_tokens":900000')
-# 10**30 parses as the float 1e30: rejected, but as "schema_violation: Input should be
-# a valid integer" for an integer, where 2**62 gets token_count_out_of_range.
+# 10**30 parses as the float 1e30: it was dead-lettered as "schema_violation" where
+# 2**62 gets token_count_out_of_range.
 HUGE_BEYOND_64BIT = raw_event("huge128", '"output_tokens":1000000000000000000000000000000')
 
 VALID_COUNT = 200
@@ -361,20 +360,10 @@ def test_dead_letter_counters_match_the_table(poisoned: dict[str, Any]) -> None:
     assert Counter(run["before"].dead_letters(run["after"])) == in_table
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: duplicate JSON keys are accepted (orjson keeps the last value), "
-    "so producer and pipeline can disagree on the token count",
-)
 def test_duplicate_json_keys_are_rejected(poisoned: dict[str, Any]) -> None:
-    assert letters_at(poisoned, "duplicate_keys") != {}
+    assert letters_at(poisoned, "duplicate_keys") == {-1: "duplicate_key"}
     assert "poison-bad-dupkeys" not in poisoned["ledger"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a token count beyond 64 bits parses as a float and is dead-lettered as "
-    "schema_violation ('valid integer'), not token_count_out_of_range",
-)
 def test_token_count_beyond_64_bits_is_out_of_range(poisoned: dict[str, Any]) -> None:
     assert letters_at(poisoned, "huge_beyond_64bit") == {-1: "token_count_out_of_range"}

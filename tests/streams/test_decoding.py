@@ -71,6 +71,13 @@ BAD_MESSAGES: list[tuple[str, bytes]] = [
     ("empty_field", orjson.dumps(event(model="   "))),
     ("token_count_out_of_range", orjson.dumps(event(input_tokens=-1))),
     ("token_count_out_of_range", orjson.dumps(event(output_tokens=10_000_001))),
+    # Beyond 64 bits: orjson reads the integer as a float.
+    ("token_count_out_of_range", orjson.dumps(event()).replace(b"300", b"1" + b"0" * 30)),
+    ("duplicate_key", orjson.dumps(event())[:-1] + b',"input_tokens":900000}'),
+    ("duplicate_key", orjson.dumps(event())[:-1] + b', "input_tokens" : 9}'),
+    ("duplicate_key", orjson.dumps(event(tags={"team": "a"}))[:-2] + b',"team":"b"}}'),
+    # A key written with escapes cannot hide from the check.
+    ("duplicate_key", orjson.dumps(event())[:-1] + rb',"input_\u0074okens":9}'),
     (
         "token_breakdown_inconsistent",
         orjson.dumps(event(cached_tokens=1000, cache_write_tokens=201)),
@@ -169,6 +176,27 @@ def test_array_elements_are_judged_one_by_one_with_their_index() -> None:
     assert orjson.loads(decoded.rejections[0].raw_payload)["request_id"] == "bad-1"
     assert decoded.rejections[1].raw_payload == "5"
     assert decoded.rejections[2].request_id == "bad-3"
+
+
+def test_only_the_array_element_with_a_repeated_key_is_rejected() -> None:
+    repeated = orjson.dumps(event(request_id="r2"))[:-1] + b',"model":"gpt-4o"}'
+    raw = b"[" + orjson.dumps(event()) + b"," + repeated + b"]"
+    decoded = decode_message(raw, now=NOW)
+    assert [e.request_id for e in decoded.events] == ["req-1"]
+    assert [(r.reason, r.element_index) for r in decoded.rejections] == [("duplicate_key", 1)]
+    assert "'model'" in decoded.rejections[0].message
+
+
+def test_keys_that_only_look_repeated_are_accepted() -> None:
+    # A string value holding `":`, escapes and spacing send the message to the exact check.
+    for raw in (
+        orjson.dumps(event(tags={"note": 'say "hi": twice'})),
+        orjson.dumps(event(user_id="cafe")).replace(b'"cafe"', rb'"caf\u00e9"'),
+        orjson.dumps(event()).replace(b'"model":', b'"model" :'),
+    ):
+        decoded = decode_message(raw, now=NOW)
+        assert decoded.rejections == [], raw
+        assert len(decoded.events) == 1
 
 
 def test_text_fields_are_dropped_from_decoded_events() -> None:
