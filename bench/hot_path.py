@@ -139,7 +139,7 @@ def main() -> None:
 
     import detectors.online_anomaly  # noqa: F401  (the worker imports River at start)
 
-    tables = SpendTables({}, {}, {}, {})
+    tables = SpendTables({}, {}, {})
     monitor = SpendMonitor(SpendConfig())
     spend = {"decode": 0.0, "apply": 0.0, "observe": 0.0}
 

@@ -186,9 +186,7 @@ def register_spend_agent(
         )
 
     warm_up_online()
-    tables = SpendTables(
-        table("spend_hourly"), table("spend_totals"), table("run_cost"), table("spend_offsets")
-    )
+    tables = SpendTables(table("spend_hourly"), table("spend_totals"), table("run_cost"))
     runtime = SpendRuntime(
         config=config,
         tables=tables,

@@ -11,10 +11,13 @@ Tables (values are JSON-able dicts; money as Decimal strings):
 - `hourly`: "tenant|dim|value|hour" → bucket, dims tenant, workflow, team, model;
   kept `hourly_retention_hours` (8 days) of event time;
 - `totals`: "tenant|dim|value|dDAY" daily (40 days) and "tenant|month|YYYY-MM";
-- `runs`: "tenant|run|workflow|run_id" → run cost, dropped 2 days after last seen;
-- `offsets`: "tenant|source_partition" → the highest source position counted
-  (offset and index in the message), so a costed event re-published after a crash
-  (same position) is not counted twice.
+- `runs`: "tenant|run|workflow|run_id" → run cost, dropped 2 days after last seen.
+
+Every value also holds `seen`: per source partition, the highest source position
+(offset and index in the message) it has counted. A costed event re-published after
+a crash (same position) is skipped by each value that already holds it. The mark
+lives in the value it guards, so both are one changelog record: a crash that loses
+some of a batch's table writes and not others can neither drop nor double-count.
 
 Cardinality is bounded: past `max_values_per_dim` distinct workflows (or teams,
 models) per tenant, new ones are counted under "__overflow__" (`OVERFLOW`), and
@@ -173,13 +176,68 @@ def costed_row(raw: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _sequence(row: dict[str, Any]) -> int:
+    """A row's place in its source partition: (offset, index in the message) as one
+    number. Costed rows of a partition arrive in that order."""
+    return int(row["source_offset"]) * MAX_EVENTS_PER_MESSAGE + int(row.get("source_index", 0))
+
+
+def _advance(seen: dict[str, int], rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    marks = dict(seen)
+    for row in rows:
+        partition = str(row["source_partition"])
+        marks[partition] = max(marks.get(partition, -1), _sequence(row))
+    return marks
+
+
+@dataclass
+class _Group:
+    """Rows of one (dimension values, hour) group, summed, with each source
+    partition's lowest position (to tell at once whether a value holds none of them)."""
+
+    delta: _Delta = field(default_factory=_Delta)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    lowest: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.delta.add(row)
+        self.rows.append(row)
+        partition, sequence = str(row["source_partition"]), _sequence(row)
+        if sequence < self.lowest.get(partition, sequence + 1):
+            self.lowest[partition] = sequence
+
+    def new_rows(self, seen: dict[str, int]) -> list[dict[str, Any]]:
+        if all(low > seen.get(p, -1) for p, low in self.lowest.items()):
+            return self.rows
+        return [r for r in self.rows if _sequence(r) > seen.get(str(r["source_partition"]), -1)]
+
+
+def _merge(bucket: dict[str, Any], groups: list[_Group]) -> dict[str, Any] | None:
+    """`bucket` plus the rows of `groups` it does not hold yet; None if it holds all."""
+    seen: dict[str, int] = bucket.get("seen", {})
+    delta = _Delta()
+    counted: list[dict[str, Any]] = []
+    for group in groups:
+        fresh = group.new_rows(seen)
+        if fresh is group.rows:
+            delta.absorb(group.delta)
+        else:
+            for row in fresh:
+                delta.add(row)
+        counted.extend(fresh)
+    if not counted:
+        return None
+    merged = delta.merge_into(bucket)
+    merged["seen"] = _advance(seen, counted)
+    return merged
+
+
 class SpendTables:
     def __init__(
         self,
         hourly: Table,
         totals: Table,
         runs: Table,
-        offsets: Table,
         *,
         hourly_retention_hours: int = HOURLY_RETENTION_HOURS,
         daily_retention_days: int = 40,
@@ -189,7 +247,6 @@ class SpendTables:
         self.hourly = hourly
         self.totals = totals
         self.runs = runs
-        self.offsets = offsets
         self.hourly_retention_hours = hourly_retention_hours
         self.daily_retention_days = daily_retention_days
         self.run_retention_hours = run_retention_hours
@@ -210,67 +267,71 @@ class SpendTables:
     def apply(self, tenant_id: str, raw_rows: Iterable[dict[str, Any]]) -> BatchResult:
         """Count one costed message's rows (all of one tenant) into every table."""
         result = BatchResult()
-        hourly: dict[str, _Delta] = {}
-        totals: dict[str, _Delta] = {}
-        touched: dict[str, TouchedKey] = {}
-        runs: dict[str, list[Any]] = {}
-        groups: dict[tuple[Any, ...], _Delta] = {}
-        # Each row's place in its source partition: (offset, index in the message), as
-        # one number. Costed rows of a partition arrive in that order, so anything at or
-        # below the stored mark was counted before. Written once per partition per
-        # message: each table write is a changelog record.
-        high_water: dict[str, int] = {}
+        groups: dict[tuple[Any, ...], _Group] = {}
+        runs: dict[str, _Group] = {}
         for raw in raw_rows:
             row = costed_row(raw)
-            offset_key = f"{tenant_id}{SEP}{row['source_partition']}"
-            sequence = row["source_offset"] * MAX_EVENTS_PER_MESSAGE + row.get("source_index", 0)
-            if sequence <= self.offsets.get(offset_key, -1):
-                result.skipped += 1
-                continue
-            high_water[offset_key] = max(high_water.get(offset_key, -1), sequence)
-            result.counted.append(row)
             ts: datetime = row["timestamp"]
-            epoch = int(ts.timestamp())
             # One add per row into its (dimension values, hour) group; the groups,
             # far fewer than rows, then fan out to every table key below.
             group_key = (
                 tuple(self._dim_value(tenant_id, dim, row) for dim in DIMENSIONS),
-                epoch // HOUR,
+                int(ts.timestamp()) // HOUR,
                 f"{ts:%Y-%m}",
             )
             group = groups.get(group_key)
             if group is None:
-                group = groups[group_key] = _Delta()
+                group = groups[group_key] = _Group()
             group.add(row)
             if row["workflow_run_id"]:
                 run_key = SEP.join((tenant_id, "run", row["workflow_id"], row["workflow_run_id"]))
-                entry = runs.setdefault(run_key, [Decimal(0), ts, ts])
-                entry[0] += row["cost"]
-                entry[1], entry[2] = min(entry[1], ts), max(entry[2], ts)
+                runs.setdefault(run_key, _Group()).add(row)
+
+        hourly: dict[str, list[_Group]] = {}
+        totals: dict[str, list[_Group]] = {}
+        touched: dict[str, TouchedKey] = {}
         for (values, hour, month), group in groups.items():
             day = hour * HOUR // DAY
             for dim, value in zip(DIMENSIONS, values, strict=True):
                 if value is None:
                     continue
                 base = f"{tenant_id}{SEP}{dim}{SEP}{value}"
-                hourly.setdefault(f"{base}{SEP}{hour}", _Delta()).absorb(group)
-                totals.setdefault(f"{base}{SEP}d{day}", _Delta()).absorb(group)
+                hourly.setdefault(f"{base}{SEP}{hour}", []).append(group)
+                totals.setdefault(f"{base}{SEP}d{day}", []).append(group)
                 touched[f"{base}{SEP}{hour}"] = TouchedKey(
                     tenant_id, dim, value, datetime.fromtimestamp(hour * HOUR, UTC)
                 )
-            totals.setdefault(f"{tenant_id}{SEP}month{SEP}{month}", _Delta()).absorb(group)
-        for key, offset in high_water.items():
-            if offset != self.offsets.get(key, -1):
-                self.offsets[key] = offset
+            month_key = f"{tenant_id}{SEP}month{SEP}{month}"
+            totals.setdefault(month_key, []).append(group)
+            # The month total is the tenant's reference: a row it already holds is a
+            # re-delivery, and is neither counted for the detectors nor observed.
+            seen = (self.totals.get(month_key) or {}).get("seen", {})
+            for row in group.rows:
+                if _sequence(row) > seen.get(str(row["source_partition"]), -1):
+                    result.counted.append(row)
+                else:
+                    result.skipped += 1
+
         owned = self._owned.setdefault(tenant_id, set())
-        for key, delta in hourly.items():
-            self.hourly[key] = delta.merge_into(self.hourly.get(key) or new_bucket())
-            owned.add(("hourly", key))
-        for key, delta in totals.items():
-            self.totals[key] = delta.merge_into(self.totals.get(key) or new_bucket())
-            owned.add(("totals", key))
-        for key, (cost, first, last) in runs.items():
+        for name, table, updates in (
+            ("hourly", self.hourly, hourly),
+            ("totals", self.totals, totals),
+        ):
+            for key, contributions in updates.items():
+                bucket = table.get(key)
+                merged = _merge(bucket or new_bucket(), contributions)
+                if merged is not None:
+                    table[key] = merged
+                owned.add((name, key))
+        for key, group in runs.items():
             old = self.runs.get(key)
+            seen = dict(old.get("seen", {})) if old else {}
+            fresh = group.new_rows(seen)
+            if not fresh:
+                continue
+            cost = sum((row["cost"] for row in fresh), Decimal(0))
+            first = min(row["timestamp"] for row in fresh)
+            last = max(row["timestamp"] for row in fresh)
             if old:
                 cost += Decimal(old["cost"])
                 first = min(first, _parse_time(old["started_at"]))
@@ -280,6 +341,7 @@ class SpendTables:
                 "cost": str(cost),
                 "started_at": first.isoformat(),
                 "last_seen": last.isoformat(),
+                "seen": _advance(seen, fresh),
             }
             _, _, workflow_id, run_id = key.split(SEP, 3)
             result.runs.append(RunUpdate(tenant_id, workflow_id, run_id, cost, first, last))

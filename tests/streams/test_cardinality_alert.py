@@ -70,7 +70,7 @@ def config(detectors: dict[str, Any] | None = None, **sections: Any) -> SpendCon
 def runtime(spend_config: SpendConfig | None = None) -> tuple[SpendRuntime, Recorded]:
     spend_config = spend_config or config()
     recorded = Recorded()
-    tables = SpendTables({}, {}, {}, {}, max_values_per_dim=CAP, hourly_retention_hours=RETENTION)
+    tables = SpendTables({}, {}, {}, max_values_per_dim=CAP, hourly_retention_hours=RETENTION)
     monitor = SpendMonitor(spend_config)
     if monitor.cardinality is not None:
         monitor.cardinality.retention_hours = RETENTION  # as the tables'
@@ -175,7 +175,6 @@ def test_after_a_restart_the_overflow_bucket_takes_no_place_under_the_cap() -> N
         rt.tables.hourly,
         rt.tables.totals,
         rt.tables.runs,
-        rt.tables.offsets,
         max_values_per_dim=CAP + 1,
         hourly_retention_hours=RETENTION,
     )

@@ -37,7 +37,7 @@ def row(offset: int, **overrides: Any) -> dict[str, Any]:
 
 
 def tables(**kwargs: Any) -> SpendTables:
-    return SpendTables({}, {}, {}, {}, **kwargs)
+    return SpendTables({}, {}, {}, **kwargs)
 
 
 def hour_key(dim: str, value: str, at: datetime = T0) -> str:
@@ -118,7 +118,38 @@ def test_after_recovery_the_index_is_rebuilt_and_expiry_still_works() -> None:
     t = tables()
     old = T0 - timedelta(days=9)
     t.apply("acme", [row(1, timestamp=old.isoformat()), row(2)])
-    recovered = SpendTables(t.hourly, t.totals, t.runs, t.offsets)  # a restarted worker
+    recovered = SpendTables(t.hourly, t.totals, t.runs)  # a restarted worker
     recovered.rebuild_index()
     assert recovered.expire("acme", T0) > 0
     assert hour_key("tenant", "acme", old) not in recovered.hourly
+
+
+def test_a_crash_that_kept_some_table_writes_neither_drops_nor_double_counts() -> None:
+    # Each table write is its own changelog record: a worker killed mid-batch may have
+    # persisted the hourly buckets and the run but not the month total, or the reverse.
+    # The batch is re-published after the restart; every value must end up holding it
+    # exactly once.
+    batch = [row(1), row(2, workflow_id="summarize"), row(1, source_partition=1)]
+    for kept in ("hourly", "totals", "runs"):
+        before = tables()
+        before.apply("acme", [row(0)])
+        after = tables()
+        after.apply("acme", [row(0)])
+        after.apply("acme", batch)
+        # What recovery brings back: `kept` as after the batch, the others as before.
+        recovered = SpendTables(
+            dict(after.hourly if kept == "hourly" else before.hourly),
+            dict(after.totals if kept == "totals" else before.totals),
+            dict(after.runs if kept == "runs" else before.runs),
+        )
+        recovered.rebuild_index()
+        result = recovered.apply("acme", batch)
+
+        assert recovered.month_spend("acme", T0) == Decimal("0.0008400"), kept
+        tenant_hour = recovered.hourly[hour_key("tenant", "acme")]
+        assert tenant_hour["requests"] == 4, kept
+        assert recovered.hourly[hour_key("workflow", "summarize")]["requests"] == 1, kept
+        run = recovered.runs[SEP.join(("acme", "run", "answer", "run-1"))]
+        assert Decimal(run["cost"]) == Decimal("0.0006300"), kept
+        # Rows the month total already held are re-deliveries, not new spend.
+        assert len(result.counted) == (0 if kept == "totals" else 3), kept
