@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.usage_event import MAX_MESSAGE_BYTES, UsageEvent
+from schemas.usage_event import DROPPED_TEXT_FIELDS, MAX_MESSAGE_BYTES, UsageEvent
 
 RAW_PAYLOAD_LIMIT = 64 * 1024
 TOKEN_FIELDS = frozenset(
@@ -64,9 +64,35 @@ class DecodedMessage:
 
 
 def truncate_payload(raw: bytes | str) -> str:
-    if isinstance(raw, bytes):
-        raw = raw[:RAW_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
-    return raw[:RAW_PAYLOAD_LIMIT]
+    """What a dead letter keeps of a payload: at most 64 KiB, never prompt or completion
+    text (the fields `UsageEvent` drops are removed here too)."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", errors="replace")
+    raw = _without_text_fields(raw)
+    return raw[:RAW_PAYLOAD_LIMIT].decode("utf-8", errors="replace")[:RAW_PAYLOAD_LIMIT]
+
+
+_TEXT_KEYS = tuple(f'"{name}"'.encode() for name in DROPPED_TEXT_FIELDS)
+
+
+def _without_text_fields(raw: bytes) -> bytes:
+    if not any(key in raw for key in _TEXT_KEYS):
+        return raw
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Not JSON: where the text starts and ends is unknown, so keep nothing after it.
+        cut = min(raw.find(key) for key in _TEXT_KEYS if key in raw)
+        return raw[:cut] + b"...(cut: a text field follows)"
+    return orjson.dumps(_drop_text(document))
+
+
+def _drop_text(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_text(v) for k, v in value.items() if k not in DROPPED_TEXT_FIELDS}
+    if isinstance(value, list):
+        return [_drop_text(v) for v in value]
+    return value
 
 
 def parse_message(raw: bytes) -> list[Any] | Rejection:

@@ -81,6 +81,14 @@ class PipelineCollector(Collector):
         for (channel, outcome), count in sorted(s["deliveries"].items()):
             deliveries.add_metric([channel, outcome], count)
         yield deliveries
+        overflowed = CounterMetricFamily(
+            "spendstream_cardinality_overflowed",
+            "Rows counted under a tenant's overflow bucket, by dimension.",
+            labels=["dimension"],
+        )
+        for dimension, count in sorted(s.get("overflowed", {}).items()):
+            overflowed.add_metric([dimension], count)
+        yield overflowed
 
 
 class WorkerMetrics:

@@ -247,6 +247,12 @@ def test_metrics_endpoint(stack: tuple[RunningStack, str]) -> None:
     assert metrics["spendstream_events_ledgered_total"] >= 5
     assert metrics["spendstream_sink_batch_seconds_count"] >= 1
     assert 'spendstream_dead_letters_total{reason="ownership_mismatch"}' in metrics
+    assert metrics['spendstream_cardinality_overflowed_total{dimension="workflow"}'] == 0
+    # The ingest consumer's lag per usage partition (aiokafka, not Faust's monitor).
+    assert any(
+        name.startswith("spendstream_consumer_lag{") and "spendstream.usage" in name
+        for name in metrics
+    )
 
 
 def test_reports_read_through_the_running_worker(stack: tuple[RunningStack, str]) -> None:

@@ -203,3 +203,22 @@ def test_text_fields_are_dropped_from_decoded_events() -> None:
     raw = orjson.dumps(event(prompt="SECRET", messages=[{"content": "SECRET"}], output="SECRET"))
     (decoded,) = decode_message(raw, now=NOW).events
     assert "SECRET" not in decoded.model_dump_json()
+
+
+def test_a_dead_letter_never_keeps_prompt_or_completion_text() -> None:
+    canary = "CANARY-do-not-store"
+    bad = event(input_tokens=-1, prompt=canary, completion=canary)
+    bad["messages"] = [{"role": "user", "content": canary}]
+    bad["tags"] = {"input": canary}
+    for raw in (
+        orjson.dumps(bad),  # a rejected event
+        b"[" + orjson.dumps(event()) + b"," + orjson.dumps(bad) + b"]",  # an element
+        orjson.dumps(bad)[:-30],  # not JSON any more: cut before the text
+    ):
+        decoded = decode_message(raw, now=NOW)
+        assert decoded.rejections, raw
+        for rejection in decoded.rejections:
+            assert canary not in rejection.raw_payload
+            assert canary not in rejection.message
+    kept = rejected(orjson.dumps(bad)).raw_payload
+    assert orjson.loads(kept)["input_tokens"] == -1  # the rest of the payload is kept
