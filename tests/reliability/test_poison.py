@@ -57,10 +57,14 @@ def bad(kind: str, **overrides: Any) -> bytes:
     return orjson.dumps(valid(f"poison-bad-{kind}", **overrides))
 
 
-def raw_event(kind: str, field_json: str) -> bytes:
-    """An event whose last field is written as raw JSON text (what orjson cannot emit)."""
-    body = orjson.dumps(valid(f"poison-bad-{kind}"))[:-1]
-    return body + b"," + field_json.encode() + b"}"
+def raw_event(kind: str, field_json: str, *, repeat: bool = False) -> bytes:
+    """An event whose last field is written as raw JSON text (what orjson cannot emit);
+    it replaces the valid event's field of that name unless `repeat`."""
+    name = field_json.split(":", 1)[0].strip('"')
+    event = valid(f"poison-bad-{kind}")
+    if not repeat:
+        event.pop(name, None)
+    return orjson.dumps(event)[:-1] + b"," + field_json.encode() + b"}"
 
 
 def nested(depth: int) -> bytes:
@@ -161,7 +165,7 @@ VALID_IN_POISON = ("poison-ok-mixed-0", "poison-ok-mixed-3")
 
 # Findings 7 and 8, fixed. Duplicate keys: orjson keeps the last value, so a producer
 # and this pipeline could disagree on what was sent (10 or 900,000 input tokens?).
-DUPLICATE_KEYS = raw_event("dupkeys", '"input_tokens":900000')
+DUPLICATE_KEYS = raw_event("dupkeys", '"input_tokens":900000', repeat=True)
 # 10**30 parses as the float 1e30: it was dead-lettered as "schema_violation" where
 # 2**62 gets token_count_out_of_range.
 HUGE_BEYOND_64BIT = raw_event("huge128", '"output_tokens":1000000000000000000000000000000')
