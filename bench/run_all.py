@@ -534,7 +534,20 @@ def main() -> None:
                     extra += [f"--{key}-env", item]
                 step("throughput", extra, 5400)
     if want("alert_latency") and present("alert_latency"):
-        step("alert_latency", size("alert_latency"), 3600)
+        # T3's load is half the T1 rate measured in this run (or the last one kept).
+        t1 = next(
+            (
+                r.data["t1"]
+                for r in reversed(runs)
+                if r.module == "bench.throughput"
+                and r.data
+                and "--only" not in r.args
+                and r.data.get("t1", {}).get("events_per_s")
+            ),
+            None,
+        )
+        load = ["--rate", str(int(t1["events_per_s"] / 2))] if t1 else []
+        step("alert_latency", [*size("alert_latency"), *load], 3600)
     if want("dedupe_memory"):
         step("dedupe_memory", size("dedupe_memory"), 3600)
     if want("cold_start"):

@@ -33,6 +33,7 @@ from streams.clickhouse import (
 )
 from streams.dedupe import RequestIdFilter, hash_request_ids
 from streams.http_ingest import IngestHandler
+from streams.http_ingest.body import BodyTooLarge, read_body
 from streams.http_publisher import HttpIngestPublisher
 from streams.ingest import IngestPipeline, ingest_day
 from streams.ingest_keys import IngestKeyStore
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 
 COSTED_ROWS_PER_MESSAGE = 500
+# A peer's ledger batch (5000 messages of up to 100 events, ~600 bytes a row as JSON).
+PEER_INSERT_MAX_BYTES = 512 * 1024 * 1024
 
 
 def json_bytes(value: Any) -> bytes:
@@ -392,7 +395,11 @@ def build_app(
             if runtime.executor is None or runtime.handle is None or runtime.handle.remote:
                 return self.error(503, "not the owner of the data dir")
             try:
-                table, columns, data, insert_settings = decode_insert(await request.read())
+                # A peer's batch outgrows aiohttp's 1 MiB default: read it with our bound.
+                body = await read_body(request, PEER_INSERT_MAX_BYTES)
+                table, columns, data, insert_settings = decode_insert(body)
+            except BodyTooLarge as exc:
+                return self.error(413, str(exc))
             except (ValueError, KeyError) as exc:
                 return self.error(400, str(exc))
             client = runtime.handle.client

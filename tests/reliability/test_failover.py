@@ -19,7 +19,6 @@ import pytest
 from streams.embedded_stack import EmbeddedStack, WorkerProcess
 from tests.integration.conftest import wait_for
 from tests.reliability.conftest import Expectation, FaultStack, make_events, tally_ledger
-from tests.reliability.test_crash import RECOVERY_BUG
 
 # Two worker starts and a takeover (~100 s): run by `make reliability` only.
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -112,11 +111,6 @@ def test_owner_takes_over_and_the_ledger_is_exact(failed_over: dict[str, Any]) -
     assert run["ledger_by_tenant"] == run["expected"].cost_by_tenant
 
 
-@pytest.mark.xfail(
-    strict=False,
-    raises=AssertionError,
-    reason="intermittent (not strict: it held in some runs). " + RECOVERY_BUG,
-)
 def test_in_stream_totals_equal_the_ledger_after_failover(failed_over: dict[str, Any]) -> None:
     assert failed_over["in_stream"] == failed_over["ledger_by_tenant"]
 
