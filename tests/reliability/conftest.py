@@ -333,13 +333,16 @@ class FaultStack(RunningStack):
 
     def month_to_date(self, tenant_id: str, timeout: float = 90.0) -> Decimal:
         """The tenant's in-stream month total, once the worker's tables are recovered
-        (it answers 503 "recovering" until then)."""
+        (it answers 503 "recovering" until then); NaN, equal to nothing, if they are
+        still recovering after `timeout`."""
         deadline = time.monotonic() + timeout
         while True:
             response = self.get(f"/v1/limits/{tenant_id}")
-            if response.status_code != 503 or time.monotonic() > deadline:
+            if response.status_code != 503:
                 return Decimal(response.json()["month_to_date_usd"])
             assert response.json()["status"] == "recovering"
+            if time.monotonic() > deadline:
+                return Decimal("NaN")
             time.sleep(0.2)
 
     # ledger accounting
@@ -377,7 +380,8 @@ class FaultStack(RunningStack):
         read (the spend agent trails the ingest agent by a costed message)."""
         deadline = time.monotonic() + timeout
         while True:
-            seen = self.in_stream_month_by_tenant(expected)
+            left = max(1.0, deadline - time.monotonic())
+            seen = {tenant: self.month_to_date(tenant, left) for tenant in expected}
             if seen == expected or time.monotonic() > deadline:
                 return seen
             time.sleep(0.5)
