@@ -142,9 +142,11 @@ def test_distinct_workflow_ids_leave_memory_bounded(fault_stack: Any, n: int) ->
     assert in_stream == expected_month
     # Capped: past the first 1000 workflows, a new workflow id costs the tables nothing;
     # what still grows is the de-duplication filter (one hash per id, by design) and
-    # ClickHouse. 100 bytes an event is far below one table key per workflow.
+    # ClickHouse. 100 bytes an event is far below one table key per workflow (~12 KB:
+    # uncapped, the 20k case's second half would grow ~120 MiB). The allowance covers
+    # allocator and ClickHouse noise, measured up to 38 MiB at 20k on 2 busy cores.
     second_half = n - half
-    assert growth[1] <= 32 * MIB + 100 * second_half + (dedupe[2] - dedupe[1])
+    assert growth[1] <= 64 * MIB + 100 * second_half + (dedupe[2] - dedupe[1])
     # One page for the incident: its workflows overflowed (the single team and model
     # did not), at the first overflow, and never again however many ids followed.
     assert [(key, severity, state) for key, severity, state, *_ in alerts] == [
