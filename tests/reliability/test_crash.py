@@ -151,7 +151,9 @@ def test_in_stream_month_totals_equal_the_ledger_after_sigkills(
     crashed: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
     if not crashed["keyed"]:
-        unkeyed = pytest.mark.xfail(strict=True, raises=AssertionError, reason=RECOVERY_BUG)
+        # Not strict: it needs a kill between the costed publish and the ledger write of
+        # a batch holding a copy whose twin is elsewhere; some runs have none.
+        unkeyed = pytest.mark.xfail(strict=False, raises=AssertionError, reason=RECOVERY_BUG)
         request.applymarker(unkeyed)
     assert crashed["in_stream"] == crashed["ledger_by_tenant"]
 
