@@ -77,7 +77,6 @@ class WorkerRuntime:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     delivery_counts: DeliveryCounts = field(default_factory=DeliveryCounts)
     loaded_until: datetime | None = None
-    batch_failures: int = 0
     _connecting: concurrent.futures.Future[list[str]] | None = None
     rebalanced_at: datetime | None = None
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -238,6 +237,7 @@ class WorkerRuntime:
             "healthy": self.healthy,
             "alerts_triggered": self.spend.alerts_sent if self.spend else 0,
             "findings": self.spend.findings if self.spend else 0,
+            "batch_failures": self.consumer.failures,
             "overflowed": self.spend.overflowed if self.spend else {},
         }
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from ssl import SSLCertVerificationError
 from typing import Protocol
 
 from schemas.alert import Alert
@@ -88,3 +89,16 @@ def redact(text: str, *secrets: str) -> str:
 def short(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def tls_verification_failed(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it wraps (urllib's URLError, pagerduty's Error), is the
+    receiver's certificate failing verification: a permanent failure for every notifier."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # wrapping chains are short; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -39,6 +39,7 @@ from streams.alerting.notifier import (
     parse_retry_after,
     redact,
     short,
+    tls_verification_failed,
     utc_now,
 )
 from streams.alerting.render import cause_label, details
@@ -152,20 +153,8 @@ class PagerDutyNotifier:
             None,
             self._reason(text),
             self.clock(),
-            permanent=_tls_verification_failed(exc),
+            permanent=tls_verification_failed(exc),
         )
 
     def _reason(self, text: str) -> str:
         return short(redact(text, self._secret))
-
-
-def _tls_verification_failed(exc: BaseException) -> bool:
-    """Whether `exc` (or an error it wraps) is the receiver's certificate failing verification."""
-    seen: BaseException | None = exc
-    for _ in range(10):  # wrapping chains are short; never loop on a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from ssl import SSLCertVerificationError, SSLContext
+from ssl import SSLContext
 from typing import Any
 
 from pydantic import SecretStr
@@ -55,6 +55,7 @@ from streams.alerting.notifier import (
     parse_retry_after,
     redact,
     short,
+    tls_verification_failed,
     utc_now,
 )
 from streams.alerting.render import (
@@ -242,7 +243,7 @@ class SlackNotifier:
                 status_code=None,
                 reason=self._reason(f"{type(exc).__name__}: {exc}"),
                 at=self.clock(),
-                permanent=_tls_verification_failed(exc),
+                permanent=tls_verification_failed(exc),
             )
         attempts: list[SendAttempt] = self._local.attempts
         attempts.append(final)
@@ -297,18 +298,6 @@ class SlackNotifier:
 
     def _reason(self, text: str) -> str:
         return short(redact(text, *self._secrets))
-
-
-def _tls_verification_failed(exc: BaseException) -> bool:
-    """Whether `exc` (urllib's URLError wraps it) is a certificate failing verification."""
-    seen: BaseException | None = exc
-    for _ in range(10):  # wrapping chains are short; never loop on a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _escape(text: str) -> str:
