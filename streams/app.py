@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import faust
 import numpy as np
@@ -32,13 +32,13 @@ from streams.clickhouse import (
     open_session_client,
 )
 from streams.dedupe import RequestIdFilter, hash_request_ids
+from streams.faust_app import SpendstreamApp
 from streams.http_ingest import IngestHandler
 from streams.http_ingest.body import BodyTooLarge, read_body
 from streams.http_publisher import HttpIngestPublisher
 from streams.ingest import IngestPipeline, ingest_day
 from streams.ingest_keys import IngestKeyStore
 from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
-from streams.log_end import SpendstreamApp
 from streams.metrics import CONTENT_TYPE, DeliveryCounts, WorkerMetrics
 from streams.peer_clickhouse import decode_insert
 from streams.pricing import PriceCatalog
@@ -344,8 +344,7 @@ def build_app(
         before_batch=runtime.refresh_dedupe_if_rebalanced,
         on_assigned=on_assigned,
     )
-    # Faust starts an instance as it would a decorated class: after table recovery.
-    app.service(cast(Any, runtime.consumer))
+    app.ingest = runtime.consumer
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

@@ -5,9 +5,11 @@ The steps, in the order that keeps the invariants of ARCHITECTURE.md:
 1. decode and validate every message (`streams.decoding`);
 2. drop request_ids already ledgered within the horizon, or repeated in the batch;
 3. price the rest (cached resolution, Decimal arithmetic);
-4. publish costed events downstream and wait for the broker's acknowledgement;
-5. write ledger and dead-letter rows and wait until ClickHouse holds them;
-6. only then return, so the caller lets Kafka commit the batch's offsets.
+4. publish costed events downstream and wait for the broker's acknowledgement
+   (`publish`, at once: the detectors see a batch before its ledger write);
+5. write ledger and dead-letter rows and wait until ClickHouse holds them (`write`,
+   one insert for the batches published meanwhile);
+6. only then return, so the caller lets Kafka commit the batches' offsets.
 
 A crash before 5 re-delivers the batch: nothing was ledgered, the rebuilt filter has
 not seen the ids, so they are processed again; downstream spend tables skip costed
@@ -100,7 +102,9 @@ class IngestPipeline:
         self.counters = IngestCounters()
 
     async def process(self, messages: Sequence[UsageMessage]) -> None:
-        await self.deliver(self.prepare(messages))
+        batch = self.prepare(messages)
+        await self.publish(batch)
+        await self.write([batch])
 
     def prepare(
         self, messages: Sequence[UsageMessage], in_flight: U64 | None = None
@@ -140,18 +144,26 @@ class IngestPipeline:
             day=ingest_day(now),
         )
 
-    async def deliver(self, batch: PreparedBatch) -> None:
-        """Steps 4-6: returns once the rows are durable and the ids marked."""
+    async def publish(self, batch: PreparedBatch) -> None:
+        """Step 4: returns once the broker acknowledged the costed events and dead
+        letters. Safe to repeat: the spend tables skip costed events by source position."""
         if self.publish_costed is not None and batch.costed_by_tenant:
             await self.publish_costed(batch.costed_by_tenant)
         if self.publish_dead_letters is not None and batch.dead_letters:
             await self.publish_dead_letters(batch.dead_letters)
-        await self.sink.write(batch.rows, batch.dead_letters)
+
+    async def write(self, batches: Sequence[PreparedBatch]) -> None:
+        """Step 5 for published batches, in one insert: returns once the rows are
+        durable and the ids marked."""
+        rows = [row for batch in batches for row in batch.rows]
+        dead_letters = [letter for batch in batches for letter in batch.dead_letters]
+        await self.sink.write(rows, dead_letters)
         # Marked only now: a batch that is never written (its partition revoked before
         # the write, or the process stopped) leaves its ids free for re-delivery.
-        self.dedupe.mark(batch.hashes, batch.day)
-        self.dedupe.expire(batch.day)
-        self._count(batch)
+        for batch in batches:
+            self.dedupe.mark(batch.hashes, batch.day)
+            self._count(batch)
+        self.dedupe.expire(batches[-1].day)
 
     def _dead_letter(
         self, rejection: Rejection, message: UsageMessage, now: datetime

@@ -169,10 +169,13 @@ def _parse_time(value: Any) -> datetime:
 
 
 def costed_row(raw: dict[str, Any]) -> dict[str, Any]:
-    """A costed event as published by the ingest service, with types restored."""
+    """A costed event as published by the ingest service, with types restored and its
+    source position (`_partition`, `_sequence`) computed once for every table."""
     row = dict(raw)
     row["cost"] = Decimal(str(raw["cost_usd"]))
     row["timestamp"] = _parse_time(raw["timestamp"])
+    row["_partition"] = str(raw["source_partition"])
+    row["_sequence"] = _sequence(raw)
     return row
 
 
@@ -182,49 +185,94 @@ def _sequence(row: dict[str, Any]) -> int:
     return int(row["source_offset"]) * MAX_EVENTS_PER_MESSAGE + int(row.get("source_index", 0))
 
 
-def _advance(seen: dict[str, int], rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+def _is_new(row: dict[str, Any], seen: dict[str, int]) -> bool:
+    return bool(row["_sequence"] > seen.get(row["_partition"], -1))
+
+
+@dataclass
+class _Positions:
+    """Rows of one group with each source partition's lowest and highest position: a
+    value that holds none of them (the usual case) takes them without a look at each."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    lowest: dict[str, int] = field(default_factory=dict)
+    highest: dict[str, int] = field(default_factory=dict)
+
+    def add_position(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        partition, sequence = row["_partition"], row["_sequence"]
+        if sequence < self.lowest.get(partition, sequence + 1):
+            self.lowest[partition] = sequence
+        if sequence > self.highest.get(partition, -1):
+            self.highest[partition] = sequence
+
+    def all_new(self, seen: dict[str, int]) -> bool:
+        return all(low > seen.get(p, -1) for p, low in self.lowest.items())
+
+    def new_rows(self, seen: dict[str, int]) -> list[dict[str, Any]]:
+        if self.all_new(seen):
+            return self.rows
+        return [row for row in self.rows if _is_new(row, seen)]
+
+
+def _advance(
+    seen: dict[str, int], counted: Iterable[_Positions | dict[str, Any]]
+) -> dict[str, int]:
+    """`seen` moved past the counted groups (all their rows) and single rows."""
     marks = dict(seen)
-    for row in rows:
-        partition = str(row["source_partition"])
-        marks[partition] = max(marks.get(partition, -1), _sequence(row))
+    for item in counted:
+        highest = (
+            item.highest
+            if isinstance(item, _Positions)
+            else {item["_partition"]: item["_sequence"]}
+        )
+        for partition, sequence in highest.items():
+            if sequence > marks.get(partition, -1):
+                marks[partition] = sequence
     return marks
 
 
 @dataclass
-class _Group:
-    """Rows of one (dimension values, hour) group, summed, with each source
-    partition's lowest position (to tell at once whether a value holds none of them)."""
+class _Group(_Positions):
+    """Rows of one (dimension values, hour) group, summed."""
 
     delta: _Delta = field(default_factory=_Delta)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    lowest: dict[str, int] = field(default_factory=dict)
 
     def add(self, row: dict[str, Any]) -> None:
         self.delta.add(row)
-        self.rows.append(row)
-        partition, sequence = str(row["source_partition"]), _sequence(row)
-        if sequence < self.lowest.get(partition, sequence + 1):
-            self.lowest[partition] = sequence
+        self.add_position(row)
 
-    def new_rows(self, seen: dict[str, int]) -> list[dict[str, Any]]:
-        if all(low > seen.get(p, -1) for p, low in self.lowest.items()):
-            return self.rows
-        return [r for r in self.rows if _sequence(r) > seen.get(str(r["source_partition"]), -1)]
+
+@dataclass
+class _Run(_Positions):
+    """Rows of one workflow run: only what the run's record keeps."""
+
+    cost: Decimal = Decimal(0)
+    first: datetime | None = None
+    last: datetime | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.add_position(row)
+        ts: datetime = row["timestamp"]
+        self.cost += row["cost"]
+        self.first = ts if self.first is None or ts < self.first else self.first
+        self.last = ts if self.last is None or ts > self.last else self.last
 
 
 def _merge(bucket: dict[str, Any], groups: list[_Group]) -> dict[str, Any] | None:
     """`bucket` plus the rows of `groups` it does not hold yet; None if it holds all."""
     seen: dict[str, int] = bucket.get("seen", {})
     delta = _Delta()
-    counted: list[dict[str, Any]] = []
+    counted: list[_Positions | dict[str, Any]] = []
     for group in groups:
-        fresh = group.new_rows(seen)
-        if fresh is group.rows:
+        if group.all_new(seen):
             delta.absorb(group.delta)
-        else:
-            for row in fresh:
+            counted.append(group)
+            continue
+        for row in group.rows:
+            if _is_new(row, seen):
                 delta.add(row)
-        counted.extend(fresh)
+                counted.append(row)
     if not counted:
         return None
     merged = delta.merge_into(bucket)
@@ -268,16 +316,16 @@ class SpendTables:
         """Count one costed message's rows (all of one tenant) into every table."""
         result = BatchResult()
         groups: dict[tuple[Any, ...], _Group] = {}
-        runs: dict[str, _Group] = {}
+        runs: dict[str, _Run] = {}
         for raw in raw_rows:
             row = costed_row(raw)
-            ts: datetime = row["timestamp"]
-            # One add per row into its (dimension values, hour) group; the groups,
-            # far fewer than rows, then fan out to every table key below.
+            # One add per row into its group of raw dimension values and hour; the
+            # groups, far fewer than rows, then fan out to every table key below.
             group_key = (
-                tuple(self._dim_value(tenant_id, dim, row) for dim in DIMENSIONS),
-                int(ts.timestamp()) // HOUR,
-                f"{ts:%Y-%m}",
+                row.get("workflow_id"),
+                row.get("team_id"),
+                row.get("model"),
+                int(row["timestamp"].timestamp()) // HOUR,
             )
             group = groups.get(group_key)
             if group is None:
@@ -285,32 +333,39 @@ class SpendTables:
             group.add(row)
             if row["workflow_run_id"]:
                 run_key = SEP.join((tenant_id, "run", row["workflow_id"], row["workflow_run_id"]))
-                runs.setdefault(run_key, _Group()).add(row)
+                run = runs.get(run_key)
+                if run is None:
+                    run = runs[run_key] = _Run()
+                run.add(row)
 
         hourly: dict[str, list[_Group]] = {}
         totals: dict[str, list[_Group]] = {}
         touched: dict[str, TouchedKey] = {}
-        for (values, hour, month), group in groups.items():
+        for (*raw_values, hour), group in groups.items():
+            # Resolved in order of first appearance, as the rows came: the cap admits
+            # the same values as it would row by row.
+            values = [self._dim_value(tenant_id, "tenant", tenant_id)] + [
+                self._dim_value(tenant_id, dim, value)
+                for dim, value in zip(CAPPED_DIMENSIONS, raw_values, strict=True)
+            ]
             day = hour * HOUR // DAY
+            start = datetime.fromtimestamp(hour * HOUR, UTC)
             for dim, value in zip(DIMENSIONS, values, strict=True):
                 if value is None:
                     continue
+                if value == OVERFLOW:
+                    self.overflowed_by_dim[dim] += len(group.rows)
                 base = f"{tenant_id}{SEP}{dim}{SEP}{value}"
                 hourly.setdefault(f"{base}{SEP}{hour}", []).append(group)
                 totals.setdefault(f"{base}{SEP}d{day}", []).append(group)
-                touched[f"{base}{SEP}{hour}"] = TouchedKey(
-                    tenant_id, dim, value, datetime.fromtimestamp(hour * HOUR, UTC)
-                )
-            month_key = f"{tenant_id}{SEP}month{SEP}{month}"
+                touched[f"{base}{SEP}{hour}"] = TouchedKey(tenant_id, dim, value, start)
+            month_key = f"{tenant_id}{SEP}month{SEP}{start:%Y-%m}"
             totals.setdefault(month_key, []).append(group)
             # The month total is the tenant's reference: a row it already holds is a
             # re-delivery, and is neither counted for the detectors nor observed.
-            seen = (self.totals.get(month_key) or {}).get("seen", {})
-            for row in group.rows:
-                if _sequence(row) > seen.get(str(row["source_partition"]), -1):
-                    result.counted.append(row)
-                else:
-                    result.skipped += 1
+            fresh = group.new_rows((self.totals.get(month_key) or {}).get("seen", {}))
+            result.counted.extend(fresh)
+            result.skipped += len(group.rows) - len(fresh)
 
         owned = self._owned.setdefault(tenant_id, set())
         for name, table, updates in (
@@ -323,15 +378,21 @@ class SpendTables:
                 if merged is not None:
                     table[key] = merged
                 owned.add((name, key))
-        for key, group in runs.items():
+        for key, run in runs.items():
             old = self.runs.get(key)
-            seen = dict(old.get("seen", {})) if old else {}
-            fresh = group.new_rows(seen)
-            if not fresh:
-                continue
-            cost = sum((row["cost"] for row in fresh), Decimal(0))
-            first = min(row["timestamp"] for row in fresh)
-            last = max(row["timestamp"] for row in fresh)
+            seen = old.get("seen", {}) if old else {}
+            counted: list[_Positions | dict[str, Any]]
+            if run.all_new(seen):
+                cost, first, last, counted = run.cost, run.first, run.last, [run]
+            else:
+                fresh = run.new_rows(seen)
+                if not fresh:
+                    continue
+                cost = sum((row["cost"] for row in fresh), Decimal(0))
+                first = min(row["timestamp"] for row in fresh)
+                last = max(row["timestamp"] for row in fresh)
+                counted = list(fresh)
+            assert first is not None and last is not None
             if old:
                 cost += Decimal(old["cost"])
                 first = min(first, _parse_time(old["started_at"]))
@@ -341,25 +402,25 @@ class SpendTables:
                 "cost": str(cost),
                 "started_at": first.isoformat(),
                 "last_seen": last.isoformat(),
-                "seen": _advance(seen, fresh),
+                "seen": _advance(seen, counted),
             }
             _, _, workflow_id, run_id = key.split(SEP, 3)
             result.runs.append(RunUpdate(tenant_id, workflow_id, run_id, cost, first, last))
         result.touched = list(touched.values())
         return result
 
-    def _dim_value(self, tenant_id: str, dim: str, row: dict[str, Any]) -> str | None:
-        value = tenant_id if dim == "tenant" else row.get(f"{dim}_id" if dim != "model" else dim)
-        if not value:
+    def _dim_value(self, tenant_id: str, dim: str, raw: Any) -> str | None:
+        """A dimension value as table keys hold it: None if empty, OVERFLOW past the
+        tenant's cap of distinct values."""
+        if not raw:
             return None
-        value = str(value).replace(SEP, "/")
+        value = str(raw).replace(SEP, "/")
         if dim == "tenant":
             return value
         seen = self._values.setdefault(tenant_id, {}).setdefault(dim, set())
         if value in seen:
             return value
         if len(seen) >= self.max_values_per_dim:
-            self.overflowed_by_dim[dim] = self.overflowed_by_dim.get(dim, 0) + 1
             return OVERFLOW
         seen.add(value)
         return value

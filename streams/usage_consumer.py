@@ -6,15 +6,19 @@ the `IngestPipeline`. Faust's own stream machinery costs about 180 µs per messa
 reach the throughput targets, so the usage topic is consumed here directly, in its own
 consumer group. The spend agent and its tables stay on Faust.
 
-Commit after durable write, with one batch of overlap: while batch N is published
-and written to ClickHouse (a thread), batch N+1 is decoded and priced. N's offsets are
-committed once its write returned, and never before. Ids of N are not yet in the
-filter while N+1 is prepared, so they are excluded explicitly (`in_flight`).
+Two stages, like a batching sink with backpressure. The reading loop decodes,
+de-duplicates and prices a batch, publishes its costed events at once (the detectors
+see it within milliseconds, not after the ledger write) and queues it. A writer task
+takes every queued batch at once, writes them to ClickHouse in one insert and only
+then commits their offsets: commit after durable write. At most `MAX_QUEUED` batches
+wait; the reader waits when that many do. Ids of queued batches are not yet in the
+filter, so the next batch's preparation excludes them explicitly (`in_flight`).
 
-On a rebalance, the revoked-partitions callback waits for the batch in flight and
-commits it, so the next owner starts after it. A prepared batch whose partitions were
-revoked meanwhile is prepared again from the partitions still held: its ids were
-never marked, so the new owner is free to ledger them.
+On a rebalance, the revoked-partitions callback waits until every queued batch is
+written and committed, so the next owner starts after them. A batch whose partitions
+were revoked while it was being published is prepared again from the partitions still
+held; the new owner ledgers the rest. Costed events published twice carry the same
+source position, and the spend tables count each position once.
 """
 
 from __future__ import annotations
@@ -23,12 +27,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from streams.dedupe import U64
+from streams.faust_app import FETCH_MAX_WAIT_MS
 from streams.ingest import IngestPipeline, PreparedBatch, UsageMessage
 from streams.settings import Settings
 from streams.topics import INGEST_GROUP
@@ -36,13 +44,19 @@ from streams.topics import INGEST_GROUP
 log = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 10.0
+# Published batches waiting for their ledger write. More would hold more memory and
+# re-deliver more after a crash, for no more throughput: one insert takes them all.
+MAX_QUEUED = 4
+# The spend agent's cost grows with costed messages (one per tenant and batch) more
+# than with events: batches are at least this far apart, which bounds what that
+# costs under load and adds at most this much to alert latency.
+MIN_BATCH_INTERVAL_SECONDS = 0.25
 
 
 @dataclass
-class InFlight:
+class Queued:
     batch: PreparedBatch
     offsets: dict[TopicPartition, int]  # next offset to consume, per partition
-    task: asyncio.Task[None]
 
 
 class UsageConsumer(Service):
@@ -60,7 +74,10 @@ class UsageConsumer(Service):
         self.before_batch = before_batch
         self.on_assigned = on_assigned
         self.consumer: AIOKafkaConsumer | None = None
-        self.in_flight: InFlight | None = None
+        self.pipeline: IngestPipeline | None = None
+        self.queued: list[Queued] = []
+        self.writing: list[Queued] = []
+        self.changed = asyncio.Condition()
         self.failures = 0
         self.lag: dict[tuple[str, int], int] = {}
 
@@ -80,52 +97,102 @@ class UsageConsumer(Service):
             rebalance_timeout_ms=max(10_000, session_ms * 2),
             max_poll_records=self.settings.batch_max_events,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            # The embedded broker holds a fetch for its whole max wait (streams/faust_app.py).
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self.consumer.subscribe([self.settings.usage_topic], listener=_Rebalance(self))
         await self.consumer.start()
         self.add_future(self._consume())
+        self.add_future(self._write())
 
     async def on_stop(self) -> None:
-        # A clean stop lets the batch in flight finish and commits it; SIGKILL does not,
-        # and the batch is re-delivered (ledgered ids are then dropped as duplicates).
-        if self.in_flight is not None:
-            await self.settle()
+        # A clean stop writes and commits what is queued; SIGKILL does not, and those
+        # batches are re-delivered (ledgered ids are then dropped as duplicates).
+        if self.pipeline is not None:
+            await self._write_queued(self.pipeline)
         if self.consumer is not None:
             await self.consumer.stop()
 
     async def _consume(self) -> None:
         assert self.consumer is not None
-        pipeline = await self.open_pipeline()
+        pipeline = self.pipeline = await self.open_pipeline()
         timeout_ms = int(self.settings.batch_within_seconds * 1000)
+        loop = asyncio.get_running_loop()
+        next_batch = loop.time()
         while not self.should_stop:
+            async with self.changed:
+                await self.changed.wait_for(lambda: len(self.queued) < MAX_QUEUED)
+            await asyncio.sleep(next_batch - loop.time())
             records = await self.consumer.getmany(timeout_ms=timeout_ms)
+            next_batch = loop.time() + MIN_BATCH_INTERVAL_SECONDS
             if not records:
-                await self.settle()
                 continue
             self._note_lag(records)
-            messages = _messages(records)
             await self.before_batch()
-            in_flight = self.in_flight.batch.hashes if self.in_flight else None
-            batch = pipeline.prepare(messages, in_flight)
-            await self.settle()
+            batch = pipeline.prepare(_messages(records), self._in_flight())
+            await self._until_done(partial(pipeline.publish, batch))
             held = self.assignment()
             if any(tp not in held for tp in records):
-                kept = {tp: rs for tp, rs in records.items() if tp in held}
-                if not kept:
+                # Revoked while publishing (the callback has written what was queued).
+                records = {tp: rs for tp, rs in records.items() if tp in held}
+                if not records:
                     continue
-                records, batch = kept, pipeline.prepare(_messages(kept))
+                # Its costed events went out with the rest; only the ledger rows change.
+                batch = pipeline.prepare(_messages(records), self._in_flight())
             offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
-            task = asyncio.create_task(self._deliver_until_done(pipeline, batch))
-            self.in_flight = InFlight(batch, offsets, task)
+            async with self.changed:
+                self.queued.append(Queued(batch, offsets))
+                self.changed.notify_all()
 
-    async def _deliver_until_done(self, pipeline: IngestPipeline, batch: PreparedBatch) -> None:
-        """The sink retries its own writes for ever; this covers the rest (publishing
-        costed rows). Delivering twice is safe: inserts carry a deduplication token and
-        the spend tables skip costed rows by source offset."""
+    def _in_flight(self) -> U64 | None:
+        waiting = [q.batch.hashes for q in (*self.writing, *self.queued)]
+        return np.concatenate(waiting) if waiting else None
+
+    async def _write(self) -> None:
+        pipeline = await self.open_pipeline()
+        while not self.should_stop:
+            async with self.changed:
+                await self.changed.wait_for(lambda: bool(self.queued))
+            await self._write_queued(pipeline)
+
+    async def _write_queued(self, pipeline: IngestPipeline) -> None:
+        """Write every queued batch in one insert, then commit their offsets. One
+        writer at a time: the revoke callback and the stop wait for the running one."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: not self.writing)
+            self.writing, self.queued = self.queued, []
+        batches = self.writing
+        try:
+            if batches:
+                await self._until_done(partial(pipeline.write, [q.batch for q in batches]))
+                await self._commit(batches)
+        except asyncio.CancelledError:
+            self.queued[:0] = batches  # unwritten: `on_stop` writes them
+            raise
+        finally:
+            async with self.changed:
+                self.writing = []
+                self.changed.notify_all()
+
+    async def _commit(self, batches: list[Queued]) -> None:
+        assert self.consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for queued in batches:
+            offsets.update(queued.offsets)
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # Durable but not committed: re-delivered later and dropped as duplicates.
+            log.warning("ingest commit failed (%s): the batch will be re-delivered", exc)
+
+    async def _until_done(self, step: Callable[[], Awaitable[None]]) -> None:
+        """The sink retries its own writes for ever; this covers the rest (publishing).
+        Repeating a step is safe: inserts carry a deduplication token and the spend
+        tables skip costed rows by source position."""
         delay = 0.5
         while True:
             try:
-                await pipeline.deliver(batch)
+                await step()
                 return
             except asyncio.CancelledError:
                 raise
@@ -136,17 +203,9 @@ class UsageConsumer(Service):
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def settle(self) -> None:
-        """Wait for the batch in flight to be durable, then commit its offsets."""
-        in_flight, self.in_flight = self.in_flight, None
-        if in_flight is None:
-            return
-        await in_flight.task
-        assert self.consumer is not None
-        try:
-            await self.consumer.commit(in_flight.offsets)
-        except KafkaError as exc:
-            # Durable but not committed: re-delivered later and dropped as duplicates.
-            log.warning("ingest commit failed (%s): the batch will be re-delivered", exc)
+        """Wait until every queued batch is durable and committed."""
+        if self.pipeline is not None:
+            await self._write_queued(self.pipeline)
 
     def _note_lag(self, records: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None

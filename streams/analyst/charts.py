@@ -1,8 +1,8 @@
 """The weekly review's charts as PNG bytes.
 
 Figures are built with matplotlib's object API (no pyplot): no global state, no
-display needed, and the default canvas renders PNG with Agg. Amounts become
-floats here only to be drawn.
+display needed, and Agg renders the PNG. Amounts become floats here only to be
+drawn.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import date
 from decimal import Decimal
 
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -94,5 +95,8 @@ def _finish(axes: Axes, days: Sequence[date], title: str) -> None:
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png")
+    # Not figure.savefig(): tight_layout() leaves a placeholder layout engine behind,
+    # for which savefig() lays every artist out once more before drawing: about a
+    # fifth of a chart's time, for the same PNG bytes.
+    FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
@@ -112,57 +112,160 @@ class _Daily:
     labels: dict[str, str]
     spend: dict[str, dict[date, Decimal]]
 
-    def total(self, key: str, period: Period) -> Decimal:
-        return sum((self.spend[key].get(day, ZERO) for day in period.days), ZERO)
-
     def changes(self, week: Period, previous: Period) -> list[SpendChange]:
+        current_days, previous_days = week.days, previous.days
         changes = [
-            SpendChange(key, self.labels[key], self.total(key, week), self.total(key, previous))
-            for key in self.spend
+            SpendChange(
+                key,
+                self.labels[key],
+                _total(by_day, current_days),
+                _total(by_day, previous_days),
+            )
+            for key, by_day in self.spend.items()
         ]
         return sorted(changes, key=lambda change: (-change.current, change.key))
 
 
-# One read of spend_daily serves the tenant, workflow and model sections and the
-# token counts of the cheaper-model section: each view query pays for the
-# duplicate check once (see sql/022_ledger_day_check.sql), so fewer is faster.
+def _total(by_day: dict[date, Decimal], days: list[date]) -> Decimal:
+    return sum((by_day.get(day, ZERO) for day in days), ZERO)
+
+
+# The public views spend_daily and workflow_run_daily check the whole ledger for
+# duplicates, twice per query (ledger_dirty_days, see sql/022_ledger_day_check.sql):
+# on a large ledger that is most of the review's time. The review checks its own two
+# weeks once, then reads what those views union, by the same rules: the rollup state
+# for clean days, the recompute from the deduplicated ledger for dirty days, and the
+# re-pricing deltas. test_weekly_review_sources.py checks the result against the views.
+# `day IN {dirty:Array(Date)}` (not has()) lets an empty list skip the recompute's
+# ledger read.
+_DIRTY_DAYS = "SELECT day FROM ledger_dirty_days WHERE day BETWEEN {start:Date} AND {end:Date}"
+
+# One read serves every section but the task costs, summed in one pass by the keys
+# each needs: per day and tenant, workflow or model, and per week, workflow and model
+# with the token counts (the cheaper-model section). `kind` tells which.
 _SPEND = """
 SELECT
-    day, tenant_id, workflow_id, any(workflow_name), provider, model, sum(cost_usd),
+    multiIf(
+        grouping(tenant_id) = 0, 'tenant',
+        grouping(day) = 1, 'usage',
+        grouping(workflow_id) = 0, 'workflow',
+        'model'
+    ) AS kind,
+    day, day >= {week_start:Date} AS this_week, tenant_id, workflow_id, any(workflow_name),
+    provider, model, sum(cost_usd),
     sum(input_tokens - cached_tokens - cache_write_tokens), sum(cached_tokens),
     sum(cache_write_tokens), sum(output_tokens - reasoning_tokens), sum(reasoning_tokens)
-FROM spend_daily
-WHERE day BETWEEN {start:Date} AND {end:Date}
-GROUP BY day, tenant_id, workflow_id, provider, model
+FROM
+(
+    SELECT
+        day, tenant_id, workflow_id, workflow_name, provider, model, cost_usd,
+        input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens
+    FROM spend_daily_state
+    WHERE day BETWEEN {start:Date} AND {end:Date} AND day NOT IN {dirty:Array(Date)}
+    UNION ALL
+    SELECT
+        day, tenant_id, workflow_id, workflow_name, provider, model, cost_usd,
+        input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens
+    FROM spend_daily_recompute
+    WHERE day BETWEEN {start:Date} AND {end:Date} AND day IN {dirty:Array(Date)}
+    UNION ALL
+    SELECT
+        toDate(timestamp) AS day, tenant_id, workflow_id, workflow_name, provider, model,
+        delta_cost_usd AS cost_usd, toUInt64(0) AS input_tokens, toUInt64(0) AS cached_tokens,
+        toUInt64(0) AS cache_write_tokens, toUInt64(0) AS output_tokens,
+        toUInt64(0) AS reasoning_tokens
+    FROM cost_corrections FINAL
+    WHERE day BETWEEN {start:Date} AND {end:Date}
+)
+GROUP BY GROUPING SETS (
+    (day, tenant_id),
+    (day, workflow_id),
+    (day, provider, model),
+    (this_week, workflow_id, provider, model)
+)
+"""
+
+# A run's outcome is its last call over all its days (max of (time, successful)).
+_TASK_COSTS = """
+SELECT workflow_id, any(workflow_name), count(), countIf(successful), sum(cost)
+FROM
+(
+    SELECT
+        tenant_id, workflow_id, workflow_run_id,
+        any(workflow_name) AS workflow_name,
+        max(last_call).2 = 1 AS successful,
+        sum(cost_usd) AS cost
+    FROM
+    (
+        SELECT day, tenant_id, workflow_id, workflow_name, workflow_run_id, cost_usd, last_call
+        FROM workflow_run_daily_state
+        WHERE day BETWEEN {start:Date} AND {end:Date} AND day NOT IN {dirty:Array(Date)}
+        UNION ALL
+        SELECT day, tenant_id, workflow_id, workflow_name, workflow_run_id, cost_usd, last_call
+        FROM workflow_run_daily_recompute
+        WHERE day BETWEEN {start:Date} AND {end:Date} AND day IN {dirty:Array(Date)}
+        UNION ALL
+        SELECT
+            toDate(timestamp) AS day, tenant_id, workflow_id, workflow_name, workflow_run_id,
+            delta_cost_usd AS cost_usd, (toDateTime64(0, 3, 'UTC'), toUInt8(0)) AS last_call
+        FROM cost_corrections FINAL
+        WHERE day BETWEEN {start:Date} AND {end:Date} AND workflow_run_id != ''
+    )
+    WHERE workflow_id != ''
+    GROUP BY tenant_id, workflow_id, workflow_run_id
+)
+GROUP BY workflow_id
 """
 
 
-@dataclass(frozen=True)
-class _SpendRow:
+class _SpendRow(NamedTuple):
+    kind: str  # tenant, workflow or model (per day); usage (per week)
     day: date
+    this_week: bool
     tenant_id: str
     workflow_id: str
     workflow_name: str
     provider: str
     model: str
     cost: Decimal
-    tokens: tuple[int, ...]  # uncached input, cached, cache write, output, reasoning
+    uncached_input_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    output_tokens: int  # without reasoning
+    reasoning_tokens: int
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        return self[9:]
 
 
 def build_weekly_review(client: Client, week: Period) -> WeeklyReview:
     previous = previous_week(week)
-    rows = [
-        _SpendRow(day, tenant, workflow, name, provider, model, cost, tuple(tokens))
-        for day, tenant, workflow, name, provider, model, cost, *tokens in client.query(
-            _SPEND, parameters={"start": previous.start, "end": week.end}
+    dirty = [
+        day
+        for (day,) in client.query(
+            _DIRTY_DAYS, parameters={"start": previous.start, "end": week.end}
         ).result_rows
     ]
-    tenants = _daily(rows, lambda row: (row.tenant_id, row.tenant_id))
-    workflows = _daily(
-        [row for row in rows if row.workflow_id],
-        lambda row: (row.workflow_id, row.workflow_name),
+    spend = client.query(
+        _SPEND,
+        parameters={
+            "start": previous.start,
+            "end": week.end,
+            "week_start": week.start,
+            "dirty": dirty,
+        },
     )
-    models = _daily(rows, lambda row: (f"{row.provider}/{row.model}",) * 2)
+    rows: defaultdict[str, list[_SpendRow]] = defaultdict(list)
+    for row in map(_SpendRow._make, spend.result_rows):
+        rows[row.kind].append(row)
+    tenants = _daily((row.tenant_id, row.tenant_id, row.day, row.cost) for row in rows["tenant"])
+    workflows = _daily(
+        (row.workflow_id, row.workflow_name, row.day, row.cost)
+        for row in rows["workflow"]
+        if row.workflow_id
+    )
+    models = _daily((f"{row.provider}/{row.model}", "", row.day, row.cost) for row in rows["model"])
     tenant_changes = tenants.changes(week, previous)
     model_changes = models.changes(week, previous)
     top_tenants = tenant_changes[:TOP_N]
@@ -176,10 +279,10 @@ def build_weekly_review(client: Client, week: Period) -> WeeklyReview:
         top_workflows=workflows.changes(week, previous)[:TOP_N],
         spikes=_spikes("tenant", tenants, week, previous)
         + _spikes("workflow", workflows, week, previous),
-        task_costs=_task_costs(client, week),
+        task_costs=_task_costs(client, week, dirty),
         models=model_changes,
         cheaper_models=_cheaper_models(
-            client, week, [row for row in rows if row.workflow_id and row.day >= week.start]
+            client, week, [row for row in rows["usage"] if row.this_week and row.workflow_id]
         ),
         tenant_days={
             change.label: [tenants.spend[change.key].get(day, ZERO) for day in days]
@@ -192,25 +295,27 @@ def build_weekly_review(client: Client, week: Period) -> WeeklyReview:
     )
 
 
-def _daily(rows: list[_SpendRow], key: Callable[[_SpendRow], tuple[str, str]]) -> _Daily:
-    labels: dict[str, str] = {}
-    spend: dict[str, dict[date, Decimal]] = defaultdict(lambda: defaultdict(lambda: ZERO))
-    for row in rows:
-        entity, name = key(row)
-        labels[entity] = _label(entity, name)
-        spend[entity][row.day] += row.cost
-    return _Daily(labels, {entity: dict(days) for entity, days in spend.items()})
+def _daily(entries: Iterable[tuple[str, str, date, Decimal]]) -> _Daily:
+    """Sum (entity, name, day, cost) entries; an entity is labelled with its last name."""
+    names: dict[str, str] = {}
+    spend: defaultdict[str, dict[date, Decimal]] = defaultdict(dict)
+    for entity, name, day, cost in entries:
+        names[entity] = name
+        by_day = spend[entity]
+        by_day[day] = by_day.get(day, ZERO) + cost
+    return _Daily({entity: _label(entity, name) for entity, name in names.items()}, dict(spend))
 
 
 def _spikes(kind: str, daily: _Daily, week: Period, previous: Period) -> list[Spike]:
+    current_days, previous_days = week.days, previous.days
     spikes = []
     for key, by_day in daily.spend.items():
         # Days without spend count as zero: a median over active days only would
         # hide a tenant that is usually idle.
-        median = Decimal(statistics.median(by_day.get(day, ZERO) for day in previous.days))
+        median = Decimal(statistics.median(by_day.get(day, ZERO) for day in previous_days))
         if median <= 0:
             continue
-        above = [day for day in week.days if by_day.get(day, ZERO) > SPIKE_FACTOR * median]
+        above = [day for day in current_days if by_day.get(day, ZERO) > SPIKE_FACTOR * median]
         if not above:
             continue
         peak = max(above, key=lambda day: by_day[day])
@@ -218,24 +323,9 @@ def _spikes(kind: str, daily: _Daily, week: Period, previous: Period) -> list[Sp
     return sorted(spikes, key=lambda spike: (-spike.ratio, spike.key))
 
 
-def _task_costs(client: Client, week: Period) -> list[TaskCost]:
+def _task_costs(client: Client, week: Period, dirty: list[date]) -> list[TaskCost]:
     rows = client.query(
-        """
-        SELECT workflow_id, any(workflow_name), count(), countIf(successful), sum(cost)
-        FROM
-        (
-            SELECT
-                tenant_id, workflow_id, workflow_run_id,
-                any(workflow_name) AS workflow_name,
-                max((last_call_at, last_call_successful)).2 = 1 AS successful,
-                sum(cost_usd) AS cost
-            FROM workflow_run_daily
-            WHERE day BETWEEN {start:Date} AND {end:Date} AND workflow_id != ''
-            GROUP BY tenant_id, workflow_id, workflow_run_id
-        )
-        GROUP BY workflow_id
-        """,
-        parameters={"start": week.start, "end": week.end},
+        _TASK_COSTS, parameters={"start": week.start, "end": week.end, "dirty": dirty}
     ).result_rows
     costs = [
         TaskCost(workflow_id, _label(workflow_id, name), runs, successful, cost)
@@ -244,34 +334,28 @@ def _task_costs(client: Client, week: Period) -> list[TaskCost]:
     return sorted(costs, key=lambda task: (-task.cost, task.workflow_id))
 
 
-def _cheaper_models(client: Client, week: Period, rows: list[_SpendRow]) -> list[CheaperModel]:
+def _cheaper_models(client: Client, week: Period, usage: list[_SpendRow]) -> list[CheaperModel]:
+    """`usage`: one row per workflow and model, the week's cost and token counts."""
     prices = _unit_prices(client, week)
-    usage: dict[tuple[str, str, str], list[Any]] = {}
-    for row in rows:
-        entry = usage.setdefault(
-            (row.workflow_id, row.provider, row.model), [row.workflow_name, ZERO, [0] * 5]
-        )
-        entry[1] += row.cost
-        entry[2] = [total + count for total, count in zip(entry[2], row.tokens, strict=True)]
     findings = []
-    for (workflow_id, provider, model), (name, cost, tokens) in usage.items():
+    for row in usage:
         alternatives = [
-            (sum(t * p for t, p in zip(tokens, unit, strict=True)) / MTOK, other)
+            (sum(t * p for t, p in zip(row.tokens, unit, strict=True)) / MTOK, other)
             for (other_provider, other), unit in prices.items()
-            if other_provider == provider and other != model
+            if other_provider == row.provider and other != row.model
         ]
         if not alternatives:
             continue
         alternative_cost, alternative = min(alternatives)
-        if alternative_cost < cost:
+        if alternative_cost < row.cost:
             findings.append(
                 CheaperModel(
-                    workflow_id,
-                    _label(workflow_id, name),
-                    provider,
-                    model,
+                    row.workflow_id,
+                    _label(row.workflow_id, row.workflow_name),
+                    row.provider,
+                    row.model,
                     alternative,
-                    cost,
+                    row.cost,
                     alternative_cost,
                 )
             )
@@ -286,23 +370,21 @@ def _unit_prices(client: Client, week: Period) -> dict[tuple[str, str], tuple[De
         SELECT provider, model, argMax(prices, at)
         FROM
         (
-            SELECT provider, model, timestamp AS at,
-                (price_input_per_mtok, price_cached_input_per_mtok, price_cache_write_per_mtok,
-                 price_output_per_mtok, price_reasoning_per_mtok) AS prices
-            FROM usage_ledger
-            WHERE timestamp >= {start:Date} AND timestamp < {end:Date} AND cost_status = 'priced'
+            SELECT provider, model, latest.1 AS at, latest.2 AS prices
+            FROM model_prices_daily
+            WHERE day BETWEEN {start:Date} AND {end:Date}
             UNION ALL
             SELECT provider, model, corrected_at AS at,
                 (new_price_input_per_mtok, new_price_cached_input_per_mtok,
                  new_price_cache_write_per_mtok, new_price_output_per_mtok,
                  new_price_reasoning_per_mtok) AS prices
             FROM cost_corrections FINAL
-            WHERE timestamp >= {start:Date} AND timestamp < {end:Date}
+            WHERE timestamp >= {start:Date} AND timestamp < {end_exclusive:Date}
                 AND new_cost_status = 'priced'
         )
         GROUP BY provider, model
         """,
-        parameters={"start": week.start, "end": week.end_exclusive},
+        parameters={"start": week.start, "end": week.end, "end_exclusive": week.end_exclusive},
     ).result_rows
     # A model with no output price (embeddings, moderation) is no substitute for a chat model.
     return {(provider, model): tuple(unit) for provider, model, unit in rows if unit[3] > 0}

@@ -1,0 +1,77 @@
+"""`BatchedTable`: a Faust table whose changelog records are sent once per costed
+message, not once per assignment.
+
+Assigning to a Faust table queues one changelog record in Faust's producer buffer,
+which sends them one at a time. The spend agent writes a run, hour and day key per
+group of rows: under real-time load (each run's calls arrive seconds apart, so in
+different batches) that is about one record per event, more than the buffer drains
+("producer buffer full"), and the agent falls behind with every alert it holds.
+
+This mapping writes to the table's store directly and keeps the last value of each
+key it changed; `flush` sends those records to the changelog partition of the event
+being processed, as Faust would, with the producer's own batching, and waits for
+the broker's acknowledgement. The spend agent flushes before it takes the next
+costed message, so a message's offset is never committed before its table writes are
+durable. Keys and values are encoded with Faust's JSON codec, as the table's own
+recovery decodes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from faust.serializers import codecs
+from faust.types import AppT, TableT
+
+# A changelog record whose value is None is a tombstone: recovery deletes the key.
+DELETED = None
+
+
+class BatchedTable(MutableMapping[str, Any]):
+    def __init__(self, table: TableT) -> None:
+        self.table = table
+        self.pending: dict[str, Any] = {}
+
+    @property
+    def data(self) -> Any:
+        # The store, read at each use: Faust replaces it when the table is reset.
+        return self.table.data
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.pending[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.data[key]
+        self.pending[key] = DELETED
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    async def flush(self, app: AppT, partition: int) -> None:
+        """Send the changed keys' records to `partition` of the changelog; return once
+        the broker has them all."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, {}
+        topic = self.table.changelog_topic.get_topic_name()
+        sent = [
+            await app.producer.send(
+                topic,
+                codecs.dumps("json", key),
+                None if value is DELETED else codecs.dumps("json", value),
+                partition,
+                None,
+                None,
+            )
+            for key, value in pending.items()
+        ]
+        await asyncio.gather(*sent)
