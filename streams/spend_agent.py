@@ -38,7 +38,7 @@ EXPIRE_EVERY = timedelta(minutes=10)
 # at once and each changed key is written to its changelog once, however many messages
 # touched it. A list closes when full or after the wait, which bounds the latency added.
 TAKE_MAX_MESSAGES = 1000
-TAKE_WITHIN_SECONDS = 0.2
+TAKE_WITHIN_SECONDS = 0.1
 
 
 def tenant_rows(

@@ -50,7 +50,7 @@ MAX_QUEUED = 4
 # The spend agent's cost grows with costed messages (one per tenant and batch) more
 # than with events: batches are at least this far apart, which bounds what that
 # costs under load and adds at most this much to alert latency.
-MIN_BATCH_INTERVAL_SECONDS = 0.25
+MIN_BATCH_INTERVAL_SECONDS = 0.2
 
 
 @dataclass
