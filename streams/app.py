@@ -322,17 +322,30 @@ def build_app(
     embedded = runtime.settings.resolved_clickhouse_url.startswith("chdb:")
     runtime.spend = register_spend_agent(app, settings, config or SpendConfig(), embedded)
 
-    @app.timer(1.0)
-    async def flush_alert_rows() -> None:
+    def wire_alerts_table() -> AlertsTableWriter | None:
         spend = runtime.spend
         if spend is None or runtime.executor is None or runtime.handle is None:
-            return
+            return None
         if spend.recorder is None:
             spend.recorder = AlertsTableWriter(runtime.handle.client)
             runtime.delivery_counts.inner = spend.recorder
             spend.alerting.queue.recorder = runtime.delivery_counts
-        if spend.recorder.pending:
-            await runtime.executor.run(spend.recorder.flush)
+        return spend.recorder
+
+    async def wire_before_first_list() -> None:
+        # Ingest runs ahead of table recovery, so the agent may raise alerts in its
+        # first second: the table must be recording by then (the timer would be late).
+        if await runtime.connected():
+            wire_alerts_table()
+
+    runtime.spend.before_first_list = wire_before_first_list
+
+    @app.timer(1.0)
+    async def flush_alert_rows() -> None:
+        # Also wires the table if ClickHouse was not reachable before the first list.
+        recorder = wire_alerts_table()
+        if recorder is not None and recorder.pending and runtime.executor is not None:
+            await runtime.executor.run(recorder.flush)
 
     def on_assigned() -> None:
         if runtime.loaded_until is not None:

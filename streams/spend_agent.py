@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -106,6 +106,9 @@ class SpendRuntime:
     correlated: int = 0
     skipped_redelivered: int = 0
     needs_index: bool = True
+    # Awaited once before the first list: the worker wires the alerts table here, so
+    # that no alert raised at start is missing from it.
+    before_first_list: Callable[[], Awaitable[None]] | None = None
 
     def apply(self, tenant_id: str, rows: list[dict[str, Any]]) -> None:
         """Count one tenant's costed rows, run the detectors on what changed, and
@@ -239,6 +242,8 @@ def register_spend_agent(
     @app.agent(costed_topic, name="spend")
     async def spend(stream: StreamT[bytes]) -> None:
         await runtime.alerting.queue.start()
+        if runtime.before_first_list is not None:
+            await runtime.before_first_list()
         # Faust acks a taken list's events only after this body is done with it, so
         # their offsets are committed after the table writes are durable.
         taken = cast("faust.Stream[bytes]", stream).take_events(
