@@ -63,15 +63,21 @@ class BatchedTable(MutableMapping[str, Any]):
             return
         pending, self.pending = self.pending, {}
         topic = self.table.changelog_topic.get_topic_name()
-        sent = [
-            await app.producer.send(
-                topic,
-                codecs.dumps("json", key),
-                None if value is DELETED else codecs.dumps("json", value),
-                partition,
-                None,
-                None,
-            )
-            for key, value in pending.items()
-        ]
-        await asyncio.gather(*sent)
+        try:
+            sent = [
+                await app.producer.send(
+                    topic,
+                    codecs.dumps("json", key),
+                    None if value is DELETED else codecs.dumps("json", value),
+                    partition,
+                    None,
+                    None,
+                )
+                for key, value in pending.items()
+            ]
+            await asyncio.gather(*sent)
+        except BaseException:
+            # Kept for the next flush (a key written since keeps its newer value): the
+            # store already holds these values, and recovery must find them too.
+            self.pending = {**pending, **self.pending}
+            raise

@@ -101,11 +101,6 @@ class IngestPipeline:
         self.clock = clock
         self.counters = IngestCounters()
 
-    async def process(self, messages: Sequence[UsageMessage]) -> None:
-        batch = self.prepare(messages)
-        await self.publish(batch)
-        await self.write([batch])
-
     def prepare(
         self, messages: Sequence[UsageMessage], in_flight: U64 | None = None
     ) -> PreparedBatch:
