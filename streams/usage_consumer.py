@@ -19,6 +19,12 @@ written and committed, so the next owner starts after them. A batch whose partit
 were revoked while it was being published is prepared again from the partitions still
 held; the new owner ledgers the rest. Costed events published twice carry the same
 source position, and the spend tables count each position once.
+
+A log that ends before the consumer's position is a new log behind the same address:
+the embedded in-memory broker restarted. That broker answers fetches past its end with
+no records and no error, and takes commits past its end from a member it does not
+know. So the consumer reads such a partition again from its beginning, as Kafka's
+out-of-range reset would, and commits no offset past the log end of the last fetch.
 """
 
 from __future__ import annotations
@@ -125,6 +131,7 @@ class UsageConsumer(Service):
             await asyncio.sleep(next_batch - loop.time())
             records = await self.consumer.getmany(timeout_ms=timeout_ms)
             next_batch = loop.time() + MIN_BATCH_INTERVAL_SECONDS
+            await self._rewind_past_log_end()
             if not records:
                 continue
             self._note_lag(records)
@@ -179,11 +186,46 @@ class UsageConsumer(Service):
         offsets: dict[TopicPartition, int] = {}
         for queued in batches:
             offsets.update(queued.offsets)
+        for tp in list(offsets):
+            end = self.consumer.highwater(tp) if tp in self.assignment() else None
+            if end is not None and offsets[tp] > end:
+                log.warning(
+                    "ingest commit skipped for usage partition %d: offset %d is past the "
+                    "log end %d (a new log behind the broker address)",
+                    tp.partition,
+                    offsets.pop(tp),
+                    end,
+                )
+        if not offsets:
+            return
         try:
             await self.consumer.commit(offsets)
         except KafkaError as exc:
             # Durable but not committed: re-delivered later and dropped as duplicates.
             log.warning("ingest commit failed (%s): the batch will be re-delivered", exc)
+
+    async def _rewind_past_log_end(self) -> None:
+        assert self.consumer is not None
+        # A high-water mark is known once a fetch answered, so the position is valid.
+        ends = {tp: self.consumer.highwater(tp) for tp in self.assignment()}
+        past_end = []
+        for tp, end in ends.items():
+            if end is None or tp not in self.assignment():
+                continue  # no fetch answered yet, or revoked meanwhile
+            position = await self.consumer.position(tp)
+            if position > end:
+                log.warning(
+                    "usage partition %d ends at offset %d, before the consumer's position "
+                    "%d: a new log behind the broker address (an in-memory broker "
+                    "restarted?); reading it from the start",
+                    tp.partition,
+                    end,
+                    position,
+                )
+                past_end.append(tp)
+        held = [tp for tp in past_end if tp in self.assignment()]
+        if held:
+            await self.consumer.seek_to_beginning(*held)
 
     async def _until_done(self, step: Callable[[], Awaitable[None]]) -> None:
         """The sink retries its own writes for ever; this covers the rest (publishing).
