@@ -18,6 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 MAX_STACKED_SERIES = 7
+# Fixed margins instead of tight_layout(), which lays every text out once more before
+# the real drawing (about a sixth of a chart's time): room on the left for the dollar
+# ticks, below for the rotated days, on the right for a legend of LEGEND_CHARS-long labels.
+MARGINS = {"left": 0.09, "right": 0.76, "bottom": 0.17, "top": 0.9}
+LEGEND_CHARS = 24
 _DOLLARS = FuncFormatter(lambda value, _: f"${value:,.0f}" if value >= 10 else f"${value:,.2f}")
 
 
@@ -88,15 +93,28 @@ def _finish(axes: Axes, days: Sequence[date], title: str) -> None:
     axes.set_ylim(bottom=0)
     axes.grid(axis="y", alpha=0.3)
     axes.spines[["top", "right"]].set_visible(False)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    handles, labels = axes.get_legend_handles_labels()
+    if handles:
+        axes.legend(
+            handles,
+            [legend_label(label) for label in labels],
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+            frameon=False,
+        )
+
+
+def legend_label(label: str) -> str:
+    """Long labels keep their start and their end, where the id is."""
+    if len(label) <= LEGEND_CHARS:
+        return label
+    head = (LEGEND_CHARS - 1) // 2
+    return f"{label[:head]}…{label[head + 1 - LEGEND_CHARS :]}"
 
 
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.tight_layout()
-    # Not figure.savefig(): tight_layout() leaves a placeholder layout engine behind,
-    # for which savefig() lays every artist out once more before drawing: about a
-    # fifth of a chart's time, for the same PNG bytes.
+    figure.subplots_adjust(**MARGINS)
     FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()

@@ -208,3 +208,15 @@ def test_html_report_renders_in_headless_chromium(review: WeeklyReview, tmp_path
     # and a large area of their first series' blue.
     assert colours > 100
     assert blue > 500
+
+
+def test_long_legend_labels_keep_their_start_and_the_id_at_their_end() -> None:
+    from streams.analyst.charts import LEGEND_CHARS, legend_label
+
+    label = "Customer Support Summarizer (wf-support-summary-7)"
+    short = legend_label(label)
+    assert len(short) == LEGEND_CHARS
+    assert short.startswith("Customer Su") and short.endswith("summary-7)") and "…" in short
+    assert legend_label("tenant-1") == "tenant-1"
+    exact = "x" * LEGEND_CHARS
+    assert legend_label(exact) == exact
