@@ -59,6 +59,13 @@ async def fetched_log_ends(bootstrap: str, listed: Mapping[K, int | None]) -> di
         while pending and time.monotonic() < deadline:
             await consumer.getmany(*pending, timeout_ms=500)
             pending = {p for p in pending if consumer.highwater(p) is None}
+        if pending:
+            # Recovery then stops at the listed end, which can be short (see above).
+            log.warning(
+                "log-end probe: no fetch answer within %.0fs for %s; using the listed ends",
+                FETCH_SECONDS,
+                sorted(f"{p.topic}:{p.partition}" for p in pending),
+            )
         for tp, partition in probe.items():
             fetched, current = consumer.highwater(partition), ends[tp]
             if fetched is not None and current is not None and fetched > current:
