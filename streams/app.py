@@ -239,6 +239,7 @@ class WorkerRuntime:
             "findings": self.spend.findings if self.spend else 0,
             "batch_failures": self.consumer.failures,
             "overflowed": self.spend.overflowed if self.spend else {},
+            "costed_rewinds": self.spend.rewinds if self.spend else 0,
         }
 
     @property

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import faust
 import orjson
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
 from detectors.finding import Finding
 from schemas.alert import SEVERITY_RANK
@@ -27,6 +27,7 @@ from streams.alerting.alerts_table import AlertsTableWriter
 from streams.alerting.query import parse_key
 from streams.alerting.wiring import Alerting, build_alerting
 from streams.batched_table import BatchedTable
+from streams.costed_progress import CostedProgress
 from streams.settings import Settings
 from streams.spend_monitor import SpendMonitor, warm_up_online
 from streams.spend_tables import SpendTables
@@ -39,6 +40,10 @@ EXPIRE_EVERY = timedelta(minutes=10)
 # touched it. A list closes when full or after the wait, which bounds the latency added.
 TAKE_MAX_MESSAGES = 1000
 TAKE_WITHIN_SECONDS = 0.1
+# How often the agent compares each costed partition's log end with how far it has
+# counted; a partition behind its end with no progress since the last look is read
+# again (streams/costed_progress.py).
+STALL_CHECK_SECONDS = 5.0
 
 
 def tenant_rows(
@@ -105,6 +110,7 @@ class SpendRuntime:
     findings: int = 0
     correlated: int = 0
     skipped_redelivered: int = 0
+    rewinds: int = 0  # costed partitions read again after a skip or a stall
     needs_index: bool = True
     # Awaited once before the first list: the worker wires the alerts table here, so
     # that no alert raised at start is missing from it.
@@ -222,6 +228,12 @@ class SpendRuntime:
         }
 
 
+def tables_ready(app: faust.App) -> bool:
+    """Recovered from their changelogs, and no rebalance under way."""
+    recovered = cast(Any, app.tables).recovery.completed.is_set()
+    return bool(recovered and not app.in_recovery and not app.rebalancing)
+
+
 def register_spend_agent(
     app: faust.App, settings: Settings, config: SpendConfig, embedded: bool
 ) -> SpendRuntime:
@@ -231,6 +243,8 @@ def register_spend_agent(
     warm_up_online()
     batched = [table("spend_hourly"), table("spend_totals"), table("run_cost")]
     tables = SpendTables(*batched)
+    progress_table = table("costed_progress")
+    progress = CostedProgress(progress_table)
     runtime = SpendRuntime(
         config=config,
         tables=tables,
@@ -238,6 +252,11 @@ def register_spend_agent(
         alerting=build_alerting(config, embedded=embedded),
     )
     costed_topic = app.topic(settings.costed_topic, value_serializer="raw", key_serializer="raw")
+
+    async def read_again(partition: int, offset: int, why: str) -> None:
+        log.warning("costed partition %d: %s; reading again from offset %d", partition, why, offset)
+        runtime.rewinds += 1
+        await app.consumer.seek(TP(settings.costed_topic, partition), offset)
 
     @app.agent(costed_topic, name="spend")
     async def spend(stream: StreamT[bytes]) -> None:
@@ -255,11 +274,19 @@ def register_spend_agent(
                 # rebalance): learn which keys each tenant owns before expiring any.
                 tables.rebuild_index()
                 runtime.needs_index = False
-            grouped, repeated = tenant_rows(events)
+            admitted = progress.admit(events)
+            grouped, repeated = tenant_rows(admitted.events)
             runtime.skipped_redelivered += repeated
             for (tenant_id, partition), rows in grouped.items():
                 runtime.apply(tenant_id, rows)
                 await asyncio.gather(*(table.flush(app, partition) for table in batched))
+            # After the values: a crash between the two counts the list again, and the
+            # values' source-position marks skip what they already hold.
+            for partition, offset in progress.reached(admitted.events).items():
+                progress_table[str(partition)] = offset
+                await progress_table.flush(app, partition)
+            for partition, offset in admitted.rewind.items():
+                await read_again(partition, offset, "a message was skipped")
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         runtime.needs_index = True
@@ -270,12 +297,32 @@ def register_spend_agent(
     async def resolve_cleared() -> None:
         runtime.resolve_cleared(datetime.now(UTC))
 
+    last_expected: dict[int, int | None] = {}
+
+    @app.timer(STALL_CHECK_SECONDS)
+    async def read_stalled_partitions_again() -> None:
+        if not tables_ready(app):
+            last_expected.clear()
+            return
+        partitions = [tp for tp in app.consumer.assignment() if tp.topic == settings.costed_topic]
+        if not partitions:
+            return
+        try:
+            ends = await app.consumer.highwaters(*partitions)
+        except Exception as exc:  # a timer that raises stops the worker: look next time
+            log.warning("costed log ends unavailable (%s); checking again later", exc)
+            return
+        stalled = progress.stalled({tp.partition: end for tp, end in ends.items()}, last_expected)
+        last_expected.clear()
+        last_expected.update({tp.partition: progress.expected(tp.partition) for tp in partitions})
+        for partition, offset in stalled.items():
+            await read_again(partition, offset, "behind its log end with no progress")
+
     @app.page("/v1/limits/{tenant_id}")
     async def limits(web: Any, request: Any, tenant_id: str) -> Any:
         # Until the tables are recovered from their changelogs a total would be partial
         # (0 right after a start): a gateway enforcing caps must not read it as spend.
-        recovered = cast(Any, app.tables).recovery.completed.is_set()
-        if not recovered or app.in_recovery or app.rebalancing:
+        if not tables_ready(app):
             body = {
                 "tenant_id": tenant_id,
                 "status": "recovering",

@@ -316,6 +316,15 @@ class FaultStack(RunningStack):
         text = logs[-1].read_text(errors="replace").strip().splitlines()
         return " | ".join(text[-lines:])
 
+    def logged(self, text: str) -> list[str]:
+        """Every worker log line (all restarts) that contains `text`."""
+        return [
+            line
+            for log in sorted(self.settings.data_dir.glob("worker*.log"))
+            for line in log.read_text(errors="replace").splitlines()
+            if text in line
+        ]
+
     def rss_kib(self) -> int:
         return rss_kib(self.pid)
 

@@ -37,14 +37,6 @@ RECOVERY_BUG = (
     "ledgered it (streams/ingest.py)"
 )
 
-SHORT_AFTER_KILLS = (
-    "intermittent bug, cause not found (not strict: most runs pass; likely a regression of "
-    "the spend agent's list/BatchedTable redesign): after SIGKILLs with keyed duplicates the "
-    "in-stream month totals were below the exact ledger (CI 2026-11-22, 20 kills: -5.18 USD of "
-    "about 400; make test on a fresh clone of 4ec68e0, 3 kills: umbrella 17.20 against 20.01); "
-    "no warning in the worker logs, the log-end probe fallback not taken"
-)
-
 
 def wait_consuming(stack: FaultStack, timeout: float = 60.0) -> bool:
     """Until this worker process has read a message (it joined the group)."""
@@ -163,10 +155,10 @@ def test_in_stream_month_totals_equal_the_ledger_after_sigkills(
         # a batch holding a copy whose twin is elsewhere; some runs have none.
         unkeyed = pytest.mark.xfail(strict=False, raises=AssertionError, reason=RECOVERY_BUG)
         request.applymarker(unkeyed)
-    else:
-        request.applymarker(
-            pytest.mark.xfail(strict=False, raises=AssertionError, reason=SHORT_AFTER_KILLS)
-        )
+    # Faust's consumer can skip costed messages after a restart; the spend agent reads
+    # them again (streams/costed_progress.py). How often it had to, for the record:
+    stack: FaultStack = crashed["stack"]
+    print("costed partitions read again:", len(stack.logged("reading again from offset")))
     assert crashed["in_stream"] == crashed["ledger_by_tenant"]
 
 

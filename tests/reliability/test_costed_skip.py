@@ -1,0 +1,99 @@
+"""Case: the spend agent's consumer skips costed messages. While the worker is down its
+consumer group's committed offset on the costed topic is moved past the log end, as
+Faust's own commits can move it (its gap handling counts offsets it never delivered as
+acknowledged; after table recovery it once stopped delivering a partition, see
+streams/costed_progress.py) → the agent reads the skipped messages again from its own
+progress record, and the in-stream month totals equal the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+from streams.faust_app import fetched_log_ends
+from streams.topics import APP_ID
+from tests.reliability.conftest import FaultStack, make_events
+
+pytestmark = pytest.mark.integration
+
+COSTED_TOPIC = "spendstream.costed"
+SKIPPED = 2  # messages per costed partition the group's offset jumps over
+FIRST, SECOND = 300, 300
+
+
+class SameProtocolAssignor(RoundRobinPartitionAssignor):
+    """Faust's protocol name: the broker keeps a group's protocol after its members
+    are gone, and a consumer of another cannot join it."""
+
+    name = "faust"
+
+
+async def move_spend_offsets_past_the_end(bootstrap: str, skip: int) -> dict[int, int]:
+    """Commit, for the spend agent's group, each costed partition's log end + `skip`,
+    as a member of the group (the broker refuses commits from outside it)."""
+    consumer = AIOKafkaConsumer(
+        COSTED_TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id=APP_ID,
+        enable_auto_commit=False,
+        partition_assignment_strategy=(SameProtocolAssignor,),
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer.assignment():
+            assert time.monotonic() < deadline, "never joined the spend agent's group"
+            await consumer.getmany(timeout_ms=200)
+        partitions = sorted(consumer.assignment())
+        listed = await consumer.end_offsets(partitions)
+        ends = await fetched_log_ends(
+            bootstrap, {(tp.topic, tp.partition): listed[tp] for tp in partitions}
+        )
+        moved = {tp.partition: int(ends[(tp.topic, tp.partition)] or 0) + skip for tp in partitions}
+        await consumer.commit({tp: moved[tp.partition] for tp in partitions})
+        return moved
+    finally:
+        await consumer.stop()
+
+
+def publish(stack: FaultStack, events: list[dict[str, Any]]) -> None:
+    stack.publish(
+        [orjson.dumps(e) for e in events], keys=[str(e["request_id"]).encode() for e in events]
+    )
+
+
+def test_costed_messages_skipped_by_the_consumer_are_counted(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    prefix = "skip-"
+    events = make_events(FIRST + SECOND, seed=77, prefix=prefix)
+    stack = FaultStack(data_dir)
+    try:
+        publish(stack, events[:FIRST])
+        stack.wait_consumed(timeout=300)
+        ledger = stack.ledger_month_by_tenant(f"{prefix}%")
+        assert stack.wait_in_stream(ledger, timeout=60) == ledger
+
+        stack.kill_worker()
+        moved = asyncio.run(move_spend_offsets_past_the_end(stack.bootstrap, SKIPPED))
+        stack.start_worker()
+        publish(stack, events[FIRST:])
+        stack.wait_consumed(timeout=300)
+
+        ledger = stack.ledger_month_by_tenant(f"{prefix}%")
+        in_stream = stack.wait_in_stream(ledger, timeout=60)
+        found = stack.logged("reading again from offset")
+        print(f"spend group moved to {moved}; the worker logged {len(found)} re-reads:")
+        for line in found:
+            print("  ", line[-120:])
+        assert in_stream == ledger
+        assert found, "no costed partition was read again: the skip was not injected"
+    finally:
+        stack.stop()
