@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 
 from streams.faust_app import fetched_log_ends
 from streams.topics import APP_ID
-from tests.reliability.conftest import FaultStack, make_events
+from tests.reliability.conftest import Expectation, FaultStack, make_events, tally_ledger
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +91,20 @@ def test_costed_messages_skipped_by_the_consumer_are_counted(tmp_path: Path) -> 
         ledger = stack.ledger_month_by_tenant(f"{prefix}%")
         in_stream = stack.wait_in_stream(ledger, timeout=60)
         found = stack.logged("reading again from offset")
+        off = sum(
+            (in_stream[t] - ledger[t] for t in ledger if in_stream[t] != ledger[t]), Decimal(0)
+        )
+        tally = tally_ledger(
+            f"spend group's costed offsets moved {SKIPPED} past the log end",
+            stack,
+            Expectation.of(events),
+            like=f"{prefix}%",
+            restarts=stack.restarts,
+            costed_rereads=len(found),
+            in_stream_usd_off=off,
+        ).report()
+        assert tally.lost == 0
+        assert tally.double_counted == 0
         print(f"spend group moved to {moved}; the worker logged {len(found)} re-reads:")
         for line in found:
             print("  ", line[-120:])
