@@ -37,7 +37,6 @@ class Admitted:
     """One list's events in order: those to count, and partitions to read again."""
 
     events: list[Any] = field(default_factory=list)
-    repeated: int = 0  # already counted: before the expected offset
     rewind: dict[int, int] = field(default_factory=dict)  # partition -> offset to read from
 
 
@@ -51,9 +50,10 @@ class CostedProgress:
         return None if value is None else int(value)
 
     def admit(self, events: Sequence[Positioned]) -> Admitted:
-        """The events that continue each partition without a hole. An event past the
-        expected offset is held back (not counted); if nothing in the list filled the
-        hole up to it, the partition is to be read again from the expected offset."""
+        """The events that continue each partition without a hole. An event before the
+        expected offset is dropped (counted already). One past it is held back (not
+        counted); if nothing in the list filled the hole up to it, the partition is to
+        be read again from the expected offset."""
         admitted = Admitted()
         expected: dict[int, int | None] = {}
         beyond: dict[int, int] = {}  # partition -> highest offset held back
@@ -65,9 +65,7 @@ class CostedProgress:
             if want is None or offset == want:
                 admitted.events.append(event)
                 expected[partition] = offset + 1
-            elif offset < want:
-                admitted.repeated += 1
-            else:
+            elif offset > want:
                 beyond[partition] = max(offset, beyond.get(partition, offset))
         for partition, highest in beyond.items():
             want = expected[partition]

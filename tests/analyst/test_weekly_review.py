@@ -18,6 +18,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from matplotlib import image
 
+from streams.analyst.charts import LEGEND_CHARS, legend_label
 from streams.analyst.periods import iso_week
 from streams.analyst.weekly_render import render, write_report
 from streams.analyst.weekly_review import WeeklyReview, build_weekly_review
@@ -211,8 +212,6 @@ def test_html_report_renders_in_headless_chromium(review: WeeklyReview, tmp_path
 
 
 def test_long_legend_labels_keep_their_start_and_the_id_at_their_end() -> None:
-    from streams.analyst.charts import LEGEND_CHARS, legend_label
-
     label = "Customer Support Summarizer (wf-support-summary-7)"
     short = legend_label(label)
     assert len(short) == LEGEND_CHARS

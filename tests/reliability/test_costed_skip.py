@@ -24,7 +24,6 @@ from tests.reliability.conftest import Expectation, FaultStack, make_events, tal
 
 pytestmark = pytest.mark.integration
 
-COSTED_TOPIC = "spendstream.costed"
 SKIPPED = 2  # messages per costed partition the group's offset jumps over
 FIRST, SECOND = 300, 300
 
@@ -36,11 +35,13 @@ class SameProtocolAssignor(RoundRobinPartitionAssignor):
     name = "faust"
 
 
-async def move_spend_offsets_past_the_end(bootstrap: str, skip: int) -> dict[int, int]:
+async def move_spend_offsets_past_the_end(
+    bootstrap: str, costed_topic: str, skip: int
+) -> dict[int, int]:
     """Commit, for the spend agent's group, each costed partition's log end + `skip`,
     as a member of the group (the broker refuses commits from outside it)."""
     consumer = AIOKafkaConsumer(
-        COSTED_TOPIC,
+        costed_topic,
         bootstrap_servers=bootstrap,
         group_id=APP_ID,
         enable_auto_commit=False,
@@ -83,7 +84,9 @@ def test_costed_messages_skipped_by_the_consumer_are_counted(tmp_path: Path) -> 
         assert stack.wait_in_stream(ledger, timeout=60) == ledger
 
         stack.kill_worker()
-        moved = asyncio.run(move_spend_offsets_past_the_end(stack.bootstrap, SKIPPED))
+        moved = asyncio.run(
+            move_spend_offsets_past_the_end(stack.bootstrap, stack.settings.costed_topic, SKIPPED)
+        )
         stack.start_worker()
         publish(stack, events[FIRST:])
         stack.wait_consumed(timeout=300)

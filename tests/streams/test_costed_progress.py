@@ -27,9 +27,10 @@ def test_offsets_before_the_recorded_one_are_counted_already() -> None:
     # After table recovery Faust delivers records from before and after its seek: the
     # same offsets twice in one list.
     progress = CostedProgress({"0": 18})
-    admitted = progress.admit([at(0, 16), at(0, 17), at(0, 18), at(0, 16), at(0, 19)])
+    events = [at(0, 16), at(0, 17), at(0, 18), at(0, 16), at(0, 19)]
+    admitted = progress.admit(events)
     assert positions(admitted.events) == [(0, 18), (0, 19)]
-    assert admitted.repeated == 3
+    assert len(events) - len(admitted.events) == 3
     assert admitted.rewind == {}
 
 
