@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 
 COSTED_ROWS_PER_MESSAGE = 500
+PRODUCER_REQUEST_TIMEOUT_SECONDS = 30.0
 # A peer's ledger batch (5000 messages of up to 100 events, ~600 bytes a row as JSON).
 PEER_INSERT_MAX_BYTES = 512 * 1024 * 1024
 
@@ -313,6 +314,11 @@ def build_app(
         # batches and zero linger made one produce request of each.
         producer_max_batch_size=1024 * 1024,
         producer_linger=0.005,
+        # aiokafka keeps one produce request in flight per broker: a response that
+        # never comes holds every costed publish and table write of the worker until
+        # this timeout, 20 minutes by Faust's default. Kafka's own default is 30 s;
+        # the ingest and the spend agent retry what times out.
+        producer_request_timeout=PRODUCER_REQUEST_TIMEOUT_SECONDS,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,
         web_port=settings.web_port,

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, cast
 
 import faust
@@ -28,6 +29,7 @@ from streams.alerting.query import parse_key
 from streams.alerting.wiring import Alerting, build_alerting
 from streams.batched_table import BatchedTable
 from streams.costed_progress import CostedProgress
+from streams.retrying import until_done
 from streams.settings import Settings
 from streams.spend_monitor import SpendMonitor, warm_up_online
 from streams.spend_tables import SpendTables
@@ -111,6 +113,7 @@ class SpendRuntime:
     correlated: int = 0
     skipped_redelivered: int = 0
     rewinds: int = 0  # costed partitions read again after a skip or a stall
+    counting: bool = False  # inside a list: waiting on its table writes is no stall
     needs_index: bool = True
     # Awaited once before the first list: the worker wires the alerts table here, so
     # that no alert raised at start is missing from it.
@@ -253,6 +256,14 @@ def register_spend_agent(
     )
     costed_topic = app.topic(settings.costed_topic, value_serializer="raw", key_serializer="raw")
 
+    async def durably(*flushes: Callable[[], Awaitable[None]]) -> None:
+        # Retried in place, never raised: a failed flush keeps its records for the next
+        # try, and a crashed agent would leave the list's events unacknowledged.
+        async def flush_all() -> None:
+            await asyncio.gather(*(flush() for flush in flushes))
+
+        await until_done(flush_all, log, "spend table changelog write")
+
     async def read_again(partition: int, offset: int, why: str) -> None:
         log.warning("costed partition %d: %s; reading again from offset %d", partition, why, offset)
         runtime.rewinds += 1
@@ -269,24 +280,32 @@ def register_spend_agent(
             TAKE_MAX_MESSAGES, within=TAKE_WITHIN_SECONDS
         )
         async for events in taken:
-            if runtime.needs_index:
-                # Tables recovered from their changelogs (at start or after a
-                # rebalance): learn which keys each tenant owns before expiring any.
-                tables.rebuild_index()
-                runtime.needs_index = False
-            admitted = progress.admit(events)
-            grouped, repeated = tenant_rows(admitted.events)
-            runtime.skipped_redelivered += repeated
-            for (tenant_id, partition), rows in grouped.items():
-                runtime.apply(tenant_id, rows)
-                await asyncio.gather(*(table.flush(app, partition) for table in batched))
-            # After the values: a crash between the two counts the list again, and the
-            # values' source-position marks skip what they already hold.
-            for partition, offset in progress.reached(admitted.events).items():
-                progress_table[str(partition)] = offset
-                await progress_table.flush(app, partition)
-            for partition, offset in admitted.rewind.items():
-                await read_again(partition, offset, "a message was skipped")
+            runtime.counting = True
+            try:
+                await count(events)
+            finally:
+                runtime.counting = False
+
+    async def count(events: Sequence[EventT]) -> None:
+        """One taken list: its admitted events into the tables, then the progress record."""
+        if runtime.needs_index:
+            # Tables recovered from their changelogs (at start or after a
+            # rebalance): learn which keys each tenant owns before expiring any.
+            tables.rebuild_index()
+            runtime.needs_index = False
+        admitted = progress.admit(events)
+        grouped, repeated = tenant_rows(admitted.events)
+        runtime.skipped_redelivered += repeated
+        for (tenant_id, partition), rows in grouped.items():
+            runtime.apply(tenant_id, rows)
+            await durably(*(partial(table.flush, app, partition) for table in batched))
+        # After the values: a crash between the two counts the list again, and the
+        # values' source-position marks skip what they already hold.
+        for partition, offset in progress.reached(admitted.events).items():
+            progress_table[str(partition)] = offset
+            await durably(partial(progress_table.flush, app, partition))
+        for partition, offset in admitted.rewind.items():
+            await read_again(partition, offset, "a message was skipped")
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         runtime.needs_index = True
@@ -304,6 +323,8 @@ def register_spend_agent(
         if not tables_ready(app):
             last_expected.clear()
             return
+        if runtime.counting:
+            return  # a list's writes are pending (a slow broker): reading again would not help
         partitions = [tp for tp in app.consumer.assignment() if tp.topic == settings.costed_topic]
         if not partitions:
             return

@@ -44,12 +44,12 @@ from mode import Service
 from streams.dedupe import U64
 from streams.faust_app import FETCH_MAX_WAIT_MS
 from streams.ingest import IngestPipeline, PreparedBatch, UsageMessage
+from streams.retrying import until_done
 from streams.settings import Settings
 from streams.topics import INGEST_GROUP
 
 log = logging.getLogger(__name__)
 
-RETRY_MAX_SECONDS = 10.0
 # Published batches waiting for their ledger write. More would hold more memory and
 # re-deliver more after a crash, for no more throughput: one insert takes them all.
 MAX_QUEUED = 4
@@ -231,18 +231,10 @@ class UsageConsumer(Service):
         """The sink retries its own writes for ever; this covers the rest (publishing).
         Repeating a step is safe: inserts carry a deduplication token and the spend
         tables skip costed rows by source position."""
-        delay = 0.5
-        while True:
-            try:
-                await step()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.failures += 1
-                log.exception("ingest batch failed; retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
+        await until_done(step, log, "ingest batch", on_failure=self._count_failure)
+
+    def _count_failure(self) -> None:
+        self.failures += 1
 
     async def settle(self) -> None:
         """Wait until every queued batch is durable and committed."""

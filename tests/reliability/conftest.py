@@ -273,8 +273,35 @@ class FaultStack(RunningStack):
             if lag == 0:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"{lag} messages still unconsumed after {timeout}s")
+                raise AssertionError(
+                    f"{lag} messages still unconsumed after {timeout}s; {self.stall_report()}"
+                )
             time.sleep(0.25)
+
+    def stall_report(self) -> str:
+        """Enough to tell a stuck group from a stuck worker without the run's files: the
+        group's offsets, what the worker holds and has read, its last warnings, and
+        where its coroutines wait (Faust's worker dumps every task's stack to its log on
+        SIGUSR1; no dump at all means its event loop is blocked)."""
+        stats = self.worker.stats() or {}
+        log = self.newest_log()
+        before = log.stat().st_size if log else 0
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.worker.process.pid, signal.SIGUSR1)
+        size, deadline = -1, time.monotonic() + 20
+        while log and size != log.stat().st_size and time.monotonic() < deadline:
+            size = log.stat().st_size  # the dump holds every frame's locals: megabytes
+            time.sleep(1)
+        dump = log.read_bytes()[before:].decode(errors="replace") if log else ""
+        frames = (line.strip() for line in dump.splitlines())
+        waits = sorted({f for f in frames if f.startswith('File "') and "/streams/" in f})
+        return (
+            f"published {self.targets}, committed {self.committed_offsets()}; worker "
+            f"assigned {stats.get('assigned')}, read {stats.get('messages')}; last warnings: "
+            + " | ".join(w[:240] for w in self.logged("WARNING")[-6:])
+            + f"; our frames in its task dump ({len(dump)} chars): "
+            + " | ".join(w.split("/streams/")[1] for w in waits[:30])
+        )
 
     # worker process
 
@@ -308,12 +335,17 @@ class FaultStack(RunningStack):
                     raise
                 time.sleep(0.2)
 
-    def log_tail(self, lines: int = 5) -> str:
-        """The last lines of the newest worker's log (each restart writes worker-N.log)."""
+    def newest_log(self) -> Path | None:
+        """The newest worker's log (each restart writes worker-N.log)."""
         logs = sorted(self.settings.data_dir.glob("worker*.log"), key=lambda p: p.stat().st_mtime)
-        if not logs:
+        return logs[-1] if logs else None
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of the newest worker's log."""
+        log = self.newest_log()
+        if log is None:
             return ""
-        text = logs[-1].read_text(errors="replace").strip().splitlines()
+        text = log.read_text(errors="replace").strip().splitlines()
         return " | ".join(text[-lines:])
 
     def logged(self, text: str) -> list[str]:

@@ -1,0 +1,102 @@
+"""`SilencingProxy`: a TCP proxy in front of the real broker that, once armed, lets the
+next Produce request of a chosen client through and then forwards nothing more to that
+connection: the broker answered, the client never hears. Kafka frames are a 4-byte
+big-endian size and a body; a request body starts with api_key (int16), api_version
+(int16), correlation_id (int32) and client_id (int16 length, bytes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import threading
+from dataclasses import dataclass, field
+
+PRODUCE = 0
+
+
+@dataclass
+class SilencingProxy:
+    listen_port: int
+    broker_port: int
+    client_prefix: bytes  # whose connection to silence (Faust's clients: b"faust")
+    silenced: list[int] = field(default_factory=list)  # correlation ids never answered
+    _armed: threading.Event = field(default_factory=threading.Event)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> SilencingProxy:
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            server = self._loop.run_until_complete(
+                asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
+            )
+            ready.set()
+            with contextlib.suppress(RuntimeError):
+                self._loop.run_forever()
+            server.close()
+
+        self._thread = threading.Thread(target=run, name="silencing-proxy", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def arm(self) -> None:
+        self._armed.set()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.broker_port)
+        except OSError:
+            client_w.close()
+            return
+        silent = asyncio.Event()
+        await asyncio.gather(
+            self._requests(client_r, broker_w, silent),
+            self._responses(broker_r, client_w, silent),
+            return_exceptions=True,
+        )
+        for writer in (client_w, broker_w):
+            writer.close()
+
+    async def _requests(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, silent: asyncio.Event
+    ) -> None:
+        while True:
+            frame = await _frame(source)
+            api_key, _, correlation_id, id_length = struct.unpack(">hhih", frame[4:14])
+            client_id = frame[14 : 14 + max(0, id_length)]
+            if (
+                api_key == PRODUCE
+                and client_id.startswith(self.client_prefix)
+                and self._armed.is_set()
+                and not silent.is_set()
+            ):
+                self._armed.clear()
+                self.silenced.append(correlation_id)
+                silent.set()
+            sink.write(frame)
+            await sink.drain()
+
+    async def _responses(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, silent: asyncio.Event
+    ) -> None:
+        while True:
+            frame = await _frame(source)
+            if silent.is_set():
+                continue  # read and dropped: the connection stays open and says nothing
+            sink.write(frame)
+            await sink.drain()
+
+
+async def _frame(reader: asyncio.StreamReader) -> bytes:
+    size = await reader.readexactly(4)
+    return size + await reader.readexactly(struct.unpack(">i", size)[0])
