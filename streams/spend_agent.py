@@ -260,7 +260,12 @@ def register_spend_agent(
         # Retried in place, never raised: a failed flush keeps its records for the next
         # try, and a crashed agent would leave the list's events unacknowledged.
         async def flush_all() -> None:
-            await asyncio.gather(*(flush() for flush in flushes))
+            # Every flush settled before a retry: one still in flight has taken its
+            # records, and a retry would find nothing to send and call them durable.
+            results = await asyncio.gather(*(f() for f in flushes), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
         await until_done(flush_all, log, "spend table changelog write")
 

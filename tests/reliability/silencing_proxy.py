@@ -59,11 +59,14 @@ class SilencingProxy:
             client_w.close()
             return
         silent = asyncio.Event()
-        await asyncio.gather(
-            self._requests(client_r, broker_w, silent),
-            self._responses(broker_r, client_w, silent),
-            return_exceptions=True,
-        )
+        pumps = [
+            asyncio.ensure_future(self._requests(client_r, broker_w, silent)),
+            asyncio.ensure_future(self._responses(broker_r, client_w, silent)),
+        ]
+        # Either side closing ends both, as a direct connection would end.
+        _, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for pump in pending:
+            pump.cancel()
         for writer in (client_w, broker_w):
             writer.close()
 
