@@ -21,12 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
 from schemas.ledger import DEAD_LETTER_COLUMNS, LEDGER_COLUMNS
 from streams.arrow_batches import table_schema, to_arrow
+from streams.retrying import Backoff, until_done
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,8 +83,7 @@ class ClickHouseLedgerSink:
         on_batch: Callable[[float, int], None] | None = None,
     ) -> None:
         self.executor = executor
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=backoff_initial, maximum=backoff_max, jitter=0)
         self.ledger_table = ledger_table
         self.dead_letter_table = dead_letter_table
         # Fault injection for the reliability suite: raises to simulate an outage.
@@ -125,25 +126,15 @@ class ClickHouseLedgerSink:
         token: str,
     ) -> None:
         settings = dict(INSERT_SETTINGS, insert_deduplication_token=token)
-        delay = self.backoff_initial
-        while True:
-            try:
-                await self.executor.run(self._insert, table, rows, columns, settings)
-            except Exception as exc:  # every failure is retried: dropping rows is never an option
-                self.healthy = False
-                self.stats.failures += 1
-                self.stats.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                log.warning(
-                    "ledger write to %s failed (%s); retrying in %.1fs",
-                    table,
-                    self.stats.last_error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
-                continue
-            self.healthy = True
-            return
+        insert = partial(self.executor.run, self._insert, table, rows, columns, settings)
+        # Every failure is retried: dropping rows is never an option.
+        await until_done(insert, log, f"ledger write to {table}", self.backoff, self._failed)
+        self.healthy = True
+
+    def _failed(self, exc: Exception) -> None:
+        self.healthy = False
+        self.stats.failures += 1
+        self.stats.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
 
     def _insert(
         self,

@@ -233,7 +233,7 @@ class UsageConsumer(Service):
         tables skip costed rows by source position."""
         await until_done(step, log, "ingest batch", on_failure=self._count_failure)
 
-    def _count_failure(self) -> None:
+    def _count_failure(self, exc: Exception) -> None:
         self.failures += 1
 
     async def settle(self) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,6 +38,7 @@ from typing import Protocol
 from schemas.alert import Alert, AlertDelivery, DeliveryOutcome
 from streams.alerting.notifier import Clock, Notifier, SendAttempt, utc_now
 from streams.alerting.router import AlertRouter
+from streams.retrying import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +49,6 @@ class DeliveryRecorder(Protocol):
     def add_alert(self, alert: Alert) -> None: ...
 
     def add_delivery(self, delivery: AlertDelivery) -> None: ...
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter; a receiver's Retry-After overrides it.
-
-    >>> Backoff(initial=1, maximum=8, jitter=0).delay(4, retry_after=None)
-    8
-    >>> Backoff(initial=1, maximum=8, jitter=0).delay(1, retry_after=30.0)
-    30.0
-    """
-
-    initial: float = 1.0
-    maximum: float = 300.0
-    factor: float = 2.0
-    jitter: float = 0.1  # +/- this fraction, so retries from many workers spread out
-    max_retry_after: float = 3600.0  # a Retry-After beyond this is treated as this
-
-    def delay(self, failures: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after)
-        base = min(self.maximum, self.initial * self.factor ** max(failures - 1, 0))
-        if not self.jitter:
-            return base
-        return base * (1 + random.uniform(-self.jitter, self.jitter))
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import TextIO
 
 from schemas.spend_config import SpendConfig
 from streams.alerting.console import ConsoleNotifier
-from streams.alerting.delivery import AlertDeliveryQueue, Backoff, DeliveryRecorder
+from streams.alerting.delivery import AlertDeliveryQueue, DeliveryRecorder
 from streams.alerting.lifecycle import AlertLifecycle
 from streams.alerting.notifier import Notifier
 from streams.alerting.pagerduty import PagerDutyNotifier
@@ -20,6 +20,7 @@ from streams.alerting.router import (
     AlertRouter,
 )
 from streams.alerting.slack import SlackNotifier
+from streams.retrying import Backoff
 
 
 @dataclass

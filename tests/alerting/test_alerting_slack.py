@@ -12,10 +12,11 @@ from pydantic import SecretStr
 from slack_sdk.http_retry import FixedValueRetryIntervalCalculator
 
 from detectors.finding import Finding
-from streams.alerting.delivery import AlertDeliveryQueue, Backoff
+from streams.alerting.delivery import AlertDeliveryQueue
 from streams.alerting.lifecycle import alert_from_finding
 from streams.alerting.router import AlertRouter
 from streams.alerting.slack import SlackNotifier, default_retry_handlers
+from streams.retrying import Backoff
 
 NOW = datetime(2025, 3, 4, 10, 50, tzinfo=UTC)
 WEBHOOK_PATH = "/services/T000/B000/XsecretXwebhookX"

@@ -20,12 +20,13 @@ from detectors.finding import Finding
 from schemas.alert import ALERT_COLUMNS, DELIVERY_COLUMNS
 from streams.alerting.alerts_table import AlertsTableWriter
 from streams.alerting.console import ConsoleNotifier
-from streams.alerting.delivery import AlertDeliveryQueue, Backoff
+from streams.alerting.delivery import AlertDeliveryQueue
 from streams.alerting.lifecycle import AlertLifecycle, alert_from_finding
 from streams.alerting.pagerduty import PagerDutyNotifier
 from streams.alerting.router import AlertRouter
 from streams.alerting.slack import SlackNotifier, default_retry_handlers
 from streams.clickhouse import ClickHouseHandle, migration_files, split_statements
+from streams.retrying import Backoff
 
 # Recent on purpose: the raw ledger keeps 90 days (sql/040_retention.sql).
 NOW = (datetime.now(UTC) - timedelta(days=1)).replace(minute=50, second=0, microsecond=0)

@@ -3,38 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import doctest
 import logging
 
 import pytest
 
 from streams import retrying
-from streams.retrying import until_done
+from streams.retrying import BROKER_WRITES, Backoff, until_done
 
 log = logging.getLogger("test_retrying")
 
 
 def test_a_failing_step_is_repeated_until_it_succeeds(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(retrying, "RETRY_FIRST_SECONDS", 0.01)
     calls: list[int] = []
-    failures: list[int] = []
+    failures: list[Exception] = []
 
     async def step() -> None:
         calls.append(1)
         if len(calls) < 3:
             raise ConnectionError("broker did not answer")
 
-    with caplog.at_level(logging.ERROR, logger="test_retrying"):
-        asyncio.run(until_done(step, log, "table write", on_failure=lambda: failures.append(1)))
+    fast = Backoff(initial=0.01, maximum=0.02, jitter=0)
+    with caplog.at_level(logging.WARNING, logger="test_retrying"):
+        asyncio.run(until_done(step, log, "table write", fast, on_failure=failures.append))
     assert len(calls) == 3
-    assert len(failures) == 2
+    assert [str(exc) for exc in failures] == ["broker did not answer"] * 2
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "table write failed; retrying in 0.0s",
-        "table write failed; retrying in 0.0s",
+        "table write failed (ConnectionError: broker did not answer); retrying in 0.0s",
+        "table write failed (ConnectionError: broker did not answer); retrying in 0.0s",
     ]
-    assert all(r.exc_info and r.exc_info[0] is ConnectionError for r in caplog.records)
+    # The first failure of a run carries its traceback, the repeats are one line.
+    assert [bool(r.exc_info) for r in caplog.records] == [True, False]
+    assert caplog.records[0].exc_info[0] is ConnectionError  # type: ignore[index]
 
 
 def test_the_backoff_doubles_up_to_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,6 +55,7 @@ def test_the_backoff_doubles_up_to_its_cap(monkeypatch: pytest.MonkeyPatch) -> N
             raise OSError("refused")
 
     asyncio.run(until_done(step, log, "publish"))
+    assert BROKER_WRITES.jitter == 0
     assert slept == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
 
 
@@ -65,3 +69,7 @@ def test_a_cancel_is_not_retried() -> None:
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(until_done(step, log, "publish"))
     assert calls == [1]
+
+
+def test_module_doctests_pass() -> None:
+    assert doctest.testmod(retrying).failed == 0
