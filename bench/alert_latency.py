@@ -45,10 +45,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.common import emit, loadavg
-from streams.embedded_stack import EmbeddedStack, WorkerProcess
-from streams.processes import free_port
+from streams.embedded.processes import free_port
+from streams.embedded.simulate import TrafficGenerator
+from streams.embedded.stack import EmbeddedStack, WorkerProcess
 from streams.settings import Settings
-from streams.simulate import TrafficGenerator
 
 TOPIC = "spendstream.usage"
 TICK_SECONDS = 0.05

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CpuTrace, batched_messages, emit, loadavg, single_messages
-from streams.processes import free_port, spawn, stop
+from streams.embedded.processes import free_port, spawn, stop
 
 BASELINE_TOPIC = "bench.baseline"
 
@@ -150,8 +150,8 @@ def bare_faust(bootstrap: str, topic: str, count: int, timeout: float = 600.0) -
 
 
 async def publish_to(bootstrap: str, topic: str, messages: list[bytes]) -> dict[int, int]:
-    from streams.broker import TopicSpec, ensure_topics
-    from streams.replay import publish
+    from streams.embedded.replay import publish
+    from streams.kafka.admin import TopicSpec, ensure_topics
 
     await ensure_topics(bootstrap, [TopicSpec(topic, 4)])
     return await publish(bootstrap, topic, messages)
@@ -161,7 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="T1/T2 baselines alone")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    from streams.broker import EmbeddedBroker
+    from streams.embedded.broker import EmbeddedBroker
 
     load = loadavg()
     batched_events = 20_000 if args.quick else 200_000

@@ -143,7 +143,7 @@ def spendstream_command() -> list[str]:
 def events(count: int, seed: int = 6, spread: timedelta = timedelta(hours=1)) -> Iterator[dict]:
     """Distinct realistic events (`spendstream simulate`'s generator), timestamps spread
     evenly over the last `spread` (never in the future)."""
-    from streams.simulate import TrafficGenerator
+    from streams.embedded.simulate import TrafficGenerator
 
     generator = TrafficGenerator(seed=seed)
     start = datetime.now(UTC) - spread - timedelta(minutes=1)

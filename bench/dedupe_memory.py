@@ -4,7 +4,7 @@
 
 Each part runs in a fresh child process:
 - memory: N distinct request ids (the simulator's uuid4 format) through
-  `streams.dedupe.RequestIdFilter` in batches of 5,000 (hash, `new_mask`, `mark`, as the
+  `streams.ingest.dedupe.RequestIdFilter` in batches of 5,000 (hash, `new_mask`, `mark`, as the
   ingest pipeline does), once all on one ingest day and once spread over the 7 days of
   the horizon; RSS from /proc/self/statm before and after (ids generated per batch and
   dropped, so only the filter remains), plus the filter's own `nbytes`;
@@ -58,7 +58,7 @@ def ids(rng: random.Random, count: int) -> list[str]:
 
 def time_lookups(dedupe: Any, present_seed: int, present: int, rounds: int = 20) -> dict:
     """µs per id: hashing, and new_mask over batches of half present, half new ids."""
-    from streams.dedupe import hash_request_ids
+    from streams.ingest.dedupe import hash_request_ids
 
     old, new = random.Random(present_seed), random.Random(present_seed + 10_000)
     hash_s = lookup_s = 0.0
@@ -90,7 +90,7 @@ def malloc_trim() -> None:
 
 def fill(dedupe: Any, rng: random.Random, start: int, stop: int, count: int, days: int) -> float:
     """Admit ids number start..stop of count (as the pipeline does); seconds spent."""
-    from streams.dedupe import hash_request_ids
+    from streams.ingest.dedupe import hash_request_ids
 
     spent = 0.0
     for done in range(start, stop, BATCH):
@@ -105,7 +105,7 @@ def fill(dedupe: Any, rng: random.Random, start: int, stop: int, count: int, day
 
 
 def memory_child(count: int, days: int, seed: int = 4) -> dict[str, Any]:
-    from streams.dedupe import RequestIdFilter
+    from streams.ingest.dedupe import RequestIdFilter
 
     warm_up = RequestIdFilter(horizon_days=7)  # first-use allocations are not per id
     fill(warm_up, random.Random(seed + 1), 0, BATCH, BATCH, 1)
@@ -135,7 +135,7 @@ def memory_child(count: int, days: int, seed: int = 4) -> dict[str, Any]:
 
 def lookup_child(count: int, seed: int = 4) -> dict[str, Any]:
     """Lookup cost (new ids) with 10 % and then 100 % of count held, one ingest day."""
-    from streams.dedupe import RequestIdFilter
+    from streams.ingest.dedupe import RequestIdFilter
 
     dedupe = RequestIdFilter(horizon_days=7)
     rng = random.Random(seed)
@@ -147,8 +147,8 @@ def lookup_child(count: int, seed: int = 4) -> dict[str, Any]:
 
 
 def rebuild_child(count: int) -> dict[str, Any]:
-    from streams.app import WorkerRuntime
-    from streams.pricing import PriceCatalog
+    from streams.cost.catalog import PriceCatalog
+    from streams.runtime.app import WorkerRuntime
     from streams.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-rebuild-"))

@@ -3,7 +3,7 @@
     python -m bench.hot_path [--quick]
 
 In one process, on the same realistic events as T1/T2 (N = 20,000; --quick 5,000), in
-batches of 2,000 events: decoding and validation (`streams.decoding.decode_message`)
+batches of 2,000 events: decoding and validation (`streams.ingest.decoding.decode_message`)
 of 100-event and of single-event messages, de-duplication (hash, `new_mask`, `mark`),
 pricing (`price_event`), the costed messages (`orjson` of the rows grouped by tenant,
 as `publish_costed` sends them) and their decoding plus `SpendTables.apply` and
@@ -44,8 +44,8 @@ def per_event(seconds: float, count: int) -> float:
 
 
 def sink_cost(rows: list[dict[str, Any]], all_migrations: bool) -> dict[str, Any]:
-    from streams.clickhouse import apply_migrations, chdb_url_for, clickhouse_session
-    from streams.ledger_sink import ClickHouseExecutor, ClickHouseLedgerSink
+    from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
+    from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-sink-"))
     try:
@@ -55,7 +55,7 @@ def sink_cost(rows: list[dict[str, Any]], all_migrations: bool) -> dict[str, Any
             else:
                 from importlib import resources
 
-                from streams.clickhouse import split_statements
+                from streams.ledger.connect import split_statements
 
                 ddl = resources.files("sql").joinpath("001_usage_ledger.sql").read_text()
                 for statement in split_statements(ddl):
@@ -88,13 +88,13 @@ def main() -> None:
     count = 5_000 if args.quick else 20_000
 
     from schemas.spend_config import SpendConfig
-    from streams.app import json_bytes
-    from streams.costing import SourcePosition, price_event
-    from streams.decoding import decode_message
-    from streams.dedupe import RequestIdFilter, hash_request_ids
-    from streams.pricing import PriceCatalog
-    from streams.spend_monitor import SpendMonitor
-    from streams.spend_tables import SpendTables
+    from streams.cost.catalog import PriceCatalog
+    from streams.cost.rows import SourcePosition, price_event
+    from streams.ingest.decoding import decode_message
+    from streams.ingest.dedupe import RequestIdFilter, hash_request_ids
+    from streams.runtime.app import json_bytes
+    from streams.spend.monitor import SpendMonitor
+    from streams.spend.tables import SpendTables
 
     batched = batched_messages(count, 100)
     single = single_messages(count)

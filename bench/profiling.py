@@ -47,8 +47,8 @@ SKIP_INCLUSIVE = (
     "mode/",
     "threading",
     "concurrent/",
-    "streams/cli.py",
-    "streams/worker.py",
+    "streams/cli/main.py",
+    "streams/runtime/worker.py",
     "faust/agents/agent.py",
 )
 

@@ -6,7 +6,7 @@
 The worker runs with the project's settings unless environment overrides are given
 (e.g. `--t1-env SPENDSTREAM_BATCH_MAX_EVENTS=20`); the result line records them.
 
-Method (both targets): every message is published first (`streams.replay.publish`,
+Method (both targets): every message is published first (`streams.embedded.replay.publish`,
 which returns per-partition end offsets), the baseline consumes those same messages
 from the same broker, and only then the real worker (`EmbeddedStack.start_worker`,
 what `spendstream replay` runs) starts on the backlog. Publishing first keeps the
@@ -49,11 +49,11 @@ from bench.common import (
     loadavg,
     single_messages,
 )
-from streams.embedded_stack import EmbeddedStack, raise_worker_failed
-from streams.processes import stop
-from streams.replay import ledger_totals, publish
+from streams.embedded.processes import stop
+from streams.embedded.replay import ledger_totals, publish
+from streams.embedded.stack import EmbeddedStack, raise_worker_failed
+from streams.kafka.topics import APP_ID, INGEST_GROUP
 from streams.settings import Settings
-from streams.topics import APP_ID, INGEST_GROUP
 
 SETTLE_SECONDS = 3.0
 POLL_SECONDS = 0.1

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.clickhouse import chdb_url_for
+from streams.ledger.connect import chdb_url_for
 
 
 class AlertSettings(BaseModel):

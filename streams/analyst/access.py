@@ -16,9 +16,9 @@ from typing import cast
 
 from clickhouse_connect.driver.client import Client
 
-from streams.clickhouse import chdb_url_for, clickhouse_session
 from streams.errors import ConfigError
-from streams.query_access import RemoteQueryClient, running_worker_url
+from streams.ledger.connect import chdb_url_for, clickhouse_session
+from streams.ledger.remote import RemoteQueryClient, running_worker_url
 
 URL_ENV = "SPENDSTREAM_CLICKHOUSE_URL"
 DEFAULT_DATA_DIR = ".spendstream"

@@ -15,7 +15,7 @@ from streams.analyst.money import usd
 from streams.analyst.periods import date_range, iso_week, last_complete_week, month
 from streams.analyst.reprice import reprice
 from streams.analyst.weekly_review import build_weekly_review
-from streams.pricing import PriceCatalog
+from streams.cost.catalog import PriceCatalog
 
 
 def add_analyst_commands(subparsers: Any) -> None:

@@ -21,7 +21,7 @@ from clickhouse_connect.driver.client import Client
 
 from streams.analyst.money import ZERO
 from streams.analyst.periods import Period
-from streams.pricing import CostBreakdown, PriceCatalog
+from streams.cost.catalog import CostBreakdown, PriceCatalog
 
 COMPONENTS = ("input", "cached_input", "cache_write", "output", "reasoning")
 INSERT_BATCH = 10_000

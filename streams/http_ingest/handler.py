@@ -30,9 +30,9 @@ import orjson
 from aiohttp import web
 
 from schemas.normalizers import FORMATS
-from streams.decoding import Rejection, truncate_payload
 from streams.http_ingest.body import BodyError, read_body
 from streams.http_ingest.items import split_items
+from streams.http_ingest.keys import IngestKeyStore, KeyScope
 from streams.http_ingest.otlp import (
     PROTOBUF_UNAVAILABLE,
     OtlpFormatError,
@@ -44,7 +44,7 @@ from streams.http_ingest.otlp import (
 )
 from streams.http_ingest.rate_limit import RateLimiter
 from streams.http_ingest.validation import Outcome, validate_items
-from streams.ingest_keys import IngestKeyStore, KeyScope
+from streams.ingest.decoding import Rejection, truncate_payload
 
 log = logging.getLogger("spendstream.http_ingest")
 

@@ -5,7 +5,7 @@ NDJSON is chosen by Content-Type, or detected when the body is not one JSON
 document but its first non-blank line is. A malformed NDJSON line rejects
 that line only; a malformed JSON document rejects the whole request. Items
 are numbered from 0 in request order (NDJSON: blank lines are not items).
-Reason codes are those of the Kafka path (`streams.decoding.REASONS`).
+Reason codes are those of the Kafka path (`streams.ingest.decoding.REASONS`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from streams.decoding import Rejection, truncate_payload
+from streams.ingest.decoding import Rejection, truncate_payload
 
 NDJSON_CONTENT_TYPES = frozenset(
     {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.ingest_keys import KeyScope
+from streams.http_ingest.keys import KeyScope
 
 OWNERSHIP_MISMATCH = "ownership_mismatch"
 PROJECT_TAG = "project"

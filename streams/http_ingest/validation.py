@@ -4,7 +4,7 @@ dead-letter, by the rules of the Kafka path.
 Each item goes through, in order: the provider normalizer when the request
 names a `format`; the request's fields (query parameters) set on top; the
 ingest key's ownership (`ownership.apply_scope`); and last
-`streams.decoding.validate_elements`, the validation the worker applies to
+`streams.ingest.decoding.validate_elements`, the validation the worker applies to
 Kafka messages, so an event accepted here is never dead-lettered there.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 
 from schemas.normalizers import normalize
-from streams.decoding import Rejection, truncate_payload, validate_elements
+from streams.http_ingest.keys import KeyScope
 from streams.http_ingest.ownership import OwnershipMismatch, apply_scope
-from streams.ingest_keys import KeyScope
+from streams.ingest.decoding import Rejection, truncate_payload, validate_elements
 
 NORMALIZATION_FAILED = "normalization_failed"
 

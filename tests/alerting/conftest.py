@@ -29,7 +29,7 @@ from aiohttp import web
 
 from detectors.finding import Finding, Severity
 from schemas.alert import Alert, AlertDelivery
-from streams.clickhouse import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
+from streams.ledger.connect import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
 
 # Yesterday, on the hour: recent, because the raw ledger keeps 90 days (sql/040_retention.sql).
 T0 = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from streams.clickhouse import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
+from streams.ledger.connect import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ Two ISO weeks (2026-W46 and W47) plus a few days around them, seven tenants with
 teams, users, features, workflows and runs, four priced models and one unpriced
 one, failed calls, retries, missing latencies, a batched row (request_count 3),
 and a spike: tenant "hooli" calls ten times as much on Wednesday 2026-11-18.
-Costs are computed with the real cost engine (`streams.pricing.UnitPrices`).
+Costs are computed with the real cost engine (`streams.cost.catalog.UnitPrices`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from schemas.ledger import LEDGER_COLUMNS
-from streams.pricing import UnitPrices
+from streams.cost.catalog import UnitPrices
 
 D = Decimal
 PRICES: dict[tuple[str, str], UnitPrices] = {

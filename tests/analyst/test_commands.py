@@ -13,8 +13,8 @@ import pytest
 
 from streams.analyst.access import URL_ENV
 from streams.analyst.commands import add_analyst_commands
-from streams.clickhouse import apply_migrations, chdb_url_for, clickhouse_session
 from streams.errors import ConfigError
+from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
 from tests.analyst import ledger_data as data
 
 

@@ -15,7 +15,7 @@ from streams.analyst.chargeback import build_chargeback
 from streams.analyst.focus_export import query_focus
 from streams.analyst.periods import Period, date_range, month
 from streams.analyst.reprice import reprice
-from streams.pricing import PriceCatalog
+from streams.cost.catalog import PriceCatalog
 from tests.analyst import ledger_data as data
 
 D = Decimal

@@ -15,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 from streams.analyst.periods import date_range, iso_week
 from streams.analyst.reprice import reprice
 from streams.analyst.weekly_review import WeeklyReview, _unit_prices, build_weekly_review
-from streams.pricing import PriceCatalog
+from streams.cost.catalog import PriceCatalog
 from tests.analyst import ledger_data as data
 
 WEEK = iso_week("2026-W47")

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.pricing import PriceCatalog
-from streams.processes import free_port
-from streams.replay import publish
-from streams.simulate import TrafficGenerator
+from streams.cost.catalog import PriceCatalog
+from streams.embedded.processes import free_port
+from streams.embedded.replay import publish
+from streams.embedded.simulate import TrafficGenerator
 
 pytestmark = pytest.mark.containers
 

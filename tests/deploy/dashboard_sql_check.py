@@ -69,7 +69,7 @@ SAMPLE_ROWS = [
 
 
 def main(argv: list[str]) -> int:
-    from streams.clickhouse import apply_migrations, clickhouse_session
+    from streams.ledger.connect import apply_migrations, clickhouse_session
 
     data_dir, dashboards = Path(argv[0]), [Path(p) for p in argv[1:]]
     ran, errors = 0, []

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from streams.http_ingest import IngestHandler, Publish
-from streams.ingest_keys import IngestKeyStore
+from streams.http_ingest.keys import IngestKeyStore
 
 
 @dataclass

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 import streams.http_ingest.rate_limit
-from streams.decoding import decode_message
-from streams.ingest_keys import IngestKeyStore
+from streams.http_ingest.keys import IngestKeyStore
+from streams.ingest.decoding import decode_message
 
 pytestmark = pytest.mark.timeout(30)
 

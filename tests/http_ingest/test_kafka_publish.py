@@ -13,9 +13,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.broker import EmbeddedBroker, TopicSpec, ensure_topics
-from streams.decoding import decode_message
-from streams.ingest_keys import IngestKeyStore
+from streams.embedded.broker import EmbeddedBroker
+from streams.http_ingest.keys import IngestKeyStore
+from streams.ingest.decoding import decode_message
+from streams.kafka.admin import TopicSpec, ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

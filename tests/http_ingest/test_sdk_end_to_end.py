@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams.ingest_keys import IngestKeyStore
+from streams.http_ingest.keys import IngestKeyStore
 from streams.sdk import AsyncSpendstreamProducer
 
 pytestmark = pytest.mark.timeout(30)

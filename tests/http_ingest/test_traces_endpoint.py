@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.http_ingest.keys import IngestKeyStore
 from streams.http_ingest.otlp import protobuf_available
-from streams.ingest_keys import IngestKeyStore
 
 pytestmark = pytest.mark.timeout(30)
 

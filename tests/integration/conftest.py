@@ -55,7 +55,7 @@ class RunningStack:
     """The embedded broker and one worker child process, for tests that talk to both."""
 
     def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
-        from streams.embedded_stack import EmbeddedStack
+        from streams.embedded.stack import EmbeddedStack
         from streams.settings import Settings
 
         self.settings = Settings(data_dir=data_dir)
@@ -70,7 +70,7 @@ class RunningStack:
         return self.stack.bootstrap
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        from streams.query_access import RemoteQueryClient
+        from streams.ledger.remote import RemoteQueryClient
 
         client = RemoteQueryClient(self.url)
         try:

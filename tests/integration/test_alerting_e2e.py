@@ -11,7 +11,7 @@ past event-time hours comes first (tables are by event time), then the incident 
 One incident pages once per tenant: the rolling median fires for the tenant, team,
 workflow and model keys at once, and the retry-storm and run-cost detectors with them;
 the worker's spend agent joins those findings into the tenant's open incident (see
-`streams.spend_agent.CORRELATED`), and the tests count every request the receivers got.
+`streams.spend.agent.CORRELATED`), and the tests count every request the receivers got.
 
 The incident goes into the hour before the current one. The worker resolves by wall
 clock: an incident in the current hour could only clear once the hour is over, so an
@@ -39,10 +39,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.embedded_stack import EmbeddedStack, WorkerProcess
-from streams.query_access import RemoteQueryClient
+from streams.embedded.simulate import WORKFLOWS, TrafficGenerator
+from streams.embedded.stack import EmbeddedStack, WorkerProcess
+from streams.ledger.remote import RemoteQueryClient
 from streams.settings import Settings
-from streams.simulate import WORKFLOWS, TrafficGenerator
 from tests.integration.alert_receivers import (
     Receiver,
     ReceiverLoop,

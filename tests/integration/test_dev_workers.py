@@ -16,16 +16,25 @@ from pathlib import Path
 import httpx
 import orjson
 
-from streams.pricing import PriceCatalog
-from streams.replay import publish
-from streams.simulate import TrafficGenerator
+from streams.cost.catalog import PriceCatalog
+from streams.embedded.replay import publish
+from streams.embedded.simulate import TrafficGenerator
 from tests.integration.conftest import wait_for
 
 
 def test_dev_with_two_workers_shares_partitions_and_totals_are_exact(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     dev = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "dev", "--workers", "2", "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "dev",
+            "--workers",
+            "2",
+            "--data-dir",
+            str(data_dir),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

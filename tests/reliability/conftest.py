@@ -27,10 +27,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.group_progress import GroupProgressReader
-from streams.pricing import PriceCatalog
-from streams.simulate import TrafficGenerator
-from streams.topics import INGEST_GROUP
+from streams.cost.catalog import PriceCatalog
+from streams.embedded.simulate import TrafficGenerator
+from streams.kafka.group_progress import GroupProgressReader
+from streams.kafka.topics import INGEST_GROUP
 from tests.integration.conftest import RunningStack
 
 USAGE_TOPIC = "spendstream.usage"

@@ -10,7 +10,7 @@ started again on the same port while the worker keeps running.
 - The new broker's log is shorter than what the worker consumed from the old one. It
   answers fetches past its end with no records and no error, and takes commits past
   its end: the worker reads such a partition again from its start and never commits
-  past the log's end (streams/usage_consumer.py).
+  past the log's end (streams/ingest/consumer.py).
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def test_sdk_events_recorded_while_the_broker_is_down_are_delivered_after(
     reason="intermittent bug (not strict: some runs pass): after the in-memory broker "
     "restarts under a running worker, the consumer carries its positions from the old log "
     "into the new one. A new log that ends before them is read again from its start "
-    "(streams/usage_consumer.py), but one that has already grown past them when the worker "
+    "(streams/ingest/consumer.py), but one that has already grown past them when the worker "
     "first fetches from it is read from there: its first messages are skipped (seen: "
     "offsets 0-3 of partitions 1-3, 900 of 3000 events)",
 )
@@ -232,7 +232,7 @@ def test_the_worker_rides_out_the_broker_restart(sdk_outage: dict[str, Any]) -> 
     raises=AssertionError,
     reason="bug: after a broker restart under a running worker the in-stream tables skip "
     "events: the spend agent's high-water marks per (tenant, source partition) in "
-    "streams/spend_tables.py (and its costed-topic positions) refer to the old log, whose "
+    "streams/spend/tables.py (and its costed-topic positions) refer to the old log, whose "
     "offsets restart at 0 on the new in-memory broker",
 )
 def test_in_stream_totals_equal_the_ledger_after_a_broker_restart(
@@ -253,7 +253,7 @@ def require_complete_ledger(run: dict[str, Any]) -> None:
     reason="bug: dead letters are keyed (log_epoch, topic, partition, offset, element_index) "
     "and a worker that lives through a restart of the in-memory broker keeps its log_epoch "
     "while offsets start again at 0: the new dead letter at an old position is dropped as a "
-    "duplicate insert (streams/ledger_sink.py dedup token) or replaced under FINAL "
+    "duplicate insert (streams/ledger/sink.py dedup token) or replaced under FINAL "
     "(sql/002_dead_letters.sql ORDER BY)",
 )
 def test_dead_letters_before_and_after_a_broker_restart_are_both_kept(
@@ -367,8 +367,8 @@ def test_in_memory_broker_loses_at_most_the_acknowledged_unconsumed_messages(
     reason="intermittent bug (not strict: some runs pass): a worker paused across a restart "
     "of the in-memory broker crashes on resume: "
     "Faust table recovery raises ConsistencyError (persisted changelog offset > highwater -1 "
-    "of the new, empty changelog topic) and the process exits (streams/spend_agent.py "
-    "tables; no handling in streams/app.py or streams/worker.py)",
+    "of the new, empty changelog topic) and the process exits (streams/spend/agent.py "
+    "tables; no handling in streams/runtime/app.py or streams/runtime/worker.py)",
 )
 def test_a_paused_worker_survives_a_broker_restart(unconsumed_loss: dict[str, Any]) -> None:
     assert unconsumed_loss["exit_code"] is None, unconsumed_loss["crash"]

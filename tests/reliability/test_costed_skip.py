@@ -2,7 +2,7 @@
 consumer group's committed offset on the costed topic is moved past the log end, as
 Faust's own commits can move it (its gap handling counts offsets it never delivered as
 acknowledged; after table recovery it once stopped delivering a partition, see
-streams/costed_progress.py) → the agent reads the skipped messages again from its own
+streams/spend/progress.py) → the agent reads the skipped messages again from its own
 progress record, and the in-stream month totals equal the ledger."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
-from streams.faust_app import fetched_log_ends
-from streams.topics import APP_ID
+from streams.faust_ext.app import fetched_log_ends
+from streams.kafka.topics import APP_ID
 from tests.reliability.conftest import Expectation, FaultStack, make_events, tally_ledger
 
 pytestmark = pytest.mark.integration

@@ -34,7 +34,7 @@ RECOVERY_BUG = (
     "new. Producers that key by request_id (the SDK's single events) put copies in one "
     "partition and are exact (the keyed cases). Designed fix: ledger first, then publish "
     "costed, and on re-delivery re-publish a ledgered id only from the position that "
-    "ledgered it (streams/ingest.py)"
+    "ledgered it (streams/ingest/pipeline.py)"
 )
 
 
@@ -156,7 +156,7 @@ def test_in_stream_month_totals_equal_the_ledger_after_sigkills(
         unkeyed = pytest.mark.xfail(strict=False, raises=AssertionError, reason=RECOVERY_BUG)
         request.applymarker(unkeyed)
     # Faust's consumer can skip costed messages after a restart; the spend agent reads
-    # them again (streams/costed_progress.py). How often it had to, for the record:
+    # them again (streams/spend/progress.py). How often it had to, for the record:
     stack: FaultStack = crashed["stack"]
     print("costed partitions read again:", len(stack.logged("reading again from offset")))
     assert crashed["in_stream"] == crashed["ledger_by_tenant"]

@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from streams.embedded_stack import EmbeddedStack, WorkerProcess
+from streams.embedded.stack import EmbeddedStack, WorkerProcess
 from tests.integration.conftest import wait_for
 from tests.reliability.conftest import Expectation, FaultStack, make_events, tally_ledger
 

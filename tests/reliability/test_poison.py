@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.usage_event import MAX_MESSAGE_BYTES
-from streams.decoding import REASONS
+from streams.ingest.decoding import REASONS
 from tests.reliability.conftest import (
     NOW,
     Expectation,

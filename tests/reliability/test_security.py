@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from streams.query_access import RemoteQueryClient
+from streams.ledger.remote import RemoteQueryClient
 from tests.integration.alert_receivers import Receiver, ReceiverLoop, Reply
 from tests.integration.conftest import wait_for
 from tests.reliability.conftest import FaultStack, make_events

@@ -3,7 +3,7 @@ broker lets one Produce request of the worker's Faust producer through and then
 forwards nothing more on that connection (tests/reliability/silencing_proxy.py).
 aiokafka keeps one produce request in flight per broker, so every costed publish of
 the ingest and every table write of the spend agent waits on that answer → the
-request times out (streams/app.py PRODUCER_REQUEST_TIMEOUT_SECONDS, not Faust's 20
+request times out (streams/runtime/app.py PRODUCER_REQUEST_TIMEOUT_SECONDS, not Faust's 20
 minutes), the producer reconnects, the failed step is retried, and the ledger and the
 in-stream totals are exact."""
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.app import PRODUCER_REQUEST_TIMEOUT_SECONDS
-from streams.broker import EmbeddedBroker
-from streams.processes import free_port
+from streams.embedded.broker import EmbeddedBroker
+from streams.embedded.processes import free_port
+from streams.runtime.app import PRODUCER_REQUEST_TIMEOUT_SECONDS
 from tests.reliability.conftest import Expectation, FaultStack, make_events, tally_ledger
 from tests.reliability.silencing_proxy import SilencingProxy
 
@@ -42,7 +42,7 @@ def test_a_producer_connection_that_stops_answering_costs_one_request_timeout(
     events = make_events(FIRST + SECOND, seed=91, prefix=prefix)
     proxy = SilencingProxy(free_port(), free_port(), client_prefix=b"faust").start()
     monkeypatch.setattr(
-        "streams.embedded_stack.EmbeddedBroker",
+        "streams.embedded.stack.EmbeddedBroker",
         functools.partial(
             EmbeddedBroker, port=proxy.broker_port, advertised_port=proxy.listen_port
         ),

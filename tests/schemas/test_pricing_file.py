@@ -14,8 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.pricing import PriceEntry, PricingFile
+from streams.cost.catalog import load_pricing_file
 from streams.errors import ConfigError
-from streams.pricing import load_pricing_file
 
 EXAMPLE = """\
 prices:

@@ -24,7 +24,7 @@ from streams.sdk import (
     set_default_producer,
 )
 
-FIXTURES = Path(__file__).parents[1] / "normalizers" / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "schemas" / "normalizers" / "fixtures"
 
 
 class SDKResponse(BaseModel):

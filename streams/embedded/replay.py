@@ -1,0 +1,219 @@
+"""`spendstream replay`: publish NDJSON lines through the embedded stack, wait until every
+line is a ledger or dead-letter row, and report what changed in the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, BinaryIO
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from streams.embedded.stack import EmbeddedStack, raise_worker_failed
+from streams.errors import ConfigError, SpendstreamError
+from streams.ledger.connect import apply_migrations, clickhouse_session
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    rows: int
+    unpriced: int
+    cost: Decimal
+    dead_letters: int
+
+
+def ledger_totals(settings: Settings) -> LedgerTotals:
+    with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
+        apply_migrations(ch.client)
+        rows, unpriced, cost = ch.client.query(
+            "SELECT count(), countIf(cost_status = 'unpriced'), sum(cost_usd) "
+            "FROM usage_ledger FINAL"
+        ).result_rows[0]
+        (dead,) = ch.client.query("SELECT count() FROM dead_letters FINAL").result_rows[0]
+    return LedgerTotals(int(rows), int(unpriced), Decimal(cost), int(dead))
+
+
+def read_lines(paths: list[str]) -> Iterator[bytes]:
+    for path in paths:
+        if path == "-":
+            yield from _lines(sys.stdin.buffer)
+            continue
+        try:
+            with open(path, "rb") as handle:
+                yield from _lines(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"replay file not found: {path}") from None
+
+
+def _lines(handle: BinaryIO) -> Iterator[bytes]:
+    for line in handle:
+        line = line.rstrip(b"\r\n")
+        if line.strip():
+            yield line
+
+
+async def publish(
+    bootstrap: str, topic: str, lines: list[bytes], keys: list[bytes] | None = None
+) -> dict[int, int]:
+    """Publish every line as one message; returns partition → last offset + 1."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=1024 * 1024,
+        max_request_size=2 * 1024 * 1024,
+        acks="all",
+    )
+    await producer.start()
+    targets: dict[int, int] = {}
+
+    async def settle(pending: list[Any]) -> None:
+        for metadata in await asyncio.gather(*pending):
+            targets[metadata.partition] = max(
+                targets.get(metadata.partition, 0), metadata.offset + 1
+            )
+        pending.clear()
+
+    try:
+        pending: list[Any] = []
+        for index, line in enumerate(lines):
+            key = keys[index] if keys is not None else None
+            pending.append(await producer.send(topic, line, key=key))
+            if len(pending) >= 10_000:
+                await settle(pending)
+        await settle(pending)
+    finally:
+        await producer.stop()
+    return targets
+
+
+EVENTS_PER_MESSAGE = 100
+MESSAGE_BYTES = 512 * 1024
+
+
+def pack_lines(lines: list[bytes]) -> list[bytes]:
+    """Messages of up to EVENTS_PER_MESSAGE lines as one JSON array, as a gateway
+    batches: the worker's cost per message is then shared by a hundred events. Only
+    lines that are JSON objects are packed; any other line goes alone, so that it is
+    dead-lettered with its own reason and its bytes as they were."""
+    messages: list[bytes] = []
+    batch: list[bytes] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        if batch:
+            messages.append(batch[0] if len(batch) == 1 else b"[" + b",".join(batch) + b"]")
+            batch.clear()
+            size = 0
+
+    for line in lines:
+        try:
+            packable = line.lstrip().startswith(b"{") and isinstance(orjson.loads(line), dict)
+        except orjson.JSONDecodeError:
+            packable = False
+        if not packable or len(line) > MESSAGE_BYTES:
+            flush()
+            messages.append(line)
+            continue
+        if len(batch) >= EVENTS_PER_MESSAGE or size + len(line) > MESSAGE_BYTES:
+            flush()
+        batch.append(line)
+        size += len(line) + 1
+    flush()
+    return messages
+
+
+class ProgressBar:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.enabled = sys.stderr.isatty()
+
+    def show(self, done: int) -> None:
+        if not self.enabled or not self.total:
+            return
+        width = 30
+        filled = int(width * done / self.total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def source_lines(
+    paths: list[str], input_format: str = "canonical", ownership: dict[str, str] | None = None
+) -> list[bytes]:
+    """The messages to publish: NDJSON lines as they are, CSV rows as JSON objects,
+    provider-shaped lines normalized to the contract (unmappable lines go as they are,
+    and are dead-lettered by the worker with the contract's reason)."""
+    from streams.embedded.csv_input import is_csv_path, read_csv_lines
+
+    lines: list[bytes] = []
+    for path in paths:
+        lines.extend(read_csv_lines([path]) if is_csv_path(path) else read_lines([path]))
+    if input_format == "canonical":
+        return lines
+    from schemas.normalizers import FORMATS, NormalizationError, normalize
+
+    if input_format not in FORMATS:
+        raise ConfigError(f"unknown --format {input_format!r}; choose from {', '.join(FORMATS)}")
+    out = []
+    for line in lines:
+        try:
+            out.append(
+                orjson.dumps(
+                    normalize(input_format, orjson.loads(line), **(ownership or {})), default=str
+                )
+            )
+        except (orjson.JSONDecodeError, NormalizationError, TypeError, ValueError):
+            out.append(line)
+    return out
+
+
+def run_replay(
+    settings: Settings,
+    paths: list[str],
+    timeout: float = 3600.0,
+    input_format: str = "canonical",
+    ownership: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    lines = source_lines(paths, input_format, ownership)
+    before = ledger_totals(settings)  # also proves the data dir is free, with one clear line
+    stack = EmbeddedStack(settings)
+    try:
+        stack.start_broker()
+        worker = stack.start_worker()
+        messages = pack_lines(lines)
+        targets = asyncio.run(publish(stack.bootstrap, settings.usage_topic, messages))
+        bar = ProgressBar(len(messages))
+        deadline = time.monotonic() + timeout
+        while True:
+            if worker.process.poll() is not None:
+                raise_worker_failed(settings.data_dir, worker.process.returncode)
+            progress = asyncio.run(stack.progress(targets))
+            bar.show(progress.committed)
+            if progress.lag == 0:
+                break
+            if time.monotonic() > deadline:
+                raise SpendstreamError(f"replay timed out with {progress.lag} messages pending")
+            time.sleep(0.2)
+        bar.close()
+        stats = worker.stats() or {}
+    finally:
+        stack.stop()
+    after = ledger_totals(settings)
+    return {
+        "read": len(lines),
+        "ledgered": after.rows - before.rows,
+        "duplicates": int(stats.get("duplicates", 0)),
+        "dead_lettered": after.dead_letters - before.dead_letters,
+        "unpriced": after.unpriced - before.unpriced,
+        "total_cost_usd": format(after.cost - before.cost, "f"),
+    }

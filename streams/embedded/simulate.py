@@ -1,0 +1,203 @@
+"""Synthetic usage traffic: tenants, teams, users, workflows and runs, several providers
+and models, a daily rhythm, and injectable incidents for the detectors.
+
+`TrafficGenerator` is pure (seeded, clock passed in) so tests and benchmarks reuse it;
+`run_simulate` publishes its events to Kafka at a rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from streams.kafka.admin import wait_for_broker
+
+INJECTIONS = ("runaway-loop", "model-swap", "prompt-bloat", "retry-storm")
+
+
+@dataclass(frozen=True)
+class Workflow:
+    tenant_id: str
+    team_id: str
+    workflow_id: str
+    feature_name: str
+    provider: str
+    model: str
+    input_mean: int
+    output_mean: int
+    calls_per_run: int
+
+
+# Each tenant's workflows; the incident tenant is the first one.
+WORKFLOWS = (
+    Workflow("acme", "search", "answer-question", "qa", "openai", "gpt-4o-mini", 1800, 350, 3),
+    Workflow(
+        "acme",
+        "support",
+        "summarize-ticket",
+        "support",
+        "anthropic",
+        "claude-haiku-4-5",
+        2500,
+        300,
+        1,
+    ),
+    Workflow("globex", "research", "deep-research", "research", "openai", "o3-mini", 6000, 2500, 8),
+    Workflow(
+        "globex", "sales", "draft-email", "outreach", "anthropic", "claude-sonnet-4-5", 1200, 600, 1
+    ),
+    Workflow(
+        "initech", "platform", "classify-doc", "ingest", "google", "gemini-2.5-flash", 3000, 40, 1
+    ),
+    Workflow("initech", "platform", "extract-fields", "ingest", "openai", "gpt-4o", 2200, 400, 2),
+    Workflow(
+        "umbrella", "labs", "agent-loop", "agents", "anthropic", "claude-sonnet-4-5", 9000, 900, 6
+    ),
+    Workflow("hooli", "growth", "personalize", "growth", "openai", "gpt-4o-mini", 800, 200, 1),
+)
+USERS_PER_TENANT = 40
+ENVIRONMENTS = ("production", "production", "production", "staging")
+
+
+def daily_rhythm(moment: datetime) -> float:
+    """Traffic multiplier: busy at 15:00 UTC, quiet at 03:00, lighter at weekends."""
+    hour = moment.hour + moment.minute / 60
+    weekday = 1.0 if moment.weekday() < 5 else 0.45
+    return weekday * (0.35 + 0.65 * (1 + math.sin((hour - 9) / 24 * 2 * math.pi)) / 2)
+
+
+class TrafficGenerator:
+    def __init__(self, seed: int | None = None, inject: str | None = None) -> None:
+        if inject is not None and inject not in INJECTIONS:
+            raise ValueError(f"unknown injection {inject!r}; choose from {', '.join(INJECTIONS)}")
+        self.random = random.Random(seed)
+        self.inject = inject
+        self._runs: dict[str, tuple[str, int]] = {}
+        self._runaway_run = f"run-runaway-{self.random.getrandbits(32):08x}"
+
+    def _request_id(self) -> str:
+        return str(uuid.UUID(int=self.random.getrandbits(128), version=4))
+
+    def _tokens(self, mean: int) -> int:
+        return max(1, int(self.random.lognormvariate(math.log(mean), 0.35)))
+
+    def _run_id(self, workflow: Workflow) -> str:
+        run_id, left = self._runs.get(workflow.workflow_id, ("", 0))
+        if left <= 0:
+            run_id, left = f"run-{self.random.getrandbits(48):012x}", workflow.calls_per_run
+        self._runs[workflow.workflow_id] = (run_id, left - 1)
+        return run_id
+
+    def event(self, now: datetime) -> dict[str, Any]:
+        """One usage event at `now`; an injected incident targets tenant acme."""
+        workflow = self.random.choice(WORKFLOWS)
+        incident = self.inject is not None and workflow.tenant_id == "acme"
+        if self.inject == "runaway-loop" and self.random.random() < 0.5:
+            workflow, incident = WORKFLOWS[0], True
+        model, input_mean = workflow.model, workflow.input_mean
+        retry_count, status, retry_of = 0, 200, ""
+        run_id = self._run_id(workflow)
+        user = f"user-{self.random.randrange(USERS_PER_TENANT):03d}"
+        if incident and self.inject == "model-swap" and workflow.model == "gpt-4o-mini":
+            model = "gpt-4o"
+        if incident and self.inject == "prompt-bloat":
+            input_mean *= 8
+        if incident and self.inject == "retry-storm" and self.random.random() < 0.6:
+            retry_count, status = self.random.randint(1, 5), self.random.choice((429, 500, 503))
+            retry_of = self._request_id()
+            user = "user-000"
+        if incident and self.inject == "runaway-loop" and workflow is WORKFLOWS[0]:
+            run_id, user, input_mean = self._runaway_run, "user-007", input_mean * 4
+        input_tokens = self._tokens(input_mean)
+        output_tokens = self._tokens(workflow.output_mean)
+        cached = int(input_tokens * self.random.choice((0, 0, 0.3, 0.6)))
+        reasoning = int(output_tokens * 0.6) if model.startswith("o") else 0
+        return {
+            "request_id": self._request_id(),
+            "timestamp": now.isoformat(),
+            "tenant_id": workflow.tenant_id,
+            "team_id": workflow.team_id,
+            "user_id": f"{workflow.tenant_id}-{user}",
+            "feature_name": workflow.feature_name,
+            "workflow_id": workflow.workflow_id,
+            "workflow_run_id": run_id,
+            "workflow_name": workflow.workflow_id.replace("-", " "),
+            "environment": self.random.choice(ENVIRONMENTS),
+            "provider": workflow.provider,
+            "model": model,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cached_tokens": cached if workflow.provider != "google" else 0,
+            "reasoning_tokens": reasoning,
+            "latency_ms": int(self.random.lognormvariate(math.log(900), 0.5)),
+            "status_code": status,
+            "retry_count": retry_count,
+            "retry_of": retry_of,
+        }
+
+
+async def publish_traffic(
+    bootstrap: str,
+    topic: str,
+    rate: float,
+    duration: float | None,
+    generator: TrafficGenerator,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Publish at `rate` events/s (shaped by the daily rhythm) until duration or stop."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    sent = 0
+    started = last = time.monotonic()
+    due = 0.0
+    try:
+        while duration is None or last - started < duration:
+            if stop is not None and stop.is_set():
+                break
+            await asyncio.sleep(0.05)
+            now_mono = time.monotonic()
+            now = datetime.now(UTC)
+            due += rate * daily_rhythm(now) * (now_mono - last)
+            last = now_mono
+            pending = []
+            while due >= 1:
+                event = generator.event(now)
+                key = event["request_id"].encode()
+                pending.append(await producer.send(topic, orjson.dumps(event), key=key))
+                due -= 1
+            await asyncio.gather(*pending)
+            sent += len(pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def run_simulate(
+    bootstrap: str,
+    topic: str,
+    rate: float,
+    duration: float | None,
+    inject: str | None,
+    seed: int | None,
+) -> int:
+    async def main() -> int:
+        await wait_for_broker(bootstrap)
+        return await publish_traffic(
+            bootstrap, topic, rate, duration, TrafficGenerator(seed, inject)
+        )
+
+    try:
+        sent = asyncio.run(main())
+    except KeyboardInterrupt:
+        return 130
+    print(f"published {sent} events to {topic}")
+    return 0

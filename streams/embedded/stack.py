@@ -1,0 +1,137 @@
+"""The embedded stack as child processes: the broker, and N workers that own the data dir.
+
+Used by `spendstream dev` and `spendstream replay`. Children die with their
+parent (PR_SET_PDEATHSIG) and are stopped with SIGTERM in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from streams.embedded.broker import EmbeddedBroker
+from streams.embedded.processes import child_env, free_port, spawn, stop
+from streams.errors import SpendstreamError
+from streams.kafka.admin import ensure_topics
+from streams.kafka.group_progress import GroupProgress, GroupProgressReader
+from streams.kafka.topics import INGEST_GROUP, topic_specs
+from streams.settings import Settings
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    web_port: int
+
+    def stats(self) -> dict[str, Any] | None:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{self.web_port}/stats", timeout=2)
+            return dict(response.json()) if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+
+@dataclass
+class EmbeddedStack:
+    settings: Settings
+    broker: EmbeddedBroker = field(init=False)
+    workers: list[WorkerProcess] = field(default_factory=list)
+    log_epoch: str = field(default_factory=lambda: f"embedded-{uuid.uuid4().hex[:12]}")
+    peer_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    def __post_init__(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = EmbeddedBroker(log_file=self.settings.data_dir / "broker.log")
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def start_broker(self) -> None:
+        self.broker.start()
+        asyncio.run(ensure_topics(self.bootstrap, topic_specs(self.settings)))
+
+    def start_workers(self, count: int) -> list[WorkerProcess]:
+        """The first worker owns the embedded data dir; the others write and read
+        through it (chdb lets one process own a path). All share one consumer group."""
+        owner = self.start_worker()
+        self.wait_ready(owner)
+        peers = [self.start_worker(peer_of=owner) for _ in range(count - 1)]
+        for peer in peers:
+            self.wait_ready(peer)
+        return [owner, *peers]
+
+    def start_worker(
+        self, extra_env: dict[str, str] | None = None, peer_of: WorkerProcess | None = None
+    ) -> WorkerProcess:
+        web_port = free_port()
+        clickhouse_url = self.settings.resolved_clickhouse_url
+        peer_env = {"SPENDSTREAM_PEER_TOKEN": self.peer_token}
+        if peer_of is not None:
+            clickhouse_url = f"spendstream+http://127.0.0.1:{peer_of.web_port}"
+            peer_env["SPENDSTREAM_CLICKHOUSE_PASSWORD"] = self.peer_token
+        env = child_env(
+            SPENDSTREAM_KAFKA_BOOTSTRAP=self.bootstrap,
+            SPENDSTREAM_DATA_DIR=str(self.settings.data_dir.resolve()),
+            SPENDSTREAM_CLICKHOUSE_URL=clickhouse_url,
+            SPENDSTREAM_LOG_EPOCH=self.log_epoch,
+            SPENDSTREAM_WEB_PORT=str(web_port),
+            SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
+            **(
+                {"SPENDSTREAM_PRICING_FILE": str(self.settings.pricing_file.resolve())}
+                if self.settings.pricing_file
+                else {}
+            ),
+            **peer_env,
+            **(extra_env or {}),
+        )
+        log_name = "worker.log" if not self.workers else f"worker-{len(self.workers) + 1}.log"
+        log = open(self.settings.data_dir / log_name, "ab")  # noqa: SIM115
+        process = spawn(
+            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=log
+        )
+        worker = WorkerProcess(process, web_port)
+        self.workers.append(worker)
+        return worker
+
+    def wait_ready(self, worker: WorkerProcess, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while worker.stats() is None:
+            if worker.process.poll() is not None:
+                raise_worker_failed(self.settings.data_dir, worker.process.returncode)
+            if time.monotonic() > deadline:
+                raise TimeoutError("worker did not start")
+            time.sleep(0.1)
+
+    async def progress(self, targets: Mapping[int, int]) -> GroupProgress:
+        reader = GroupProgressReader(self.bootstrap, INGEST_GROUP, self.settings.usage_topic)
+        await reader.start()
+        try:
+            return await reader.read(targets)
+        finally:
+            await reader.stop()
+
+    def stop(self) -> None:
+        for worker in reversed(self.workers):
+            stop(worker.process, timeout=30)
+        self.workers.clear()
+        self.broker.stop()
+
+
+def raise_worker_failed(data_dir: Path, code: int | None) -> None:
+    tail = ""
+    log_path = data_dir / "worker.log"
+    if log_path.exists():
+        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+        tail = lines[-1] if lines else ""
+    raise SpendstreamError(f"worker exited with code {code}: {tail}")

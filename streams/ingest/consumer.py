@@ -1,0 +1,269 @@
+"""`UsageConsumer`: the ingest side of the worker, a service of the Faust app.
+
+It reads the usage topic in large batches with aiokafka's `getmany` and hands each to
+the `IngestPipeline`. Faust's own stream machinery costs about 180 µs per message
+(ARCHITECTURE.md), more than the whole pipeline's work per event: an agent cannot
+reach the throughput targets, so the usage topic is consumed here directly, in its own
+consumer group. The spend agent and its tables stay on Faust.
+
+Two stages, like a batching sink with backpressure. The reading loop decodes,
+de-duplicates and prices a batch, publishes its costed events at once (the detectors
+see it within milliseconds, not after the ledger write) and queues it. A writer task
+takes every queued batch at once, writes them to ClickHouse in one insert and only
+then commits their offsets: commit after durable write. At most `MAX_QUEUED` batches
+wait; the reader waits when that many do. Ids of queued batches are not yet in the
+filter, so the next batch's preparation excludes them explicitly (`in_flight`).
+
+On a rebalance, the revoked-partitions callback waits until every queued batch is
+written and committed, so the next owner starts after them. A batch whose partitions
+were revoked while it was being published is prepared again from the partitions still
+held; the new owner ledgers the rest. Costed events published twice carry the same
+source position, and the spend tables count each position once.
+
+A log that ends before the consumer's position is a new log behind the same address:
+the embedded in-memory broker restarted. That broker answers fetches past its end with
+no records and no error, and takes commits past its end from a member it does not
+know. So the consumer reads such a partition again from its beginning, as Kafka's
+out-of-range reset would, and commits no offset past the log end of the last fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from streams.faust_ext.app import FETCH_MAX_WAIT_MS
+from streams.ingest.dedupe import U64
+from streams.ingest.pipeline import IngestPipeline, PreparedBatch, UsageMessage
+from streams.kafka.topics import INGEST_GROUP
+from streams.retrying import until_done
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Published batches waiting for their ledger write. More would hold more memory and
+# re-deliver more after a crash, for no more throughput: one insert takes them all.
+MAX_QUEUED = 4
+# The spend agent's cost grows with costed messages (one per tenant and batch) more
+# than with events: batches are at least this far apart, which bounds what that
+# costs under load and adds at most this much to alert latency.
+MIN_BATCH_INTERVAL_SECONDS = 0.2
+
+
+@dataclass
+class Queued:
+    batch: PreparedBatch
+    offsets: dict[TopicPartition, int]  # next offset to consume, per partition
+
+
+class UsageConsumer(Service):
+    def __init__(
+        self,
+        settings: Settings,
+        open_pipeline: Callable[[], Awaitable[IngestPipeline]],
+        before_batch: Callable[[], Awaitable[None]],
+        on_assigned: Callable[[], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.open_pipeline = open_pipeline
+        self.before_batch = before_batch
+        self.on_assigned = on_assigned
+        self.consumer: AIOKafkaConsumer | None = None
+        self.pipeline: IngestPipeline | None = None
+        self.queued: list[Queued] = []
+        self.writing: list[Queued] = []
+        self.changed = asyncio.Condition()
+        self.failures = 0
+        self.lag: dict[tuple[str, int], int] = {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment()) if self.consumer is not None else set()
+
+    async def on_start(self) -> None:
+        session_ms = int(self.settings.session_timeout_seconds * 1000)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=INGEST_GROUP,
+            client_id=INGEST_GROUP,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(500, session_ms // 6),
+            rebalance_timeout_ms=max(10_000, session_ms * 2),
+            max_poll_records=self.settings.batch_max_events,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # The embedded broker holds a fetch for its whole max wait (streams/faust_ext/app.py).
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
+        self.consumer.subscribe([self.settings.usage_topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        self.add_future(self._consume())
+        self.add_future(self._write())
+
+    async def on_stop(self) -> None:
+        # A clean stop writes and commits what is queued; SIGKILL does not, and those
+        # batches are re-delivered (ledgered ids are then dropped as duplicates).
+        if self.pipeline is not None:
+            await self._write_queued(self.pipeline)
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        pipeline = self.pipeline = await self.open_pipeline()
+        timeout_ms = int(self.settings.batch_within_seconds * 1000)
+        loop = asyncio.get_running_loop()
+        next_batch = loop.time()
+        while not self.should_stop:
+            async with self.changed:
+                await self.changed.wait_for(lambda: len(self.queued) < MAX_QUEUED)
+            await asyncio.sleep(next_batch - loop.time())
+            records = await self.consumer.getmany(timeout_ms=timeout_ms)
+            next_batch = loop.time() + MIN_BATCH_INTERVAL_SECONDS
+            await self._rewind_past_log_end()
+            if not records:
+                continue
+            self._note_lag(records)
+            await self.before_batch()
+            batch = pipeline.prepare(_messages(records), self._in_flight())
+            await self._until_done(partial(pipeline.publish, batch))
+            held = self.assignment()
+            if any(tp not in held for tp in records):
+                # Revoked while publishing (the callback has written what was queued).
+                records = {tp: rs for tp, rs in records.items() if tp in held}
+                if not records:
+                    continue
+                # Its costed events went out with the rest; only the ledger rows change.
+                batch = pipeline.prepare(_messages(records), self._in_flight())
+            offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
+            async with self.changed:
+                self.queued.append(Queued(batch, offsets))
+                self.changed.notify_all()
+
+    def _in_flight(self) -> U64 | None:
+        waiting = [q.batch.hashes for q in (*self.writing, *self.queued)]
+        return np.concatenate(waiting) if waiting else None
+
+    async def _write(self) -> None:
+        pipeline = await self.open_pipeline()
+        while not self.should_stop:
+            async with self.changed:
+                await self.changed.wait_for(lambda: bool(self.queued))
+            await self._write_queued(pipeline)
+
+    async def _write_queued(self, pipeline: IngestPipeline) -> None:
+        """Write every queued batch in one insert, then commit their offsets. One
+        writer at a time: the revoke callback and the stop wait for the running one."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: not self.writing)
+            self.writing, self.queued = self.queued, []
+        batches = self.writing
+        try:
+            if batches:
+                await self._until_done(partial(pipeline.write, [q.batch for q in batches]))
+                await self._commit(batches)
+        except asyncio.CancelledError:
+            self.queued[:0] = batches  # unwritten: `on_stop` writes them
+            raise
+        finally:
+            async with self.changed:
+                self.writing = []
+                self.changed.notify_all()
+
+    async def _commit(self, batches: list[Queued]) -> None:
+        assert self.consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for queued in batches:
+            offsets.update(queued.offsets)
+        for tp in list(offsets):
+            end = self.consumer.highwater(tp) if tp in self.assignment() else None
+            if end is not None and offsets[tp] > end:
+                log.warning(
+                    "ingest commit skipped for usage partition %d: offset %d is past the "
+                    "log end %d (a new log behind the broker address)",
+                    tp.partition,
+                    offsets.pop(tp),
+                    end,
+                )
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # Durable but not committed: re-delivered later and dropped as duplicates.
+            log.warning("ingest commit failed (%s): the batch will be re-delivered", exc)
+
+    async def _rewind_past_log_end(self) -> None:
+        assert self.consumer is not None
+        # A high-water mark is known once a fetch answered, so the position is valid.
+        ends = {tp: self.consumer.highwater(tp) for tp in self.assignment()}
+        past_end = []
+        for tp, end in ends.items():
+            if end is None or tp not in self.assignment():
+                continue  # no fetch answered yet, or revoked meanwhile
+            position = await self.consumer.position(tp)
+            if position > end:
+                log.warning(
+                    "usage partition %d ends at offset %d, before the consumer's position "
+                    "%d: a new log behind the broker address (an in-memory broker "
+                    "restarted?); reading it from the start",
+                    tp.partition,
+                    end,
+                    position,
+                )
+                past_end.append(tp)
+        held = [tp for tp in past_end if tp in self.assignment()]
+        if held:
+            await self.consumer.seek_to_beginning(*held)
+
+    async def _until_done(self, step: Callable[[], Awaitable[None]]) -> None:
+        """The sink retries its own writes for ever; this covers the rest (publishing).
+        Repeating a step is safe: inserts carry a deduplication token and the spend
+        tables skip costed rows by source position."""
+        await until_done(step, log, "ingest batch", on_failure=self._count_failure)
+
+    def _count_failure(self, exc: Exception) -> None:
+        self.failures += 1
+
+    async def settle(self) -> None:
+        """Wait until every queued batch is durable and committed."""
+        if self.pipeline is not None:
+            await self._write_queued(self.pipeline)
+
+    def _note_lag(self, records: dict[TopicPartition, list[Any]]) -> None:
+        assert self.consumer is not None
+        for tp, consumed in records.items():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                self.lag[(tp.topic, tp.partition)] = max(0, end - consumed[-1].offset - 1)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: UsageConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self.owner.settle()
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info("usage partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        self.owner.on_assigned()
+
+
+def _messages(records: dict[TopicPartition, list[Any]]) -> list[UsageMessage]:
+    return [
+        UsageMessage(record.value or b"", record.topic, record.partition, record.offset)
+        for records_of_tp in records.values()
+        for record in records_of_tp
+    ]

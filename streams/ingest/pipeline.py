@@ -1,0 +1,190 @@
+"""`IngestPipeline`: one batch of usage messages → costed events, ledger rows, dead letters.
+
+The steps, in the order that keeps the invariants of ARCHITECTURE.md:
+
+1. decode and validate every message (`streams.ingest.decoding`);
+2. drop request_ids already ledgered within the horizon, or repeated in the batch;
+3. price the rest (cached resolution, Decimal arithmetic);
+4. publish costed events downstream and wait for the broker's acknowledgement
+   (`publish`, at once: the detectors see a batch before its ledger write);
+5. write ledger and dead-letter rows and wait until ClickHouse holds them (`write`,
+   one insert for the batches published meanwhile);
+6. only then return, so the caller lets Kafka commit the batches' offsets.
+
+A crash before 5 re-delivers the batch: nothing was ledgered, the rebuilt filter has
+not seen the ids, so they are processed again; downstream spend tables skip costed
+events they already counted by source offset. A crash after 5 re-delivers ids that
+the filter, rebuilt from the ledger at start, knows: counted as duplicates, dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from schemas.usage_event import UsageEvent
+from streams.cost.catalog import PriceCatalog
+from streams.cost.rows import SourcePosition, costed_event, price_event
+from streams.ingest.decoding import Rejection, decode_message
+from streams.ingest.dedupe import U64, RequestIdFilter, hash_request_ids
+from streams.ledger.sink import ClickHouseLedgerSink
+
+log = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class UsageMessage:
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+# Publish costed events (costing.costed_event) grouped by tenant, and dead letters;
+# each returns once the broker acknowledged.
+CostedPublisher = Callable[[dict[str, list[dict[str, Any]]]], Awaitable[None]]
+DeadLetterPublisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+@dataclass
+class PreparedBatch:
+    """A decoded, de-duplicated and priced batch, not yet published or written."""
+
+    messages: int
+    events: int
+    hashes: U64  # of the admitted request_ids, marked in the filter once durable
+    rows: list[dict[str, Any]]
+    costed_by_tenant: dict[str, list[dict[str, Any]]]
+    dead_letters: list[dict[str, Any]]
+    day: int
+
+
+@dataclass
+class IngestCounters:
+    messages: int = 0
+    events: int = 0
+    ledgered: int = 0
+    duplicates: int = 0
+    unpriced: int = 0
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def ingest_day(moment: datetime) -> int:
+    return int(moment.timestamp()) // SECONDS_PER_DAY
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        catalog: PriceCatalog,
+        dedupe: RequestIdFilter,
+        sink: ClickHouseLedgerSink,
+        *,
+        log_epoch: str,
+        publish_costed: CostedPublisher | None = None,
+        publish_dead_letters: DeadLetterPublisher | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.catalog = catalog
+        self.dedupe = dedupe
+        self.sink = sink
+        self.log_epoch = log_epoch
+        self.publish_costed = publish_costed
+        self.publish_dead_letters = publish_dead_letters
+        self.clock = clock
+        self.counters = IngestCounters()
+
+    def prepare(
+        self, messages: Sequence[UsageMessage], in_flight: U64 | None = None
+    ) -> PreparedBatch:
+        """Steps 1-3, CPU only. `in_flight`: hashes of a batch still being delivered,
+        not yet marked in the filter, whose ids must not be admitted twice."""
+        now = self.clock()
+        events: list[tuple[UsageEvent, SourcePosition]] = []
+        dead_letters: list[dict[str, Any]] = []
+        for message in messages:
+            decoded = decode_message(message.value, now)
+            events.extend(
+                (event, SourcePosition(message.topic, message.partition, message.offset, index))
+                for index, event in enumerate(decoded.events)
+            )
+            dead_letters.extend(
+                self._dead_letter(rejection, message, now) for rejection in decoded.rejections
+            )
+
+        hashes = hash_request_ids(event.request_id for event, _ in events)
+        fresh = self.dedupe.new_mask(hashes)
+        if in_flight is not None and len(in_flight):
+            fresh &= ~np.isin(hashes, in_flight)
+        admitted = [pair for pair, is_new in zip(events, fresh, strict=True) if is_new]
+        rows = [price_event(self.catalog, event, position, now) for event, position in admitted]
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        if self.publish_costed is not None:
+            for row, (_, position) in zip(rows, admitted, strict=True):
+                by_tenant.setdefault(row["tenant_id"], []).append(costed_event(row, position.index))
+        return PreparedBatch(
+            messages=len(messages),
+            events=len(events),
+            hashes=hashes[fresh],
+            rows=rows,
+            costed_by_tenant=by_tenant,
+            dead_letters=dead_letters,
+            day=ingest_day(now),
+        )
+
+    async def publish(self, batch: PreparedBatch) -> None:
+        """Step 4: returns once the broker acknowledged the costed events and dead
+        letters. Safe to repeat: the spend tables skip costed events by source position."""
+        if self.publish_costed is not None and batch.costed_by_tenant:
+            await self.publish_costed(batch.costed_by_tenant)
+        if self.publish_dead_letters is not None and batch.dead_letters:
+            await self.publish_dead_letters(batch.dead_letters)
+
+    async def write(self, batches: Sequence[PreparedBatch]) -> None:
+        """Step 5 for published batches, in one insert: returns once the rows are
+        durable and the ids marked."""
+        rows = [row for batch in batches for row in batch.rows]
+        dead_letters = [letter for batch in batches for letter in batch.dead_letters]
+        await self.sink.write(rows, dead_letters)
+        # Marked only now: a batch that is never written (its partition revoked before
+        # the write, or the process stopped) leaves its ids free for re-delivery.
+        for batch in batches:
+            self.dedupe.mark(batch.hashes, batch.day)
+            self._count(batch)
+        self.dedupe.expire(batches[-1].day)
+
+    def _dead_letter(
+        self, rejection: Rejection, message: UsageMessage, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "log_epoch": self.log_epoch,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "element_index": rejection.element_index,
+            "reason": rejection.reason,
+            "message": rejection.message,
+            "raw_payload": rejection.raw_payload,
+            "payload_bytes": len(message.value),
+            "request_id": rejection.request_id,
+            "tenant_id": rejection.tenant_id,
+            "received_at": now,
+        }
+
+    def _count(self, batch: PreparedBatch) -> None:
+        c = self.counters
+        c.messages += batch.messages
+        c.events += batch.events
+        c.ledgered += len(batch.rows)
+        c.duplicates += batch.events - len(batch.rows)
+        c.unpriced += sum(1 for row in batch.rows if row["cost_status"] == "unpriced")
+        for letter in batch.dead_letters:
+            reason = letter["reason"]
+            c.dead_letters_by_reason[reason] = c.dead_letters_by_reason.get(reason, 0) + 1

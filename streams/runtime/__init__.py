@@ -1,0 +1,2 @@
+"""The worker: the Faust app composed from the other packages, its web views and metrics,
+and the `spendstream worker` entry."""

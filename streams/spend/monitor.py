@@ -1,0 +1,305 @@
+"""`SpendMonitor`: feeds the spend tables' changed buckets to the detectors.
+
+No I/O: it reads the tables (mappings) and returns findings; the agent hands them
+to the alerting edge. Spend findings (rolling median, hourly contract) are
+annotated with their likely cause, comparing the hour with its baseline hours.
+A tenant's dimension overflowing the tables' cap of distinct values is a finding
+of its own (`CardinalityOverflowDetector`), whose alert carries a query of the
+dimension's distinct values per hour instead of the spend query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from detectors.cardinality import FIELD_NAMES, CardinalityOverflowDetector
+from detectors.contract import ContractDetector
+from detectors.finding import Finding
+from detectors.retry_storm import RetryStormDetector
+from detectors.rolling_median import RollingMedianDetector
+from detectors.run_cost import RunCostDetector
+from detectors.spike_cause import SpikeCauseClassifier
+from detectors.stats import WindowStats
+from schemas.spend_config import SpendConfig
+from streams.alerting.query import sql_string
+from streams.spend.tables import (
+    HOUR,
+    HOURLY_RETENTION_HOURS,
+    OVERFLOW,
+    SEP,
+    BatchResult,
+    SpendTables,
+    TouchedKey,
+    bucket_stats,
+)
+
+SPEND_DETECTORS = ("rolling_median", "contract_hourly")
+
+
+def detector_key(dim: str, tenant_id: str, value: str) -> str:
+    """The key a finding names: 'tenant:acme', 'tenant:acme/workflow:summarize', ...
+
+    Every dimension is named, so the alert's tenant, team and workflow columns and
+    its analyst query (`streams.alerting.query.parse_key`) filter on the right
+    values; 'workflow:acme/summarize' would read as workflow_id 'acme/summarize'.
+    """
+    return f"tenant:{tenant_id}" if dim == "tenant" else f"tenant:{tenant_id}/{dim}:{value}"
+
+
+@dataclass
+class SpendMonitor:
+    config: SpendConfig
+    rolling: RollingMedianDetector = field(init=False)
+    contract: ContractDetector = field(init=False)
+    run_cost: RunCostDetector = field(init=False)
+    retry_storm: RetryStormDetector = field(init=False)
+    cardinality: CardinalityOverflowDetector | None = field(init=False)
+    online: Any = field(init=False)  # OnlineAnomalyDetector, built on first use
+    cause: SpikeCauseClassifier = field(init=False)
+    _learned: bool = False
+    _online_enabled: bool = False
+    # tenant -> (minute, cost, input, output, latency sum, requests, retries) of the open minute
+    _minutes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        d = self.config.detectors
+        self.rolling = RollingMedianDetector(**d.rolling_median.kwargs())
+        self.contract = ContractDetector(self.config.tenants, **d.contract.kwargs())
+        self.run_cost = RunCostDetector(**self.config.workflows.model_dump())
+        self.retry_storm = RetryStormDetector(**d.retry_storm.kwargs())
+        self.cardinality = (
+            CardinalityOverflowDetector(
+                **d.cardinality.kwargs(), retention_hours=HOURLY_RETENTION_HOURS
+            )
+            if d.cardinality.enabled
+            else None
+        )
+        self.online = None
+        self._online_enabled = d.online.enabled
+        spike = d.spike_cause.model_dump(exclude={"rate_floor"})
+        self.cause = SpikeCauseClassifier(**spike)
+
+    def learn_history(self, tables: SpendTables) -> int:
+        """Feed every hourly bucket already in the tables (after a restart's recovery)."""
+        learned = 0
+        for key, bucket in list(tables.hourly.items()):
+            tenant_id, dim, value, hour_text = key.split(SEP, 3)
+            hour = datetime.fromtimestamp(int(hour_text) * HOUR, UTC)
+            dkey = detector_key(dim, tenant_id, value)
+            self.rolling.learn_one(dkey, hour, Decimal(bucket["cost"]))
+            if dim == "workflow":
+                self.retry_storm.learn_one(dkey, hour, bucket_stats(bucket))
+            learned += 1
+        self._learned = True
+        return learned
+
+    def observe(self, tables: SpendTables, tenant_id: str, result: BatchResult) -> list[Finding]:
+        if not self._learned:
+            self.learn_history(tables)
+        findings: list[Finding] = []
+        overflowing: list[TouchedKey] = []
+        for touched in result.touched:
+            if touched.value == OVERFLOW and touched.dim != "tenant":
+                overflowing.append(touched)
+            bucket = tables.hour_bucket(tenant_id, touched.dim, touched.value, touched.hour)
+            spend = Decimal(bucket["cost"])
+            dkey = detector_key(touched.dim, tenant_id, touched.value)
+            finding = self.rolling.update(dkey, touched.hour, spend)
+            if finding is not None:
+                findings.append(
+                    self._with_cause(
+                        tables, touched.dim, tenant_id, touched.value, touched.hour, finding
+                    )
+                )
+            if touched.dim == "workflow":
+                storm = self.retry_storm.update(dkey, touched.hour, bucket_stats(bucket))
+                if storm is not None:
+                    findings.append(_with_tenant(_as_retry_storm(storm), tenant_id))
+            if touched.dim == "tenant":
+                month = tables.month_spend(tenant_id, touched.hour)
+                for found in self.contract.update(tenant_id, touched.hour, spend, month):
+                    if found.detector == "contract_hourly":
+                        found = self._with_cause(
+                            tables, "tenant", tenant_id, tenant_id, touched.hour, found
+                        )
+                    findings.append(found)
+        if overflowing and self.cardinality is not None:
+            findings.extend(_observe_overflow(self.cardinality, tables, tenant_id, overflowing))
+        for run in result.runs:
+            found_run = self.run_cost.update(
+                run.workflow_id, run.run_id, run.cost, run.started_at, run.last_seen
+            )
+            if found_run is not None:
+                findings.append(_with_tenant(found_run, tenant_id))
+        if self._online_enabled and self.online is None:
+            # River is imported here, not at start: it costs seconds (see warm_up_online).
+            from detectors.online_anomaly import OnlineAnomalyDetector
+
+            self.online = OnlineAnomalyDetector(**self.config.detectors.online.kwargs())
+        if self.online is not None:
+            findings.extend(self._observe_minutes(tenant_id, result.counted))
+        return findings
+
+    def _observe_minutes(self, tenant_id: str, rows: list[dict[str, Any]]) -> list[Finding]:
+        """The online model learns one sample per tenant per event-time minute (totals of
+        cost, tokens and retries, mean latency): per-request River updates would cost
+        more than the rest of the pipeline together. A minute is scored once closed,
+        when a later minute of the same tenant arrives."""
+        from detectors.online_anomaly import RequestSample
+
+        findings: list[Finding] = []
+        for row in rows:
+            minute = int(row["timestamp"].timestamp()) // 60
+            current = self._minutes.get(tenant_id)
+            if current is not None and current[0] < minute:
+                _, cost, tokens_in, tokens_out, latency, requests, retries = current
+                sample = RequestSample(
+                    cost=cost,
+                    input_tokens=tokens_in,
+                    output_tokens=tokens_out,
+                    latency_ms=latency / requests if requests else 0,
+                    retries=retries,
+                )
+                at = datetime.fromtimestamp(current[0] * 60, UTC)
+                found = self.online.update(tenant_id, at, sample)
+                if found is not None:
+                    findings.append(_with_tenant(found, tenant_id))
+                current = None
+            if current is None:
+                current = (minute, Decimal(0), 0, 0, 0, 0, 0)
+            # A late row (an earlier minute) joins the open minute.
+            self._minutes[tenant_id] = (
+                current[0],
+                current[1] + row["cost"],
+                current[2] + row["input_tokens"],
+                current[3] + row["output_tokens"],
+                current[4] + (row["latency_ms"] or 0),
+                current[5] + 1,
+                current[6] + row["retry_count"],
+            )
+        return findings
+
+    def _with_cause(
+        self,
+        tables: SpendTables,
+        dim: str,
+        tenant_id: str,
+        value: str,
+        hour: datetime,
+        finding: Finding,
+    ) -> Finding:
+        window = bucket_stats(tables.hour_bucket(tenant_id, dim, value, hour))
+        history = tables.history(tenant_id, dim, value, hour, hours=7 * 24)
+        baseline = WindowStats.median_of(bucket_stats(bucket) for _, bucket in history)
+        return _with_tenant(self.cause.classify(window, baseline).annotate(finding), tenant_id)
+
+    def still_open(self, detector: str, key: str, now: datetime) -> bool:
+        """Whether `detector` holds an incident for `key` not cleared at `now` (an evicted
+        or never-opened one is not open)."""
+        if detector == self.rolling.name:
+            return not self.rolling.is_resolved(key, now)
+        if detector == self.retry_storm.name:
+            return not self.retry_storm.is_resolved(key, now)
+        if detector == "contract_hourly":
+            return not self.contract.is_resolved(key.removeprefix("tenant:"), now)
+        if self.cardinality is not None and detector == self.cardinality.name:
+            return not self.cardinality.is_resolved(key, now)
+        return False
+
+    def cleared(self, now: datetime) -> list[Finding]:
+        """Findings whose condition has cleared, to resolve (call about once a minute)."""
+        return [
+            *self.rolling.close_cleared(now),
+            *self.contract.close_cleared(now),
+            *self.retry_storm.close_cleared(now),
+            *(self.cardinality.close_cleared(now) if self.cardinality is not None else []),
+        ]
+
+
+def _observe_overflow(
+    detector: CardinalityOverflowDetector,
+    tables: SpendTables,
+    tenant_id: str,
+    overflowing: list[TouchedKey],
+) -> list[Finding]:
+    """The hours in which values of a dimension were counted under the overflow bucket,
+    earliest first: the first one of an incident opens it."""
+    findings = []
+    for touched in sorted(overflowing, key=lambda t: (t.hour, t.dim)):
+        bucket = tables.hour_bucket(tenant_id, touched.dim, OVERFLOW, touched.hour)
+        found = detector.update(
+            tenant_id,
+            touched.dim,
+            touched.hour,
+            cap=tables.max_values_per_dim,
+            overflowed=int(bucket["requests"]),
+        )
+        if found is not None:
+            query = cardinality_query(tenant_id, touched.dim, found.window_start)
+            findings.append(replace(found, evidence={**found.evidence, "query": query}))
+    return findings
+
+
+def cardinality_query(tenant_id: str, dim: str, window_start: datetime) -> str:
+    """SQL over `usage_ledger FINAL`: the tenant's distinct values of the dimension per
+    hour, from a day before the first overflowing hour on (the ledger keeps them all)."""
+    column = FIELD_NAMES[dim]
+    since = f"{window_start - timedelta(days=1):%Y-%m-%d %H:%M:%S}"
+    return (
+        "SELECT\n"
+        "    toStartOfHour(timestamp) AS hour,\n"
+        f"    uniqExact({column}) AS distinct_values,\n"
+        "    sum(request_count) AS requests,\n"
+        "    sum(cost_usd) AS cost_usd,\n"
+        f"    topK(5)({column}) AS top_values\n"
+        "FROM usage_ledger FINAL\n"
+        f"WHERE tenant_id = {sql_string(tenant_id)}\n"
+        f"  AND timestamp >= toDateTime64('{since}', 3, 'UTC')\n"
+        "GROUP BY hour\n"
+        "ORDER BY hour"
+    )
+
+
+def warm_up_online() -> None:
+    """Import River in a background thread at worker start, so neither the start nor
+    the first costed event waits for it."""
+    import importlib
+    import threading
+
+    threading.Thread(
+        target=importlib.import_module, args=("detectors.online_anomaly",), daemon=True
+    ).start()
+
+
+def _with_tenant(finding: Finding, tenant_id: str) -> Finding:
+    evidence: dict[str, Any] = dict(finding.evidence)
+    evidence.setdefault("tenant_id", tenant_id)
+    return Finding(
+        finding.detector,
+        finding.key,
+        finding.window_start,
+        finding.window_end,
+        finding.severity,
+        finding.summary,
+        finding.value,
+        finding.threshold,
+        evidence,
+    )
+
+
+def _as_retry_storm(finding: Finding) -> Finding:
+    """A retry-storm finding is its own cause: label it as the spend findings are
+    labelled, so its alert never reads "not classified"."""
+    evidence: dict[str, Any] = {
+        **finding.evidence,
+        "cause": "retry_storm",
+        "cause_explanation": finding.summary,
+    }
+    return replace(finding, evidence=evidence)
+
+
+def stream_time_step(now: datetime, last: datetime | None, every: timedelta) -> bool:
+    return last is None or now - last >= every

@@ -1,0 +1,155 @@
+"""The in-stream spend tables: event-time buckets, counts beside cost, re-delivery
+skipped by source offset, bounded cardinality, expiry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from streams.spend.tables import OVERFLOW, SEP, SpendTables
+
+T0 = datetime(2026, 11, 20, 10, 15, tzinfo=UTC)
+
+
+def row(offset: int, **overrides: Any) -> dict[str, Any]:
+    base = {
+        "request_id": f"r{offset}",
+        "timestamp": T0.isoformat(),
+        "tenant_id": "acme",
+        "team_id": "search",
+        "user_id": "u1",
+        "workflow_id": "answer",
+        "workflow_run_id": "run-1",
+        "model": "gpt-4o-mini",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "request_count": 1,
+        "retry_count": 0,
+        "retry_of": "",
+        "status_code": 200,
+        "cost_usd": "0.0002100",
+        "source_partition": 0,
+        "source_offset": offset,
+    }
+    base.update(overrides)
+    return base
+
+
+def tables(**kwargs: Any) -> SpendTables:
+    return SpendTables({}, {}, {}, **kwargs)
+
+
+def hour_key(dim: str, value: str, at: datetime = T0) -> str:
+    return SEP.join(("acme", dim, value, str(int(at.timestamp()) // 3600)))
+
+
+def test_rows_land_in_their_event_time_hour_for_every_dimension() -> None:
+    t = tables()
+    later = T0 + timedelta(hours=3)
+    t.apply(
+        "acme",
+        [
+            row(1),
+            row(2, user_id="u2", status_code=500, retry_count=1),
+            row(3, timestamp=later.isoformat(), model="gpt-4o", cost_usd="0.5"),
+        ],
+    )
+    bucket = t.hourly[hour_key("tenant", "acme")]
+    assert Decimal(bucket["cost"]) == Decimal("0.0004200")
+    assert (bucket["requests"], bucket["retries"], bucket["errors"]) == (2, 1, 1)
+    assert sorted(bucket["users"]) == ["u1", "u2"]
+    assert bucket["input"] == 2000 and bucket["models"] == {"gpt-4o-mini": 2}
+    for dim, value in (("workflow", "answer"), ("team", "search"), ("model", "gpt-4o-mini")):
+        assert t.hourly[hour_key(dim, value)]["requests"] == 2
+    assert Decimal(t.hourly[hour_key("model", "gpt-4o", later)]["cost"]) == Decimal("0.5")
+    assert t.month_spend("acme", T0) == Decimal("0.5004200")
+    run = t.runs[SEP.join(("acme", "run", "answer", "run-1"))]
+    assert Decimal(run["cost"]) == Decimal("0.5004200")
+
+
+def test_a_redelivered_costed_message_is_not_counted_twice() -> None:
+    t = tables()
+    first = t.apply("acme", [row(5), row(6)])
+    again = t.apply("acme", [row(5), row(6)])
+    assert len(first.counted) == 2 and again.skipped == 2 and not again.counted
+    assert t.hourly[hour_key("tenant", "acme")]["requests"] == 2
+
+
+def test_rows_of_one_array_message_share_an_offset_and_all_count() -> None:
+    t = tables()
+    result = t.apply("acme", [row(7, request_id="a"), row(7, request_id="b")])
+    assert len(result.counted) == 2
+    assert t.hourly[hour_key("tenant", "acme")]["requests"] == 2
+
+
+def test_distinct_workflows_beyond_the_cap_go_to_the_overflow_bucket() -> None:
+    t = tables(max_values_per_dim=3)
+    t.apply("acme", [row(i, workflow_id=f"wf-{i}", workflow_run_id="") for i in range(10)])
+    workflows = {k.split(SEP)[2] for k in t.hourly if k.split(SEP)[1] == "workflow"}
+    assert workflows == {"wf-0", "wf-1", "wf-2", OVERFLOW}
+    assert t.hourly[hour_key("workflow", OVERFLOW)]["requests"] == 7
+    assert t.overflowed == 7
+
+
+def test_expiry_drops_hours_past_retention_and_keeps_the_month() -> None:
+    t = tables()
+    old = T0 - timedelta(days=9)
+    t.apply("acme", [row(1, timestamp=old.isoformat()), row(2)])
+    dropped = t.expire("acme", T0)
+    assert dropped > 0
+    assert hour_key("tenant", "acme", old) not in t.hourly
+    assert hour_key("tenant", "acme") in t.hourly
+    assert t.month_spend("acme", T0) == Decimal("0.0004200")
+
+
+def test_a_message_split_across_costed_chunks_counts_each_row_once() -> None:
+    # One source message (offset 9) of four events, published as two costed chunks,
+    # then both chunks again after a crash: every row counts exactly once.
+    t = tables()
+    first = [row(9, request_id=f"e{i}", source_index=i) for i in range(2)]
+    second = [row(9, request_id=f"e{i}", source_index=i) for i in range(2, 4)]
+    for chunk in (first, second, first, second):
+        t.apply("acme", chunk)
+    assert t.hourly[hour_key("tenant", "acme")]["requests"] == 4
+
+
+def test_after_recovery_the_index_is_rebuilt_and_expiry_still_works() -> None:
+    t = tables()
+    old = T0 - timedelta(days=9)
+    t.apply("acme", [row(1, timestamp=old.isoformat()), row(2)])
+    recovered = SpendTables(t.hourly, t.totals, t.runs)  # a restarted worker
+    recovered.rebuild_index()
+    assert recovered.expire("acme", T0) > 0
+    assert hour_key("tenant", "acme", old) not in recovered.hourly
+
+
+def test_a_crash_that_kept_some_table_writes_neither_drops_nor_double_counts() -> None:
+    # Each table write is its own changelog record: a worker killed mid-batch may have
+    # persisted the hourly buckets and the run but not the month total, or the reverse.
+    # The batch is re-published after the restart; every value must end up holding it
+    # exactly once.
+    batch = [row(1), row(2, workflow_id="summarize"), row(1, source_partition=1)]
+    for kept in ("hourly", "totals", "runs"):
+        before = tables()
+        before.apply("acme", [row(0)])
+        after = tables()
+        after.apply("acme", [row(0)])
+        after.apply("acme", batch)
+        # What recovery brings back: `kept` as after the batch, the others as before.
+        recovered = SpendTables(
+            dict(after.hourly if kept == "hourly" else before.hourly),
+            dict(after.totals if kept == "totals" else before.totals),
+            dict(after.runs if kept == "runs" else before.runs),
+        )
+        recovered.rebuild_index()
+        result = recovered.apply("acme", batch)
+
+        assert recovered.month_spend("acme", T0) == Decimal("0.0008400"), kept
+        tenant_hour = recovered.hourly[hour_key("tenant", "acme")]
+        assert tenant_hour["requests"] == 4, kept
+        assert recovered.hourly[hour_key("workflow", "summarize")]["requests"] == 1, kept
+        run = recovered.runs[SEP.join(("acme", "run", "answer", "run-1"))]
+        assert Decimal(run["cost"]) == Decimal("0.0006300"), kept
+        # Rows the month total already held are re-deliveries, not new spend.
+        assert len(result.counted) == (0 if kept == "totals" else 3), kept
