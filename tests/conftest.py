@@ -1,18 +1,44 @@
-"""Fixtures shared by every test directory: embedded ClickHouse (chdb) and the price catalog.
+"""Fixtures shared by every test directory: embedded ClickHouse (chdb) and the price
+catalog; the per-test time limits; where hypothesis keeps its examples. Helpers that
+tests import live in tests/helpers/.
 
 chdb runs one engine per process and refuses a second data path while one is open,
-so each test module opens its own path and closes it when the module ends; other
-test directories do the same.
+so each test module opens its own path and closes it when the module ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from streams.cost.catalog import CatalogPrices
 from streams.ledger.connect import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
+
+# Hypothesis keeps its example database in .hypothesis/ of the working directory by
+# default; under .pytest_cache it stays out of the repository root.
+settings.register_profile(
+    "spendstream",
+    database=DirectoryBasedExampleDatabase(
+        Path(__file__).resolve().parent.parent / ".pytest_cache" / "hypothesis"
+    ),
+)
+settings.load_profile("spendstream")
+
+# A test whose module starts the real stack (a worker's start and group join take
+# ~35 s, several in some modules) pays that in its setup, which the limit includes.
+STACK_TIMEOUT_S = 900
+STACK_MARKERS = ("integration", "reliability", "containers")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        starts_stack = any(item.get_closest_marker(name) for name in STACK_MARKERS)
+        if starts_stack and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(STACK_TIMEOUT_S))
 
 
 @pytest.fixture(scope="module")

@@ -1,35 +1,30 @@
 """Fixtures for the alerting tests; helpers reach tests as fixtures, never by import.
 
-Real HTTP(S) receivers on 127.0.0.1 for the real slack-sdk and pagerduty clients:
-
-A `Receiver` is an aiohttp server in the test's event loop. It answers from a
-script (status, headers, body) and then with the receiver's normal answer, and
-records every request it gets (arrival time, path, headers, JSON body). The
+The receivers are tests/helpers/receivers.py's, started in the test's event loop; the
 notifiers run in threads (`asyncio.to_thread`), so the loop stays free to serve.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import shutil
-import socket
 import ssl
-import subprocess
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from detectors.finding import Finding, Severity
 from schemas.alert import Alert, AlertDelivery
-from streams.ledger.connect import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
+from streams.ledger.connect import ClickHouseHandle
+from tests.helpers import waiting
+from tests.helpers.receivers import (
+    RECEIVER_KINDS,
+    Receiver,
+    self_signed_certificate,
+    server_tls_context,
+)
 
 # Yesterday, on the hour: recent, because the raw ledger keeps 90 days (sql/040_retention.sql).
 T0 = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
@@ -77,122 +72,14 @@ def make_finding(
     )
 
 
-@dataclass
-class Received:
-    at: float  # time.monotonic() on arrival
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: Any = None
-
-
-class Receiver:
-    """An HTTP(S) server on 127.0.0.1 that records requests and answers from a script."""
-
-    def __init__(
-        self, default: Callable[[Received], Reply], ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        self.default = default
-        self.ssl_context = ssl_context
-        self.script: list[Reply] = []
-        self.requests: list[Received] = []
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def base_url(self) -> str:
-        scheme = "https" if self.ssl_context else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    def reply(self, status: int, headers: dict[str, str] | None = None, body: Any = None) -> None:
-        self.script.append(Reply(status, headers or {}, body))
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
-        received = Received(time.monotonic(), request.path, dict(request.headers), body)
-        self.requests.append(received)
-        reply = self.script.pop(0) if self.script else self.default(received)
-        if isinstance(reply.body, dict | list):
-            return web.json_response(reply.body, status=reply.status, headers=reply.headers)
-        return web.Response(status=reply.status, headers=reply.headers, text=reply.body or "")
-
-    async def start(self) -> Receiver:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context, reuse_address=True
-        )
-        await site.start()
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def slack_webhook_ok(_: Received) -> Reply:
-    return Reply(200, {"Content-Type": "text/plain"}, "ok")
-
-
-def slack_api_ok(received: Received) -> Reply:
-    channel = received.body.get("channel") if isinstance(received.body, dict) else None
-    return Reply(200, {}, {"ok": True, "channel": channel, "ts": "1741082400.000100"})
-
-
-def pagerduty_ok(received: Received) -> Reply:
-    dedup_key = received.body.get("dedup_key") if isinstance(received.body, dict) else None
-    return Reply(
-        202, {}, {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
-    )
-
-
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made with the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.fail("the PagerDuty tests need the openssl CLI to make a self-signed certificate")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
 def server_tls(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
-    cert, key = tls_files
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-RECEIVER_KINDS = {"slack": slack_webhook_ok, "slack_api": slack_api_ok, "pagerduty": pagerduty_ok}
+    return server_tls_context(*tls_files)
 
 
 @pytest.fixture
@@ -246,31 +133,13 @@ def recorder() -> MemoryRecorder:
     return MemoryRecorder()
 
 
-@pytest.fixture(scope="module")
-def _clickhouse_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseHandle]:
-    # Opening chdb costs seconds: one data path per test module, emptied between tests,
-    # and closed after the module (chdb is one engine per process).
-    handle = open_clickhouse(chdb_url_for(tmp_path_factory.mktemp("chdb")))
-    apply_migrations(handle.client)
-    yield handle
-    handle.close()
-
-
 @pytest.fixture
-def clickhouse(_clickhouse_session: ClickHouseHandle) -> ClickHouseHandle:
+def clickhouse(chdb_migrated: ClickHouseHandle) -> ClickHouseHandle:
     for table in ("alerts", "alert_deliveries", "usage_ledger"):
-        _clickhouse_session.client.command(f"TRUNCATE TABLE IF EXISTS {table}")
-    return _clickhouse_session
-
-
-async def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+        chdb_migrated.client.command(f"TRUNCATE TABLE IF EXISTS {table}")
+    return chdb_migrated
 
 
 @pytest.fixture
 def wait_until() -> Callable[..., Any]:
-    return _wait_until
+    return waiting.wait_until

@@ -1,33 +1,11 @@
-"""Fixtures for the analyst tests: an embedded ClickHouse (chdb) with every migration.
-
-chdb runs one engine per process and refuses a second data path while one is
-open, so each test module opens its own path and closes it when the module ends.
-"""
+"""Fixtures for the analyst tests: the root conftest's migrated chdb, emptied."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from streams.ledger.connect import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("data")
-
-
-@pytest.fixture(scope="module")
-def _chdb(data_dir: Path) -> Iterator[ClickHouseHandle]:
-    handle = open_clickhouse(chdb_url_for(data_dir))
-    try:
-        apply_migrations(handle.client)
-        yield handle
-    finally:
-        handle.close()
+from streams.ledger.connect import ClickHouseHandle
 
 
 def empty_tables(client: Client) -> Client:
@@ -41,12 +19,12 @@ def empty_tables(client: Client) -> Client:
 
 
 @pytest.fixture
-def ch(_chdb: ClickHouseHandle) -> Client:
+def ch(chdb_migrated: ClickHouseHandle) -> Client:
     """The module's ClickHouse with every table emptied."""
-    return empty_tables(_chdb.client)
+    return empty_tables(chdb_migrated.client)
 
 
 @pytest.fixture(scope="module")
-def module_ch(_chdb: ClickHouseHandle) -> Client:
+def module_ch(chdb_migrated: ClickHouseHandle) -> Client:
     """The module's ClickHouse, emptied once: for tests that only read a shared ledger."""
-    return empty_tables(_chdb.client)
+    return empty_tables(chdb_migrated.client)

@@ -43,14 +43,14 @@ from streams.embedded.simulate import WORKFLOWS, TrafficGenerator
 from streams.embedded.stack import EmbeddedStack, WorkerProcess
 from streams.ledger.remote import RemoteQueryClient
 from streams.settings import Settings
-from tests.integration.alert_receivers import (
+from tests.helpers.receivers import (
     Receiver,
     ReceiverLoop,
     pagerduty_ok,
     self_signed_tls,
     slack_webhook_ok,
 )
-from tests.integration.conftest import wait_for
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -375,12 +375,10 @@ def stacks(
             made[name] = AlertingStack(
                 name,
                 root / name,
-                slack=Receiver(receiver_loop, slack_webhook_ok).start(),
-                pagerduty=Receiver(receiver_loop, pagerduty_ok, tls).start(),
+                slack=receiver_loop.start(Receiver(slack_webhook_ok)),
+                pagerduty=receiver_loop.start(Receiver(pagerduty_ok, tls)),
                 slack_critical=(
-                    Receiver(receiver_loop, slack_webhook_ok).start()
-                    if name == "delivery"
-                    else None
+                    receiver_loop.start(Receiver(slack_webhook_ok)) if name == "delivery" else None
                 ),
             )
             made[name].start(DELIVERY_CONFIG if name == "delivery" else INCIDENT_CONFIG)
@@ -398,7 +396,7 @@ def stacks(
         for running in made.values():
             for receiver in (running.slack, running.pagerduty, running.slack_critical):
                 if receiver is not None:
-                    receiver.stop()
+                    receiver_loop.stop(receiver)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -612,11 +610,13 @@ def test_pagerduty_429_and_5xx_are_retried_until_delivered(
     ]
 
 
-def test_receivers_down_get_their_alerts_once_back(stacks: dict[str, AlertingStack]) -> None:
+def test_receivers_down_get_their_alerts_once_back(
+    stacks: dict[str, AlertingStack], receiver_loop: ReceiverLoop
+) -> None:
     running = stacks["delivery"]
     assert running.slack_critical is not None
-    running.pagerduty.stop()
-    running.slack_critical.stop()
+    receiver_loop.stop(running.pagerduty)
+    receiver_loop.stop(running.slack_critical)
     down_since = time.monotonic()
     prefix = page(running, "receiver-down", critical=True)
 
@@ -630,8 +630,8 @@ def test_receivers_down_get_their_alerts_once_back(stacks: dict[str, AlertingSta
         timeout=60,
     )
     time.sleep(max(0.0, 10 - (time.monotonic() - down_since)))  # down for 10 s at least
-    running.pagerduty.start()
-    running.slack_critical.start()
+    receiver_loop.start(running.pagerduty)
+    receiver_loop.start(running.slack_critical)
 
     [trigger] = wait_for(lambda: requests_for(running.pagerduty, prefix), timeout=30)
     assert trigger.body["event_action"] == "trigger"

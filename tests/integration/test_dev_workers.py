@@ -15,11 +15,14 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from streams.cost.catalog import PriceCatalog
 from streams.embedded.replay import publish
 from streams.embedded.simulate import TrafficGenerator
-from tests.integration.conftest import wait_for
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 
 def test_dev_with_two_workers_shares_partitions_and_totals_are_exact(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.conftest import query_json, spendstream, write_ndjson
+from tests.helpers.stack import query_json, spendstream, write_ndjson
+
+pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

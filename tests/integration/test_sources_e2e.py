@@ -14,7 +14,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import RunningStack, spendstream, wait_for
+from tests.helpers.stack import RunningStack, spendstream
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +19,7 @@ from streams.cost.catalog import UnitPrices
 from streams.cost.rows import SourcePosition, ledger_row
 from streams.ledger.connect import ClickHouseHandle
 from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
+from tests.helpers.waiting import wait_until
 
 D = Decimal
 # Recent on purpose: the view-fed tables have TTLs, and rows dated months ago
@@ -177,7 +178,7 @@ async def test_write_does_not_return_during_an_outage(executor: ClickHouseExecut
 
     sink = ClickHouseLedgerSink(executor, backoff_initial=0.01, backoff_max=0.02, write_hook=hook)
     task = asyncio.create_task(sink.write(rows("outage")))
-    await wait_for(lambda: sink.stats.failures >= 3)
+    await wait_until(lambda: sink.stats.failures >= 3)
     assert not task.done()
     assert not sink.healthy
     assert await scalar(executor, "SELECT count() FROM usage_ledger") == 0
@@ -185,10 +186,3 @@ async def test_write_does_not_return_during_an_outage(executor: ClickHouseExecut
     await asyncio.wait_for(task, timeout=10)
     assert sink.healthy
     assert await scalar(executor, "SELECT count() FROM usage_ledger") == 3
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)

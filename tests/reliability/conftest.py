@@ -31,7 +31,7 @@ from streams.cost.catalog import PriceCatalog
 from streams.embedded.simulate import TrafficGenerator
 from streams.kafka.group_progress import GroupProgressReader
 from streams.kafka.topics import INGEST_GROUP
-from tests.integration.conftest import RunningStack
+from tests.helpers.stack import RunningStack
 
 USAGE_TOPIC = "spendstream.usage"
 GROUP = INGEST_GROUP

@@ -16,14 +16,12 @@ import httpx
 import orjson
 import pytest
 
-from streams.embedded.stack import EmbeddedStack, WorkerProcess
-from tests.integration.conftest import wait_for
+from streams.embedded.stack import WorkerProcess
+from tests.helpers.waiting import wait_for
 from tests.reliability.conftest import Expectation, FaultStack, make_events, tally_ledger
 
 # Two worker starts and a takeover (~100 s): run by `make reliability` only.
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
-
-MULTI_WORKER = hasattr(EmbeddedStack, "start_workers")
 
 
 def assigned(worker: WorkerProcess) -> list[str]:
@@ -36,8 +34,6 @@ N = 10_000
 
 @pytest.fixture(scope="module")
 def failed_over(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if not MULTI_WORKER:
-        pytest.xfail("needs multi-worker ledger access")
     n = N
     prefix = f"failover{n}-"
     events = make_events(n, seed=606, prefix=prefix)

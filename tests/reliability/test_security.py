@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from streams.ledger.remote import RemoteQueryClient
-from tests.integration.alert_receivers import Receiver, ReceiverLoop, Reply
-from tests.integration.conftest import wait_for
+from tests.helpers.receivers import Receiver, ReceiverLoop, Reply
+from tests.helpers.waiting import wait_for
 from tests.reliability.conftest import FaultStack, make_events
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     # A Slack receiver that answers 500: deliveries fail and are logged, with the
     # webhook URL (a secret) in the client's hands.
     loop = ReceiverLoop()
-    slack = Receiver(loop, lambda _: Reply(500, {"Content-Type": "text/plain"}, "boom")).start()
+    slack = loop.start(Receiver(lambda _: Reply(500, {"Content-Type": "text/plain"}, "boom")))
     config = root / "spend.yaml"
     config.write_text(
         f"""
@@ -94,7 +94,7 @@ routing:
         yield {"stack": stack, "slack": slack, "evil": evil, "root": root}
     finally:
         stack.stop()
-        slack.stop()
+        loop.stop(slack)
         loop.close()
 
 

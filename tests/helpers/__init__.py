@@ -1,0 +1,1 @@
+"""Helpers shared by every test directory: waiting, HTTP(S) receivers, TLS."""
