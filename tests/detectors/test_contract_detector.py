@@ -4,6 +4,7 @@ from decimal import Decimal
 import pytest
 
 from detectors.contract import ContractDetector, TenantBudget, month_bounds
+from schemas.spend_config import TenantConfig
 
 JUNE = datetime(2024, 6, 1, tzinfo=UTC)  # 30 days
 
@@ -132,7 +133,6 @@ def test_forecast_can_be_switched_off() -> None:
 
 
 def test_accepts_the_config_models_as_budgets() -> None:
-    TenantConfig = pytest.importorskip("schemas.spend_config").TenantConfig
     tenants = {"acme": TenantConfig(contracted_hourly_budget_usd=Decimal(5))}
     d = ContractDetector(tenants)
     assert names(d.update("acme", JUNE, Decimal(6), Decimal(6))) == ["contract_hourly"]
