@@ -30,7 +30,8 @@ DESCRIPTION = (
     "`input_tokens` counts all prompt tokens including cache reads (`cached_tokens`) and "
     "cache writes (`cache_write_tokens`); `output_tokens` counts all completion tokens "
     "including `reasoning_tokens`. Rules JSON Schema cannot express, enforced on ingest: "
-    "cached_tokens + cache_write_tokens <= input_tokens; reasoning_tokens <= output_tokens; "
+    "cached_tokens + cache_write_tokens <= input_tokens; "
+    "cache_write_1h_tokens <= cache_write_tokens; reasoning_tokens <= output_tokens; "
     "a timestamp more than 24 hours after the time it is processed is rejected. "
     f"Text fields ({', '.join(DROPPED_TEXT_FIELDS)}) are accepted and dropped: prompt and "
     "completion text is never stored."
@@ -43,6 +44,16 @@ FIELD_DESCRIPTIONS = {
     "cache_write_tokens": "Cache-write tokens; part of input_tokens.",
     "output_tokens": "All completion tokens, including reasoning tokens.",
     "reasoning_tokens": "Reasoning (thinking) tokens; part of output_tokens.",
+    "cache_write_1h_tokens": (
+        "1-hour cache-write tokens (Anthropic's extended cache TTL); part of cache_write_tokens, "
+        "priced at the 1-hour cache-write rate."
+    ),
+    "service_tier": (
+        "The service tier that served the call, as the provider's response names it "
+        "(e.g. flex, priority, default, standard); selects the price variant. "
+        "Empty, default, standard and auto mean the standard price."
+    ),
+    "batch": "True when the call ran through a provider batch API (batch price variant).",
     "retry_of": "request_id of the call this one retries.",
     "reported_cost_usd": (
         "Cost reported by the provider or gateway; kept for reconciliation, never used as the cost."

@@ -1,6 +1,7 @@
 """Rows of the ClickHouse cost ledger and of the dead-letter table.
 
-These models are the column specification: `sql/001_usage_ledger.sql` and
+These models are the column specification: `sql/001_usage_ledger.sql` (with
+the columns later migrations add at its end, `sql/041_price_context.sql`) and
 `sql/002_dead_letters.sql` declare the same columns in the same order (a test
 checks it), and the sink inserts column lists in `LEDGER_COLUMNS` order.
 """
@@ -64,6 +65,10 @@ class LedgerRow(BaseModel):
     source_partition: int = -1
     source_offset: int = -1
     ingested_at: datetime
+    cache_write_1h_tokens: int = 0
+    service_tier: str = ""
+    batch: bool = False
+    price_cache_write_1h_per_mtok: Decimal = Decimal(0)
 
 
 class DeadLetterRow(BaseModel):

@@ -14,16 +14,25 @@ PricePerMTok = Annotated[Decimal, Field(ge=0, le=1_000_000, decimal_places=12, a
 
 
 class PriceEntry(BaseModel):
-    """One override. `model` is matched case-insensitively and exactly."""
+    """One override. `model` is matched case-insensitively and exactly.
+
+    `service_tier` and `batch` restrict the entry to calls served in that tier or
+    through a batch API; an entry without them prices every call of the model
+    that no more specific entry prices. `cache_write_1h` prices 1-hour cache
+    writes (defaults to `cache_write`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     provider: Annotated[str, Field(min_length=1)]
     model: Annotated[str, Field(min_length=1)]
     effective_from: date | None = None
+    service_tier: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    batch: bool = False
     input: PricePerMTok
     cached_input: PricePerMTok | None = None
     cache_write: PricePerMTok | None = None
+    cache_write_1h: PricePerMTok | None = None
     output: PricePerMTok
     reasoning: PricePerMTok | None = None
 

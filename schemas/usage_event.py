@@ -34,6 +34,9 @@ DROPPED_TEXT_FIELDS = ("prompt", "completion", "messages", "input", "output")
 RequiredStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 OptionalStr = Annotated[str, StringConstraints(strip_whitespace=True, max_length=256)]
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS_PER_CALL, strict=True)]
+# Lower-cased: providers and the price catalog spell tiers in lower case
+# ("flex", "priority"), some SDKs in upper case ("PRIORITY").
+ServiceTier = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, max_length=32)]
 
 
 def _epoch_millis_to_datetime(value: Any) -> Any:
@@ -76,6 +79,10 @@ class UsageEvent(BaseModel):
     cached_tokens: TokenCount = 0
     cache_write_tokens: TokenCount = 0
     reasoning_tokens: TokenCount = 0
+    cache_write_1h_tokens: TokenCount = 0
+
+    service_tier: ServiceTier = ""
+    batch: Annotated[bool, Field(strict=True)] = False
 
     team_id: OptionalStr = ""
     user_id: OptionalStr = ""
@@ -109,6 +116,8 @@ class UsageEvent(BaseModel):
     def _token_breakdown_consistent(self) -> UsageEvent:
         if self.cached_tokens + self.cache_write_tokens > self.input_tokens:
             raise ValueError("cached_tokens + cache_write_tokens exceeds input_tokens")
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise ValueError("cache_write_1h_tokens exceeds cache_write_tokens")
         if self.reasoning_tokens > self.output_tokens:
             raise ValueError("reasoning_tokens exceeds output_tokens")
         return self

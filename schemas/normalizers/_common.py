@@ -21,7 +21,14 @@ class NormalizationError(ValueError):
 
 
 TOKEN_FIELDS = frozenset(
-    {"input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens"}
+    {
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "reasoning_tokens",
+    }
 )
 
 # Everything but the token counts may come from the caller. Token counts come
@@ -78,6 +85,21 @@ def has_any(mapping: Mapping[str, Any], keys: Iterable[str]) -> bool:
     return any(mapping.get(key) is not None for key in keys)
 
 
+def moment(value: Any, field: str) -> datetime:
+    """A time as sources write it: epoch seconds (int or float), a datetime, or
+    text in ISO 8601 / RFC 3339 with `T` or a space ("2025-01-24 09:20:46.847371",
+    "2025-01-24T09:20:46Z"); naive means UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise NormalizationError(f"{field} is not a date-time: {value[:64]!r}") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return epoch_seconds(value, field)
+
+
 def epoch_seconds(value: Any, field: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise NormalizationError(f"{field} must be epoch seconds, got {value!r}")
@@ -131,12 +153,19 @@ def build_event(
     cached_tokens: int = 0,
     cache_write_tokens: int = 0,
     reasoning_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+    service_tier: Any = None,
+    batch: bool = False,
     extra: Mapping[str, Any] | None = None,
     ownership: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The canonical event dict: values read from the body, then the caller's
     ownership fields on top (the caller knows better who owns the call, and
     may pin `model` or `provider`, e.g. `provider="azure"` for an OpenAI body).
+
+    Two exceptions, because the body knows better: the `service_tier` a
+    response names (the tier that served the call) wins over the caller's (the
+    tier requested), and a body that says it is a batch result stays `batch`.
 
     `None` ownership values are skipped so callers can pass optional fields
     through without filtering them.
@@ -157,6 +186,7 @@ def build_event(
         "cached_tokens": cached_tokens,
         "cache_write_tokens": cache_write_tokens,
         "reasoning_tokens": reasoning_tokens,
+        "cache_write_1h_tokens": cache_write_1h_tokens,
     }
     body_tags: dict[str, str] = {}
     for key, value in (extra or {}).items():
@@ -178,6 +208,10 @@ def build_event(
             event[key] = value
     if body_tags:
         event["tags"] = body_tags
+    if isinstance(service_tier, str) and service_tier.strip():
+        event["service_tier"] = service_tier
+    if batch:
+        event["batch"] = True
 
     for required, hint in (
         ("provider", "pass provider=..."),

@@ -4,19 +4,22 @@ Anthropic's `input_tokens` EXCLUDES `cache_read_input_tokens` and
 `cache_creation_input_tokens`, so the canonical input is the sum of the three.
 The `cache_creation` object (`ephemeral_5m_input_tokens`,
 `ephemeral_1h_input_tokens`) splits the cache-write total by TTL; it is not
-extra. Thinking tokens are inside `output_tokens` and the API does not count
-them separately, so `reasoning_tokens` stays 0.
+extra: its 1-hour part is `cache_write_1h_tokens`, priced at the 1-hour rate.
+Thinking tokens are inside `output_tokens`; newer bodies count them in
+`usage.output_tokens_details.thinking_tokens`, read as `reasoning_tokens`
+(older bodies do not count them, and reasoning stays 0).
+
+`usage.service_tier` names the tier that served the call (`standard`,
+`priority`, or `batch` for a Message Batches result, read as `batch`).
 
 Accepted bodies:
 - a Message (`type: "message"`), also as returned by Bedrock InvokeModel and
   Vertex AI (pass `provider=`/`model=` there as needed);
 - `{"events": [...]}`: the recorded stream events. `message_start` carries the
   id, model and initial usage; each `message_delta` carries cumulative usage,
-  so later values replace earlier ones, never add to them.
-
-A 1-hour cache write costs more than a 5-minute one; the canonical event has a
-single `cache_write_tokens`, so the 1-hour part goes to the tag
-`cache_write_1h_tokens` for the pricing side to use.
+  so later values replace earlier ones, never add to them;
+- a line of a Message Batches results file (`{"custom_id": ..., "result":
+  {"type": "succeeded", "message": {...}}}`): the message inside, as `batch`.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from schemas.normalizers._common import (
 )
 
 PROVIDER = "anthropic"
-CACHE_WRITE_1H_TAG = "cache_write_1h_tokens"
 
 
 def normalize_anthropic(body: Mapping[str, Any], **ownership: Any) -> dict[str, Any]:
     body = as_mapping(body, "anthropic body")
+    batch = "custom_id" in body and "result" in body
+    if batch:
+        body = _batch_message(body)
     if "events" in body and "usage" not in body:
         body = merge_stream_events(body["events"])
     usage = body.get("usage")
@@ -59,7 +64,10 @@ def normalize_anthropic(body: Mapping[str, Any], **ownership: Any) -> dict[str, 
     else:
         cache_write = write_5m + write_1h
 
-    tags = {CACHE_WRITE_1H_TAG: str(write_1h)} if write_1h else {}
+    output_details = optional_mapping(usage.get("output_tokens_details"), "output_tokens_details")
+    tier = usage.get("service_tier")
+    if tier == "batch":
+        batch, tier = True, None
     return build_event(
         format_name="anthropic",
         provider=PROVIDER,
@@ -69,10 +77,23 @@ def normalize_anthropic(body: Mapping[str, Any], **ownership: Any) -> dict[str, 
         input_tokens=uncached + cache_read + cache_write,
         cached_tokens=cache_read,
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=write_1h,
         output_tokens=token_count(usage.get("output_tokens"), "usage.output_tokens"),
-        extra={"tags": tags},
+        reasoning_tokens=token_count(output_details.get("thinking_tokens"), "thinking_tokens"),
+        service_tier=tier,
+        batch=batch,
         ownership=ownership,
     )
+
+
+def _batch_message(line: Mapping[str, Any]) -> Mapping[str, Any]:
+    result = as_mapping(line.get("result"), "batch result")
+    if result.get("type") != "succeeded":
+        raise NormalizationError(
+            f"anthropic batch result {line.get('custom_id')!r} is {result.get('type')!r}, "
+            "not 'succeeded': it has no usage and is not billed"
+        )
+    return as_mapping(result.get("message"), "batch result message")
 
 
 def merge_stream_events(events: Any) -> dict[str, Any]:

@@ -9,7 +9,9 @@ the same number, so the first present is read and they are never added.
 The model is not in the body: pass `model=` (the `modelId` of the request);
 a `modelId` key that a logger put in the body is used otherwise. boto3 adds
 `ResponseMetadata`, which gives the request id, HTTP status, retry attempts
-and date.
+and date. `cacheDetails` entries with `ttl: "1h"` are the 1-hour part of the
+cache writes; `serviceTier` (`{"type": "flex"}`, or the InvokeModel header's
+plain string) is the tier that served the call.
 
 Accepted bodies: a Converse response, a ConverseStream `metadata` event
 (`{"metadata": {"usage": ..., "metrics": ...}}`), or `{"events": [...]}` (the
@@ -33,7 +35,6 @@ from schemas.normalizers._common import (
 )
 
 PROVIDER = "aws"
-CACHE_WRITE_1H_TAG = "cache_write_1h_tokens"
 
 _CACHE_READ_KEYS = ("cacheReadInputTokens", "cacheReadInputTokenCount")
 _CACHE_WRITE_KEYS = ("cacheWriteInputTokens", "cacheWriteInputTokenCount")
@@ -63,9 +64,9 @@ def normalize_bedrock(body: Mapping[str, Any], **ownership: Any) -> dict[str, An
     if metrics.get("latencyMs") is not None:
         extra["latency_ms"] = token_count(metrics["latencyMs"], "metrics.latencyMs")
 
-    write_1h = _cache_write_1h(usage.get("cacheDetails"))
-    if write_1h:
-        extra["tags"] = {CACHE_WRITE_1H_TAG: str(write_1h)}
+    tier = source.get("serviceTier") or body.get("serviceTier")
+    if isinstance(tier, Mapping):
+        tier = tier.get("type")
 
     response_meta = optional_mapping(body.get("ResponseMetadata"), "ResponseMetadata")
     if response_meta.get("HTTPStatusCode") is not None:
@@ -83,7 +84,9 @@ def normalize_bedrock(body: Mapping[str, Any], **ownership: Any) -> dict[str, An
         input_tokens=uncached + cache_read + cache_write,
         cached_tokens=cache_read,
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=_cache_write_1h(usage.get("cacheDetails")),
         output_tokens=token_count(usage.get("outputTokens"), "usage.outputTokens"),
+        service_tier=tier,
         extra=extra,
         ownership=ownership,
     )

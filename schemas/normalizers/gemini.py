@@ -8,8 +8,15 @@ output = candidates + thoughts, reasoning = thoughts.
 
 REST bodies use camelCase; the Python SDK's `model_dump()` gives snake_case:
 both spellings are read. Accepted bodies: one response, the last streamed
-chunk (usage there is cumulative), or `{"events": [...]}` (last chunk with
-usage wins).
+chunk (usage there is cumulative), `{"events": [...]}` (last chunk with
+usage wins), or a batch result line, read as `batch`: Vertex AI batch
+prediction output (`{"request": ..., "response": {...}, "status": ""}`) or a
+Gemini API batch (`{"key": ..., "response": {...}}`).
+
+Vertex AI's `usageMetadata.trafficType` names how the call was served:
+`ON_DEMAND_FLEX` / `ON_DEMAND_PRIORITY` are read as the `flex` / `priority`
+tiers (other values, e.g. `ON_DEMAND`, `PROVISIONED_THROUGHPUT`, as the
+standard price).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from schemas.normalizers._common import (
 
 PROVIDER = "google"
 _USAGE_KEYS = ("usageMetadata", "usage_metadata")
+_TRAFFIC_TIERS = {"ON_DEMAND_FLEX": "flex", "ON_DEMAND_PRIORITY": "priority"}
 
 
 def _get(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
@@ -37,6 +45,11 @@ def _get(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
 
 def normalize_gemini(body: Mapping[str, Any], **ownership: Any) -> dict[str, Any]:
     body = as_mapping(body, "gemini body")
+    batch = _get(body, *_USAGE_KEYS) is None and isinstance(body.get("response"), Mapping)
+    if batch:
+        if body.get("status"):
+            raise NormalizationError(f"gemini batch line failed: {str(body['status'])[:200]}")
+        body = body["response"]
     if "events" in body and _get(body, *_USAGE_KEYS) is None:
         body = last_with(body["events"], _USAGE_KEYS, "gemini")
     usage = _get(body, *_USAGE_KEYS)
@@ -63,6 +76,7 @@ def normalize_gemini(body: Mapping[str, Any], **ownership: Any) -> dict[str, Any
     model = _get(body, "modelVersion", "model_version")
     if isinstance(model, str) and model.startswith("models/"):
         model = model.removeprefix("models/")
+    traffic = _get(usage, "trafficType", "traffic_type")
     created = _get(body, "createTime", "create_time")
     if created is not None and not isinstance(created, str | datetime):
         raise NormalizationError(f"gemini createTime must be RFC 3339 text, got {created!r}")
@@ -77,5 +91,7 @@ def normalize_gemini(body: Mapping[str, Any], **ownership: Any) -> dict[str, Any
         cached_tokens=cached,
         output_tokens=candidates + thoughts,
         reasoning_tokens=thoughts,
+        service_tier=_TRAFFIC_TIERS.get(str(traffic).upper()) if traffic else None,
+        batch=batch,
         ownership=ownership,
     )

@@ -21,7 +21,11 @@ top-level `prompt_tokens`/`completion_tokens`. A LiteLLM cache hit
 (`cache_hit: true`) made no provider call: its tokens are recorded as 0, with
 the tag `litellm_cache_hit`. Failed calls (`status: "failure"`) are events
 too (retry storms are made of them), with the HTTP status from
-`error_information.error_code` when it is numeric.
+`error_information.error_code` when it is numeric. `startTime`/`endTime` are
+epoch seconds in the proxy's payloads and datetime text in others
+("2025-01-24 09:20:46.847371", naive UTC): both are read. The provider's
+`service_tier` is read from the response (`response.service_tier`) or the
+usage object.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from schemas.normalizers._common import (
     NormalizationError,
     as_mapping,
     build_event,
-    epoch_seconds,
+    moment,
     money,
     optional_mapping,
     token_count,
@@ -112,9 +116,11 @@ def normalize_litellm(
         extra["tags"] = {"litellm_cache_hit": "true"}
 
     start, end = body.get("startTime"), body.get("endTime")
-    timestamp = epoch_seconds(start, "startTime") if start is not None else None
-    if isinstance(start, int | float) and isinstance(end, int | float) and end >= start:
-        extra["latency_ms"] = round((end - start) * 1000)
+    timestamp = moment(start, "startTime") if start is not None else None
+    if timestamp is not None and end is not None:
+        elapsed = moment(end, "endTime") - timestamp
+        if elapsed.total_seconds() >= 0:
+            extra["latency_ms"] = round(elapsed.total_seconds() * 1000)
     extra["reported_cost_usd"] = money(body.get("response_cost"))
     error = optional_mapping(body.get("error_information"), "error_information")
     code = error.get("error_code")
@@ -137,6 +143,7 @@ def normalize_litellm(
         cache_write_tokens=written,
         output_tokens=output,
         reasoning_tokens=reasoning,
+        service_tier=response.get("service_tier") or usage.get("service_tier"),
         extra=extra,
         ownership=ownership,
     )

@@ -24,7 +24,9 @@ present (spellings are alternatives, never added):
 - reasoning: `gen_ai.usage.reasoning.output_tokens`,
   `gen_ai.usage.output_tokens.reasoning`, `gen_ai.usage.reasoning_tokens`;
 - provider: `gen_ai.provider.name`, deprecated `gen_ai.system`;
-- model: `gen_ai.response.model`, else `gen_ai.request.model`.
+- model: `gen_ai.response.model`, else `gen_ai.request.model`;
+- service tier: `openai.response.service_tier` (the tier that served the
+  call), else `openai.request.service_tier`.
 
 The conventions say input/output SHOULD include cache and reasoning tokens,
 but some instrumentations (Anthropic ones especially) emit the provider's
@@ -78,6 +80,7 @@ REASONING_KEYS = (
 TOTAL_KEYS = ("gen_ai.usage.total_tokens", "llm.usage.total_tokens")
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system")
 MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model")
+SERVICE_TIER_KEYS = ("openai.response.service_tier", "openai.request.service_tier")
 OWNERSHIP_PREFIX = "spendstream."
 
 # Operations whose spans wrap model calls rather than being one.
@@ -196,6 +199,7 @@ def normalize_otel_genai(body: Mapping[str, Any], **ownership: Any) -> dict[str,
         cache_write_tokens=written,
         output_tokens=out,
         reasoning_tokens=reasoning,
+        service_tier=first_present(attrs, SERVICE_TIER_KEYS),
         extra=extra,
         ownership=ownership,
     )

@@ -21,7 +21,7 @@ from clickhouse_connect.driver.client import Client
 
 from streams.analyst.money import ZERO
 from streams.analyst.periods import Period
-from streams.cost.catalog import CostBreakdown, PriceCatalog
+from streams.cost.catalog import CostBreakdown, PriceCatalog, PriceContext
 
 COMPONENTS = ("input", "cached_input", "cache_write", "output", "reasoning")
 INSERT_BATCH = 10_000
@@ -75,7 +75,8 @@ SELECT
     l.cost_output_usd + c.d_output,
     l.cost_reasoning_usd + c.d_reasoning,
     if(c.request_id = '', l.price_source, c.price_source),
-    if(c.request_id = '', l.cost_status, c.cost_status)
+    if(c.request_id = '', l.cost_status, c.cost_status),
+    l.cache_write_1h_tokens, l.service_tier, l.batch
 FROM
 (
     SELECT * FROM usage_ledger FINAL
@@ -161,13 +162,15 @@ def _correction(
     input_tokens, output_tokens, cached, cache_write, reasoning = row[13:18]
     old = CostBreakdown(*row[18:23])
     old_source, old_status = row[23], row[24]
+    cache_write_1h, service_tier, batch = row[25:28]
     at = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
-    prices = catalog.resolve(dims["provider"], dims["model"], at)
+    context = PriceContext.of(service_tier, bool(batch))
+    prices = catalog.resolve(dims["provider"], dims["model"], at, context)
     if prices is None:
         if old_status != "priced":
             result.still_unpriced += 1
         return None
-    new = prices.cost(input_tokens, cached, cache_write, output_tokens, reasoning)
+    new = prices.cost(input_tokens, cached, cache_write, output_tokens, reasoning, cache_write_1h)
     if new == old:
         return None
     delta = new.total - old.total

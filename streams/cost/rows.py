@@ -7,7 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from schemas.usage_event import UsageEvent
-from streams.cost.catalog import ZERO_COST, PriceCatalog, UnitPrices
+from streams.cost.catalog import (
+    STANDARD,
+    ZERO_COST,
+    PriceCatalog,
+    PriceContext,
+    UnitPrices,
+)
 
 _EVENT_FIELDS = (
     "request_id",
@@ -29,6 +35,9 @@ _EVENT_FIELDS = (
     "cached_tokens",
     "cache_write_tokens",
     "reasoning_tokens",
+    "cache_write_1h_tokens",
+    "service_tier",
+    "batch",
     "request_count",
     "latency_ms",
     "status_code",
@@ -65,6 +74,7 @@ def ledger_row(
             event.cache_write_tokens,
             event.output_tokens,
             event.reasoning_tokens,
+            event.cache_write_1h_tokens,
         )
         unit, source, status = prices.for_input(event.input_tokens), prices.source, "priced"
     row.update(
@@ -79,6 +89,7 @@ def ledger_row(
         price_cache_write_per_mtok=unit.cache_write if unit else ZERO_COST.input,
         price_output_per_mtok=unit.output if unit else ZERO_COST.input,
         price_reasoning_per_mtok=unit.reasoning if unit else ZERO_COST.input,
+        price_cache_write_1h_per_mtok=unit.cache_write_1h_price if unit else ZERO_COST.input,
         price_source=source,
         cost_status=status,
         source_topic=position.topic,
@@ -92,7 +103,12 @@ def ledger_row(
 def price_event(
     catalog: PriceCatalog, event: UsageEvent, position: SourcePosition, ingested_at: datetime
 ) -> dict[str, Any]:
-    prices = catalog.resolve(event.provider, event.model, event.timestamp)
+    context = (
+        PriceContext.of(event.service_tier, event.batch)
+        if event.service_tier or event.batch
+        else STANDARD
+    )
+    prices = catalog.resolve(event.provider, event.model, event.timestamp, context)
     return ledger_row(event, prices, position, ingested_at)
 
 

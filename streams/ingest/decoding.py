@@ -19,7 +19,14 @@ from schemas.usage_event import DROPPED_TEXT_FIELDS, MAX_MESSAGE_BYTES, UsageEve
 
 RAW_PAYLOAD_LIMIT = 64 * 1024
 TOKEN_FIELDS = frozenset(
-    {"input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens"}
+    {
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "reasoning_tokens",
+    }
 )
 REQUIRED_FIELDS = ("request_id", "timestamp", "tenant_id", "provider", "model", "input_tokens")
 

@@ -17,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 _SIMPLE = {
     "String": pa.string(),
+    "Bool": pa.bool_(),
     "UInt8": pa.uint8(),
     "UInt16": pa.uint16(),
     "UInt32": pa.uint32(),

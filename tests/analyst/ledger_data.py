@@ -193,6 +193,10 @@ _DEFAULTS: dict[str, Any] = {
     "source_topic": "spendstream.usage",
     "source_partition": 0,
     "source_offset": 0,
+    "cache_write_1h_tokens": 0,
+    "service_tier": "",
+    "batch": False,
+    "price_cache_write_1h_per_mtok": D(0),
 }
 
 

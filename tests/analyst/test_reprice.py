@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from schemas.ledger import LEDGER_COLUMNS
+from schemas.usage_event import UsageEvent
 from streams.analyst.chargeback import build_chargeback
 from streams.analyst.focus_export import query_focus
 from streams.analyst.periods import Period, date_range, month
 from streams.analyst.reprice import reprice
-from streams.cost.catalog import PriceCatalog
+from streams.cost.catalog import CatalogPrices, PriceCatalog
+from streams.cost.rows import SourcePosition, price_event
 from tests.analyst import ledger_data as data
 
 D = Decimal
@@ -155,3 +158,38 @@ def test_a_second_price_change_corrects_the_corrected_cost(ch: Client, tmp_path:
     reprice(ch, PriceCatalog.load(data.pricing_file(tmp_path, third)), ALL_DAYS)
     expected = sum((data.price(dict(e), third)["cost_usd"] for e in new_events), D(0))
     assert ch.query("SELECT sum(cost_usd) FROM tenant_daily").result_rows == [(expected,)]
+
+
+def test_repricing_keeps_each_rows_price_context(ch: Client, catalog: CatalogPrices) -> None:
+    # A flex call and a batch call priced at their variants by ingest; the catalog is
+    # unchanged, so re-pricing must find nothing to correct (priced at the standard
+    # rate, each would get a correction doubling its cost).
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    prices = PriceCatalog(None, catalog)
+    events = []
+    for request_id, tier, batch in (("r-flex", "flex", False), ("r-batch", "", True)):
+        event = UsageEvent.model_validate(
+            {
+                "request_id": request_id,
+                "timestamp": at.isoformat(),
+                "tenant_id": "acme",
+                "provider": "openai",
+                "model": "gpt-5",
+                "input_tokens": 50_000,
+                "output_tokens": 4_000,
+                "service_tier": tier,
+                "batch": batch,
+            },
+            context={"now": at},
+        )
+        events.append(price_event(prices, event, SourcePosition("spendstream.usage", 0, 0), at))
+    ch.insert(
+        "usage_ledger",
+        [[row[c] for c in LEDGER_COLUMNS] for row in events],
+        column_names=list(LEDGER_COLUMNS),
+    )
+    result = reprice(ch, prices, date_range("2026-11-02", "2026-11-02"))
+    assert (result.rows_checked, result.corrections) == (2, 0)
+    standard = prices.resolve("openai", "gpt-5", at)
+    assert standard is not None
+    assert all(row["cost_usd"] < standard.cost(50_000, 0, 0, 4_000).total for row in events)

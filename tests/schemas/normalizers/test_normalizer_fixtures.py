@@ -434,12 +434,12 @@ def test_side_information_is_read_from_the_bodies() -> None:
         normalize("bedrock", load("bedrock_converse_cache")["body"], tenant_id="t", model="m")
     )
     assert (bedrock.latency_ms, bedrock.status_code, bedrock.retry_count) == (2210, 200, 1)
-    assert bedrock.tags == {"cache_write_1h_tokens": "1200"}
+    assert bedrock.cache_write_1h_tokens == 1200
 
     anthropic = UsageEvent.model_validate(
         normalize("anthropic", load("anthropic_cache_write_ttl")["body"], tenant_id="t")
     )
-    assert anthropic.tags == {"cache_write_1h_tokens": "100"}
+    assert anthropic.cache_write_1h_tokens == 100
 
     otlp = UsageEvent.model_validate(
         normalize("otel_genai", load("otel_genai_otlp")["body"], tenant_id="t")
