@@ -64,6 +64,17 @@ GEMINI_20_FLASH = prices("0.10", "0.025", "0.40")
 GEMINI_25_FLASH = prices("0.30", "0.075", "2.50")
 GEMINI_25_PRO = prices("1.25", "0.3125", "10.00")
 NOVA_LITE = prices("0.06", "0.015", "0.24")
+GPT_4O_MINI = prices("0.15", "0.075", "0.60")
+# Variants, written out per the providers' pricing pages: flex and batch are half
+# the standard rates, OpenAI priority about 1.7x.
+O3_FLEX = prices("1.00", "0.25", "4.00")
+O4_MINI_FLEX = prices("0.55", "0.1375", "2.20")
+GPT_4O_PRIORITY = prices("4.25", "2.125", "17.00")
+GPT_4O_MINI_BATCH = prices("0.075", "0.0375", "0.30")
+GPT_4_1_BATCH = prices("1.00", "0.25", "4.00")
+SONNET_BATCH = prices("1.50", "0.15", "7.50", cache_write="1.875")
+GEMINI_25_FLASH_BATCH = prices("0.15", "0.0375", "1.25")
+GEMINI_25_PRO_HALF = prices("0.625", "0.15625", "5.00")  # batch and flex
 
 
 def cost(event: UsageEvent, p: UnitPrices) -> Decimal:
@@ -87,6 +98,7 @@ class Case:
     prices: UnitPrices
     expected_cost: str
     call: dict[str, Any] | None = None
+    context: tuple[str, bool] = ("", False)  # service_tier, batch
 
 
 CASES = [
@@ -99,6 +111,7 @@ CASES = [
         (1117, 0, 0, 46, 0),
         GPT_4O,
         "0.0032525",
+        context=("default", False),
     ),
     # prompt 2006 includes 1920 cached: 86 x 2.50 + 1920 x 1.25 + 300 x 10.00 = 215 + 2400 + 3000
     Case(
@@ -109,6 +122,7 @@ CASES = [
         (2006, 1920, 0, 300, 0),
         GPT_4O,
         "0.005615",
+        context=("default", False),
     ),
     # 134 x 1.10 + 1408 x 0.55 + 2210 completion (1856 of it reasoning) x 4.40
     # = 147.4 + 774.4 + 9724
@@ -120,6 +134,7 @@ CASES = [
         (1542, 1408, 0, 2210, 1856),
         O3_MINI,
         "0.0106458",
+        context=("default", False),
     ),
     # no details objects: 9 x 0.50 + 12 x 1.50 = 4.5 + 18
     Case(
@@ -181,6 +196,7 @@ CASES = [
         (188107, 188086, 0, 393, 0),
         SONNET,
         "0.0623838",
+        context=("standard", False),
     ),
     # 48 x 3.00 + 1800 read x 0.30 + 556 written (456 + 100, not 1112) x 3.75 + 503 x 15.00
     # = 144 + 540 + 2085 + 7545
@@ -349,6 +365,217 @@ CASES = [
         SONNET,
         "0.010314",
     ),
+    # flex tier: (1840 - 1024) x 1.00 + 1024 x 0.25 + 2650 (2112 reasoning) x 4.00
+    # = 816 + 256 + 10600
+    Case(
+        "openai_chat_flex",
+        "openai",
+        "o3-2025-04-16",
+        "chatcmpl-CFlex0000000000000000000000",
+        (1840, 1024, 0, 2650, 2112),
+        O3_FLEX,
+        "0.011672",
+        context=("flex", False),
+    ),
+    # priority tier: 1152 x 4.25 + 2048 x 2.125 + 410 x 17.00 = 4896 + 4352 + 6970
+    Case(
+        "openai_chat_priority",
+        "openai",
+        "gpt-4o-2024-08-06",
+        "chatcmpl-CPrio0000000000000000000000",
+        (3200, 2048, 0, 410, 0),
+        GPT_4O_PRIORITY,
+        "0.016218",
+        context=("priority", False),
+    ),
+    # the caller's requested 'auto' loses to the response's 'default':
+    # 950 x 0.15 + 120 x 0.60 = 142.5 + 72
+    Case(
+        "openai_chat_default_tier_requested_auto",
+        "openai",
+        "gpt-4o-mini-2024-07-18",
+        "chatcmpl-CAuto0000000000000000000000",
+        (950, 0, 0, 120, 0),
+        GPT_4O_MINI,
+        "0.0002145",
+        call={"service_tier": "auto"},
+        context=("default", False),
+    ),
+    # writes inside prompt_tokens: 1000 x 2.00 + 2000 x 0.50 + 3000 x 2.00 + 200 x 8.00
+    Case(
+        "openai_chat_cache_write",
+        "openai",
+        "gpt-4.1-2025-04-14",
+        "chatcmpl-CWrite000000000000000000000",
+        (6000, 2000, 3000, 200, 0),
+        GPT_4_1,
+        "0.0106",
+    ),
+    # flex: 1104 x 0.55 + 4096 x 0.1375 + 3300 (2944 reasoning) x 2.20 = 607.2 + 563.2 + 7260
+    Case(
+        "openai_responses_flex",
+        "openai",
+        "o4-mini-2025-04-16",
+        "resp_flex0000000000000000000000000000000000000000",
+        (5200, 4096, 0, 3300, 2944),
+        O4_MINI_FLEX,
+        "0.0084304",
+        context=("flex", False),
+    ),
+    # batch: 24 x 0.075 + 15 x 0.30 = 1.8 + 4.5
+    Case(
+        "openai_batch_output_chat",
+        "openai",
+        "gpt-4o-mini-2024-07-18",
+        "chatcmpl-9758Iw",
+        (24, 0, 0, 15, 0),
+        GPT_4O_MINI_BATCH,
+        "0.0000063",
+        context=("default", True),
+    ),
+    # batch: 812 x 1.00 + 9 x 4.00
+    Case(
+        "openai_batch_output_responses",
+        "openai",
+        "gpt-4.1-2025-04-14",
+        "resp_batch000000000000000000000000000000000000000",
+        (812, 0, 0, 9, 0),
+        GPT_4_1_BATCH,
+        "0.000848",
+        context=("default", True),
+    ),
+    # batch: 11 x 1.50 + 36 x 7.50 = 16.5 + 270
+    Case(
+        "anthropic_batch_result",
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        "msg_014VwiXbi91y3JMjcpyGBHX5",
+        (11, 0, 0, 36, 0),
+        SONNET_BATCH,
+        "0.0002865",
+        context=("", True),
+    ),
+    # thinking_tokens are part of output_tokens: 2100 x 3.00 + 4800 x 15.00 = 6300 + 72000
+    Case(
+        "anthropic_thinking_tokens",
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        "msg_01ThinkDetail00000000000000",
+        (2100, 0, 0, 4800, 3900),
+        SONNET,
+        "0.0783",
+        context=("standard", False),
+    ),
+    # 320 x 15.00 + 9000 x 1.50 + 1500 x 18.75 + 700 x 75.00 = 4800 + 13500 + 28125 + 52500
+    Case(
+        "anthropic_priority_tier",
+        "anthropic",
+        "claude-opus-4-1-20250805",
+        "msg_01PriorityTier000000000000",
+        (10820, 9000, 1500, 700, 0),
+        OPUS_4,
+        "0.098925",
+        context=("priority", False),
+    ),
+    # the last cumulative usage: 40 x 0.80 + 6000 x 0.08 + 2000 x 1.00 + 250 x 4.00
+    # = 32 + 480 + 2000 + 1000
+    Case(
+        "anthropic_stream_cache",
+        "anthropic",
+        "claude-3-5-haiku-20241022",
+        "msg_01StreamCache0000000000000",
+        (8040, 6000, 2000, 250, 0),
+        HAIKU_35,
+        "0.003512",
+        context=("standard", False),
+    ),
+    # 900 x 0.06 + 300 x 0.24 = 54 + 72 (no flex rate written here: standard prices)
+    Case(
+        "bedrock_converse_flex",
+        "aws",
+        "amazon.nova-lite-v1:0",
+        "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f",
+        (900, 0, 0, 300, 0),
+        NOVA_LITE,
+        "0.000126",
+        call={"model": "amazon.nova-lite-v1:0"},
+        context=("flex", False),
+    ),
+    # batch: 1500 x 0.15 + (40 + 210 thoughts) x 1.25 = 225 + 312.5
+    Case(
+        "gemini_vertex_batch_line",
+        "google",
+        "gemini-2.5-flash",
+        "vbatch-resp-0001",
+        (1500, 0, 0, 250, 210),
+        GEMINI_25_FLASH_BATCH,
+        "0.0005375",
+        context=("", True),
+    ),
+    # batch: 4000 x 0.625 + 600 x 5.00 = 2500 + 3000
+    Case(
+        "gemini_api_batch_line",
+        "google",
+        "gemini-2.5-pro",
+        "gbatch-resp-0001",
+        (4000, 0, 0, 600, 0),
+        GEMINI_25_PRO_HALF,
+        "0.0055",
+        context=("", True),
+    ),
+    # flex: 4000 x 0.625 + 16000 x 0.15625 + (500 + 1500 thoughts) x 5.00 = 2500 + 2500 + 10000
+    Case(
+        "gemini_vertex_flex",
+        "google",
+        "gemini-2.5-pro",
+        "vflex-resp-0001",
+        (20000, 16000, 0, 2000, 1500),
+        GEMINI_25_PRO_HALF,
+        "0.015",
+        context=("flex", False),
+    ),
+    # the last chunk's cumulative usage, not the sum: 64 x 0.10 + 30 x 0.40 = 6.4 + 12
+    Case(
+        "gemini_stream_events",
+        "google",
+        "gemini-2.0-flash",
+        "gstream-0001",
+        (64, 0, 0, 30, 0),
+        GEMINI_20_FLASH,
+        "0.0000184",
+    ),
+    # LiteLLM's own fixture: 10 x 2.50 + 20 x 10.00 = 25 + 200 = its response_cost
+    Case(
+        "litellm_datetime_strings",
+        "openai",
+        "gpt-4o",
+        "chatcmpl-2299b6a2-82a3-465a-b47c-04e685a2227f",
+        (10, 0, 0, 20, 0),
+        GPT_4O,
+        "0.000225",
+    ),
+    # flex: 2000 x 1.00 + 1000 x 0.25 + 1500 (1200 reasoning) x 4.00 = 2000 + 250 + 6000
+    Case(
+        "litellm_iso_times_service_tier",
+        "openai",
+        "o3-2025-04-16",
+        "d5b3e1c4-1b2d-4a0c-8c9d-2e3f4a5b6c7d",
+        (3000, 1000, 0, 1500, 1200),
+        O3_FLEX,
+        "0.00825",
+        context=("flex", False),
+    ),
+    # flex from openai.response.service_tier: 2000 x 1.00 + 400 x 0.25 + 900 x 4.00
+    Case(
+        "otel_genai_openai_service_tier",
+        "openai",
+        "o3-2025-04-16",
+        "chatcmpl-otelflex0000000000000",
+        (2400, 400, 0, 900, 0),
+        O3_FLEX,
+        "0.0057",
+        context=("flex", False),
+    ),
 ]
 
 
@@ -394,6 +621,55 @@ def test_fixture_normalizes_to_the_hand_computed_cost(case: Case) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.fixture)
+def test_fixture_reads_the_served_tier_and_batch(case: Case) -> None:
+    fixture = load(case.fixture)
+    raw = normalize(fixture["format"], fixture["body"], **OWNERSHIP, **(case.call or {}))
+    event = UsageEvent.model_validate(raw)
+    assert (event.service_tier, event.batch) == case.context
+
+
+TOTAL_KEYS = (
+    "total_tokens",
+    "totalTokens",
+    "totalTokenCount",
+    "total_token_count",
+    "gen_ai.usage.total_tokens",
+)
+# Bodies whose own total is not input + output by design.
+TOTAL_EXCEPTIONS = {
+    # an older LiteLLM release: prompt_tokens (and so total_tokens) lacks the cache writes
+    "litellm_anthropic_older": 556,
+}
+
+
+def _last_total(value: Any) -> int | None:
+    found: int | None = None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in TOTAL_KEYS and isinstance(item, int):
+                found = item
+            else:
+                inner = _last_total(item)
+                found = inner if inner is not None else found
+    elif isinstance(value, list):
+        for item in value:
+            inner = _last_total(item)
+            found = inner if inner is not None else found
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.fixture)
+def test_canonical_counts_add_up_to_the_bodys_own_total(case: Case) -> None:
+    fixture = load(case.fixture)
+    total = _last_total(fixture["body"])
+    if total is None:
+        assert fixture["format"] in ("anthropic", "otel_genai"), "no total in the body"
+        return
+    input_tokens, _, _, output_tokens, _ = case.tokens
+    assert input_tokens + output_tokens == total + TOTAL_EXCEPTIONS.get(case.fixture, 0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.fixture)
 def test_normalized_event_carries_no_prompt_or_completion_text(case: Case) -> None:
     fixture = load(case.fixture)
     raw = normalize(fixture["format"], fixture["body"], **OWNERSHIP, **(case.call or {}))
@@ -401,7 +677,15 @@ def test_normalized_event_carries_no_prompt_or_completion_text(case: Case) -> No
     assert set(raw) <= set(UsageEvent.model_fields)
     texts = _strings(fixture["body"], min_length=12)
     dumped = json.dumps(raw, default=str)
-    assert not [text for text in texts if text in dumped and " " in text]
+    assert not [text for text in texts if text in dumped and " " in text and not _is_time(text)]
+
+
+def _is_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _strings(value: Any, *, min_length: int) -> list[str]:
@@ -452,3 +736,33 @@ def test_side_information_is_read_from_the_bodies() -> None:
     assert (litellm.team_id, litellm.user_id, litellm.latency_ms) == ("team-search", "u-17", 1750)
     assert litellm.reported_cost_usd == Decimal("0.005615")
     assert litellm.api_key_id.startswith("88dc28d0")
+
+
+def test_datetime_text_in_every_form_a_source_writes_is_read() -> None:
+    naive = UsageEvent.model_validate(
+        normalize("litellm", load("litellm_datetime_strings")["body"], tenant_id="t")
+    )
+    assert naive.timestamp == datetime(2025, 1, 24, 9, 20, 46, 847371, tzinfo=UTC)
+    assert naive.latency_ms == 5  # 46.851954 - 46.847371 s
+    assert naive.reported_cost_usd == Decimal("0.00022500000000000002")
+    offset = UsageEvent.model_validate(
+        normalize("litellm", load("litellm_iso_times_service_tier")["body"], tenant_id="t")
+    )
+    assert offset.timestamp == datetime(2025, 11, 4, 10, 0, 0, 250000, tzinfo=UTC)
+    assert offset.latency_ms == 2750
+    vertex_batch = UsageEvent.model_validate(
+        normalize("gemini", load("gemini_vertex_batch_line")["body"], tenant_id="t")
+    )
+    assert vertex_batch.timestamp == datetime(2025, 10, 2, 8, 14, 58, 123456, tzinfo=UTC)
+
+
+def test_batch_lines_keep_their_status_and_failed_lines_are_refused() -> None:
+    line = load("openai_batch_output_chat")["body"]
+    event = UsageEvent.model_validate(normalize("openai", line, tenant_id="t"))
+    assert (event.status_code, event.batch) == (200, True)
+    failed = {"id": "batch_req_1", "custom_id": "r-9", "response": None, "error": {"code": "x"}}
+    with pytest.raises(ValueError, match="not billed"):
+        normalize("openai_chat", failed, tenant_id="t")
+    errored = {"custom_id": "r-9", "result": {"type": "errored", "error": {"type": "x"}}}
+    with pytest.raises(ValueError, match="not billed"):
+        normalize("anthropic", errored, tenant_id="t")
