@@ -34,6 +34,16 @@ DROPPED_TEXT_FIELDS = ("prompt", "completion", "messages", "input", "output")
 RequiredStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 OptionalStr = Annotated[str, StringConstraints(strip_whitespace=True, max_length=256)]
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS_PER_CALL, strict=True)]
+TOKEN_FIELDS = frozenset(
+    {
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "reasoning_tokens",
+    }
+)
 # Lower-cased: providers and the price catalog spell tiers in lower case
 # ("flex", "priority"), some SDKs in upper case ("PRIORITY").
 ServiceTier = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, max_length=32)]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from schemas.usage_event import UsageEvent
+from schemas.usage_event import TOKEN_FIELDS, UsageEvent
 
 
 class NormalizationError(ValueError):
@@ -19,17 +19,6 @@ class NormalizationError(ValueError):
     `normalization_failed`; the message says what was missing or wrong.
     """
 
-
-TOKEN_FIELDS = frozenset(
-    {
-        "input_tokens",
-        "output_tokens",
-        "cached_tokens",
-        "cache_write_tokens",
-        "cache_write_1h_tokens",
-        "reasoning_tokens",
-    }
-)
 
 # Everything but the token counts may come from the caller. Token counts come
 # only from the body: letting a caller patch them would bypass the mapping.

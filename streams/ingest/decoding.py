@@ -15,19 +15,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.usage_event import DROPPED_TEXT_FIELDS, MAX_MESSAGE_BYTES, UsageEvent
+from schemas.usage_event import DROPPED_TEXT_FIELDS, MAX_MESSAGE_BYTES, TOKEN_FIELDS, UsageEvent
 
 RAW_PAYLOAD_LIMIT = 64 * 1024
-TOKEN_FIELDS = frozenset(
-    {
-        "input_tokens",
-        "output_tokens",
-        "cached_tokens",
-        "cache_write_tokens",
-        "cache_write_1h_tokens",
-        "reasoning_tokens",
-    }
-)
 REQUIRED_FIELDS = ("request_id", "timestamp", "tenant_id", "provider", "model", "input_tokens")
 
 # The reason codes a dead letter can carry (documented in the README).
