@@ -90,6 +90,24 @@ def month_bounds(at: datetime) -> tuple[datetime, datetime]:
     return start, start.replace(month=start.month + 1)
 
 
+def month_end_projection(spend: Decimal, at: datetime) -> tuple[Decimal, Decimal]:
+    """Month-to-date `spend` at `at`, run on at the same rate to the end of the month
+    (to the cent), and the fraction of the month elapsed. At the month's first
+    instant nothing has elapsed: the projection is the spend itself.
+
+    >>> from datetime import UTC
+    >>> month_end_projection(Decimal(100), datetime(2024, 6, 16, tzinfo=UTC))
+    (Decimal('200.00'), Decimal('0.5'))
+    """
+    start, end = month_bounds(at)
+    so_far = as_utc(at) - start
+    if so_far < _MICROSECOND:
+        return spend.quantize(_CENT), Decimal(0)
+    # Microsecond counts keep the fraction exact, so the projection stays Decimal.
+    elapsed = Decimal(so_far // _MICROSECOND) / Decimal((end - start) // _MICROSECOND)
+    return (spend / elapsed).quantize(_CENT), elapsed
+
+
 class ContractDetector:
     """Hourly contract, monthly budget thresholds and month-end forecast, per tenant."""
 
@@ -242,9 +260,7 @@ class ContractDetector:
         too_early = so_far < max(timedelta(days=self.forecast_min_days), _MICROSECOND)
         if not self.forecast or FORECAST in month.fired or too_early:
             return None
-        # Microsecond counts keep the fraction exact, so the projection stays Decimal.
-        elapsed = Decimal(so_far // _MICROSECOND) / Decimal((end - month.start) // _MICROSECOND)
-        projected = (spend / elapsed).quantize(_CENT)
+        projected, elapsed = month_end_projection(spend, at)
         if projected < budget:
             return None
         month.fired.add(FORECAST)

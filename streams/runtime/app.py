@@ -25,6 +25,7 @@ import orjson
 from schemas.spend_config import SpendConfig
 from streams.alerting.alerts_table import AlertsTableWriter
 from streams.cost.catalog import PriceCatalog
+from streams.dashboard import LedgerUnavailable, register_dashboard
 from streams.faust_ext.app import SpendstreamApp
 from streams.http_ingest import IngestHandler
 from streams.http_ingest.body import BodyTooLarge, read_body
@@ -459,6 +460,19 @@ def build_app(
                 result.column_names, [t.name for t in result.column_types], result.result_rows
             )
             return self.bytes(payload, content_type="application/json")
+
+    async def read_ledger(query: Callable[[Any], Any]) -> Any:
+        """The read path of the dashboard: the read-only session, on the ClickHouse thread."""
+        if not await runtime.connected() or runtime.executor is None:
+            raise LedgerUnavailable
+        return await runtime.executor.run(query, runtime.reader)
+
+    def dashboard_status() -> dict[str, Any]:
+        return {**runtime.stats(), "lag": dict(runtime.consumer.lag)}
+
+    register_dashboard(
+        app, read_ledger, dashboard_status, config or SpendConfig(), settings.analyst_token
+    )
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -1,0 +1,665 @@
+"""Each panel's figures, from ClickHouse: plain functions of a sync client and a clock.
+
+Every function returns what its JSON endpoint answers (docs/dashboard.md). Amounts
+are exact Decimal sums, written as strings (`money`); shares are Decimal fractions
+to four places. The functions block: the web layer runs them on the ClickHouse
+thread, as POST /v1/query does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from detectors.contract import month_bounds, month_end_projection
+from detectors.spike_cause import SpikeCauseClassifier
+from detectors.stats import WindowStats
+from schemas.spend_config import TenantConfig
+from streams.analyst.money import ZERO, exact
+from streams.dashboard.sources import (
+    SPEND_DAILY,
+    TENANT_HOURLY,
+    USER_DAILY,
+    Rollup,
+    ledger_source,
+    rollup_source,
+    window_parameters,
+)
+
+Period = Literal["hour", "day", "week", "month"]
+Dimension = Literal["tenant", "team", "workflow", "model", "user", "feature"]
+PERIODS: tuple[Period, ...] = ("hour", "day", "week", "month")
+DIMENSIONS: tuple[Dimension, ...] = ("tenant", "team", "workflow", "model", "user", "feature")
+WEEK = timedelta(days=7)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+SHARE = Decimal("0.0001")
+WHO_LIMIT = 100
+SERIES_KEYS = 6
+MOVERS = 5
+LATEST_ROWS = 20
+
+
+def money(amount: Decimal) -> str:
+    return exact(amount)
+
+
+def share(part: Decimal, total: Decimal) -> str:
+    return str((part / total).quantize(SHARE)) if total else "0"
+
+
+# -- periods -------------------------------------------------------------------
+
+
+def hour_floor(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def day_floor(at: datetime) -> datetime:
+    return hour_floor(at).replace(hour=0)
+
+
+def window(period: Period, now: datetime) -> tuple[datetime, datetime]:
+    """`[start, end)` of the period containing `now`, to the end of the current hour:
+    this hour, today, the last 7 days with today, the month to date."""
+    end = hour_floor(now) + HOUR
+    if period == "hour":
+        return end - HOUR, end
+    if period == "day":
+        return day_floor(now), end
+    if period == "week":
+        return day_floor(now) - 6 * DAY, end
+    return month_bounds(now)[0], end
+
+
+# -- dimensions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How one dimension is read: its rollup, the columns it groups by (the last is the
+    key; a tenant column first, where there is one, tells whose), and its label."""
+
+    daily: Rollup
+    columns: tuple[str, ...]
+    label: str  # a SQL expression over the grouped rows
+
+    @property
+    def key(self) -> str:
+        return self.columns[-1]
+
+
+GROUPINGS: dict[Dimension, Grouping] = {
+    "tenant": Grouping(SPEND_DAILY, ("tenant_id",), "tenant_id"),
+    "team": Grouping(SPEND_DAILY, ("tenant_id", "team_id"), "team_id"),
+    "workflow": Grouping(
+        SPEND_DAILY,
+        ("tenant_id", "workflow_id"),
+        "if(any(workflow_name) IN ('', workflow_id), workflow_id, "
+        "concat(any(workflow_name), ' (', workflow_id, ')'))",
+    ),
+    "model": Grouping(SPEND_DAILY, ("provider", "model"), "concat(provider, '/', model)"),
+    "user": Grouping(USER_DAILY, ("tenant_id", "user_id"), "user_id"),
+    "feature": Grouping(SPEND_DAILY, ("tenant_id", "feature_name"), "feature_name"),
+}
+
+
+def grain(period: Period) -> Literal["hour", "day"]:
+    """Hourly figures for the hour and the day (so that today compares with the same
+    hours a week earlier), daily ones for the week and the month."""
+    return "hour" if period in ("hour", "day") else "day"
+
+
+def _source(
+    client: Any,
+    grouping: Grouping,
+    extra: tuple[str, ...],
+    start: datetime,
+    end: datetime,
+    step: Literal["hour", "day"],
+) -> tuple[str, dict[str, Any], str]:
+    """A source of the grouping's (and `extra`) columns over `[start, end)` at the grain
+    `step`, its parameters, and its time column."""
+    columns = tuple(dict.fromkeys(grouping.columns + extra))
+    if "workflow_id" in columns:
+        columns += ("workflow_name",)
+    parameters = window_parameters(client, start, end)
+    if step == "day":
+        return rollup_source(grouping.daily, columns), parameters, grouping.daily.time
+    if set(columns) <= set(TENANT_HOURLY.dimensions):
+        return rollup_source(TENANT_HOURLY, columns), parameters, "hour"
+    return ledger_source(columns, final=bool(parameters["dirty"])), parameters, "hour"
+
+
+# -- Who -------------------------------------------------------------------------
+
+
+def who(
+    client: Any,
+    by: Dimension,
+    period: Period,
+    now: datetime,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    """Spend by `by` over the period, each with its share and last week's figure for the
+    same span; `tenant` narrows to one tenant (the drill-down)."""
+    grouping = GROUPINGS[by]
+    start, end = window(period, now)
+    extra: tuple[str, ...] = ("tenant_id",) if tenant is not None else ()
+    source, parameters, time = _source(client, grouping, extra, start - WEEK, end, grain(period))
+    parameters.update(current=int(start.timestamp()), previous_end=int((end - WEEK).timestamp()))
+    where = "WHERE tenant_id = {tenant:String}" if tenant is not None else ""
+    if tenant is not None:
+        parameters["tenant"] = tenant
+    group = ", ".join(grouping.columns)
+    rows = client.query(
+        f"""
+        SELECT {group}, {grouping.label},
+            sumIf(cost_usd, {time} >= toDateTime({{current:UInt32}}, 'UTC')) AS cost,
+            sumIf(requests, {time} >= toDateTime({{current:UInt32}}, 'UTC')),
+            sumIf(cost_usd, {time} < toDateTime({{previous_end:UInt32}}, 'UTC'))
+        FROM ({source}) {where}
+        GROUP BY {group}
+        ORDER BY cost DESC, {group}
+        """,
+        parameters=parameters,
+    ).result_rows
+    width = len(grouping.columns)
+    total = sum((row[width + 1] for row in rows), ZERO)
+    previous_total = sum((row[width + 3] for row in rows), ZERO)
+    entries = []
+    for row in rows[:WHO_LIMIT]:
+        values = dict(zip(grouping.columns, row[:width], strict=True))
+        label, cost, requests, previous = row[width:]
+        if not cost and not previous:
+            continue
+        entries.append(
+            {
+                "key": values[grouping.key],
+                "tenant_id": values.get("tenant_id"),
+                "label": label or "(none)",
+                "cost_usd": money(cost),
+                "share": share(cost, total),
+                "requests": requests,
+                "previous_cost_usd": money(previous),
+            }
+        )
+    return {
+        "by": by,
+        "period": period,
+        "tenant": tenant,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "total_usd": money(total),
+        "previous_total_usd": money(previous_total),
+        "rows": entries,
+        "more": max(0, len(rows) - WHO_LIMIT),
+    }
+
+
+# -- Now -------------------------------------------------------------------------
+
+
+def now_spend(client: Any, now: datetime) -> dict[str, Any]:
+    """This hour, today and the month to date (whole hours, the current one included),
+    each against the same hours one week earlier."""
+    month_start, end = window("month", now)
+    start = min(month_start, day_floor(now)) - WEEK
+    source = rollup_source(TENANT_HOURLY, ())
+    parameters = window_parameters(client, start, end)
+    bounds = {p: window(p, now)[0] for p in ("hour", "day", "month")}
+    sums = ", ".join(
+        f"sumIf(cost_usd, hour >= toDateTime({int(b.timestamp())}, 'UTC')), "
+        f"sumIf(cost_usd, hour >= toDateTime({int((b - WEEK).timestamp())}, 'UTC') "
+        f"AND hour < toDateTime({int((end - WEEK).timestamp())}, 'UTC'))"
+        for b in bounds.values()
+    )
+    (row,) = client.query(f"SELECT {sums} FROM ({source})", parameters=parameters).result_rows
+    spend = {}
+    for index, period in enumerate(bounds):
+        current, previous = row[2 * index], row[2 * index + 1]
+        spend[period] = {
+            "cost_usd": money(current),
+            "previous_week_usd": money(previous),
+            "change_usd": money(current - previous),
+            "change": share(current - previous, previous) if previous else None,
+        }
+    (ledger_rows,) = client.query("SELECT count() FROM usage_ledger").result_rows[0]
+    (dead_letters,) = client.query("SELECT count() FROM dead_letters FINAL").result_rows[0]
+    return {"at": now.isoformat(), "spend": spend, "ledger_rows": ledger_rows,
+            "dead_letters": dead_letters}
+
+
+# -- Budgets ---------------------------------------------------------------------
+
+
+def budgets(client: Any, tenants: Mapping[str, TenantConfig], now: datetime) -> dict[str, Any]:
+    """Each configured tenant's month to date against its monthly budget, with the
+    contract detector's month-end forecast, and this hour against its hourly contract."""
+    month_start, end = window("month", now)
+    hour_start = end - HOUR
+    names = sorted(tenants)
+    spent: dict[str, tuple[Decimal, Decimal]] = {}
+    if names:
+        parameters = window_parameters(client, month_start, end)
+        parameters.update(tenants=names, hour=int(hour_start.timestamp()))
+        rows = client.query(
+            f"""
+            SELECT tenant_id, sum(cost_usd),
+                sumIf(cost_usd, hour >= toDateTime({{hour:UInt32}}, 'UTC'))
+            FROM ({rollup_source(TENANT_HOURLY, ("tenant_id",))})
+            WHERE tenant_id IN {{tenants:Array(String)}}
+            GROUP BY tenant_id
+            """,
+            parameters=parameters,
+        ).result_rows
+        spent = {tenant: (month, hour) for tenant, month, hour in rows}
+    entries = []
+    for tenant in names:
+        config = tenants[tenant]
+        month, hour = spent.get(tenant, (ZERO, ZERO))
+        projected, elapsed = month_end_projection(month, now)
+        budget = config.monthly_budget_usd
+        contract = config.contracted_hourly_budget_usd
+        entries.append(
+            {
+                "tenant_id": tenant,
+                "month_to_date_usd": money(month),
+                "monthly_budget_usd": money(budget) if budget else None,
+                "used": share(month, budget) if budget else None,
+                "forecast_usd": money(projected),
+                "forecast_used": share(projected, budget) if budget else None,
+                "hour_usd": money(hour),
+                "contracted_hourly_usd": money(contract) if contract else None,
+                "hour_used": share(hour, contract) if contract else None,
+            }
+        )
+    return {
+        "at": now.isoformat(),
+        "month_start": month_start.isoformat(),
+        "month_elapsed": str(month_end_projection(ZERO, now)[1].quantize(SHARE)),
+        "tenants": entries,
+    }
+
+
+# -- Alerts ----------------------------------------------------------------------
+
+_ALERTS = """
+SELECT fingerprint, detector, key, tenant_id, severity, state, summary, value, threshold,
+    baseline, unit, cause, evidence, query, window_start, window_end, triggered_at,
+    resolved_at, recorded_at
+FROM alerts FINAL
+WHERE recorded_at >= {since:DateTime64(3)} OR state != 'resolved'
+ORDER BY recorded_at DESC
+LIMIT 1 BY fingerprint
+LIMIT {limit:UInt32}
+"""
+
+_DELIVERIES = """
+SELECT fingerprint, channel, argMax(outcome, attempted_at), max(attempted_at)
+FROM alert_deliveries FINAL
+WHERE fingerprint IN {fingerprints:Array(String)} AND action = 'trigger'
+GROUP BY fingerprint, channel
+ORDER BY fingerprint, channel
+"""
+
+
+def alerts(client: Any, now: datetime, limit: int = 50) -> dict[str, Any]:
+    """Open incidents and those recorded in the last 7 days, each in its latest state,
+    with its evidence, the query behind it, and where it was paged."""
+    since = (now - WEEK).replace(tzinfo=None)
+    rows = client.query(_ALERTS, parameters={"since": since, "limit": limit}).named_results()
+    incidents = list(rows)
+    deliveries: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    if incidents:
+        for fingerprint, channel, outcome, at in client.query(
+            _DELIVERIES, parameters={"fingerprints": [i["fingerprint"] for i in incidents]}
+        ).result_rows:
+            deliveries[fingerprint].append(
+                {"channel": channel, "outcome": outcome, "at": at.isoformat()}
+            )
+    entries = [_incident(row, deliveries[row["fingerprint"]]) for row in incidents]
+    entries.sort(key=lambda e: (e["open"], e["triggered_at"]), reverse=True)
+    return {
+        "open": sum(1 for e in entries if e["open"]),
+        "incidents": entries,
+    }
+
+
+def _incident(row: dict[str, Any], paged: list[dict[str, Any]]) -> dict[str, Any]:
+    evidence = json.loads(row["evidence"] or "{}")
+    value, baseline = row["value"], row["baseline"]
+    ratio = evidence.get("ratio")
+    if ratio is None and baseline:
+        ratio = str((value / baseline).quantize(Decimal("0.01")))
+    return {
+        "fingerprint": row["fingerprint"],
+        "open": row["state"] != "resolved",
+        "state": row["state"],
+        "severity": row["severity"],
+        "detector": row["detector"],
+        "key": row["key"],
+        "tenant_id": row["tenant_id"],
+        "summary": row["summary"],
+        "unit": row["unit"],
+        "observed": exact(value) if row["unit"] == "usd" else str(value.normalize()),
+        "threshold": exact(row["threshold"]),
+        "baseline": exact(baseline) if baseline is not None else None,
+        "ratio": ratio,
+        "cause": row["cause"] or evidence.get("cause") or "",
+        "cause_explanation": evidence.get("cause_explanation", ""),
+        "cause_ratios": evidence.get("cause_ratios", {}),
+        "evidence": evidence,
+        "query": row["query"],
+        "window_start": row["window_start"].isoformat(),
+        "window_end": row["window_end"].isoformat(),
+        "triggered_at": row["triggered_at"].isoformat(),
+        "resolved_at": row["resolved_at"].isoformat() if row["resolved_at"] else None,
+        "paged": paged,
+    }
+
+
+# -- Why it moved ------------------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    cost: Decimal = ZERO
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    retries: int = 0
+    errors: int = 0
+    users: int = 0
+
+    def stats(self, mix: Mapping[str, float]) -> WindowStats:
+        return WindowStats(
+            cost=self.cost,
+            requests=self.requests,
+            distinct_users=self.users,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            retries=self.retries,
+            errors=self.errors,
+            model_mix=mix,
+        )
+
+
+def movers(
+    client: Any, classifier: SpikeCauseClassifier, period: Period, now: datetime
+) -> dict[str, Any]:
+    """The tenants and workflows whose spend moved most against the same span a week
+    earlier, each change split into its drivers by the spike-cause factors
+    (`SpikeCauseClassifier.ratios`, the figures an alert's cause evidence carries)."""
+    start, end = window(period, now)
+    previous_start, previous_end = start - WEEK, end - WEEK
+    columns = ("tenant_id", "workflow_id", "provider", "model")
+    source, parameters, time = _source(
+        client, GROUPINGS["tenant"], columns, previous_start, end, grain(period)
+    )
+    parameters.update(current=int(start.timestamp()), previous_end=int(previous_end.timestamp()))
+    rows = client.query(
+        f"""
+        SELECT {time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
+            tenant_id, workflow_id, any(workflow_name), provider, model, sum(cost_usd),
+            sum(requests), sum(input_tokens), sum(output_tokens), sum(retries), sum(errors)
+        FROM ({source})
+        WHERE {time} >= toDateTime({{current:UInt32}}, 'UTC')
+            OR {time} < toDateTime({{previous_end:UInt32}}, 'UTC')
+        GROUP BY this_period, tenant_id, workflow_id, provider, model
+        """,
+        parameters=parameters,
+    ).result_rows
+    users_source, users_parameters, users_time = _source(
+        client, GROUPINGS["user"], (), previous_start, end, grain(period)
+    )
+    users_parameters.update(parameters)
+    user_rows = client.query(
+        f"""
+        SELECT {users_time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
+            tenant_id, uniqExactIf(user_id, user_id != '' AND requests > 0)
+        FROM ({users_source})
+        WHERE {users_time} >= toDateTime({{current:UInt32}}, 'UTC')
+            OR {users_time} < toDateTime({{previous_end:UInt32}}, 'UTC')
+        GROUP BY this_period, tenant_id
+        """,
+        parameters=users_parameters,
+    ).result_rows
+
+    totals: dict[tuple[str, str, bool], _Window] = defaultdict(_Window)
+    mixes: dict[tuple[str, str, bool], dict[str, float]] = defaultdict(dict)
+    labels: dict[tuple[str, str], str] = {}
+    for this, tenant, workflow, name, provider, model, cost, req, inp, out, ret, err in rows:
+        keys = [("tenant", tenant)]
+        if workflow:
+            keys.append(("workflow", workflow))
+            labels[("workflow", workflow)] = (
+                workflow if name in ("", workflow) else f"{name} ({workflow})"
+            )
+        for kind, key in keys:
+            w = totals[(kind, key, bool(this))]
+            w.cost += cost
+            w.requests += req
+            w.input_tokens += inp
+            w.output_tokens += out
+            w.retries += ret
+            w.errors += err
+            mix = mixes[(kind, key, bool(this))]
+            mix[f"{provider}/{model}"] = mix.get(f"{provider}/{model}", 0) + req
+    for this, tenant, users in user_rows:
+        totals[("tenant", tenant, bool(this))].users = users
+
+    entities = {(kind, key) for kind, key, _ in totals}
+    changes = []
+    for kind, key in entities:
+        current = totals.get((kind, key, True), _Window())
+        previous = totals.get((kind, key, False), _Window())
+        if current.cost == previous.cost:
+            continue
+        window_stats = current.stats(mixes.get((kind, key, True), {}))
+        baseline = previous.stats(mixes.get((kind, key, False), {}))
+        cause = classifier.classify(window_stats, baseline)
+        change = current.cost - previous.cost
+        changes.append(
+            {
+                "kind": kind,
+                "key": key,
+                "label": labels.get((kind, key), key),
+                "cost_usd": money(current.cost),
+                "previous_cost_usd": money(previous.cost),
+                "change_usd": money(change),
+                "drivers": [
+                    {"driver": name, "change_usd": money(amount)}
+                    for name, amount in drivers(change, cause.ratios)
+                ],
+                "cause": cause.cause,
+                "cause_explanation": cause.explanation,
+                "cause_ratios": cause.ratios,
+            }
+        )
+    changes.sort(key=lambda c: (-abs(Decimal(c["change_usd"])), c["kind"], c["key"]))
+    top = [c for c in changes if c["kind"] == "tenant"][:MOVERS]
+    top += [c for c in changes if c["kind"] == "workflow"][:MOVERS]
+    return {
+        "period": period,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "previous_start": previous_start.isoformat(),
+        "previous_end": previous_end.isoformat(),
+        "movers": top,
+    }
+
+
+# The factors whose product is the cost ratio (see detectors/spike_cause.py), by the
+# name the dashboard gives each driver; users are known only where producers send them.
+_WITH_USERS = (
+    ("users", "users"),
+    ("calls per user", "requests_per_user"),
+    ("tokens per call", "tokens_per_request"),
+    ("cost per token", "cost_per_token"),
+)
+_WITHOUT_USERS = (
+    ("calls", "requests"),
+    ("tokens per call", "tokens_per_request"),
+    ("cost per token", "cost_per_token"),
+)
+_PLACES = Decimal("0.000001")
+
+
+def drivers(change: Decimal, ratios: Mapping[str, float]) -> list[tuple[str, Decimal]]:
+    """`change` (dollars) split over the cost factors in proportion to the logarithm of
+    each factor's ratio: the factors multiply to the cost ratio, so their logarithms add
+    up to its logarithm and the parts add up to `change` exactly (the last part takes
+    the rounding). Spend that is new or gone has no ratio: it is all volume.
+
+    >>> drivers(Decimal(300), {"cost": 4.0, "requests": 2.0, "tokens_per_request": 1.0,
+    ...                        "cost_per_token": 2.0})  # doctest: +NORMALIZE_WHITESPACE
+    [('calls', Decimal('150.000000')), ('tokens per call', Decimal('0E-6')),
+     ('cost per token', Decimal('150.000000'))]
+    """
+    cost = ratios.get("cost")
+    if not cost or cost <= 0:
+        return [("new or stopped spend", change)]
+    factors = _WITH_USERS if "users" in ratios else _WITHOUT_USERS
+    if "tokens_per_request" not in ratios:
+        factors = (factors[0], ("cost per call", "cost_per_request"))
+    total = Decimal(repr(cost)).ln()
+    if not total:
+        return [("unexplained", change)]
+    parts = []
+    for name, ratio in factors[:-1]:
+        weight = Decimal(repr(ratios[ratio])).ln() / total
+        parts.append((name, (change * weight).quantize(_PLACES)))
+    parts.append((factors[-1][0], change - sum((amount for _, amount in parts), ZERO)))
+    return parts
+
+
+# -- Charts ----------------------------------------------------------------------
+
+
+def series(client: Any, by: Dimension, period: Period, now: datetime) -> dict[str, Any]:
+    """Spend over time stacked by `by`: hourly over the last 24 hours for the hour and
+    day periods, daily over the period for week and month (the week: the last 7 days).
+    The largest SERIES_KEYS keys get their own series, the rest one "other"."""
+    grouping = GROUPINGS[by]
+    end = hour_floor(now) + HOUR
+    if period in ("hour", "day"):
+        start, step = end - DAY, HOUR
+    else:
+        start, step = window(period, now)[0], DAY
+    source, parameters, time = _source(
+        client, grouping, (), start, end, "hour" if step == HOUR else "day"
+    )
+    group = ", ".join(grouping.columns)
+    rows = client.query(
+        f"""
+        SELECT toDateTime({time}, 'UTC') AS t, {group}, {grouping.label}, sum(cost_usd)
+        FROM ({source})
+        GROUP BY t, {group}
+        """,
+        parameters=parameters,
+    ).result_rows
+    buckets = []
+    at = start
+    while at < end:
+        buckets.append(at)
+        at += step
+    index = {bucket: n for n, bucket in enumerate(buckets)}
+    width = len(grouping.columns)
+    by_key: dict[tuple[Any, ...], list[Decimal]] = {}
+    labels: dict[tuple[Any, ...], str] = {}
+    for row in rows:
+        bucket = row[0].replace(tzinfo=UTC)
+        key = tuple(row[1 : 1 + width])
+        values = by_key.setdefault(key, [ZERO] * len(buckets))
+        if bucket in index:
+            values[index[bucket]] += row[-1]
+        labels[key] = row[-2] or "(none)"
+    ranked = sorted(by_key, key=lambda k: (-sum(by_key[k], ZERO), k))
+    shown = ranked[:SERIES_KEYS]
+    out = [
+        {"key": key[-1], "label": labels[key], "values": [money(v) for v in by_key[key]]}
+        for key in shown
+    ]
+    rest = ranked[SERIES_KEYS:]
+    if rest:
+        other = [sum((by_key[k][n] for k in rest), ZERO) for n in range(len(buckets))]
+        out.append({"key": None, "label": f"{len(rest)} others", "values": [money(v) for v in other]})
+    return {
+        "by": by,
+        "period": period,
+        "grain": "hour" if step == HOUR else "day",
+        "buckets": [bucket.isoformat() for bucket in buckets],
+        "series": out,
+    }
+
+
+# -- Dead letters and unpriced calls -------------------------------------------------
+
+_UNPRICED = """
+SELECT provider, model, count(), sum(input_tokens), sum(output_tokens),
+    sum(ifNull(reported_cost_usd, 0)), max(timestamp)
+FROM
+(
+    SELECT request_id, any(provider) AS provider, any(model) AS model,
+        any(input_tokens) AS input_tokens, any(output_tokens) AS output_tokens,
+        any(reported_cost_usd) AS reported_cost_usd, any(timestamp) AS timestamp
+    FROM usage_ledger
+    WHERE cost_status = 'unpriced'
+        AND request_id NOT IN (
+            SELECT request_id FROM cost_corrections FINAL WHERE new_cost_status = 'priced'
+        )
+    GROUP BY request_id
+)
+GROUP BY provider, model
+ORDER BY count() DESC, provider, model
+"""
+
+
+def dead_letters(client: Any) -> dict[str, Any]:
+    """Dead letters by reason and the latest ones (never their payload), and the calls
+    still unpriced by model, with what their providers reported they cost."""
+    by_reason = client.query(
+        "SELECT reason, count(), max(received_at) FROM dead_letters FINAL "
+        "GROUP BY reason ORDER BY count() DESC, reason"
+    ).result_rows
+    latest = client.query(
+        f"""
+        SELECT received_at, reason, message, topic, partition, offset, element_index,
+            request_id, tenant_id, payload_bytes
+        FROM dead_letters FINAL ORDER BY received_at DESC, offset DESC LIMIT {LATEST_ROWS}
+        """
+    ).named_results()
+    unpriced = client.query(_UNPRICED).result_rows
+    return {
+        "total": sum(count for _, count, _ in by_reason),
+        "by_reason": [
+            {"reason": reason, "count": count, "latest_at": at.isoformat()}
+            for reason, count, at in by_reason
+        ],
+        "latest": [
+            {**row, "received_at": row["received_at"].isoformat(), "message": row["message"][:300]}
+            for row in latest
+        ],
+        "unpriced": {
+            "calls": sum(row[2] for row in unpriced),
+            "reported_cost_usd": money(sum((row[5] for row in unpriced), ZERO)),
+            "by_model": [
+                {
+                    "provider": provider,
+                    "model": model,
+                    "calls": calls,
+                    "input_tokens": inp,
+                    "output_tokens": out,
+                    "reported_cost_usd": money(reported),
+                    "latest_at": at.isoformat(),
+                }
+                for provider, model, calls, inp, out, reported, at in unpriced
+            ],
+        },
+    }

@@ -1,0 +1,125 @@
+"""Where the dashboard's figures come from: the rollups, read by the views' own rules.
+
+The public views (`spend_daily`, `tenant_hourly`, `user_daily`, …) check the whole
+ledger for duplicates twice per query (`ledger_dirty_days`, see
+sql/022_ledger_day_check.sql); on a large ledger that check is most of a query's
+time. As the weekly review does (streams/analyst/weekly_review.py), a panel checks
+only its own days once, then reads what those views union: the rollup state for
+clean days, the recompute from the deduplicated ledger for dirty days, and the
+re-pricing deltas. tests/dashboard/test_sources.py checks the result against the views.
+
+A rollup with no hourly grain (every dimension but the tenant) is read for an hour
+from the ledger itself: `usage_ledger`, with FINAL when the day is dirty, plus the
+hour's re-pricing deltas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+# Measures every source below yields, in this order, after its dimension columns.
+MEASURES = (
+    "cost_usd",
+    "requests",
+    "errors",
+    "retries",
+    "input_tokens",
+    "output_tokens",
+)
+
+# Bounds as epoch seconds: no time zone to interpret on either side.
+START = "toDateTime({start:UInt32}, 'UTC')"
+END = "toDateTime({end:UInt32}, 'UTC')"
+_DIRTY_DAYS = "SELECT day FROM ledger_dirty_days WHERE day BETWEEN {first:Date} AND {last:Date}"
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A rollup's state table and recompute view, its time column and its dimensions."""
+
+    name: str
+    time: str  # "day" or "hour"
+    dimensions: tuple[str, ...]
+
+
+SPEND_DAILY = Rollup(
+    "spend_daily",
+    "day",
+    (
+        "tenant_id",
+        "team_id",
+        "feature_name",
+        "environment",
+        "workflow_id",
+        "workflow_name",
+        "provider",
+        "model",
+    ),
+)
+USER_DAILY = Rollup("user_daily", "day", ("tenant_id", "user_id"))
+TENANT_HOURLY = Rollup("tenant_hourly", "hour", ("tenant_id",))
+
+
+def dirty_days(client: Any, first: date, last: date) -> list[date]:
+    rows = client.query(_DIRTY_DAYS, parameters={"first": first, "last": last}).result_rows
+    return [day for (day,) in rows]
+
+
+def rollup_source(rollup: Rollup, dimensions: tuple[str, ...]) -> str:
+    """A subquery of `time, *dimensions, *MEASURES` rows over `[{start}, {end})`
+    (DateTime parameters), taking `{dirty:Array(Date)}` from `dirty_days`."""
+    missing = set(dimensions) - set(rollup.dimensions)
+    if missing:
+        raise ValueError(f"{rollup.name} has no {', '.join(sorted(missing))}")
+    time = rollup.time
+    dims = "".join(f"{d}, " for d in dimensions)
+    measures = ", ".join(MEASURES)
+    in_range = f"{time} >= {START} AND {time} < {END}"
+    # `IN {dirty}` (not has()) lets an empty list skip the recompute's ledger read.
+    correction_time = (
+        "toDate(timestamp)" if time == "day" else "toDateTime(toStartOfHour(timestamp), 'UTC')"
+    )
+    zeros = ", ".join(f"toUInt64(0) AS {m}" for m in MEASURES[1:])
+    return f"""
+    SELECT {time}, {dims}{measures} FROM {rollup.name}_state
+    WHERE {in_range} AND toDate({time}) NOT IN {{dirty:Array(Date)}}
+    UNION ALL
+    SELECT {time}, {dims}{measures} FROM {rollup.name}_recompute
+    WHERE {in_range} AND toDate({time}) IN {{dirty:Array(Date)}}
+    UNION ALL
+    SELECT {correction_time} AS {time}, {dims}delta_cost_usd AS cost_usd, {zeros}
+    FROM cost_corrections FINAL
+    WHERE timestamp >= {START} AND timestamp < {END}
+    """
+
+
+def ledger_source(dimensions: tuple[str, ...], final: bool) -> str:
+    """The same rows as `rollup_source` at hourly grain, from the ledger itself.
+    `final`: the range has a dirty day (a duplicate the plain read would count)."""
+    dims = "".join(f"{d}, " for d in dimensions)
+    hour = "toDateTime(toStartOfHour(timestamp), 'UTC') AS hour"
+    in_range = f"timestamp >= {START} AND timestamp < {END}"
+    zeros = ", ".join(f"toUInt64(0) AS {m}" for m in MEASURES[1:])
+    return f"""
+    SELECT {hour}, {dims}cost_usd, toUInt64(request_count) AS requests,
+        toUInt64(if(ifNull(status_code BETWEEN 200 AND 299, 1), 0, request_count)) AS errors,
+        toUInt64(retry_of != '' OR retry_count > 0) AS retries,
+        toUInt64(input_tokens) AS input_tokens, toUInt64(output_tokens) AS output_tokens
+    FROM usage_ledger{" FINAL" if final else ""}
+    WHERE {in_range}
+    UNION ALL
+    SELECT {hour}, {dims}delta_cost_usd AS cost_usd, {zeros}
+    FROM cost_corrections FINAL
+    WHERE {in_range}
+    """
+
+
+def window_parameters(client: Any, start: datetime, end: datetime) -> dict[str, Any]:
+    """Parameters of a source over `[start, end)`: the bounds and that range's dirty days."""
+    return {
+        "start": int(start.timestamp()),
+        "end": int(end.timestamp()),
+        "dirty": dirty_days(client, start.date(), end.date()),
+    }
