@@ -519,7 +519,7 @@ def drivers(change: Decimal, ratios: Mapping[str, float]) -> list[tuple[str, Dec
 
     >>> drivers(Decimal(300), {"cost": 4.0, "requests": 2.0, "tokens_per_request": 1.0,
     ...                        "cost_per_token": 2.0})  # doctest: +NORMALIZE_WHITESPACE
-    [('calls', Decimal('150.000000')), ('tokens per call', Decimal('0E-6')),
+    [('calls', Decimal('150.000000')), ('tokens per call', Decimal('0.000000')),
      ('cost per token', Decimal('150.000000'))]
     """
     cost = ratios.get("cost")

@@ -91,7 +91,7 @@ def rollup_source(rollup: Rollup, dimensions: tuple[str, ...]) -> str:
     UNION ALL
     SELECT {correction_time} AS {time}, {dims}delta_cost_usd AS cost_usd, {zeros}
     FROM cost_corrections FINAL
-    WHERE timestamp >= {START} AND timestamp < {END}
+    WHERE {correction_time} >= {START} AND {correction_time} < {END}
     """
 
 

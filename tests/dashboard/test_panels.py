@@ -1,0 +1,268 @@
+"""The panels' figures against the public views (and the ledger), on the analyst tests'
+ledger in chdb: clean, with a re-delivered day (dirty: recomputed from the ledger),
+and after re-pricing (corrections added)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from detectors.contract import month_end_projection
+from detectors.spike_cause import SpikeCauseClassifier
+from detectors.stats import WindowStats
+from schemas.ledger import DEAD_LETTER_COLUMNS
+from schemas.spend_config import TenantConfig
+from streams.analyst.periods import date_range
+from streams.analyst.reprice import reprice
+from streams.cost.catalog import PriceCatalog
+from streams.dashboard import panels
+from tests.analyst import ledger_data as data
+from tests.analyst.conftest import _chdb, ch, data_dir  # noqa: F401 (fixtures)
+
+NOW = datetime(2026, 11, 18, 12, 30, tzinfo=UTC)  # the spike day of hooli
+REDELIVERED = date(2026, 11, 17)
+
+# Dimension -> (view, key column) for daily figures; hourly ones come from the ledger.
+VIEWS = {
+    "tenant": ("spend_daily", "tenant_id"),
+    "team": ("spend_daily", "team_id"),
+    "workflow": ("spend_daily", "workflow_id"),
+    "model": ("spend_daily", "model"),
+    "user": ("user_daily", "user_id"),
+    "feature": ("spend_daily", "feature_name"),
+}
+
+
+def ts(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def expected(client: Client, by: str, start: datetime, end: datetime, hourly: bool) -> dict:
+    """Spend per key over [start, end) from the public views, or for hourly figures from
+    the deduplicated ledger plus the corrections, written independently of the panels."""
+    view, key = VIEWS[by]
+    if hourly and by == "tenant":
+        sql = (
+            "SELECT tenant_id, sum(cost_usd) FROM tenant_hourly "
+            f"WHERE hour >= toDateTime({ts(start)}, 'UTC') AND hour < toDateTime({ts(end)}, 'UTC') "
+            "GROUP BY tenant_id"
+        )
+    elif hourly:
+        sql = f"""
+            SELECT {key}, sum(cost) FROM (
+                SELECT {key}, cost_usd AS cost, timestamp FROM usage_ledger FINAL
+                UNION ALL
+                SELECT {key}, delta_cost_usd AS cost, timestamp FROM cost_corrections FINAL
+            )
+            WHERE timestamp >= toDateTime({ts(start)}, 'UTC')
+                AND timestamp < toDateTime({ts(end)}, 'UTC')
+            GROUP BY {key}
+        """
+    else:
+        # Whole days: a day the window reaches into counts whole.
+        last = "<" if end.time() == datetime.min.time() else "<="
+        sql = (
+            f"SELECT {key}, sum(cost_usd) FROM {view} "
+            f"WHERE day >= '{start.date()}' AND day {last} '{end.date()}' GROUP BY {key}"
+        )
+    return {k: v for k, v in client.query(sql).result_rows if v}
+
+
+def load(client: Client, scenario: str, tmp_path: Path) -> None:
+    events = data.make_events()
+    data.insert(client, events, token="batch-1")
+    if scenario in ("redelivered", "repriced"):
+        again = [e for e in events if e["timestamp"].date() == REDELIVERED]
+        data.insert(client, again, token="redelivered")
+    if scenario == "repriced":
+        catalog = PriceCatalog.load(data.pricing_file(tmp_path, data.NEW_PRICES))
+        days = date_range(str(data.FIRST_DAY), str(data.LAST_DAY))
+        assert reprice(client, catalog, days, reason="price change", now=NOW).corrections
+
+
+@pytest.mark.parametrize("scenario", ["clean", "redelivered", "repriced"])
+def test_who_equals_the_views_for_every_dimension_and_period(
+    ch: Client,  # noqa: F811
+    tmp_path: Path,
+    scenario: str,
+) -> None:
+    load(ch, scenario, tmp_path)
+    for by in panels.DIMENSIONS:
+        for period in panels.PERIODS:
+            answer = panels.who(ch, by, period, NOW)  # type: ignore[arg-type]
+            start, end = panels.window(period, NOW)  # type: ignore[arg-type]
+            hourly = panels.grain(period) == "hour"  # type: ignore[arg-type]
+            want = expected(ch, by, start, end, hourly)
+            got: dict[str, Decimal] = defaultdict(Decimal)
+            for row in answer["rows"]:
+                got[row["key"]] += Decimal(row["cost_usd"])
+            assert {k: v for k, v in got.items() if v} == want, (scenario, by, period)
+            assert Decimal(answer["total_usd"]) == sum(want.values(), Decimal(0))
+            previous = expected(ch, by, start - panels.WEEK, end - panels.WEEK, hourly)
+            assert Decimal(answer["previous_total_usd"]) == sum(previous.values(), Decimal(0))
+            shares = [Decimal(row["share"]) for row in answer["rows"]]
+            assert abs(sum(shares, Decimal(0)) - 1) <= Decimal("0.0001") * len(shares) or not shares
+
+
+def test_drill_down_narrows_to_one_tenant(ch: Client, tmp_path: Path) -> None:  # noqa: F811
+    load(ch, "clean", tmp_path)
+    answer = panels.who(ch, "workflow", "week", NOW, tenant="hooli")
+    start, end = panels.window("week", NOW)
+    rows = ch.query(
+        "SELECT workflow_id, sum(cost_usd) FROM spend_daily WHERE tenant_id = 'hooli' "
+        f"AND day BETWEEN '{start.date()}' AND '{end.date()}' GROUP BY workflow_id"
+    ).result_rows
+    assert {r["key"]: Decimal(r["cost_usd"]) for r in answer["rows"]} == dict(rows)
+    assert {r["tenant_id"] for r in answer["rows"]} == {"hooli"}
+
+
+def test_now_compares_whole_hours_with_the_same_hours_a_week_earlier(
+    ch: Client,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    load(ch, "redelivered", tmp_path)
+    answer = panels.now_spend(ch, NOW)
+    for period in ("hour", "day", "month"):
+        start, end = panels.window(period, NOW)  # type: ignore[arg-type]
+        for shift, field in ((panels.WEEK * 0, "cost_usd"), (panels.WEEK, "previous_week_usd")):
+            (total,) = ch.query(
+                "SELECT sum(cost_usd) FROM tenant_hourly WHERE "
+                f"hour >= toDateTime({ts(start - shift)}, 'UTC') "
+                f"AND hour < toDateTime({ts(end - shift)}, 'UTC')"
+            ).result_rows[0]
+            assert Decimal(answer["spend"][period][field]) == total, (period, field)
+    (rows,) = ch.query("SELECT count() FROM usage_ledger").result_rows[0]
+    assert answer["ledger_rows"] == rows
+
+
+def test_budgets_use_the_contract_detectors_forecast(ch: Client, tmp_path: Path) -> None:  # noqa: F811
+    load(ch, "clean", tmp_path)
+    tenants = {
+        "hooli": TenantConfig(monthly_budget_usd=Decimal(4)),
+        "acme": TenantConfig(contracted_hourly_budget_usd=Decimal("0.5")),
+    }
+    answer = panels.budgets(ch, tenants, NOW)
+    by_tenant = {t["tenant_id"]: t for t in answer["tenants"]}
+    month_start, end = panels.window("month", NOW)
+    for tenant in tenants:
+        (spent,) = ch.query(
+            f"SELECT sum(cost_usd) FROM tenant_hourly WHERE tenant_id = '{tenant}' "
+            f"AND hour >= toDateTime({ts(month_start)}, 'UTC') "
+            f"AND hour < toDateTime({ts(end)}, 'UTC')"
+        ).result_rows[0]
+        assert Decimal(by_tenant[tenant]["month_to_date_usd"]) == spent
+        assert Decimal(by_tenant[tenant]["forecast_usd"]) == month_end_projection(spent, NOW)[0]
+    assert Decimal(by_tenant["hooli"]["used"]) == (
+        Decimal(by_tenant["hooli"]["month_to_date_usd"]) / 4
+    ).quantize(panels.SHARE)
+    assert by_tenant["acme"]["monthly_budget_usd"] is None
+    assert by_tenant["acme"]["contracted_hourly_usd"] == "0.50"
+
+
+def view_window(client: Client, tenant: str, start: datetime, end: datetime) -> WindowStats:
+    """A tenant's WindowStats over whole days from the public views."""
+    where = f"tenant_id = '{tenant}' AND day >= '{start.date()}' AND day <= '{end.date()}'"
+    cost, requests, inp, out, retries, errors = client.query(
+        "SELECT sum(cost_usd), sum(requests), sum(input_tokens), sum(output_tokens), "
+        f"sum(retries), sum(errors) FROM spend_daily WHERE {where}"
+    ).result_rows[0]
+    mix = dict(
+        client.query(
+            "SELECT concat(provider, '/', model), sum(requests) FROM spend_daily "
+            f"WHERE {where} GROUP BY provider, model HAVING sum(requests) > 0"
+        ).result_rows
+    )
+    (users,) = client.query(
+        f"SELECT uniqExactIf(user_id, user_id != '') FROM user_daily WHERE {where}"
+    ).result_rows[0]
+    return WindowStats(
+        cost=cost,
+        requests=requests,
+        distinct_users=users,
+        input_tokens=inp,
+        output_tokens=out,
+        retries=retries,
+        errors=errors,
+        model_mix=mix,
+    )
+
+
+def test_movers_split_the_change_by_the_spike_cause_ratios(ch: Client, tmp_path: Path) -> None:  # noqa: F811
+    load(ch, "clean", tmp_path)
+    classifier = SpikeCauseClassifier()
+    answer = panels.movers(ch, classifier, "week", NOW)
+    hooli = next(m for m in answer["movers"] if m["kind"] == "tenant" and m["key"] == "hooli")
+    start, end = panels.window("week", NOW)
+    window = view_window(ch, "hooli", start, end)
+    baseline = view_window(ch, "hooli", start - panels.WEEK, end - panels.WEEK)
+    assert hooli["cause_ratios"] == classifier.ratios(window, baseline)
+    assert hooli["cause"] == classifier.classify(window, baseline).cause
+    change = window.cost - baseline.cost
+    assert Decimal(hooli["change_usd"]) == change
+    assert sum((Decimal(d["change_usd"]) for d in hooli["drivers"]), Decimal(0)) == change
+    changes = [abs(Decimal(m["change_usd"])) for m in answer["movers"] if m["kind"] == "tenant"]
+    assert changes == sorted(changes, reverse=True)
+
+
+@pytest.mark.parametrize("period", ["day", "month"])
+def test_series_stack_adds_up_to_the_totals(ch: Client, tmp_path: Path, period: str) -> None:  # noqa: F811
+    load(ch, "redelivered", tmp_path)
+    answer = panels.series(ch, "model", period, NOW)  # type: ignore[arg-type]
+    buckets = [datetime.fromisoformat(b) for b in answer["buckets"]]
+    stacked = [
+        sum((Decimal(s["values"][n]) for s in answer["series"]), Decimal(0))
+        for n in range(len(buckets))
+    ]
+    if answer["grain"] == "hour":
+        rows = ch.query(
+            "SELECT hour, sum(cost_usd) FROM tenant_hourly "
+            f"WHERE hour >= toDateTime({ts(buckets[0])}, 'UTC') GROUP BY hour"
+        ).result_rows
+    else:
+        rows = ch.query(
+            f"SELECT day, sum(cost_usd) FROM spend_daily WHERE day >= '{buckets[0].date()}' "
+            "GROUP BY day"
+        ).result_rows
+    totals = {
+        (t if isinstance(t, datetime) else datetime.combine(t, datetime.min.time())).replace(
+            tzinfo=UTC
+        ): v
+        for t, v in rows
+    }
+    assert stacked == [totals.get(b, Decimal(0)) for b in buckets]
+    assert len(answer["series"]) <= panels.SERIES_KEYS + 1
+
+
+def test_dead_letters_never_carry_a_payload(ch: Client, tmp_path: Path) -> None:  # noqa: F811
+    load(ch, "clean", tmp_path)
+    row: dict[str, Any] = {
+        "log_epoch": "test",
+        "topic": "spendstream.usage",
+        "partition": 0,
+        "offset": 7,
+        "element_index": -1,
+        "reason": "schema_invalid",
+        "message": "input_tokens: Input should be a valid integer",
+        "raw_payload": '{"prompt": "the secret prompt text"}',
+        "payload_bytes": 36,
+        "request_id": "r-1",
+        "tenant_id": "acme",
+        "received_at": NOW,
+    }
+    ch.insert("dead_letters", [[row[c] for c in DEAD_LETTER_COLUMNS]], column_names=list(DEAD_LETTER_COLUMNS))
+    answer = panels.dead_letters(ch)
+    assert answer["by_reason"][0]["reason"] == "schema_invalid"
+    assert answer["latest"][0]["request_id"] == "r-1"
+    assert b"secret prompt" not in orjson.dumps(answer, default=str)
+    # The analyst ledger's unpriced model: 'acme/acme-llm-1', never re-priced here.
+    (calls,) = ch.query(
+        "SELECT count() FROM usage_ledger FINAL WHERE cost_status = 'unpriced'"
+    ).result_rows[0]
+    assert answer["unpriced"]["calls"] == calls > 0
