@@ -231,8 +231,12 @@ def now_spend(client: Any, now: datetime) -> dict[str, Any]:
         }
     (ledger_rows,) = client.query("SELECT count() FROM usage_ledger").result_rows[0]
     (dead_letters,) = client.query("SELECT count() FROM dead_letters FINAL").result_rows[0]
-    return {"at": now.isoformat(), "spend": spend, "ledger_rows": ledger_rows,
-            "dead_letters": dead_letters}
+    return {
+        "at": now.isoformat(),
+        "spend": spend,
+        "ledger_rows": ledger_rows,
+        "dead_letters": dead_letters,
+    }
 
 
 # -- Budgets ---------------------------------------------------------------------
@@ -263,7 +267,7 @@ def budgets(client: Any, tenants: Mapping[str, TenantConfig], now: datetime) -> 
     for tenant in names:
         config = tenants[tenant]
         month, hour = spent.get(tenant, (ZERO, ZERO))
-        projected, elapsed = month_end_projection(month, now)
+        projected, _ = month_end_projection(month, now)
         budget = config.monthly_budget_usd
         contract = config.contracted_hourly_budget_usd
         entries.append(
@@ -482,7 +486,7 @@ def movers(
                 "cause_ratios": cause.ratios,
             }
         )
-    changes.sort(key=lambda c: (-abs(Decimal(c["change_usd"])), c["kind"], c["key"]))
+    changes.sort(key=lambda c: (-abs(Decimal(str(c["change_usd"]))), c["kind"], c["key"]))
     top = [c for c in changes if c["kind"] == "tenant"][:MOVERS]
     top += [c for c in changes if c["kind"] == "workflow"][:MOVERS]
     return {
@@ -525,7 +529,7 @@ def drivers(change: Decimal, ratios: Mapping[str, float]) -> list[tuple[str, Dec
     cost = ratios.get("cost")
     if not cost or cost <= 0:
         return [("new or stopped spend", change)]
-    factors = _WITH_USERS if "users" in ratios else _WITHOUT_USERS
+    factors: tuple[tuple[str, str], ...] = _WITH_USERS if "users" in ratios else _WITHOUT_USERS
     if "tokens_per_request" not in ratios:
         factors = (factors[0], ("cost per call", "cost_per_request"))
     total = Decimal(repr(cost)).ln()
@@ -589,7 +593,9 @@ def series(client: Any, by: Dimension, period: Period, now: datetime) -> dict[st
     rest = ranked[SERIES_KEYS:]
     if rest:
         other = [sum((by_key[k][n] for k in rest), ZERO) for n in range(len(buckets))]
-        out.append({"key": None, "label": f"{len(rest)} others", "values": [money(v) for v in other]})
+        out.append(
+            {"key": None, "label": f"{len(rest)} others", "values": [money(v) for v in other]}
+        )
     return {
         "by": by,
         "period": period,

@@ -106,6 +106,15 @@ def register_dashboard(
 
         app.page(path, name=f"dashboard:{path}")(view)
 
+    async def session(web: Any, request: Any) -> Any:
+        # Answered without the token: the page asks here whether to show its login form
+        # (a refused data request would log an error in the browser's console).
+        return web.json(
+            {"token_required": token is not None, "authorized": authorized(request, token)}
+        )
+
+    app.page("/v1/dashboard/session", name="dashboard:session")(session)
+
     def as_json(value: Any) -> tuple[bytes, str]:
         return orjson.dumps(value, default=str), "application/json"
 

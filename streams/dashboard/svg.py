@@ -92,7 +92,7 @@ def stacked_area(data: dict[str, Any]) -> str:
         f'stroke="#888"/><text x="{WIDTH - RIGHT}" y="{HEIGHT - BOTTOM + 30}" '
         f'text-anchor="end" fill="#777">event time, UTC</text>'
     )
-    legend_x = LEFT
+    legend_x = float(LEFT)
     for n, entry in enumerate(series):
         colour = OTHER if entry["key"] is None else COLOURS[n % len(COLOURS)]
         label = escape(entry["label"][:32])

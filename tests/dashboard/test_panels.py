@@ -256,7 +256,11 @@ def test_dead_letters_never_carry_a_payload(ch: Client, tmp_path: Path) -> None:
         "tenant_id": "acme",
         "received_at": NOW,
     }
-    ch.insert("dead_letters", [[row[c] for c in DEAD_LETTER_COLUMNS]], column_names=list(DEAD_LETTER_COLUMNS))
+    ch.insert(
+        "dead_letters",
+        [[row[c] for c in DEAD_LETTER_COLUMNS]],
+        column_names=list(DEAD_LETTER_COLUMNS),
+    )
     answer = panels.dead_letters(ch)
     assert answer["by_reason"][0]["reason"] == "schema_invalid"
     assert answer["latest"][0]["request_id"] == "r-1"

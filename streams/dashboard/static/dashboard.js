@@ -281,7 +281,20 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token").value);
-    refreshNow();
+    start();
   });
-  refreshNow();
+  start();
 });
+
+// Ask whether this tab may read before reading: a refused request would be logged as
+// an error in the console.
+async function start() {
+  try {
+    const session = await get("/v1/dashboard/session");
+    if (!session.authorized) {
+      showLogin(sessionStorage.getItem(TOKEN_KEY) ? "That token was refused." : "");
+      return;
+    }
+    refreshNow();
+  } catch (error) { report(error); }
+}
