@@ -371,29 +371,6 @@ def _incident(row: dict[str, Any], paged: list[dict[str, Any]]) -> dict[str, Any
 # -- Why it moved ------------------------------------------------------------------
 
 
-@dataclass
-class _Window:
-    cost: Decimal = ZERO
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    retries: int = 0
-    errors: int = 0
-    users: int = 0
-
-    def stats(self, mix: Mapping[str, float]) -> WindowStats:
-        return WindowStats(
-            cost=self.cost,
-            requests=self.requests,
-            distinct_users=self.users,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            retries=self.retries,
-            errors=self.errors,
-            model_mix=mix,
-        )
-
-
 def movers(
     client: Any, classifier: SpikeCauseClassifier, period: Period, now: datetime
 ) -> dict[str, Any]:
@@ -435,10 +412,12 @@ def movers(
         parameters=users_parameters,
     ).result_rows
 
-    totals: dict[tuple[str, str, bool], _Window] = defaultdict(_Window)
-    mixes: dict[tuple[str, str, bool], dict[str, float]] = defaultdict(dict)
+    # (kind, key, this period) -> the WindowStats fields, summed over models.
+    totals: dict[tuple[str, str, bool], dict[str, Any]] = defaultdict(
+        lambda: dict.fromkeys(_COUNTS, 0) | {"cost": ZERO, "model_mix": {}}
+    )
     labels: dict[tuple[str, str], str] = {}
-    for this, tenant, workflow, name, provider, model, cost, req, inp, out, ret, err in rows:
+    for this, tenant, workflow, name, provider, model, cost, *counts in rows:
         keys = [("tenant", tenant)]
         if workflow:
             keys.append(("workflow", workflow))
@@ -446,36 +425,31 @@ def movers(
                 workflow if name in ("", workflow) else f"{name} ({workflow})"
             )
         for kind, key in keys:
-            w = totals[(kind, key, bool(this))]
-            w.cost += cost
-            w.requests += req
-            w.input_tokens += inp
-            w.output_tokens += out
-            w.retries += ret
-            w.errors += err
-            mix = mixes[(kind, key, bool(this))]
-            mix[f"{provider}/{model}"] = mix.get(f"{provider}/{model}", 0) + req
+            fields = totals[(kind, key, bool(this))]
+            fields["cost"] += cost
+            for field_name, count in zip(_COUNTS, counts, strict=True):
+                fields[field_name] += count
+            mix = fields["model_mix"]
+            mix[f"{provider}/{model}"] = mix.get(f"{provider}/{model}", 0) + counts[0]
     for this, tenant, users in user_rows:
-        totals[("tenant", tenant, bool(this))].users = users
+        totals[("tenant", tenant, bool(this))]["distinct_users"] = users
 
     entities = {(kind, key) for kind, key, _ in totals}
     changes = []
     for kind, key in entities:
-        current = totals.get((kind, key, True), _Window())
-        previous = totals.get((kind, key, False), _Window())
-        if current.cost == previous.cost:
+        window_stats = WindowStats(**totals[(kind, key, True)])
+        baseline = WindowStats(**totals[(kind, key, False)])
+        if window_stats.cost == baseline.cost:
             continue
-        window_stats = current.stats(mixes.get((kind, key, True), {}))
-        baseline = previous.stats(mixes.get((kind, key, False), {}))
         cause = classifier.classify(window_stats, baseline)
-        change = current.cost - previous.cost
+        change = window_stats.cost - baseline.cost
         changes.append(
             {
                 "kind": kind,
                 "key": key,
                 "label": labels.get((kind, key), key),
-                "cost_usd": money(current.cost),
-                "previous_cost_usd": money(previous.cost),
+                "cost_usd": money(window_stats.cost),
+                "previous_cost_usd": money(baseline.cost),
                 "change_usd": money(change),
                 "drivers": [
                     {"driver": name, "change_usd": money(amount)}
@@ -498,6 +472,8 @@ def movers(
         "movers": top,
     }
 
+
+_COUNTS = ("requests", "input_tokens", "output_tokens", "retries", "errors")
 
 # The factors whose product is the cost ratio (see detectors/spike_cause.py), by the
 # name the dashboard gives each driver; users are known only where producers send them.
