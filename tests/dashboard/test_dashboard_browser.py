@@ -29,8 +29,8 @@ from aiokafka import AIOKafkaProducer
 from streams.embedded.stack import EmbeddedStack, WorkerProcess
 from streams.ledger.remote import RemoteQueryClient
 from streams.settings import Settings
-from tests.integration.alert_receivers import Receiver, ReceiverLoop, pagerduty_ok, self_signed_tls
-from tests.integration.conftest import wait_for
+from tests.helpers.receivers import Receiver, ReceiverLoop, pagerduty_ok, self_signed_tls
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("dashboard")
     loop = ReceiverLoop()
     tls: ssl.SSLContext = self_signed_tls(root)
-    pagerduty = Receiver(loop, pagerduty_ok, tls).start()
+    pagerduty = loop.start(Receiver(pagerduty_ok, tls))
     config_file = root / "spend.yaml"
     config_file.write_text(config(pagerduty))
     embedded = EmbeddedStack(Settings(data_dir=root / "data"))
@@ -166,7 +166,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
     finally:
         embedded.stop()
-        pagerduty.stop()
+        loop.stop(pagerduty)
         loop.close()
 
 

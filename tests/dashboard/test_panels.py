@@ -24,7 +24,7 @@ from streams.analyst.reprice import reprice
 from streams.cost.catalog import PriceCatalog
 from streams.dashboard import panels
 from tests.analyst import ledger_data as data
-from tests.analyst.conftest import _chdb, ch, data_dir  # noqa: F401 (fixtures)
+from tests.analyst.conftest import ch  # noqa: F401 (a fixture)
 
 NOW = datetime(2026, 11, 18, 12, 30, tzinfo=UTC)  # the spike day of hooli
 REDELIVERED = date(2026, 11, 17)
