@@ -13,11 +13,10 @@ import io
 from dataclasses import dataclass
 from decimal import Decimal
 
-from clickhouse_connect.driver.client import Client
-
 from streams.analyst.money import ZERO, allocate_cents, exact, to_cents, usd
 from streams.analyst.periods import Period
 from streams.analyst.tables import markdown_table
+from streams.ledger.remote import Reader
 
 DIMENSIONS = {
     "team": "team_id",
@@ -51,7 +50,7 @@ class Chargeback:
         return sum((line.charged for line in self.lines), ZERO)
 
 
-def build_chargeback(client: Client, month: Period, by: str) -> Chargeback:
+def build_chargeback(client: Reader, month: Period, by: str) -> Chargeback:
     column = DIMENSIONS[by]
     rows = client.query(
         f"SELECT {column}, sum(cost_usd) FROM spend_daily "

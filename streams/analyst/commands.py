@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from streams.analyst import chargeback, focus_export, reconcile, retention, weekly_render
-from streams.analyst.access import DEFAULT_DATA_DIR, open_reader, require_objects
+from streams.analyst.access import open_writer, require_objects
 from streams.analyst.money import usd
 from streams.analyst.periods import date_range, iso_week, last_complete_week, month
 from streams.analyst.reprice import reprice
 from streams.analyst.weekly_review import build_weekly_review
+from streams.cli.options import add_data_dir, settings_from
 from streams.cost.catalog import PriceCatalog
+from streams.ledger.remote import open_reader
 
 
 def add_analyst_commands(subparsers: Any) -> None:
@@ -27,14 +29,14 @@ def add_analyst_commands(subparsers: Any) -> None:
     weekly.add_argument("--week", help="ISO week like 2026-W47 (default: last complete week)")
     weekly.add_argument("--format", choices=weekly_render.FORMATS, default="table")
     weekly.add_argument("--out", type=Path, help="write the report (and charts) into DIR")
-    _data_dir(weekly)
+    add_data_dir(weekly)
     weekly.set_defaults(func=cmd_report_weekly)
 
     charge = reports.add_parser("chargeback", help="a month's spend split for chargeback")
     charge.add_argument("--month", required=True, help="month like 2026-11")
     charge.add_argument("--by", choices=sorted(chargeback.DIMENSIONS), required=True)
     charge.add_argument("--format", choices=chargeback.FORMATS, default="csv")
-    _data_dir(charge)
+    add_data_dir(charge)
     charge.set_defaults(func=cmd_report_chargeback)
 
     export = subparsers.add_parser("export", help="exports in standard formats")
@@ -42,7 +44,7 @@ def add_analyst_commands(subparsers: Any) -> None:
     focus = exports.add_parser("focus", help="a month of charges as FinOps FOCUS 1.2")
     focus.add_argument("--month", required=True, help="month like 2026-11")
     focus.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
-    _data_dir(focus)
+    add_data_dir(focus)
     focus.set_defaults(func=cmd_export_focus)
 
     reprice = subparsers.add_parser(
@@ -52,7 +54,7 @@ def add_analyst_commands(subparsers: Any) -> None:
     reprice.add_argument("--to", dest="end", required=True, help="last day (inclusive)")
     reprice.add_argument("--pricing", type=Path, help="pricing file (YAML) with overrides")
     reprice.add_argument("--reason", default="reprice", help="recorded on each correction")
-    _data_dir(reprice)
+    add_data_dir(reprice)
     reprice.set_defaults(func=cmd_reprice)
 
     recon = subparsers.add_parser(
@@ -60,27 +62,19 @@ def add_analyst_commands(subparsers: Any) -> None:
     )
     recon.add_argument("file", type=Path, help="the provider's cost export (JSON or CSV)")
     recon.add_argument("--provider", choices=reconcile.PROVIDERS, required=True)
-    _data_dir(recon)
+    add_data_dir(recon)
     recon.set_defaults(func=cmd_reconcile)
 
     keep = subparsers.add_parser("retention", help="show or change how long raw rows are kept")
     keep.add_argument("--raw-days", type=int, help="days of raw ledger rows (default 90)")
     keep.add_argument("--hourly-days", type=int, help="days of tenant_hourly (default 400)")
-    _data_dir(keep)
+    add_data_dir(keep)
     keep.set_defaults(func=cmd_retention)
-
-
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        default=DEFAULT_DATA_DIR,
-        help=f"embedded data directory (default {DEFAULT_DATA_DIR})",
-    )
 
 
 def cmd_report_weekly(args: argparse.Namespace) -> int:
     week = iso_week(args.week) if args.week else last_complete_week()
-    with open_reader(args) as client:
+    with open_reader(settings_from(args)) as client:
         require_objects(client, "spend_daily", "workflow_run_daily", "cost_corrections")
         review = build_weekly_review(client, week)
     if args.out:
@@ -93,7 +87,7 @@ def cmd_report_weekly(args: argparse.Namespace) -> int:
 
 
 def cmd_report_chargeback(args: argparse.Namespace) -> int:
-    with open_reader(args) as client:
+    with open_reader(settings_from(args)) as client:
         require_objects(client, "spend_daily")
         report = chargeback.build_chargeback(client, month(args.month), args.by)
     sys.stdout.write(chargeback.render(report, args.format))
@@ -102,7 +96,7 @@ def cmd_report_chargeback(args: argparse.Namespace) -> int:
 
 def cmd_export_focus(args: argparse.Namespace) -> int:
     period = month(args.month)
-    with open_reader(args) as client:
+    with open_reader(settings_from(args)) as client:
         require_objects(client, "focus_charges")
         rows = focus_export.export_focus(client, period, args.out)
     print(f"{rows} FOCUS rows for {period.label} written to {args.out}")
@@ -112,7 +106,7 @@ def cmd_export_focus(args: argparse.Namespace) -> int:
 def cmd_reprice(args: argparse.Namespace) -> int:
     period = date_range(args.start, args.end)
     catalog = PriceCatalog.load(args.pricing)
-    with open_reader(args, write=True) as client:
+    with open_writer(settings_from(args)) as client:
         require_objects(client, "cost_corrections")
         result = reprice(client, catalog, period, reason=args.reason)
     print(
@@ -127,7 +121,7 @@ def cmd_reprice(args: argparse.Namespace) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     costs = reconcile.read_provider_costs(args.file, args.provider)
-    with open_reader(args) as client:
+    with open_reader(settings_from(args)) as client:
         require_objects(client, "model_daily")
         lines = reconcile.reconcile(client, args.provider, costs)
     sys.stdout.write(reconcile.render(lines, args.provider))
@@ -136,13 +130,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    changing = args.raw_days is not None or args.hourly_days is not None
-    with open_reader(args, write=changing) as client:
-        require_objects(client, *retention.TTL_TABLES)
-        if args.raw_days is not None:
-            retention.set_raw_retention(client, args.raw_days)
-        if args.hourly_days is not None:
-            retention.set_hourly_retention(client, args.hourly_days)
-        for table, ttl in sorted(retention.current_ttls(client).items()):
+    settings = settings_from(args)
+    if args.raw_days is not None or args.hourly_days is not None:
+        with open_writer(settings) as client:
+            require_objects(client, *retention.TTL_TABLES)
+            if args.raw_days is not None:
+                retention.set_raw_retention(client, args.raw_days)
+            if args.hourly_days is not None:
+                retention.set_hourly_retention(client, args.hourly_days)
+    with open_reader(settings) as reader:
+        require_objects(reader, *retention.TTL_TABLES)
+        for table, ttl in sorted(retention.current_ttls(reader).items()):
             print(f"{table}: {ttl}")
     return 0

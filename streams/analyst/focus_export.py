@@ -1,16 +1,14 @@
 """FOCUS 1.2 export of one month of charges (view `focus_charges`) to CSV or Parquet.
 
-Column types follow the ClickHouse view: Decimal stays decimal (Parquet
-decimal128, CSV plain digits), DateTime becomes a UTC timestamp (CSV ISO 8601
-with Z), Tags becomes a JSON object, as the FOCUS key-value format asks.
+Column types are the ones ClickHouse gives the view's columns as Arrow: Decimal
+stays decimal (Parquet decimal128, CSV plain digits), DateTime a UTC timestamp
+(CSV ISO 8601 with Z); Tags becomes a JSON object, as the FOCUS key-value format asks.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,18 +16,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from clickhouse_connect.driver.client import Client
 
 from streams.analyst.periods import Period
 from streams.errors import ConfigError
+from streams.ledger.remote import Reader, python_rows
 
-_DECIMAL = re.compile(r"Decimal\((\d+), (\d+)\)")
 
-
-def query_focus(
-    client: Client, month: Period
-) -> tuple[list[str], list[str], Sequence[Sequence[Any]]]:
-    """Column names, ClickHouse type names and rows of the month's FOCUS charges."""
+def query_focus(client: Reader, month: Period) -> pa.Table:
+    """The month's FOCUS charges, typed as the view declares them."""
     result = client.query(
         "SELECT * FROM focus_charges "
         "WHERE ChargePeriodStart >= {start:DateTime('UTC')} "
@@ -41,66 +35,33 @@ def query_focus(
             "end": datetime.combine(month.end_exclusive, datetime.min.time(), UTC),
         },
     )
-    # A ClickHouse type object, or already its name when the result came over the wire.
-    types = [getattr(column_type, "name", str(column_type)) for column_type in result.column_types]
-    return list(result.column_names), types, result.result_rows
+    return _tags_as_json(result.table)
 
 
-def export_focus(client: Client, month: Period, out: Path) -> int:
+def export_focus(client: Reader, month: Period, out: Path) -> int:
     """Write the month's charges to `out` (.csv or .parquet); return the row count."""
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
-    names, types, rows = query_focus(client, month)
+    charges = query_focus(client, month)
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
-        _write_csv(out, names, types, rows)
+        _write_csv(out, charges)
     else:
-        _write_parquet(out, names, types, rows)
-    return len(rows)
+        pq.write_table(charges, out)
+    return charges.num_rows
 
 
-def _base_type(type_name: str) -> str:
-    for wrapper in ("Nullable(", "LowCardinality("):
-        if type_name.startswith(wrapper):
-            return _base_type(type_name[len(wrapper) : -1])
-    return type_name
-
-
-def arrow_type(type_name: str) -> pa.DataType:
-    base = _base_type(type_name)
-    decimal = _DECIMAL.fullmatch(base)
-    if decimal:
-        return pa.decimal128(int(decimal[1]), int(decimal[2]))
-    if base.startswith("DateTime"):
-        return pa.timestamp("ms", tz="UTC")  # Parquet has no seconds unit
-    if base.startswith(("UInt", "Int")):
-        return pa.int64()
-    return pa.string()  # String, and Map (Tags) as its JSON text
-
-
-def _cell(value: Any, type_name: str) -> Any:
-    if value is None:
-        return None
-    base = _base_type(type_name)
-    if base.startswith("Map"):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)  # the view's DateTimes are all UTC
-    return value
-
-
-def _write_parquet(
-    out: Path, names: list[str], types: list[str], rows: Sequence[Sequence[Any]]
-) -> None:
-    schema = pa.schema(
-        [pa.field(name, arrow_type(t)) for name, t in zip(names, types, strict=True)]
-    )
-    columns = [
-        pa.array([_cell(row[i], types[i]) for row in rows], type=schema.field(i).type)
-        for i in range(len(names))
-    ]
-    pq.write_table(pa.Table.from_arrays(columns, schema=schema), out)
+def _tags_as_json(table: pa.Table) -> pa.Table:
+    """Map columns (Tags) as JSON objects, the FOCUS key-value format."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_map(field.type):
+            text = [
+                None if tags is None else json.dumps(tags, sort_keys=True, ensure_ascii=False)
+                for tags in table.column(index).to_pylist(maps_as_pydicts="strict")
+            ]
+            table = table.set_column(index, field.name, pa.array(text, pa.string()))
+    return table
 
 
 def _csv_text(value: Any) -> str:
@@ -114,11 +75,9 @@ def _csv_text(value: Any) -> str:
     return str(value)
 
 
-def _write_csv(
-    out: Path, names: list[str], types: list[str], rows: Sequence[Sequence[Any]]
-) -> None:
+def _write_csv(out: Path, charges: pa.Table) -> None:
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(names)
-        for row in rows:
-            writer.writerow(_csv_text(_cell(value, t)) for value, t in zip(row, types, strict=True))
+        writer.writerow(charges.column_names)
+        for row in python_rows(charges):
+            writer.writerow(_csv_text(value) for value in row)

@@ -35,11 +35,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from clickhouse_connect.driver.client import Client
-
 from streams.analyst.money import CENT, ZERO, exact, usd
 from streams.analyst.tables import text_table
 from streams.errors import SpendstreamError
+from streams.ledger.remote import Reader
 
 PROVIDERS = ("openai", "anthropic")
 TOLERANCE = Decimal("0.02")
@@ -178,7 +177,7 @@ def _non_model_key(record: dict[str, Any]) -> str:
     return f"({kind})" if kind and kind != "tokens" else ALL_MODELS
 
 
-def reconcile(client: Client, provider: str, costs: list[ProviderCost]) -> list[ReconcileLine]:
+def reconcile(client: Reader, provider: str, costs: list[ProviderCost]) -> list[ReconcileLine]:
     by_model = any(cost.key != ALL_MODELS for cost in costs)
     provider_side: dict[tuple[date, str], Decimal] = defaultdict(lambda: ZERO)
     for cost in costs:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from clickhouse_connect.driver.client import Client
 
 from streams.errors import ConfigError
+from streams.ledger.remote import Reader
 
 DEFAULT_RAW_DAYS = 90
 DEFAULT_HOURLY_DAYS = 400
@@ -21,7 +22,7 @@ MIN_RAW_DAYS = 8
 TTL_TABLES = ("usage_ledger", "ledger_day_check", "tenant_hourly_state")
 
 
-def current_ttls(client: Client) -> dict[str, str]:
+def current_ttls(client: Reader | Client) -> dict[str, str]:
     """The TTL clause of each table that has one, as ClickHouse reports it."""
     rows = client.query(
         "SELECT name, engine_full FROM system.tables "

@@ -1,4 +1,7 @@
-"""Plain-text and Markdown tables for the reports (the values arrive as strings)."""
+"""The project's tables: plain text (reports, `query`, `keys list`), Markdown and HTML.
+
+The values arrive as strings; a column whose every cell reads as a number is
+right-aligned."""
 
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ def _numeric(text: str) -> bool:
     return stripped.isdigit()
 
 
-def text_table(headers: Row, rows: Sequence[Row]) -> str:
-    if not rows:
-        return "(none)"
+def text_table(headers: Row, rows: Sequence[Row], empty: str | None = "(none)") -> str:
+    """Columns under a header rule; `empty` stands for no rows (None: the header alone)."""
+    if not rows and empty is not None:
+        return empty
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    numeric = [all(_numeric(row[i]) for row in rows) for i in range(len(headers))]
+    numeric = [bool(rows) and all(_numeric(row[i]) for row in rows) for i in range(len(headers))]
 
     def line(cells: Row) -> str:
         return "  ".join(

@@ -14,10 +14,9 @@ from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
 
-from clickhouse_connect.driver.client import Client
-
 from streams.analyst.money import ZERO
 from streams.analyst.periods import Period, previous_week
+from streams.ledger.remote import Reader
 
 TOP_N = 5
 SPIKE_FACTOR = Decimal(3)
@@ -239,7 +238,7 @@ class _SpendRow(NamedTuple):
         return self[9:]
 
 
-def build_weekly_review(client: Client, week: Period) -> WeeklyReview:
+def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
     previous = previous_week(week)
     dirty = [
         day
@@ -323,7 +322,7 @@ def _spikes(kind: str, daily: _Daily, week: Period, previous: Period) -> list[Sp
     return sorted(spikes, key=lambda spike: (-spike.ratio, spike.key))
 
 
-def _task_costs(client: Client, week: Period, dirty: list[date]) -> list[TaskCost]:
+def _task_costs(client: Reader, week: Period, dirty: list[date]) -> list[TaskCost]:
     rows = client.query(
         _TASK_COSTS, parameters={"start": week.start, "end": week.end, "dirty": dirty}
     ).result_rows
@@ -334,7 +333,7 @@ def _task_costs(client: Client, week: Period, dirty: list[date]) -> list[TaskCos
     return sorted(costs, key=lambda task: (-task.cost, task.workflow_id))
 
 
-def _cheaper_models(client: Client, week: Period, usage: list[_SpendRow]) -> list[CheaperModel]:
+def _cheaper_models(client: Reader, week: Period, usage: list[_SpendRow]) -> list[CheaperModel]:
     """`usage`: one row per workflow and model, the week's cost and token counts."""
     prices = _unit_prices(client, week)
     findings = []
@@ -362,7 +361,7 @@ def _cheaper_models(client: Client, week: Period, usage: list[_SpendRow]) -> lis
     return sorted(findings, key=lambda finding: (-finding.savings, finding.workflow_id))
 
 
-def _unit_prices(client: Client, week: Period) -> dict[tuple[str, str], tuple[Decimal, ...]]:
+def _unit_prices(client: Reader, week: Period) -> dict[tuple[str, str], tuple[Decimal, ...]]:
     """The latest per-MTok prices (uncached input, cached input, cache write, output,
     reasoning) of each chat model priced that week, re-pricing included."""
     rows = client.query(

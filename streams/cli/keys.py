@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from streams.analyst.tables import text_table
+from streams.cli.options import add_data_dir, settings_from
 from streams.errors import SpendstreamError
 from streams.http_ingest.keys import IngestKey, IngestKeyStore, keys_path
 
@@ -47,21 +49,15 @@ def add_keys_commands(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir", help="data directory (default: SPENDSTREAM_DATA_DIR or ./.spendstream)"
-    )
+    add_data_dir(parser)
     parser.add_argument("--keys-file", help="key file (default: <data dir>/ingest_keys.json)")
 
 
 def _store(args: argparse.Namespace) -> IngestKeyStore:
     if args.keys_file:
         return IngestKeyStore(args.keys_file)
-    if args.data_dir:
-        return IngestKeyStore(keys_path(args.data_dir))
-    from streams.settings import Settings
-
     # The same data dir as the worker that will read the keys.
-    return IngestKeyStore(keys_path(Settings().data_dir))
+    return IngestKeyStore(keys_path(settings_from(args).data_dir))
 
 
 def _fail(exc: SpendstreamError) -> int:
@@ -105,7 +101,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         print(orjson.dumps([_row(k) for k in keys], option=orjson.OPT_INDENT_2).decode())
         return 0
     header = ("KEY_ID", "TENANT", "TEAM", "PROJECT", "CREATED", "STATUS")
-    rows = [header] + [
+    rows = [
         (
             k.key_id,
             k.tenant_id,
@@ -116,11 +112,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         )
         for k in keys
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    print(text_table(header, rows, empty=None))
     return 0
 
 

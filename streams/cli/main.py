@@ -6,41 +6,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from streams.cli.options import add_data_dir, settings_from
 from streams.errors import SpendstreamError
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from streams.settings import Settings
-
-    overrides: dict[str, Any] = {}
-    if getattr(args, "data_dir", None) is not None:
-        overrides["data_dir"] = Path(args.data_dir)
-    if getattr(args, "pricing", None) is not None:
-        overrides["pricing_file"] = Path(args.pricing)
-    if getattr(args, "config", None) is not None:
-        overrides["config_file"] = Path(args.config)
-    settings = Settings(**overrides)
-    if settings.pricing_file is not None and not settings.pricing_file.is_file():
-        raise SpendstreamError(f"pricing file not found: {settings.pricing_file}")
-    return settings
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from streams.runtime.worker import run_worker
 
-    return run_worker(_settings(args), loglevel=args.loglevel)
+    return run_worker(settings_from(args), loglevel=args.loglevel)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from streams.ledger.connect import apply_migrations, clickhouse_session
 
-    settings = _settings(args)
+    settings = settings_from(args)
     with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
         applied = apply_migrations(ch.client)
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
@@ -51,7 +34,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from streams.cost.catalog import PriceCatalog
     from streams.embedded.replay import run_replay
 
-    settings = _settings(args)
+    settings = settings_from(args)
     PriceCatalog.load(settings.pricing_file)  # a bad pricing file fails here, in one line
     result = run_replay(settings, args.files, input_format=args.format, ownership=_ownership(args))
     print(orjson.dumps(result).decode())
@@ -65,10 +48,10 @@ def _ownership(args: argparse.Namespace) -> dict[str, str]:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from streams.cli.query import format_rows, run_query
-    from streams.ledger.remote import open_query_client
+    from streams.ledger.remote import open_reader
 
-    settings = _settings(args)
-    with open_query_client(settings) as client:
+    settings = settings_from(args)
+    with open_reader(settings) as client:
         try:
             columns, rows = run_query(client, args.sql)
         except Exception as exc:  # ClickHouse's own message is the useful line
@@ -81,7 +64,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from streams.embedded.simulate import run_simulate
 
-    settings = _settings(args)
+    settings = settings_from(args)
     return run_simulate(
         bootstrap=args.bootstrap or settings.kafka_bootstrap,
         topic=settings.usage_topic,
@@ -95,7 +78,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from streams.embedded.dev import run_dev
 
-    return run_dev(_settings(args), simulate=args.simulate, rate=args.rate, workers=args.workers)
+    return run_dev(
+        settings_from(args), simulate=args.simulate, rate=args.rate, workers=args.workers
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def data_options(p: argparse.ArgumentParser, pricing: bool = True) -> None:
-        p.add_argument("--data-dir", help="embedded data directory (default ./.spendstream)")
+        add_data_dir(p)
         if pricing:
             p.add_argument("--pricing", help="pricing file (YAML) with price overrides")
 

@@ -10,14 +10,15 @@ from typing import Any
 
 import orjson
 
-from streams.ledger.remote import QueryClient
+from streams.analyst.tables import text_table
+from streams.ledger.remote import Reader
 
 # Enforced by ClickHouse itself, not by parsing the SQL: readonly=1 refuses writes
 # and settings changes alike.
 READ_ONLY_SETTINGS = {"readonly": 1}
 
 
-def run_query(client: QueryClient, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def run_query(client: Reader, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     result = client.query(sql, settings=READ_ONLY_SETTINGS)
     return list(result.column_names), [tuple(row) for row in result.result_rows]
 
@@ -51,11 +52,4 @@ def format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> st
         writer.writerow(columns)
         writer.writerows([[_text(v) for v in row] for row in rows])
         return buffer.getvalue().rstrip("\n")
-    cells = [[_text(v) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
-        "  ".join("-" * w for w in widths),
-    ]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
+    return text_table(columns, [[_text(v) for v in row] for row in rows], empty=None)

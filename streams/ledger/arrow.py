@@ -2,59 +2,27 @@
 
 clickhouse-connect converts Python values one by one when it serializes a native
 insert (about 30 µs a ledger row, Decimals the dearest); pyarrow builds the same
-columns in C, and ClickHouse reads Arrow directly. Types come from the table's own
-DDL (`system.columns`), so the batch always matches what the table declares.
+columns in C, and ClickHouse reads Arrow directly. The Arrow types are the ones
+ClickHouse itself gives the table's columns when it reads them (`query_table`), so
+the batch always matches what the table declares, with no type mapping of our own.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-_SIMPLE = {
-    "String": pa.string(),
-    "Bool": pa.bool_(),
-    "UInt8": pa.uint8(),
-    "UInt16": pa.uint16(),
-    "UInt32": pa.uint32(),
-    "UInt64": pa.uint64(),
-    "Int8": pa.int8(),
-    "Int16": pa.int16(),
-    "Int32": pa.int32(),
-    "Int64": pa.int64(),
-    "Float32": pa.float32(),
-    "Float64": pa.float64(),
-}
-_DECIMAL = re.compile(r"^Decimal\((\d+), (\d+)\)$")
-
-
-def arrow_type(clickhouse_type: str) -> pa.DataType:
-    for wrapper in ("LowCardinality(", "Nullable("):
-        if clickhouse_type.startswith(wrapper):
-            return arrow_type(clickhouse_type[len(wrapper) : -1])
-    if clickhouse_type in _SIMPLE:
-        return _SIMPLE[clickhouse_type]
-    if match := _DECIMAL.match(clickhouse_type):
-        return pa.decimal128(int(match.group(1)), int(match.group(2)))
-    if clickhouse_type.startswith("DateTime64(3"):
-        return pa.timestamp("ms", tz="UTC")
-    if clickhouse_type == "Map(String, String)":
-        return pa.map_(pa.string(), pa.string())
-    raise ValueError(f"no Arrow type for ClickHouse type {clickhouse_type}")
+from streams.ledger.remote import DirectReader, Reader
 
 
 def table_schema(client: Client, table: str, columns: Sequence[str]) -> pa.Schema:
-    rows = client.query(
-        "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
-        "AND table = %(table)s",
-        parameters={"table": table},
-    ).result_rows
-    types: dict[str, str] = {str(name): str(kind) for name, kind in rows}
-    return pa.schema([(name, arrow_type(types[name])) for name in columns])
+    # A peer worker's client reads through the owner; a local one reads directly.
+    reader = cast(Reader, client) if getattr(client, "remote", False) else DirectReader(client)
+    schema = reader.query(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0").table.schema
+    return pa.schema([field.with_nullable(True) for field in schema])
 
 
 def to_arrow(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -1,98 +1,199 @@
-"""Read access to the ledger while the worker runs, or without it.
+"""Read access to ClickHouse: one reader, the same Python values direct or through the worker.
 
 In the embedded default the worker's process owns the chdb data dir, so readers
 (`spendstream query`, the reports) go through the worker's read-only
 `POST /v1/query` endpoint when it is up, and open the data dir directly when it
-is not. Read-only is enforced by ClickHouse (`readonly=1`), not by parsing SQL.
+is not. Either way the rows are read the same way: ClickHouse writes the result
+as a columnar file, pyarrow reads it with its types (Decimal, DateTime, Nullable,
+Map, Array, Tuple), and `python_rows` turns the columns into Python values. Between
+processes the result travels as an Arrow IPC stream, and the query parameters as
+a one-row Arrow table, so nothing is rebuilt from text on the other side.
+Read-only is enforced by ClickHouse (`readonly=1`), not by parsing SQL.
 The worker announces itself in `<data_dir>/worker.json` (pid and web port).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from clickhouse_connect.driver.client import Client
 
 from streams.embedded.processes import port_open
-from streams.errors import SpendstreamError
-from streams.ledger.connect import clickhouse_session
+from streams.errors import ConfigError, SpendstreamError
+from streams.ledger.connect import chdb_url_for, clickhouse_session
 from streams.settings import Settings
 
 READ_ONLY = {"readonly": 1}
 WORKER_FILE = "worker.json"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+# ClickHouse's Parquet writer keeps DateTime a timestamp and Enum its name (its Arrow
+# writer sends them as bare uint32 and int8 codes); uncompressed, it costs what Arrow does.
+PARQUET_OUTPUT = {
+    "output_format_parquet_compression_method": "none",
+    "output_format_parquet_write_bloom_filter": 0,
+    "output_format_parquet_write_page_index": 0,
+    "output_format_parquet_string_as_string": 1,
+}
 
 
-class QueryResultLike(Protocol):
+@dataclass(frozen=True)
+class QueryResult:
+    """A result as Arrow columns, with the row view clickhouse-connect's results have."""
+
+    table: pa.Table
+
     @property
-    def column_names(self) -> Any: ...
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(self.table.column_names)
 
     @property
-    def result_rows(self) -> Any: ...
+    def result_columns(self) -> list[list[Any]]:
+        return [_python_values(column) for column in self.table.columns]
+
+    @property
+    def result_rows(self) -> list[tuple[Any, ...]]:
+        return python_rows(self.table)
 
 
-class QueryClient(Protocol):
+class Reader(Protocol):
+    """What the read-only commands need: the direct reader and the worker's client."""
+
     def query(
         self,
         query: str,
         parameters: dict[str, Any] | None = None,
         settings: dict[str, Any] | None = None,
-    ) -> Any: ...
+    ) -> QueryResult: ...
 
 
-@dataclass(frozen=True)
-class RemoteResult:
-    column_names: tuple[str, ...]
-    column_types: tuple[str, ...]
-    result_rows: list[tuple[Any, ...]]
+def query_table(
+    client: Client,
+    query: str,
+    parameters: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> pa.Table:
+    """Run `query` with clickhouse-connect's parameter binding; the result as Arrow."""
+    raw = client.raw_query(query, parameters, {**PARQUET_OUTPUT, **(settings or {})}, "Parquet")
+    if not raw:  # a statement with no result set
+        return pa.table({})
+    return pq.read_table(pa.BufferReader(raw))
 
 
-def encode_result(column_names: Any, column_types: Any, rows: Any) -> bytes:
-    return orjson.dumps(
-        {"columns": list(column_names), "types": list(column_types), "rows": rows},
-        default=str,
-    )
+def python_rows(table: pa.Table) -> list[tuple[Any, ...]]:
+    return list(zip(*(_python_values(column) for column in table.columns), strict=True))
 
 
-_WRAPPERS = re.compile(r"^(Nullable|LowCardinality)\((.*)\)$")
+def _python_values(column: pa.ChunkedArray) -> list[Any]:
+    values = column.to_pylist(maps_as_pydicts="strict")
+    if _has_positional_struct(column.type):
+        return [_tuples(value, column.type) for value in values]
+    return values
 
 
-def _decode(type_name: str, value: Any) -> Any:
-    while match := _WRAPPERS.match(type_name):
-        type_name = match.group(2)
+def _is_positional(struct: pa.StructType) -> bool:
+    # An unnamed ClickHouse Tuple arrives as a struct with fields "1", "2", ...
+    return [field.name for field in struct] == [str(i) for i in range(1, struct.num_fields + 1)]
+
+
+def _has_positional_struct(kind: pa.DataType) -> bool:
+    if pa.types.is_struct(kind):
+        return _is_positional(kind) or any(_has_positional_struct(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _has_positional_struct(kind.value_type)
+    if pa.types.is_map(kind):
+        return _has_positional_struct(kind.item_type)
+    return False
+
+
+def _tuples(value: Any, kind: pa.DataType) -> Any:
+    """Unnamed tuples back to Python tuples, as clickhouse-connect returns them."""
     if value is None:
         return None
-    if type_name.startswith("Decimal"):
-        return Decimal(str(value))
-    if type_name.startswith("DateTime"):
-        return datetime.fromisoformat(str(value))
-    if type_name.startswith("Date"):
-        return date.fromisoformat(str(value))
-    if type_name.startswith(("Int", "UInt")) and isinstance(value, str):
-        return int(value)
+    if pa.types.is_struct(kind):
+        fields = {field.name: _tuples(value[field.name], field.type) for field in kind}
+        return tuple(fields.values()) if _is_positional(kind) else fields
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return [_tuples(item, kind.value_type) for item in value]
+    if pa.types.is_map(kind):
+        return {key: _tuples(item, kind.item_type) for key, item in value.items()}
     return value
 
 
-def decode_result(body: bytes) -> RemoteResult:
-    data = orjson.loads(body)
-    types = tuple(data["types"])
-    rows = [tuple(_decode(t, v) for t, v in zip(types, row, strict=True)) for row in data["rows"]]
-    return RemoteResult(tuple(data["columns"]), types, rows)
+def ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def read_ipc(body: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.BufferReader(body)).read_all()
+
+
+def encode_query_request(query: str, parameters: dict[str, Any] | None) -> bytes:
+    """The SQL in the schema's metadata, each parameter a typed column of one row."""
+    values = pa.Table.from_pylist([parameters]) if parameters else pa.table({})
+    return ipc_bytes(values.replace_schema_metadata({"sql": query}))
+
+
+def decode_query_request(body: bytes, content_type: str) -> tuple[str, dict[str, Any]]:
+    """(SQL, parameters) of a `/v1/query` body: Arrow from our client, or JSON by hand
+    (`{"sql": ..., "parameters": {...}}`, parameters as JSON values)."""
+    if content_type.startswith(ARROW_STREAM):
+        table = read_ipc(body)
+        sql = (table.schema.metadata or {}).get(b"sql")
+        if sql is None:
+            raise ValueError("the Arrow request carries no sql in its schema metadata")
+        rows = table.to_pylist()
+        return sql.decode(), rows[0] if rows else {}
+    request = orjson.loads(body)
+    return str(request["sql"]), dict(request.get("parameters") or {})
+
+
+def encode_query_response(table: pa.Table, accept: str) -> tuple[bytes, str]:
+    """Arrow IPC when the caller accepts it; else JSON (Decimals as exact strings)."""
+    if ARROW_STREAM in accept:
+        return ipc_bytes(table), ARROW_STREAM
+    body = {
+        "columns": table.column_names,
+        "types": [str(field.type) for field in table.schema],
+        "rows": python_rows(table),
+    }
+    return orjson.dumps(body, default=str), "application/json"
+
+
+class DirectReader:
+    """Reads through a clickhouse-connect client in this process."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def query(
+        self,
+        query: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> QueryResult:
+        return QueryResult(query_table(self.client, query, parameters, settings))
 
 
 class RemoteQueryClient:
-    """A read-only client that runs queries in the worker that owns the data."""
+    """Reads through the worker that owns the data (it applies `readonly=1` itself)."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 120.0) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Content-Type": ARROW_STREAM, "Accept": ARROW_STREAM}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
 
     def query(
@@ -100,12 +201,11 @@ class RemoteQueryClient:
         query: str,
         parameters: dict[str, Any] | None = None,
         settings: dict[str, Any] | None = None,
-    ) -> RemoteResult:
-        body = orjson.dumps({"sql": query, "parameters": parameters or {}}, default=str)
-        response = self._http.post("/v1/query", content=body)
+    ) -> QueryResult:
+        response = self._http.post("/v1/query", content=encode_query_request(query, parameters))
         if response.status_code != 200:
-            raise SpendstreamError(f"query failed: {response.text.strip()[:300]}")
-        return decode_result(response.content)
+            raise SpendstreamError(f"the worker refused the query: {response.text.strip()[:300]}")
+        return QueryResult(read_ipc(response.content))
 
     def close(self) -> None:
         self._http.close()
@@ -129,18 +229,30 @@ def running_worker_url(data_dir: Path) -> str | None:
 
 
 @contextmanager
-def open_query_client(settings: Settings) -> Iterator[QueryClient]:
-    """The running worker's endpoint if one owns the embedded data dir, else ClickHouse."""
-    url = None
-    if settings.resolved_clickhouse_url.startswith("chdb:"):
-        url = running_worker_url(settings.data_dir)
-    if url is not None:
-        token = settings.analyst_token.get_secret_value() if settings.analyst_token else None
-        remote = RemoteQueryClient(url, token)
-        try:
-            yield remote
-        finally:
-            remote.close()
-        return
-    with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
-        yield ch.client
+def open_reader(settings: Settings) -> Iterator[Reader]:
+    """The one way a command reads: through the running worker if one owns the embedded
+    data dir, else ClickHouse directly (the data dir, or the configured server)."""
+    url = settings.resolved_clickhouse_url
+    if url.startswith("chdb:"):
+        worker_url = running_worker_url(settings.data_dir)
+        if worker_url is not None:
+            token = settings.analyst_token.get_secret_value() if settings.analyst_token else None
+            remote = RemoteQueryClient(worker_url, token)
+            try:
+                yield remote
+            finally:
+                remote.close()
+            return
+        require_data_dir(settings)
+    with clickhouse_session(url, settings.clickhouse_password) as handle:
+        yield DirectReader(handle.client)
+
+
+def require_data_dir(settings: Settings) -> None:
+    """Opening a missing chdb path would create an empty database and report zeros."""
+    url = settings.resolved_clickhouse_url
+    if url == chdb_url_for(settings.data_dir) and not (settings.data_dir / "clickhouse").is_dir():
+        raise ConfigError(
+            f"no ClickHouse data in {settings.data_dir}: pass --data-dir "
+            "or set SPENDSTREAM_CLICKHOUSE_URL"
+        )

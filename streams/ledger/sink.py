@@ -6,7 +6,8 @@ retried with capped exponential backoff for as long as it takes: the agent stops
 taking new messages meanwhile (backpressure), nothing is dropped, and `healthy`
 turns False so the health endpoint reports degraded.
 
-Batches go in as Arrow tables typed from the table's DDL (see `arrow_batches`).
+Batches go in as Arrow tables typed as ClickHouse reads the table (`streams/ledger/arrow.py`),
+to the owner worker too when this one is its peer.
 Idempotence: each insert carries an `insert_deduplication_token` derived from the
 rows it holds, so re-inserting the same batch (a retry after a timeout that did in
 fact land) changes nothing, in the table or in any materialized view fed by it.
@@ -146,12 +147,6 @@ class ClickHouseLedgerSink:
         if self.write_hook is not None:
             self.write_hook(table)
         client = self.executor.client
-        if getattr(client, "remote", False):  # a peer worker: no Arrow over its API
-            data = [[row[name] for row in rows] for name in columns]
-            client.insert(
-                table, data, column_names=list(columns), column_oriented=True, settings=settings
-            )
-            return
         if table not in self._schemas:
             self._schemas[table] = table_schema(client, table, columns)
         client.insert_arrow(table, to_arrow(rows, self._schemas[table]), settings=settings)

@@ -43,7 +43,13 @@ from streams.ledger.connect import (
     open_session_client,
 )
 from streams.ledger.peer import decode_insert
-from streams.ledger.remote import READ_ONLY, encode_result, write_worker_file
+from streams.ledger.remote import (
+    READ_ONLY,
+    decode_query_request,
+    encode_query_response,
+    query_table,
+    write_worker_file,
+)
 from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
 from streams.runtime.metrics import CONTENT_TYPE, DeliveryCounts, WorkerMetrics
 from streams.settings import Settings
@@ -417,21 +423,14 @@ def build_app(
             try:
                 # A peer's batch outgrows aiohttp's 1 MiB default: read it with our bound.
                 body = await read_body(request, PEER_INSERT_MAX_BYTES)
-                table, columns, data, insert_settings = decode_insert(body)
+                table, batch, insert_settings = decode_insert(body)
             except BodyTooLarge as exc:
                 return self.error(413, str(exc))
             except (ValueError, KeyError) as exc:
                 return self.error(400, str(exc))
             client = runtime.handle.client
-            await runtime.executor.run(
-                client.insert,
-                table,
-                data,
-                column_names=columns,
-                column_oriented=True,
-                settings=insert_settings,
-            )
-            return self.json({"inserted": len(data[0]) if data else 0})
+            await runtime.executor.run(client.insert_arrow, table, batch, settings=insert_settings)
+            return self.json({"inserted": batch.num_rows})
 
     @app.page("/v1/query")
     class QueryView(faust.web.View):
@@ -445,21 +444,20 @@ def build_app(
                     return self.error(401, "analyst token required")
             if not await runtime.connected() or runtime.executor is None:
                 return self.error(503, "ClickHouse is not connected")
-            body = orjson.loads(await request.read())
-            client = runtime.reader
+            try:
+                sql, parameters = decode_query_request(
+                    await request.read(), request.headers.get("Content-Type", "")
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                return self.error(400, f"bad query request: {exc}")
             try:
                 result = await runtime.executor.run(
-                    client.query,
-                    body["sql"],
-                    parameters=body.get("parameters") or None,
-                    settings=READ_ONLY,
+                    query_table, runtime.reader, sql, parameters or None, READ_ONLY
                 )
             except Exception as exc:
                 return self.error(400, str(exc).strip().splitlines()[0][:500])
-            payload = encode_result(
-                result.column_names, [t.name for t in result.column_types], result.result_rows
-            )
-            return self.bytes(payload, content_type="application/json")
+            payload, content_type = encode_query_response(result, request.headers.get("Accept", ""))
+            return self.bytes(payload, content_type=content_type)
 
     async def read_ledger(query: Callable[[Any], Any]) -> Any:
         """The read path of the dashboard: the read-only session, on the ClickHouse thread."""

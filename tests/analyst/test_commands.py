@@ -11,11 +11,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from streams.analyst.access import URL_ENV
 from streams.analyst.commands import add_analyst_commands
 from streams.errors import ConfigError
 from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
 from tests.analyst import ledger_data as data
+
+URL_ENV = "SPENDSTREAM_CLICKHOUSE_URL"
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 from streams.analyst.focus_export import export_focus
 from streams.analyst.periods import month
 from streams.errors import ConfigError
+from streams.ledger.remote import DirectReader
 from tests.analyst import ledger_data as data
 
 NOVEMBER = month("2026-11")
@@ -61,7 +62,7 @@ def parquet(
     module_ch: Client, november: list, tmp_path_factory: pytest.TempPathFactory
 ) -> pa.Table:
     path = tmp_path_factory.mktemp("focus") / "focus.parquet"
-    assert export_focus(module_ch, NOVEMBER, path) > 0
+    assert export_focus(DirectReader(module_ch), NOVEMBER, path) > 0
     return pq.read_table(path)
 
 
@@ -110,7 +111,7 @@ def test_csv_export_has_the_same_charges(
     module_ch: Client, parquet: pa.Table, tmp_path: Path
 ) -> None:
     path = tmp_path / "focus.csv"
-    export_focus(module_ch, NOVEMBER, path)
+    export_focus(DirectReader(module_ch), NOVEMBER, path)
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == parquet.schema.names
@@ -125,4 +126,4 @@ def test_csv_export_has_the_same_charges(
 
 def test_other_file_types_are_refused(module_ch: Client, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\.csv or \.parquet"):
-        export_focus(module_ch, NOVEMBER, tmp_path / "focus.xlsx")
+        export_focus(DirectReader(module_ch), NOVEMBER, tmp_path / "focus.xlsx")

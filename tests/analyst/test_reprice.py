@@ -19,6 +19,7 @@ from streams.analyst.periods import Period, date_range, month
 from streams.analyst.reprice import reprice
 from streams.cost.catalog import CatalogPrices, PriceCatalog
 from streams.cost.rows import SourcePosition, price_event
+from streams.ledger.remote import DirectReader
 from tests.analyst import ledger_data as data
 
 D = Decimal
@@ -137,8 +138,7 @@ def test_chargeback_and_focus_show_the_corrected_month(module_ch: Client, repric
     report = build_chargeback(ch, november, "tenant")
     assert report.total == month_total(new_events, november)
 
-    names, _, rows = query_focus(ch, november)
-    charges = [dict(zip(names, row, strict=True)) for row in rows]
+    charges = query_focus(DirectReader(ch), november).to_pylist()
     corrections = [c for c in charges if c["ChargeClass"] == "Correction"]
     usage = [c for c in charges if c["ChargeClass"] is None]
     assert sum((c["BilledCost"] for c in usage), D(0)) == month_total(events, november)

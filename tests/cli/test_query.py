@@ -12,11 +12,11 @@ from typing import Any
 
 import clickhouse_connect
 import pytest
-from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from streams.cli.query import format_rows, run_query
 from streams.ledger.connect import ClickHouseHandle
+from streams.ledger.remote import DirectReader
 
 COLUMNS = ["tenant_id", "cost_usd", "day", "at", "latency_ms"]
 ROWS: list[tuple[Any, ...]] = [
@@ -80,12 +80,12 @@ def test_csv_has_a_header_quotes_commas_and_prints_null_as_empty() -> None:
 
 
 def test_table_aligns_columns_under_a_header_rule() -> None:
-    lines = format_rows(["name", "n"], [("a", 1), ("longer", None)], "table").splitlines()
+    lines = format_rows(["name", "n"], [("a", 1), ("longer", 22)], "table").splitlines()
     assert lines == [
-        "name    n",
-        "------  -",
-        "a       1",
-        "longer   ",
+        "name     n",
+        "------  --",
+        "a        1",
+        "longer  22",
     ]
 
 
@@ -110,16 +110,16 @@ def db(ledger_db: ClickHouseHandle) -> Iterator[ClickHouseHandle]:
 
 
 @pytest.fixture
-def reader(db: ClickHouseHandle) -> Iterator[Client]:
+def reader(db: ClickHouseHandle) -> Iterator[DirectReader]:
     # A client of its own per test: on chdb a refused INSERT leaves its client
     # read-only for good (see test_a_refused_write_leaves_the_client_usable), and
     # that must not leak into the fixtures that write.
     client = clickhouse_connect.get_client(dsn=db.url)
-    yield client
+    yield DirectReader(client)
     client.close()
 
 
-def test_run_query_returns_columns_and_rows_with_decimals(reader: Client) -> None:
+def test_run_query_returns_columns_and_rows_with_decimals(reader: DirectReader) -> None:
     columns, rows = run_query(
         reader, "SELECT tenant_id, cost_usd, input_tokens FROM usage_ledger FINAL"
     )
@@ -141,7 +141,7 @@ def test_run_query_returns_columns_and_rows_with_decimals(reader: Client) -> Non
     ],
     ids=["insert", "create", "drop", "truncate", "settings-escape"],
 )
-def test_run_query_is_read_only(db: ClickHouseHandle, reader: Client, sql: str) -> None:
+def test_run_query_is_read_only(db: ClickHouseHandle, reader: DirectReader, sql: str) -> None:
     with pytest.raises(DatabaseError, match="readonly"):
         run_query(reader, sql)
     assert db.client.query("SELECT count() FROM usage_ledger").result_rows == [(1,)]
@@ -159,7 +159,8 @@ def test_a_refused_write_on_the_reader_session_leaves_the_writer_usable(
     try:
         with pytest.raises(DatabaseError, match="readonly"):
             run_query(
-                reader, "INSERT INTO usage_ledger (request_id, tenant_id) VALUES ('q-3', 'x')"
+                DirectReader(reader),
+                "INSERT INTO usage_ledger (request_id, tenant_id) VALUES ('q-3', 'x')",
             )
     finally:
         reader.close()
