@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import doctest
 import logging
+from datetime import UTC, datetime
 
 import pytest
 
 from streams import retrying
-from streams.retrying import BROKER_WRITES, Backoff, until_done
+from streams.retrying import BROKER_WRITES, Backoff, parse_retry_after, until_done
 
 log = logging.getLogger("test_retrying")
 
@@ -74,3 +75,14 @@ def test_a_cancel_is_not_retried() -> None:
 def test_module_doctests_pass() -> None:
     # Every example runs (an example deleted or no longer collected fails here too).
     assert doctest.testmod(retrying) == (0, 2)  # (failed, attempted)
+
+
+def test_retry_after_is_seconds_or_an_http_date() -> None:
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("30", now) == 30.0
+    assert parse_retry_after(" 1.5 ", now) == 1.5
+    assert parse_retry_after("Sun, 06 Dec 2026 12:01:00 GMT", now) == 60.0
+    assert parse_retry_after("Sun, 06 Dec 2026 11:00:00 GMT", now) == 0.0  # already past
+    assert parse_retry_after("-5", now) == 0.0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None

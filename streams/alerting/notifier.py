@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from ssl import SSLCertVerificationError
 from typing import Protocol
 
@@ -41,24 +40,6 @@ class Notifier(Protocol):
     def send(self, alert: Alert) -> list[SendAttempt]:
         """Deliver one alert state; blocking; never raises for delivery failures."""
         ...
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or utc_now())).total_seconds())
 
 
 def is_transient_status(status: int) -> bool:

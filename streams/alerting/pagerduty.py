@@ -36,13 +36,13 @@ from streams.alerting.notifier import (
     Clock,
     SendAttempt,
     http_attempt,
-    parse_retry_after,
     redact,
     short,
     tls_verification_failed,
     utc_now,
 )
 from streams.alerting.render import cause_label, details
+from streams.retrying import parse_retry_after
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,6 @@ from streams.alerting.notifier import (
     Clock,
     SendAttempt,
     http_attempt,
-    parse_retry_after,
     redact,
     short,
     tls_verification_failed,
@@ -68,6 +67,7 @@ from streams.alerting.render import (
     supporting_evidence,
     who,
 )
+from streams.retrying import parse_retry_after
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ import gzip
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple, Protocol
 
 import httpx
@@ -31,6 +29,7 @@ from aiokafka.partitioner import murmur2
 from pydantic import SecretStr
 
 from schemas.usage_event import MAX_MESSAGE_BYTES
+from streams.retrying import parse_retry_after
 
 log = logging.getLogger("spendstream.sdk")
 
@@ -327,7 +326,7 @@ class HttpTransport:
                 message + ("" if retriable else f": {response.text[:200]}"),
                 retriable=retriable,
                 failed=undelivered,
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 rejected=rejected,
             )
         return rejected
@@ -347,17 +346,3 @@ def _rejected_count(response: httpx.Response, size: int) -> int:
     reasons = answer.get("errors") or (rejected if isinstance(rejected, list) else None)
     log.warning("ingest rejected %d of %d events: %s", count, size, str(reasons)[:500])
     return min(count, size)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
