@@ -22,7 +22,8 @@ from streams.cli.main import main
 from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
 from streams.ledger.remote import DirectReader, RemoteQueryClient, running_worker_url
 from tests.analyst import ledger_data as data
-from tests.integration.conftest import RunningStack, wait_for
+from tests.helpers.stack import RunningStack
+from tests.helpers.waiting import wait_for
 from tests.ledger.test_remote import EXPECTED, PARAMETERS, TRICKY
 
 pytestmark = pytest.mark.integration
