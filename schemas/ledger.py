@@ -1,7 +1,8 @@
 """Rows of the ClickHouse cost ledger and of the dead-letter table.
 
 These models are the column specification: `sql/001_usage_ledger.sql` (with
-the columns later migrations add at its end, `sql/041_price_context.sql`) and
+the columns later migrations add at its end, `sql/041_price_context.sql` and
+`sql/042_estimates.sql`) and
 `sql/002_dead_letters.sql` declare the same columns in the same order (a test
 checks it), and the sink inserts column lists in `LEDGER_COLUMNS` order.
 """
@@ -14,7 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CostStatus = Literal["priced", "unpriced"]
+# estimated: no price for the model; `estimated_cost_usd` holds an estimate from
+# its closest priced relative (docs/pricing.md) and `cost_usd` stays 0.
+CostStatus = Literal["priced", "unpriced", "estimated"]
 
 
 class LedgerRow(BaseModel):
@@ -69,6 +72,8 @@ class LedgerRow(BaseModel):
     service_tier: str = ""
     batch: bool = False
     price_cache_write_1h_per_mtok: Decimal = Decimal(0)
+    estimated_cost_usd: Decimal = Decimal(0)
+    estimate_source: str = ""
 
 
 class DeadLetterRow(BaseModel):

@@ -37,7 +37,19 @@ class PriceEntry(BaseModel):
     reasoning: PricePerMTok | None = None
 
 
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Annotated[str, Field(min_length=1)]
+    model: Annotated[str, Field(min_length=1)]
+
+
 class PricingFile(BaseModel):
+    """`estimate_fallbacks`: for a call to a model with no price and no priced model
+    of the same provider and family, the model its estimate is priced as, per
+    provider (`"*"` for any provider)."""
+
     model_config = ConfigDict(extra="forbid")
 
     prices: list[PriceEntry] = Field(default_factory=list)
+    estimate_fallbacks: dict[str, ModelRef] = Field(default_factory=dict)

@@ -169,6 +169,17 @@ class CardinalityParams(_DetectorParams):
     max_keys: int = Field(default=10_000, ge=1)  # open (tenant, dimension) incidents kept
 
 
+class UnpricedModelParams(_DetectorParams):
+    """A model with no price carrying real traffic: alerts once it reaches
+    `min_requests` calls; resolves after `resolve_after_hours` without such calls."""
+
+    enabled: bool = True
+    min_requests: int = Field(default=10, ge=1)
+    severity: Severity = "warning"
+    resolve_after_hours: int = Field(default=24, ge=1)
+    max_keys: int = Field(default=10_000, ge=1)
+
+
 class SpikeCauseParams(_DetectorParams):
     min_factor: float = Field(default=1.5, gt=1)
     flat: float = Field(default=1.25, gt=1)
@@ -183,6 +194,7 @@ class DetectorsConfig(_Strict):
     retry_storm: RetryStormParams = Field(default_factory=RetryStormParams)
     online: OnlineParams = Field(default_factory=OnlineParams)
     cardinality: CardinalityParams = Field(default_factory=CardinalityParams)
+    unpriced_model: UnpricedModelParams = Field(default_factory=UnpricedModelParams)
     spike_cause: SpikeCauseParams = Field(default_factory=SpikeCauseParams)
 
 
@@ -274,8 +286,20 @@ class RoutingConfig(_Strict):
     critical: CriticalRoute = Field(default_factory=CriticalRoute)
 
 
+class LimitsConfig(_Strict):
+    """How `/v1/limits` and the budget detectors treat calls to models with no price.
+
+    `count`: their estimates (docs/pricing.md) count toward the month's spend.
+    `unknown`: fail closed: a tenant with such calls this month is reported with
+    status `unknown` (a gateway enforcing caps should treat it as over).
+    """
+
+    estimates: Literal["count", "unknown"] = "count"
+
+
 class SpendConfig(_Strict):
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
     detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)

@@ -41,11 +41,17 @@ def title(review: WeeklyReview) -> str:
 
 
 def summary(review: WeeklyReview) -> str:
-    return (
+    text = (
         f"Total spend {usd(review.total)} "
         f"({percent_change(review.total, review.previous_total)} week over week, "
         f"last week {usd(review.previous_total)})."
     )
+    if review.estimated:
+        text += (
+            f" Calls to {len(review.estimated)} model(s) with no price are estimated at "
+            f"{usd(review.estimated_total)} more (not in the total; see below)."
+        )
+    return text
 
 
 def sections(review: WeeklyReview) -> list[Section]:
@@ -136,6 +142,32 @@ def sections(review: WeeklyReview) -> list[Section]:
                     usd(finding.savings),
                 ]
                 for finding in review.cheaper_models[:MAX_ROWS]
+            ],
+        ),
+        *_estimated_section(review),
+    ]
+
+
+def _estimated_section(review: WeeklyReview) -> list[Section]:
+    if not review.estimated:
+        return []
+    return [
+        Section(
+            "Models with no price (estimated)",
+            "Calls this week to models neither the pricing file nor the catalog prices, "
+            "estimated from the closest priced model of the same family (docs/pricing.md). "
+            "Add them to the pricing file and run `spendstream reprice`.",
+            ["model", "calls", "input tokens", "output tokens", "estimated", "estimated as"],
+            [
+                [
+                    f"{model.provider}/{model.model}",
+                    f"{model.requests:,}",
+                    f"{model.input_tokens:,}",
+                    f"{model.output_tokens:,}",
+                    usd(model.estimated),
+                    model.estimate_source.split(" ", 1)[0].removeprefix("estimate:"),
+                ]
+                for model in review.estimated[:MAX_ROWS]
             ],
         ),
     ]

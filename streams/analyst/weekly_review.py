@@ -84,6 +84,19 @@ class CheaperModel:
 
 
 @dataclass(frozen=True)
+class EstimatedModel:
+    """This week's calls to a model with no price, and their estimate."""
+
+    provider: str
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    estimated: Decimal
+    estimate_source: str
+
+
+@dataclass(frozen=True)
 class WeeklyReview:
     week: Period
     previous: Period
@@ -98,6 +111,11 @@ class WeeklyReview:
     # Daily spend over both weeks, for the charts: series label → one amount per day.
     tenant_days: dict[str, list[Decimal]] = field(default_factory=dict)
     model_days: dict[str, list[Decimal]] = field(default_factory=dict)
+    estimated: list[EstimatedModel] = field(default_factory=list)
+
+    @property
+    def estimated_total(self) -> Decimal:
+        return sum((model.estimated for model in self.estimated), ZERO)
 
     @property
     def days(self) -> list[date]:
@@ -291,7 +309,19 @@ def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
             change.label: [models.spend[change.key].get(day, ZERO) for day in days]
             for change in model_changes
         },
+        estimated=_estimated(client, week),
     )
+
+
+def _estimated(client: Client, week: Period) -> list[EstimatedModel]:
+    rows = client.query(
+        "SELECT provider, model, sum(requests), sum(input_tokens), sum(output_tokens), "
+        "sum(estimated_cost_usd), any(estimate_source) FROM estimated_spend_daily "
+        "WHERE day BETWEEN {start:Date} AND {end:Date} "
+        "GROUP BY provider, model ORDER BY sum(estimated_cost_usd) DESC, provider, model",
+        parameters={"start": week.start, "end": week.end},
+    ).result_rows
+    return [EstimatedModel(*row) for row in rows]
 
 
 def _daily(entries: Iterable[tuple[str, str, date, Decimal]]) -> _Daily:

@@ -34,6 +34,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.pricing import PriceEntry, PricingFile
+from streams.cost.estimates import Estimator
 from streams.errors import ConfigError
 
 MTOK = Decimal(1_000_000)
@@ -231,6 +232,9 @@ class OverridePrices:
             found = self._latest(self._entries.get((provider, model, STANDARD)), at)
         return found
 
+    def model_names(self, provider: str) -> list[str]:
+        return sorted({model for p, model, _ in self._entries if p == provider})
+
     @staticmethod
     def _latest(entries: list[tuple[date, UnitPrices]] | None, at: datetime) -> UnitPrices | None:
         if not entries:
@@ -268,6 +272,12 @@ class CatalogPrices:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return prices
+
+    def model_names(self, provider: str) -> list[str]:
+        for candidate in self._snapshot.providers:
+            if candidate.id == provider:
+                return [model.id for model in candidate.models]
+        return []
 
     def _resolve(self, model_info: Any, at: datetime, context: PriceContext) -> UnitPrices | None:
         standard = model_info.get_prices(at)
@@ -384,22 +394,45 @@ class _CatalogModel:
 
 
 class PriceCatalog:
-    """Overrides first, then the public catalog. Provider and model match case-insensitively."""
+    """Overrides first, then the public catalog. Provider and model match case-insensitively.
+
+    `estimate` prices a model neither knows as its closest priced relative (or a
+    configured fallback): see `streams.cost.estimates`.
+    """
 
     def __init__(
-        self, overrides: OverridePrices | None = None, catalog: CatalogPrices | None = None
+        self,
+        overrides: OverridePrices | None = None,
+        catalog: CatalogPrices | None = None,
+        estimate_fallbacks: dict[str, tuple[str, str]] | None = None,
     ):
         self.overrides = overrides
         self.catalog = catalog if catalog is not None else CatalogPrices()
+        self.estimator = Estimator(self, estimate_fallbacks)
 
     @classmethod
     def load(cls, pricing_file: Path | None = None) -> PriceCatalog:
-        overrides = None
-        if pricing_file is not None:
-            overrides = OverridePrices(
-                load_pricing_file(pricing_file), f"override:{pricing_file.name}"
-            )
-        return cls(overrides)
+        if pricing_file is None:
+            return cls()
+        pricing = load_pricing_file(pricing_file)
+        fallbacks = {
+            provider: (ref.provider, ref.model)
+            for provider, ref in pricing.estimate_fallbacks.items()
+        }
+        return cls(OverridePrices(pricing, f"override:{pricing_file.name}"), None, fallbacks)
+
+    def model_names(self, provider: str) -> list[str]:
+        """Every model the overrides and the catalog know for `provider`."""
+        provider = provider.lower()
+        names = self.catalog.model_names(provider)
+        if self.overrides is not None:
+            names = sorted({*names, *self.overrides.model_names(provider)})
+        return names
+
+    def estimate(
+        self, provider: str, model: str, at: datetime, context: PriceContext = STANDARD
+    ) -> UnitPrices | None:
+        return self.estimator.estimate(provider, model, at, context)
 
     def resolve(
         self, provider: str, model: str, at: datetime, context: PriceContext = STANDARD

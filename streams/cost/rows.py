@@ -10,6 +10,7 @@ from schemas.usage_event import UsageEvent
 from streams.cost.catalog import (
     STANDARD,
     ZERO_COST,
+    CostBreakdown,
     PriceCatalog,
     PriceContext,
     UnitPrices,
@@ -56,26 +57,42 @@ class SourcePosition:
     index: int = 0  # the event's place in its message (a JSON array holds many)
 
 
+def _cost(event: UsageEvent, prices: UnitPrices) -> CostBreakdown:
+    return prices.cost(
+        event.input_tokens,
+        event.cached_tokens,
+        event.cache_write_tokens,
+        event.output_tokens,
+        event.reasoning_tokens,
+        event.cache_write_1h_tokens,
+    )
+
+
 def ledger_row(
     event: UsageEvent,
     prices: UnitPrices | None,
     position: SourcePosition,
     ingested_at: datetime,
+    estimate: UnitPrices | None = None,
 ) -> dict[str, Any]:
-    """One `usage_ledger` row as a dict keyed by `LEDGER_COLUMNS` (Decimals kept exact)."""
+    """One `usage_ledger` row as a dict keyed by `LEDGER_COLUMNS` (Decimals kept exact).
+
+    Without `prices`, the cost is 0 and the call is 'unpriced', or 'estimated' when
+    `estimate` (a relative's prices) gives `estimated_cost_usd`, kept apart from
+    `cost_usd`."""
     # A validated model's __dict__ holds exactly its fields (extra="ignore"): one C-level copy.
     row = dict(event.__dict__)
+    estimated, estimate_source = ZERO_COST.input, ""
     if prices is None:
         cost, unit, source, status = ZERO_COST, None, "", "unpriced"
+        if estimate is not None:
+            estimated, estimate_source, status = (
+                _cost(event, estimate).total,
+                estimate.source,
+                "estimated",
+            )
     else:
-        cost = prices.cost(
-            event.input_tokens,
-            event.cached_tokens,
-            event.cache_write_tokens,
-            event.output_tokens,
-            event.reasoning_tokens,
-            event.cache_write_1h_tokens,
-        )
+        cost = _cost(event, prices)
         unit, source, status = prices.for_input(event.input_tokens), prices.source, "priced"
     row.update(
         cost_input_usd=cost.input,
@@ -96,6 +113,8 @@ def ledger_row(
         source_partition=position.partition,
         source_offset=position.offset,
         ingested_at=ingested_at,
+        estimated_cost_usd=estimated,
+        estimate_source=estimate_source,
     )
     return row
 
@@ -109,7 +128,10 @@ def price_event(
         else STANDARD
     )
     prices = catalog.resolve(event.provider, event.model, event.timestamp, context)
-    return ledger_row(event, prices, position, ingested_at)
+    if prices is not None:
+        return ledger_row(event, prices, position, ingested_at)
+    estimate = catalog.estimate(event.provider, event.model, event.timestamp, context)
+    return ledger_row(event, None, position, ingested_at, estimate)
 
 
 # What the spend agent needs of a ledger row; the costed topic carries only these.
@@ -135,6 +157,7 @@ COSTED_FIELDS = (
     "retry_of",
     "cost_usd",
     "cost_status",
+    "estimated_cost_usd",
     "source_partition",
     "source_offset",
 )

@@ -23,20 +23,21 @@ from streams.settings import Settings
 @dataclass(frozen=True)
 class LedgerTotals:
     rows: int
-    unpriced: int
+    unpriced: int  # calls to models with no price (estimated or not)
     cost: Decimal
+    estimated: Decimal
     dead_letters: int
 
 
 def ledger_totals(settings: Settings) -> LedgerTotals:
     with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
         apply_migrations(ch.client)
-        rows, unpriced, cost = ch.client.query(
-            "SELECT count(), countIf(cost_status = 'unpriced'), sum(cost_usd) "
-            "FROM usage_ledger FINAL"
+        rows, unpriced, cost, estimated = ch.client.query(
+            "SELECT count(), countIf(cost_status != 'priced'), sum(cost_usd), "
+            "sum(estimated_cost_usd) FROM usage_ledger FINAL"
         ).result_rows[0]
         (dead,) = ch.client.query("SELECT count() FROM dead_letters FINAL").result_rows[0]
-    return LedgerTotals(int(rows), int(unpriced), Decimal(cost), int(dead))
+    return LedgerTotals(int(rows), int(unpriced), Decimal(cost), Decimal(estimated), int(dead))
 
 
 def read_lines(paths: list[str]) -> Iterator[bytes]:
@@ -216,4 +217,5 @@ def run_replay(
         "dead_lettered": after.dead_letters - before.dead_letters,
         "unpriced": after.unpriced - before.unpriced,
         "total_cost_usd": format(after.cost - before.cost, "f"),
+        "estimated_cost_usd": format(after.estimated - before.estimated, "f"),
     }

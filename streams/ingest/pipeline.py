@@ -184,7 +184,7 @@ class IngestPipeline:
         c.events += batch.events
         c.ledgered += len(batch.rows)
         c.duplicates += batch.events - len(batch.rows)
-        c.unpriced += sum(1 for row in batch.rows if row["cost_status"] == "unpriced")
+        c.unpriced += sum(1 for row in batch.rows if row["cost_status"] != "priced")
         for letter in batch.dead_letters:
             reason = letter["reason"]
             c.dead_letters_by_reason[reason] = c.dead_letters_by_reason.get(reason, 0) + 1

@@ -210,21 +210,36 @@ class SpendRuntime:
             self.alerting.queue.enqueue(alert)
 
     def limits(self, tenant_id: str, now: datetime) -> dict[str, Any]:
-        """Month-to-date spend against the tenant's budget, for gateways to enforce caps."""
-        spent = self.tables.month_spend(tenant_id, now)
+        """Month-to-date spend against the tenant's budget, for gateways to enforce caps.
+
+        `month_to_date_usd` is the known (priced) spend; `estimated_usd` the estimates
+        of calls to models with no price. With `limits.estimates: count` the status
+        judges their sum; with `unknown` a month with such calls is `unknown`."""
+        month = self.tables.month(tenant_id, now)
         tenant = self.config.tenants.get(tenant_id)
         budget = tenant.monthly_budget_usd if tenant else None
-        if budget is None:
+        mode = self.config.limits.estimates
+        counted = month.cost + month.estimated
+        if mode == "unknown" and month.unpriced_requests:
+            status, remaining = "unknown", None
+        elif budget is None:
             status, remaining = "ok", None
         else:
-            remaining = max(Decimal(0), budget - spent)
+            remaining = max(Decimal(0), budget - counted)
             status = (
-                "over" if spent >= budget else "warn" if spent >= budget * Decimal("0.8") else "ok"
+                "over"
+                if counted >= budget
+                else "warn"
+                if counted >= budget * Decimal("0.8")
+                else "ok"
             )
         return {
             "tenant_id": tenant_id,
             "month": f"{now:%Y-%m}",
-            "month_to_date_usd": str(spent),
+            "month_to_date_usd": str(month.cost),
+            "estimated_usd": str(month.estimated),
+            "unpriced_requests": month.unpriced_requests,
+            "estimates": mode,
             "monthly_budget_usd": str(budget) if budget is not None else None,
             "remaining_usd": str(remaining) if remaining is not None else None,
             "status": status,

@@ -23,6 +23,7 @@ from detectors.rolling_median import RollingMedianDetector
 from detectors.run_cost import RunCostDetector
 from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
+from detectors.unpriced_model import UnpricedModelDetector
 from schemas.spend_config import SpendConfig
 from streams.alerting.query import sql_string
 from streams.spend.tables import (
@@ -57,6 +58,7 @@ class SpendMonitor:
     run_cost: RunCostDetector = field(init=False)
     retry_storm: RetryStormDetector = field(init=False)
     cardinality: CardinalityOverflowDetector | None = field(init=False)
+    unpriced: UnpricedModelDetector | None = field(init=False)
     online: Any = field(init=False)  # OnlineAnomalyDetector, built on first use
     cause: SpikeCauseClassifier = field(init=False)
     _learned: bool = False
@@ -76,6 +78,9 @@ class SpendMonitor:
             )
             if d.cardinality.enabled
             else None
+        )
+        self.unpriced = (
+            UnpricedModelDetector(**d.unpriced_model.kwargs()) if d.unpriced_model.enabled else None
         )
         self.online = None
         self._online_enabled = d.online.enabled
@@ -119,8 +124,11 @@ class SpendMonitor:
                 if storm is not None:
                     findings.append(_with_tenant(_as_retry_storm(storm), tenant_id))
             if touched.dim == "tenant":
-                month = tables.month_spend(tenant_id, touched.hour)
-                for found in self.contract.update(tenant_id, touched.hour, spend, month):
+                # Budgets count the estimates of calls to models with no price.
+                month = tables.month(tenant_id, touched.hour)
+                hour_spend = spend + Decimal(bucket.get("estimated", "0"))
+                month_spend = month.cost + month.estimated
+                for found in self.contract.update(tenant_id, touched.hour, hour_spend, month_spend):
                     if found.detector == "contract_hourly":
                         found = self._with_cause(
                             tables, "tenant", tenant_id, tenant_id, touched.hour, found
@@ -134,6 +142,8 @@ class SpendMonitor:
             )
             if found_run is not None:
                 findings.append(_with_tenant(found_run, tenant_id))
+        if self.unpriced is not None:
+            findings.extend(_observe_unpriced(self.unpriced, tenant_id, result.counted))
         if self._online_enabled and self.online is None:
             # River is imported here, not at start: it costs seconds (see warm_up_online).
             from detectors.online_anomaly import OnlineAnomalyDetector
@@ -207,6 +217,8 @@ class SpendMonitor:
             return not self.contract.is_resolved(key.removeprefix("tenant:"), now)
         if self.cardinality is not None and detector == self.cardinality.name:
             return not self.cardinality.is_resolved(key, now)
+        if self.unpriced is not None and detector == self.unpriced.name:
+            return not self.unpriced.is_resolved(key, now)
         return False
 
     def cleared(self, now: datetime) -> list[Finding]:
@@ -216,7 +228,56 @@ class SpendMonitor:
             *self.contract.close_cleared(now),
             *self.retry_storm.close_cleared(now),
             *(self.cardinality.close_cleared(now) if self.cardinality is not None else []),
+            *(self.unpriced.close_cleared(now) if self.unpriced is not None else []),
         ]
+
+
+def _observe_unpriced(
+    detector: UnpricedModelDetector, tenant_id: str, rows: list[dict[str, Any]]
+) -> list[Finding]:
+    """The calls of one list to models with no price, summed per model, in order."""
+    per_model: dict[tuple[str, str], list[Any]] = {}
+    for row in rows:
+        if row.get("cost_status", "priced") == "priced":
+            continue
+        totals = per_model.setdefault(
+            (row["provider"], row["model"]), [row["timestamp"], 0, 0, 0, Decimal(0)]
+        )
+        totals[0] = max(totals[0], row["timestamp"])
+        totals[1] += row["request_count"]
+        totals[2] += row["input_tokens"]
+        totals[3] += row["output_tokens"]
+        totals[4] += row["estimated"]
+    findings = []
+    for (provider, model), (at, requests, tokens_in, tokens_out, estimated) in per_model.items():
+        found = detector.update(
+            tenant_id, provider, model, at, requests, tokens_in, tokens_out, estimated
+        )
+        if found is not None:
+            findings.append(
+                replace(
+                    found, evidence={**found.evidence, "query": unpriced_query(provider, model)}
+                )
+            )
+    return findings
+
+
+def unpriced_query(provider: str, model: str) -> str:
+    """SQL over `usage_ledger FINAL`: the model's unpriced calls per tenant and day."""
+    return (
+        "SELECT\n"
+        "    toDate(timestamp) AS day,\n"
+        "    tenant_id,\n"
+        "    sum(request_count) AS requests,\n"
+        "    sum(input_tokens) AS input_tokens,\n"
+        "    sum(output_tokens) AS output_tokens,\n"
+        "    sum(estimated_cost_usd) AS estimated_cost_usd\n"
+        "FROM usage_ledger FINAL\n"
+        f"WHERE provider = {sql_string(provider)} AND model = {sql_string(model)}\n"
+        "  AND cost_status != 'priced'\n"
+        "GROUP BY day, tenant_id\n"
+        "ORDER BY day, tenant_id"
+    )
 
 
 def _observe_overflow(

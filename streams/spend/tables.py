@@ -61,6 +61,8 @@ def new_bucket() -> dict[str, Any]:
         "retries": 0,
         "errors": 0,
         "models": {},
+        "estimated": "0",
+        "unpriced": 0,
     }
 
 
@@ -87,9 +89,15 @@ class _Delta:
     retries: int = 0
     errors: int = 0
     models: dict[str, int] = field(default_factory=dict)
+    # Calls to models with no price: their estimates, and how many (estimated or not).
+    estimated: Decimal = Decimal(0)
+    unpriced: int = 0
 
     def add(self, row: dict[str, Any]) -> None:
         self.cost += row["cost"]
+        if row.get("cost_status", "priced") != "priced":
+            self.estimated += row["estimated"]
+            self.unpriced += row["request_count"]
         self.requests += row["request_count"]
         if row["user_id"]:
             self.users.add(row["user_id"])
@@ -110,6 +118,8 @@ class _Delta:
         self.output += other.output
         self.retries += other.retries
         self.errors += other.errors
+        self.estimated += other.estimated
+        self.unpriced += other.unpriced
         for model, count in other.models.items():
             self.models[model] = self.models.get(model, 0) + count
 
@@ -130,6 +140,9 @@ class _Delta:
             "retries": bucket["retries"] + self.retries,
             "errors": bucket["errors"] + self.errors,
             "models": models,
+            # Buckets written before estimates existed have neither key.
+            "estimated": str(Decimal(bucket.get("estimated", "0")) + self.estimated),
+            "unpriced": bucket.get("unpriced", 0) + self.unpriced,
         }
 
 
@@ -153,6 +166,13 @@ class RunUpdate:
     last_seen: datetime
 
 
+@dataclass(frozen=True)
+class MonthSpend:
+    cost: Decimal  # priced calls
+    estimated: Decimal  # estimates of calls to models with no price
+    unpriced_requests: int  # calls to models with no price, estimated or not
+
+
 @dataclass
 class BatchResult:
     counted: list[dict[str, Any]] = field(default_factory=list)
@@ -173,6 +193,7 @@ def costed_row(raw: dict[str, Any]) -> dict[str, Any]:
     source position (`_partition`, `_sequence`) computed once for every table."""
     row = dict(raw)
     row["cost"] = Decimal(str(raw["cost_usd"]))
+    row["estimated"] = Decimal(str(raw.get("estimated_cost_usd") or 0))
     row["timestamp"] = _parse_time(raw["timestamp"])
     row["_partition"] = str(raw["source_partition"])
     row["_sequence"] = _sequence(raw)
@@ -430,8 +451,19 @@ class SpendTables:
         return self.hourly.get(key) or new_bucket()
 
     def month_spend(self, tenant_id: str, at: datetime) -> Decimal:
+        """The month's known (priced) spend."""
+        return self.month(tenant_id, at).cost
+
+    def month(self, tenant_id: str, at: datetime) -> MonthSpend:
+        """The month's known spend, its estimates and its calls with no price."""
         bucket = self.totals.get(f"{tenant_id}{SEP}month{SEP}{at:%Y-%m}")
-        return Decimal(bucket["cost"]) if bucket else Decimal(0)
+        if not bucket:
+            return MonthSpend(Decimal(0), Decimal(0), 0)
+        return MonthSpend(
+            Decimal(bucket["cost"]),
+            Decimal(bucket.get("estimated", "0")),
+            int(bucket.get("unpriced", 0)),
+        )
 
     def history(
         self, tenant_id: str, dim: str, value: str, before: datetime, hours: int

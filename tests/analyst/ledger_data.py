@@ -197,6 +197,8 @@ _DEFAULTS: dict[str, Any] = {
     "service_tier": "",
     "batch": False,
     "price_cache_write_1h_per_mtok": D(0),
+    "estimated_cost_usd": D(0),
+    "estimate_source": "",
 }
 
 

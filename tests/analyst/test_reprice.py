@@ -13,10 +13,12 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.ledger import LEDGER_COLUMNS
 from schemas.usage_event import UsageEvent
-from streams.analyst.chargeback import build_chargeback
+from streams.analyst.chargeback import build_chargeback, render
 from streams.analyst.focus_export import query_focus
-from streams.analyst.periods import Period, date_range, month
+from streams.analyst.periods import Period, date_range, iso_week, month
 from streams.analyst.reprice import reprice
+from streams.analyst.weekly_render import render_markdown
+from streams.analyst.weekly_review import build_weekly_review
 from streams.cost.catalog import CatalogPrices, PriceCatalog
 from streams.cost.rows import SourcePosition, price_event
 from streams.ledger.remote import DirectReader
@@ -193,3 +195,58 @@ def test_repricing_keeps_each_rows_price_context(ch: Client, catalog: CatalogPri
     standard = prices.resolve("openai", "gpt-5", at)
     assert standard is not None
     assert all(row["cost_usd"] < standard.cost(50_000, 0, 0, 4_000).total for row in events)
+
+
+def test_repricing_replaces_an_estimate_with_a_correction(
+    ch: Client, catalog: CatalogPrices, tmp_path: Path
+) -> None:
+    at = datetime(2026, 11, 3, 10, tzinfo=UTC)
+    event = UsageEvent.model_validate(
+        {
+            "request_id": "r-estimated",
+            "timestamp": at.isoformat(),
+            "tenant_id": "acme",
+            "provider": "anthropic",
+            "model": "claude-sonnet-9",
+            "input_tokens": 10_000,
+            "output_tokens": 1_000,
+        },
+        context={"now": at},
+    )
+    row = price_event(
+        PriceCatalog(None, catalog), event, SourcePosition("spendstream.usage", 0, 0), at
+    )
+    assert row["cost_status"] == "estimated"
+    ch.insert("usage_ledger", [[row[c] for c in LEDGER_COLUMNS]], column_names=list(LEDGER_COLUMNS))
+    shown = "SELECT tenant_id, model, requests, estimated_cost_usd FROM estimated_spend_daily"
+    estimate = row["estimated_cost_usd"]
+    assert ch.query(shown).result_rows == [("acme", "claude-sonnet-9", 1, estimate)]
+    # Shown beside known spend, never in it: chargeback and the weekly review.
+    before = build_chargeback(ch, month("2026-11"), "tenant")
+    assert [(line.key, line.cost, line.estimated) for line in before.lines] == [
+        ("acme", D(0), estimate)
+    ]
+    assert "not charged" in render(before, "md")
+    review = build_weekly_review(ch, iso_week("2026-W45"))
+    assert [(m.model, m.requests, m.estimated) for m in review.estimated] == [
+        ("claude-sonnet-9", 1, estimate)
+    ]
+    assert review.total == D(0)
+    assert "Models with no price (estimated)" in render_markdown(review)
+
+    path = tmp_path / "rates.yaml"
+    path.write_text(
+        "prices:\n  - {provider: anthropic, model: claude-sonnet-9, input: 4, output: 20}\n"
+    )
+    result = reprice(ch, PriceCatalog.load(path), date_range("2026-11-03", "2026-11-03"))
+    # 10,000 x 4 + 1,000 x 20 = 60,000 per 1e6
+    assert (result.corrections, result.newly_priced, result.delta_usd) == (1, 1, D("0.06"))
+    assert ch.query(shown).result_rows == []
+    assert ch.query(
+        "SELECT old_cost_status, new_cost_status FROM cost_corrections FINAL"
+    ).result_rows == [("estimated", "priced")]
+    assert ch.query("SELECT sum(cost_usd) FROM tenant_daily").result_rows == [(D("0.06"),)]
+    after = build_chargeback(ch, month("2026-11"), "tenant")
+    assert [(line.key, line.cost, line.estimated) for line in after.lines] == [
+        ("acme", D("0.06"), D(0))
+    ]

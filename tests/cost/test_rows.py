@@ -75,7 +75,7 @@ def test_priced_row_records_components_total_unit_prices_and_source(
         row["price_reasoning_per_mtok"],
     ) == (D("0.15"), D("0.075"), D("0.15"), D("0.6"), D("0.6"))
     assert row["price_source"] == catalog.source
-    assert len(COMPUTED_MONEY) == 12
+    assert len(COMPUTED_MONEY) == 13
     assert all(isinstance(row[c], Decimal) for c in COMPUTED_MONEY)
 
 

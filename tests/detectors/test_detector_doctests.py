@@ -15,6 +15,7 @@ MODULES = [
     "detectors.retry_storm",
     "detectors.online_anomaly",
     "detectors.spike_cause",
+    "detectors.unpriced_model",
 ]
 
 
