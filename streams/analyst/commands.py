@@ -1,15 +1,17 @@
-"""The analyst CLI: `report weekly|chargeback`, `export focus`, `reprice`, `reconcile`,
-`retention`. Each handler takes the parsed arguments and returns the exit code;
+"""The analyst CLI: `report weekly|chargeback`, `export focus`, `reprice`, `whatif`,
+`reconcile`, `retention`. Each handler takes the parsed arguments and returns the exit code;
 problems the user can fix are raised as SpendstreamError (one line)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from streams.analyst import chargeback, focus_export, reconcile, retention, weekly_render
+from schemas.scenario import Scenario, Substitution
+from streams.analyst import chargeback, focus_export, reconcile, retention, weekly_render, whatif
 from streams.analyst.access import open_writer, require_objects
 from streams.analyst.money import usd
 from streams.analyst.periods import date_range, iso_week, last_complete_week, month
@@ -17,6 +19,7 @@ from streams.analyst.reprice import reprice
 from streams.analyst.weekly_review import build_weekly_review
 from streams.cli.options import add_data_dir, settings_from
 from streams.cost.catalog import PriceCatalog
+from streams.errors import ConfigError
 from streams.ledger.remote import open_reader
 
 
@@ -56,6 +59,31 @@ def add_analyst_commands(subparsers: Any) -> None:
     reprice.add_argument("--reason", default="reprice", help="recorded on each correction")
     add_data_dir(reprice)
     reprice.set_defaults(func=cmd_reprice)
+
+    what = subparsers.add_parser(
+        "whatif", help="re-price a period under a scenario (read-only): actual vs scenario"
+    )
+    what.add_argument("--from", dest="start", required=True, help="first day, 2026-11-01")
+    what.add_argument("--to", dest="end", required=True, help="last day (inclusive)")
+    what.add_argument("--scenario", type=Path, help="scenario file (YAML, see docs/analyst.md)")
+    what.add_argument(
+        "--swap",
+        action="append",
+        default=[],
+        metavar="FROM=TO",
+        help="price FROM's calls as TO (provider/model or model); repeatable",
+    )
+    what.add_argument("--workflow", help="apply --swap only to this workflow_id")
+    what.add_argument("--tenant", help="apply --swap only to this tenant_id")
+    what.add_argument("--pricing", type=Path, help="a price card (pricing-file YAML)")
+    what.add_argument("--cache-hit-rate", type=Decimal, help="share 0..1 of input read from cache")
+    what.add_argument("--service-tier", help="serve every call at this tier (flex, priority…)")
+    what.add_argument(
+        "--batch", action=argparse.BooleanOptionalAction, default=None, help="batch API"
+    )
+    what.add_argument("--format", choices=whatif.FORMATS, default="table")
+    add_data_dir(what)
+    what.set_defaults(func=cmd_whatif)
 
     recon = subparsers.add_parser(
         "reconcile", help="compare the ledger with a provider's cost export"
@@ -116,6 +144,55 @@ def cmd_reprice(args: argparse.Namespace) -> int:
     )
     for (provider, model), delta in sorted(result.by_model.items()):
         print(f"  {provider}/{model}: {usd(delta)}")
+    return 0
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    """The scenario file, if any, with the command line's levers on top."""
+    base = whatif.load_scenario(args.scenario) if args.scenario else Scenario()
+    swaps = []
+    for text in args.swap:
+        source, sep, target = text.partition("=")
+        if not sep or not source or not target:
+            raise ConfigError(f"--swap {text!r}: expected FROM=TO, e.g. gpt-4o=gpt-4o-mini")
+        swaps.append(
+            Substitution.model_validate(
+                {
+                    "from": source,
+                    "to": target,
+                    "workflow_id": args.workflow,
+                    "tenant_id": args.tenant,
+                }
+            )
+        )
+    if (args.workflow or args.tenant) and not swaps:
+        raise ConfigError("--workflow and --tenant scope --swap: give at least one --swap")
+    levers = {
+        "pricing": args.pricing,
+        "cache_hit_rate": args.cache_hit_rate,
+        "service_tier": args.service_tier,
+        "batch": args.batch,
+    }
+    try:
+        return Scenario.model_validate(
+            {
+                **base.model_dump(exclude_none=True),
+                "substitutions": [*base.substitutions, *swaps],
+                **{name: value for name, value in levers.items() if value is not None},
+            }
+        )
+    except ValueError as exc:
+        raise ConfigError(f"whatif: {str(exc).splitlines()[-1].strip()}") from None
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    period = date_range(args.start, args.end)
+    scenario = scenario_from_args(args)
+    catalog = PriceCatalog.load(scenario.pricing)
+    with open_reader(settings_from(args)) as reader:
+        require_objects(reader, "usage_ledger", "cost_corrections")
+        report = whatif.what_if(reader, catalog, scenario, period)
+    sys.stdout.write(whatif.render(report, args.format))
     return 0
 
 

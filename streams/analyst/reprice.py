@@ -22,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 from streams.analyst.money import ZERO
 from streams.analyst.periods import Period
 from streams.cost.catalog import CostBreakdown, PriceCatalog, PriceContext
+from streams.ledger.remote import Reader
 
 COMPONENTS = ("input", "cached_input", "cache_write", "output", "reasoning")
 INSERT_BATCH = 10_000
@@ -125,7 +126,7 @@ def reprice(
     result = RepriceResult(period)
     batch: list[list[Any]] = []
     for day in period.days:
-        for row in _effective_rows(client, day):
+        for row in effective_rows(client, day):
             result.rows_checked += 1
             correction = _correction(catalog, row, reason, corrected_at, result)
             if correction is None:
@@ -139,7 +140,7 @@ def reprice(
     return result
 
 
-def _effective_rows(client: Client, day: date) -> Iterator[Sequence[Any]]:
+def effective_rows(client: Client | Reader, day: date) -> Iterator[Sequence[Any]]:
     start = datetime.combine(day, datetime.min.time(), UTC)
     yield from client.query(
         _EFFECTIVE_ROWS, parameters={"start": start, "end": start + timedelta(days=1)}

@@ -28,10 +28,10 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.pricing import PriceEntry, PricingFile
 from streams.cost.estimates import Estimator
@@ -174,19 +174,28 @@ class UnitPrices:
 
 def load_pricing_file(path: Path) -> PricingFile:
     """Read and validate a pricing file; any problem is one ConfigError line."""
+    return read_yaml_model(path, PricingFile, "pricing file")
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def read_yaml_model(path: Path, model: type[Model], what: str) -> Model:
+    """A YAML file validated as `model`; any problem is one ConfigError line naming
+    `what` and, for a validation error, the field."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"pricing file not found: {path}") from None
+        raise ConfigError(f"{what} not found: {path}") from None
     except (OSError, yaml.YAMLError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"pricing file {path} is not readable YAML: {first_line}") from None
+        raise ConfigError(f"{what} {path} is not readable YAML: {first_line}") from None
     try:
-        return PricingFile.model_validate(raw or {})
+        return model.model_validate(raw or {})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise ConfigError(f"pricing file {path}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{what} {path}: {where}: {first['msg']}") from None
 
 
 def _entry_prices(entry: PriceEntry, source: str) -> UnitPrices:
