@@ -313,7 +313,7 @@ def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
     )
 
 
-def _estimated(client: Client, week: Period) -> list[EstimatedModel]:
+def _estimated(client: Reader, week: Period) -> list[EstimatedModel]:
     rows = client.query(
         "SELECT provider, model, sum(requests), sum(input_tokens), sum(output_tokens), "
         "sum(estimated_cost_usd), any(estimate_source) FROM estimated_spend_daily "

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 WEEK = ("--week", "2026-W47")
 MONTH = ("--month", "2026-11")
+DAYS = ("--from", "2026-11-16", "--to", "2026-11-22")
 
 
 def provider_export(directory: Path) -> Path:
@@ -87,6 +88,16 @@ COMMANDS: list[Command] = [
         stdout,
     ),
     ("retention", lambda out: ("retention",), stdout),
+    (
+        "whatif swap json",
+        lambda out: ("whatif", *DAYS, "--swap", "gpt-4o=gpt-4o-mini", "--format", "json"),
+        stdout,
+    ),
+    (
+        "whatif flex cache",
+        lambda out: ("whatif", *DAYS, "--service-tier", "flex", "--cache-hit-rate", "0.5"),
+        stdout,
+    ),
     (
         "query table",
         lambda out: ("query", "SELECT tenant_id, sum(cost_usd) FROM usage_ledger GROUP BY 1"),
