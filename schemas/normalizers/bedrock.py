@@ -14,8 +14,12 @@ cache writes; `serviceTier` (`{"type": "flex"}`, or the InvokeModel header's
 plain string) is the tier that served the call.
 
 Accepted bodies: a Converse response, a ConverseStream `metadata` event
-(`{"metadata": {"usage": ..., "metrics": ...}}`), or `{"events": [...]}` (the
-event carrying `metadata` wins).
+(`{"metadata": {"usage": ..., "metrics": ...}}`), `{"events": [...]}` (the
+event carrying `metadata` wins), or a line of a batch inference output file
+(`{"recordId": ..., "modelInput": ..., "modelOutput": ...}`), read as `batch`:
+its `modelOutput` is a Converse response (Converse jobs) or the model's
+InvokeModel body; an Anthropic Messages body there goes through the Anthropic
+normalizer, as provider `aws`. A line with `error` instead was not billed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from schemas.normalizers._common import (
     optional_mapping,
     token_count,
 )
+from schemas.normalizers.anthropic import normalize_anthropic
 
 PROVIDER = "aws"
 
@@ -42,6 +47,12 @@ _CACHE_WRITE_KEYS = ("cacheWriteInputTokens", "cacheWriteInputTokenCount")
 
 def normalize_bedrock(body: Mapping[str, Any], **ownership: Any) -> dict[str, Any]:
     body = as_mapping(body, "bedrock body")
+    batch = "recordId" in body and ("modelOutput" in body or "error" in body)
+    if batch:
+        body = _batch_output(body)
+        usage = optional_mapping(body.get("usage"), "modelOutput usage")
+        if "input_tokens" in usage:  # an Anthropic model's InvokeModel body
+            return normalize_anthropic(body, **{"provider": PROVIDER, "batch": True, **ownership})
     if "events" in body and "usage" not in body:
         body = last_with(body["events"], ("metadata",), "bedrock")
     # ConverseStream puts usage and metrics inside its final `metadata` event.
@@ -87,9 +98,24 @@ def normalize_bedrock(body: Mapping[str, Any], **ownership: Any) -> dict[str, An
         cache_write_1h_tokens=_cache_write_1h(usage.get("cacheDetails")),
         output_tokens=token_count(usage.get("outputTokens"), "usage.outputTokens"),
         service_tier=tier,
+        batch=batch,
         extra=extra,
         ownership=ownership,
     )
+
+
+def _batch_output(line: Mapping[str, Any]) -> Mapping[str, Any]:
+    output = line.get("modelOutput")
+    if output is None:
+        error = optional_mapping(line.get("error"), "batch error")
+        raise NormalizationError(
+            f"bedrock batch record {line.get('recordId')!r} failed "
+            f"({error.get('errorCode') or 'unknown'}): a failed record is not billed"
+        )
+    output = dict(as_mapping(output, "modelOutput"))
+    # A Converse response has no id of its own: the record's id names the call.
+    output.setdefault("ResponseMetadata", {"RequestId": line.get("recordId")})
+    return output
 
 
 def _cache_write_1h(details: Any) -> int:
