@@ -585,14 +585,15 @@ def series(client: Any, by: Dimension, period: Period, now: datetime) -> dict[st
 
 _UNPRICED = """
 SELECT provider, model, count(), sum(input_tokens), sum(output_tokens),
-    sum(ifNull(reported_cost_usd, 0)), max(timestamp)
+    sum(ifNull(reported_cost_usd, 0)), max(timestamp), sum(estimated_cost_usd)
 FROM
 (
     SELECT request_id, any(provider) AS provider, any(model) AS model,
         any(input_tokens) AS input_tokens, any(output_tokens) AS output_tokens,
-        any(reported_cost_usd) AS reported_cost_usd, any(timestamp) AS timestamp
+        any(reported_cost_usd) AS reported_cost_usd, any(timestamp) AS timestamp,
+        any(estimated_cost_usd) AS estimated_cost_usd
     FROM usage_ledger
-    WHERE cost_status = 'unpriced'
+    WHERE cost_status != 'priced'
         AND request_id NOT IN (
             SELECT request_id FROM cost_corrections FINAL WHERE new_cost_status = 'priced'
         )
@@ -631,6 +632,8 @@ def dead_letters(client: Any) -> dict[str, Any]:
         "unpriced": {
             "calls": sum(row[2] for row in unpriced),
             "reported_cost_usd": money(sum((row[5] for row in unpriced), ZERO)),
+            # Calls to models with no price are estimated (docs/pricing.md).
+            "estimated_cost_usd": money(sum((row[7] for row in unpriced), ZERO)),
             "by_model": [
                 {
                     "provider": provider,
@@ -639,9 +642,10 @@ def dead_letters(client: Any) -> dict[str, Any]:
                     "input_tokens": inp,
                     "output_tokens": out,
                     "reported_cost_usd": money(reported),
+                    "estimated_cost_usd": money(estimated),
                     "latest_at": at.isoformat(),
                 }
-                for provider, model, calls, inp, out, reported, at in unpriced
+                for provider, model, calls, inp, out, reported, at, estimated in unpriced
             ],
         },
     }

@@ -794,3 +794,6 @@ def test_batch_lines_keep_their_status_and_failed_lines_are_refused() -> None:
     errored = {"custom_id": "r-9", "result": {"type": "errored", "error": {"type": "x"}}}
     with pytest.raises(ValueError, match="not billed"):
         normalize("anthropic", errored, tenant_id="t")
+    record = {"recordId": "1223213ABCD", "modelInput": {}, "error": {"errorCode": 400}}
+    with pytest.raises(ValueError, match="not billed"):
+        normalize("bedrock", record, tenant_id="t", model="m")
