@@ -50,8 +50,8 @@ def normalize_bedrock(body: Mapping[str, Any], **ownership: Any) -> dict[str, An
     batch = "recordId" in body and ("modelOutput" in body or "error" in body)
     if batch:
         body = _batch_output(body)
-        usage = optional_mapping(body.get("usage"), "modelOutput usage")
-        if "input_tokens" in usage:  # an Anthropic model's InvokeModel body
+        if "input_tokens" in optional_mapping(body.get("usage"), "modelOutput usage"):
+            # an Anthropic model's InvokeModel body
             return normalize_anthropic(body, **{"provider": PROVIDER, "batch": True, **ownership})
     if "events" in body and "usage" not in body:
         body = last_with(body["events"], ("metadata",), "bedrock")
