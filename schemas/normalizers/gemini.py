@@ -13,10 +13,11 @@ usage wins), or a batch result line, read as `batch`: Vertex AI batch
 prediction output (`{"request": ..., "response": {...}, "status": ""}`) or a
 Gemini API batch (`{"key": ..., "response": {...}}`).
 
-Vertex AI's `usageMetadata.trafficType` names how the call was served:
-`ON_DEMAND_FLEX` / `ON_DEMAND_PRIORITY` are read as the `flex` / `priority`
-tiers (other values, e.g. `ON_DEMAND`, `PROVISIONED_THROUGHPUT`, as the
-standard price).
+The tier that served the call: the Gemini API's `usageMetadata.serviceTier`
+(`standard`, `flex`, `priority`), else Vertex AI's `usageMetadata.trafficType`,
+where `ON_DEMAND_FLEX` / `ON_DEMAND_PRIORITY` are read as the `flex` /
+`priority` tiers (other values, e.g. `ON_DEMAND`, `PROVISIONED_THROUGHPUT`, as
+the standard price).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def normalize_gemini(body: Mapping[str, Any], **ownership: Any) -> dict[str, Any
         cached_tokens=cached,
         output_tokens=candidates + thoughts,
         reasoning_tokens=thoughts,
-        service_tier=_TRAFFIC_TIERS.get(str(traffic).upper()) if traffic else None,
+        service_tier=_get(usage, "serviceTier", "service_tier")
+        or (_TRAFFIC_TIERS.get(str(traffic).upper()) if traffic else None),
         batch=batch,
         ownership=ownership,
     )

@@ -412,3 +412,28 @@ def test_missing_request_id_is_not_invented() -> None:
     body = {"model": "m", "usage": {"prompt_tokens": 1}}
     with pytest.raises(NormalizationError, match="request_id"):
         normalize("openai_chat", body, tenant_id="t")
+
+
+def test_gemini_api_service_tier_wins_over_vertex_traffic_type() -> None:
+    usage = {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15}
+    body = {"responseId": "g1", "modelVersion": "gemini-2.5-flash"}
+    flex = event("gemini", {**body, "usageMetadata": {**usage, "serviceTier": "flex"}})
+    assert flex.service_tier == "flex"
+    vertex = event("gemini", {**body, "usageMetadata": {**usage, "trafficType": "ON_DEMAND"}})
+    assert vertex.service_tier == ""
+    snake = event("gemini", {**body, "usage_metadata": {**usage, "service_tier": "PRIORITY"}})
+    assert snake.service_tier == "priority"  # lower-cased by the event
+
+
+def test_a_caller_tier_yields_to_the_response_tier_and_batch_is_kept() -> None:
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-5",
+        "service_tier": "flex",
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2},
+    }
+    assert event("openai", body, service_tier="priority").service_tier == "flex"
+    no_tier = {k: v for k, v in body.items() if k != "service_tier"}
+    assert event("openai", no_tier, service_tier="priority").service_tier == "priority"
+    assert event("openai", no_tier, batch=True).batch is True
