@@ -45,6 +45,7 @@ The request id is `gen_ai.response.id`, else the trace and span ids.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from schemas.normalizers._common import (
@@ -55,7 +56,7 @@ from schemas.normalizers._common import (
     epoch_nanos,
     first_present,
     has_any,
-    int_like,
+    moment,
     token_count,
 )
 
@@ -170,11 +171,11 @@ def normalize_otel_genai(body: Mapping[str, Any], **ownership: Any) -> dict[str,
     start = first_present(body, ("start_time_unix_nano", "startTimeUnixNano", "start_time"))
     end = first_present(body, ("end_time_unix_nano", "endTimeUnixNano", "end_time"))
     extra: dict[str, Any] = {}
-    timestamp = epoch_nanos(start, "start_time_unix_nano") if start is not None else None
-    if start is not None and end is not None:
-        elapsed = int_like(end, "end_time_unix_nano") - int_like(start, "start_time_unix_nano")
-        if elapsed >= 0:
-            extra["latency_ms"] = elapsed // 1_000_000
+    timestamp = _span_time(start, "start_time") if start is not None else None
+    if timestamp is not None and end is not None:
+        elapsed = _span_time(end, "end_time") - timestamp
+        if elapsed.total_seconds() >= 0:
+            extra["latency_ms"] = elapsed // timedelta(milliseconds=1)
     status = attrs.get("http.response.status_code")
     if isinstance(status, int) and not isinstance(status, bool):
         extra["status_code"] = status
@@ -203,6 +204,14 @@ def normalize_otel_genai(body: Mapping[str, Any], **ownership: Any) -> dict[str,
         extra=extra,
         ownership=ownership,
     )
+
+
+def _span_time(value: Any, field: str) -> datetime:
+    """Epoch nanoseconds (OTLP: an integer or its decimal string), or ISO 8601 text,
+    which some span exporters write ("2025-06-01T10:00:00.123456Z")."""
+    if isinstance(value, str) and not value.isdigit():
+        return moment(value, field)
+    return epoch_nanos(value, field)
 
 
 def _span_ownership(attrs: Mapping[str, Any]) -> dict[str, Any]:

@@ -437,3 +437,27 @@ def test_a_caller_tier_yields_to_the_response_tier_and_batch_is_kept() -> None:
     no_tier = {k: v for k, v in body.items() if k != "service_tier"}
     assert event("openai", no_tier, service_tier="priority").service_tier == "priority"
     assert event("openai", no_tier, batch=True).batch is True
+
+
+def test_otel_span_times_as_nanoseconds_or_iso_text() -> None:
+    attrs = {
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 10,
+        "gen_ai.response.id": "r1",
+    }
+    iso = event(
+        "otel_genai",
+        {
+            "attributes": attrs,
+            "start_time": "2025-06-01T10:00:00.250000Z",
+            "end_time": "2025-06-01T10:00:01.750000Z",
+        },
+    )
+    assert (iso.timestamp.isoformat(), iso.latency_ms) == ("2025-06-01T10:00:00.250000+00:00", 1500)
+    nanos = event(
+        "otel_genai",
+        {"attributes": attrs, "startTimeUnixNano": "1748772000250000000",
+         "endTimeUnixNano": "1748772001750000000"},
+    )  # fmt: skip
+    assert (nanos.timestamp, nanos.latency_ms) == (iso.timestamp, 1500)
