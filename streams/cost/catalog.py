@@ -30,10 +30,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from schemas.pricing import PriceEntry, PricingFile
+from schemas.yaml_file import load_yaml
 from streams.cost.estimates import Estimator
 from streams.errors import ConfigError
 
@@ -184,12 +184,13 @@ def read_yaml_model(path: Path, model: type[Model], what: str) -> Model:
     """A YAML file validated as `model`; any problem is one ConfigError line naming
     `what` and, for a validation error, the field."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text(), f"{what} {path}")
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
-    except (OSError, yaml.YAMLError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{what} {path} is not readable YAML: {first_line}") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         return model.model_validate(raw or {})
     except ValidationError as exc:

@@ -124,20 +124,26 @@ def test_invalid_entry_is_one_line_naming_the_field(tmp_path: Path, text: str, w
 
 
 @pytest.mark.parametrize(
-    "text",
-    ["prices:\n  - provider: openai\n    model: [unclosed\n", "prices:\n\t- provider: a\n"],
+    ("text", "where"),
+    [
+        ("prices:\n  - provider: openai\n    model: [unclosed\n", "line 4 column 1"),
+        ("prices:\n\t- provider: a\n", "line 2 column 1"),
+    ],
     ids=["unclosed-flow", "tab-indent"],
 )
-def test_bad_yaml_is_one_line(tmp_path: Path, text: str) -> None:
+def test_bad_yaml_is_one_line_naming_the_file_line_and_column(
+    tmp_path: Path, text: str, where: str
+) -> None:
     message = load_error(tmp_path, text)
-    assert "not readable YAML" in message
+    assert message.startswith(f"pricing file {tmp_path / 'prices.yaml'}: {where}: ")
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("text", ["prices:\n  - provider: openai\n    model: [unclosed\n"])
-def test_bad_yaml_is_a_config_error_naming_the_file(tmp_path: Path, text: str) -> None:
+def test_a_key_written_twice_is_refused_with_its_place(tmp_path: Path) -> None:
+    # Which of two prices was meant is unknown: as in the alerting configuration.
+    text = "prices:\n  - provider: openai\n    model: gpt-4o\n    input: 2.5\n    input: 25\n"
     message = load_error(tmp_path, text)
-    assert message.startswith(f"pricing file {tmp_path / 'prices.yaml'} is not readable YAML")
+    assert message.endswith(": line 5 column 5: duplicate key 'input'")
 
 
 def test_entry_model_rejects_empty_names_and_non_finite_prices() -> None:
