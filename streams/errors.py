@@ -17,3 +17,7 @@ class DataDirInUseError(SpendstreamError):
 
 class BrokerUnavailableError(SpendstreamError):
     """The Kafka broker cannot be reached."""
+
+
+class MigrationChangedError(SpendstreamError):
+    """A migration already applied to this ClickHouse was edited since."""

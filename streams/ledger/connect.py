@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -22,7 +22,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from pydantic import SecretStr
 
-from streams.errors import ConfigError, DataDirInUseError
+from streams.errors import ConfigError, DataDirInUseError, MigrationChangedError
 
 MIGRATIONS_TABLE = "schema_migrations"
 
@@ -174,24 +174,40 @@ def _has_code(statement: str) -> bool:
     )
 
 
-def apply_migrations(client: Client) -> list[str]:
-    """Apply every pending `sql/` file once, in order; return the names applied."""
+def checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+def apply_migrations(client: Client, files: Sequence[tuple[str, str]] | None = None) -> list[str]:
+    """Apply every pending `sql/` file once, in order; return the names applied.
+
+    An applied file is known by its name and the checksum of its text: one edited
+    after it ran would never run again, so it stops the migration, before anything
+    is applied, with one line naming it (put the change in a new numbered file)."""
+    files = migration_files() if files is None else files
     client.command(
         f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name String, checksum String, "
         "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY name"
     )
-    done = {row[0] for row in client.query(f"SELECT name FROM {MIGRATIONS_TABLE}").result_rows}
+    recorded = client.query(f"SELECT name, checksum FROM {MIGRATIONS_TABLE}").result_rows
+    done = {str(name): str(digest) for name, digest in recorded}
+    for name, sql in files:
+        if name in done and done[name] != checksum(sql):
+            raise MigrationChangedError(
+                f"migration {name} was edited after it was applied (checksum "
+                f"{done[name][:12]}… recorded, {checksum(sql)[:12]}… now): restore it and "
+                "put the change in a new numbered file"
+            )
     applied = []
-    for name, sql in migration_files():
+    for name, sql in files:
         if name in done:
             continue
         for statement in split_statements(sql):
             client.command(statement)
-        checksum = hashlib.sha256(sql.encode()).hexdigest()
         # A plain INSERT statement: client.insert() first reads the table's structure.
         client.command(
             f"INSERT INTO {MIGRATIONS_TABLE} (name, checksum) VALUES (%(name)s, %(checksum)s)",
-            parameters={"name": name, "checksum": checksum},
+            parameters={"name": name, "checksum": checksum(sql)},
         )
         applied.append(name)
     return applied

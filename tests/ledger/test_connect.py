@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from schemas.ledger import DEAD_LETTER_COLUMNS, LEDGER_COLUMNS
-from streams.errors import ConfigError, DataDirInUseError
+from streams.errors import ConfigError, DataDirInUseError, MigrationChangedError
 from streams.ledger.connect import (
     MIGRATIONS_TABLE,
     ClickHouseHandle,
@@ -162,3 +162,25 @@ def test_split_statements_splits_on_semicolons_at_line_ends() -> None:
 def test_split_statements_drops_comment_only_chunks() -> None:
     assert split_statements("-- nothing here;\n\n-- still nothing\n") == []
     assert split_statements("") == []
+
+
+def test_an_edited_applied_migration_is_one_clear_error(migrations: MigrationRun) -> None:
+    files = migration_files()
+    name, sql = files[3]
+    edited = [*files[:3], (name, sql + "\n-- edited after release\n"), *files[4:]]
+    with pytest.raises(MigrationChangedError) as caught:
+        apply_migrations(migrations.handle.client, edited)
+    message = str(caught.value)
+    assert message.startswith(f"migration {name} was edited after it was applied")
+    assert "new numbered file" in message and "\n" not in message
+    # Refused before anything ran: the untouched files still apply as nothing to do.
+    assert apply_migrations(migrations.handle.client) == []
+
+
+def test_a_new_file_applies_after_the_checked_ones(migrations: MigrationRun) -> None:
+    extra = ("999_test_extra.sql", "CREATE TABLE IF NOT EXISTS test_extra (a Int8) ENGINE = Memory")
+    client = migrations.handle.client
+    assert apply_migrations(client, [*migration_files(), extra]) == ["999_test_extra.sql"]
+    assert apply_migrations(client, [*migration_files(), extra]) == []
+    client.command("DROP TABLE test_extra")
+    client.command(f"DELETE FROM {MIGRATIONS_TABLE} WHERE name = '999_test_extra.sql'")

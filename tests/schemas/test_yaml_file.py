@@ -20,5 +20,6 @@ def test_a_nested_duplicate_is_found_where_it_is() -> None:
 
 
 def test_a_syntax_error_names_line_and_column() -> None:
-    with pytest.raises(ValueError, match=r"^f\.yaml: line 2 column 3: mapping values are not allowed here$"):
+    message = r"^f\.yaml: line 2 column 3: mapping values are not allowed here$"
+    with pytest.raises(ValueError, match=message):
         load_yaml("a: 1\n b: 2\n", "f.yaml")
