@@ -1,18 +1,16 @@
 """Writes alerts and delivery attempts to ClickHouse (`alerts`, `alert_deliveries`).
 
 `add_alert` / `add_delivery` only append to a buffer, so the delivery path never
-waits on ClickHouse; `flush()` inserts the buffer (blocking: call it from a
-thread, as `run()` does). A failed insert keeps the rows for the next flush, so
-a ClickHouse outage delays the rows rather than losing them, up to `max_buffer`
-rows per table; beyond that the oldest rows are dropped and counted in
+waits on ClickHouse; `flush()` inserts the buffer (blocking: the worker calls it
+every second on its ClickHouse thread). A failed insert keeps the rows for the
+next flush, so a ClickHouse outage delays the rows rather than losing them, up to
+`max_buffer` rows per table; beyond that the oldest rows are dropped and counted in
 `dropped` (logged), because an unbounded buffer would turn a long outage into
 an out-of-memory crash of the worker.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 from collections import deque
@@ -42,19 +40,15 @@ def delivery_row(delivery: AlertDelivery) -> list[Any]:
 class AlertsTableWriter:
     """Buffered writer; a `DeliveryRecorder` for `AlertDeliveryQueue`."""
 
-    def __init__(
-        self, client: Client, *, max_buffer: int = 10_000, flush_interval: float = 1.0
-    ) -> None:
+    def __init__(self, client: Client, *, max_buffer: int = 10_000) -> None:
         self.client = client
         self.max_buffer = max_buffer
-        self.flush_interval = flush_interval
         self.dropped = 0
         self._alerts: deque[list[Any]] = deque()
         self._deliveries: deque[list[Any]] = deque()
         self._buffer_lock = threading.Lock()
         # One insert at a time: the chdb client is not safe across threads.
         self._client_lock = threading.Lock()
-        self._task: asyncio.Task[None] | None = None
 
     def add_alert(self, alert: Alert) -> None:
         self._add(self._alerts, alert_row(alert))
@@ -102,21 +96,3 @@ class AlertsTableWriter:
                     continue
                 written += len(rows)
         return written
-
-    async def run(self) -> None:
-        """Flush every `flush_interval` seconds until cancelled (`stop()` flushes the rest)."""
-        while True:
-            await asyncio.sleep(self.flush_interval)
-            await asyncio.to_thread(self.flush)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run(), name="alerts-table")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await asyncio.to_thread(self.flush)

@@ -58,10 +58,6 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def python_module_command(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
-
-
 def child_env(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(overrides)

@@ -3,7 +3,7 @@ events or provider shapes) and `POST /v1/traces` (OTLP/HTTP), with scoped
 ingest keys. See `docs/http_ingest.md`.
 
     handler = IngestHandler(publish, IngestKeyStore.for_data_dir(data_dir))
-    handler.add_routes(aiohttp_app)
+    # POST /v1/events -> handler.handle_events, POST /v1/traces -> handler.handle_traces
 """
 
 from streams.http_ingest.handler import (

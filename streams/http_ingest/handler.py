@@ -98,7 +98,8 @@ class Refusal(Exception):
 
 
 class IngestHandler:
-    """HTTP ingest for the worker's aiohttp app; mount with `add_routes(app)`.
+    """HTTP ingest for the worker's web server: its views call `handle_events` and
+    `handle_traces`.
 
     `publish(events, dead_letters)` is awaited once per request that has
     anything to deliver. `events` are validated canonical events as
@@ -137,16 +138,6 @@ class IngestHandler:
         self._limiter = (
             RateLimiter(*rate_limit_per_key, clock=clock) if rate_limit_per_key else None
         )
-
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.post(EVENTS_PATH, self.handle_events),
-            web.post(TRACES_PATH, self.handle_traces),
-        ]
-
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_post(EVENTS_PATH, self.handle_events)
-        app.router.add_post(TRACES_PATH, self.handle_traces)
 
     # -- POST /v1/events ---------------------------------------------------
 

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -68,7 +68,6 @@ class SinkStats:
     failures: int = 0
     last_error: str = ""
     last_batch_seconds: float = 0.0
-    batch_seconds: list[float] = field(default_factory=list)
 
 
 class ClickHouseLedgerSink:

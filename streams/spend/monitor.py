@@ -37,8 +37,6 @@ from streams.spend.tables import (
     bucket_stats,
 )
 
-SPEND_DETECTORS = ("rolling_median", "contract_hourly")
-
 
 def detector_key(dim: str, tenant_id: str, value: str) -> str:
     """The key a finding names: 'tenant:acme', 'tenant:acme/workflow:summarize', ...
@@ -360,7 +358,3 @@ def _as_retry_storm(finding: Finding) -> Finding:
         "cause_explanation": finding.summary,
     }
     return replace(finding, evidence=evidence)
-
-
-def stream_time_step(now: datetime, last: datetime | None, every: timedelta) -> bool:
-    return last is None or now - last >= every

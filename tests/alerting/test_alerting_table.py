@@ -146,8 +146,7 @@ async def test_incident_end_to_end_rows_and_payloads(
         {"warning": ["slack:critical"], "critical": ["pagerduty:critical", "slack:critical"]},
         console=True,
     )
-    writer = AlertsTableWriter(clickhouse.client, flush_interval=0.05)
-    writer.start()
+    writer = AlertsTableWriter(clickhouse.client)
     life = AlertLifecycle(cooldown=timedelta(minutes=30))
     queue = AlertDeliveryQueue(
         notifiers, router, recorder=writer, backoff=Backoff(initial=0.05, jitter=0)
@@ -162,7 +161,7 @@ async def test_incident_end_to_end_rows_and_payloads(
         assert resolved is not None
         queue.enqueue(resolved)
         await queue.join()
-    await writer.stop()
+    writer.flush()  # as the worker's one-second timer does
 
     assert [r.body["event_action"] for r in pagerduty.requests] == ["trigger", "resolve"]
     assert len(slack.requests) == 3  # the 429, then the trigger and the resolve

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from streams.http_ingest import IngestHandler, Publish
+from streams.http_ingest.handler import EVENTS_PATH, TRACES_PATH
 from streams.http_ingest.keys import IngestKeyStore
 
 
@@ -87,7 +88,8 @@ async def start_ingest() -> AsyncIterator[StartIngest]:
         recorder = Recorder()
         handler = IngestHandler(publish or recorder, key_store, **options)
         app = web.Application()
-        handler.add_routes(app)
+        app.router.add_post(EVENTS_PATH, handler.handle_events)
+        app.router.add_post(TRACES_PATH, handler.handle_traces)
         server = TestServer(app, host="127.0.0.1", auto_decompress=auto_decompress)
         await server.start_server()
         servers.append(server)
