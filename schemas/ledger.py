@@ -1,10 +1,12 @@
-"""Rows of the ClickHouse cost ledger and of the dead-letter table.
+"""Rows of the ClickHouse cost ledger, the dead-letter table and the re-pricing
+corrections.
 
 These models are the column specification: `sql/001_usage_ledger.sql` (with
 the columns later migrations add at its end, `sql/041_price_context.sql` and
-`sql/042_estimates.sql`) and
-`sql/002_dead_letters.sql` declare the same columns in the same order (a test
-checks it), and the sink inserts column lists in `LEDGER_COLUMNS` order.
+`sql/042_estimates.sql`), `sql/002_dead_letters.sql` and
+`sql/020_cost_corrections.sql` declare the same columns in the same order (a test
+checks it), and the writers insert column lists in `LEDGER_COLUMNS`,
+`DEAD_LETTER_COLUMNS` and `CORRECTION_COLUMNS` order.
 """
 
 from __future__ import annotations
@@ -95,5 +97,62 @@ class DeadLetterRow(BaseModel):
     received_at: datetime
 
 
+class CostCorrectionRow(BaseModel):
+    """One re-pricing of one request: its cost before and after, per component, and
+    the delta the views add to the ledger's cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    correction_id: str
+    request_id: str
+    timestamp: datetime
+    tenant_id: str
+    team_id: str
+    user_id: str
+    feature_name: str
+    workflow_id: str
+    workflow_run_id: str
+    workflow_name: str
+    environment: str
+    provider: str
+    model: str
+    request_count: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    old_cost_input_usd: Decimal
+    old_cost_cached_input_usd: Decimal
+    old_cost_cache_write_usd: Decimal
+    old_cost_output_usd: Decimal
+    old_cost_reasoning_usd: Decimal
+    old_cost_usd: Decimal
+    new_cost_input_usd: Decimal
+    new_cost_cached_input_usd: Decimal
+    new_cost_cache_write_usd: Decimal
+    new_cost_output_usd: Decimal
+    new_cost_reasoning_usd: Decimal
+    new_cost_usd: Decimal
+    delta_cost_input_usd: Decimal
+    delta_cost_cached_input_usd: Decimal
+    delta_cost_cache_write_usd: Decimal
+    delta_cost_output_usd: Decimal
+    delta_cost_reasoning_usd: Decimal
+    delta_cost_usd: Decimal
+    new_price_input_per_mtok: Decimal
+    new_price_cached_input_per_mtok: Decimal
+    new_price_cache_write_per_mtok: Decimal
+    new_price_output_per_mtok: Decimal
+    new_price_reasoning_per_mtok: Decimal
+    old_price_source: str
+    new_price_source: str
+    old_cost_status: CostStatus
+    new_cost_status: CostStatus
+    reason: str
+    corrected_at: datetime
+
+
 LEDGER_COLUMNS: tuple[str, ...] = tuple(LedgerRow.model_fields)
 DEAD_LETTER_COLUMNS: tuple[str, ...] = tuple(DeadLetterRow.model_fields)
+CORRECTION_COLUMNS: tuple[str, ...] = tuple(CostCorrectionRow.model_fields)

@@ -19,6 +19,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from schemas.ledger import CORRECTION_COLUMNS
 from streams.analyst.money import ZERO
 from streams.analyst.periods import Period
 from streams.cost.catalog import CostBreakdown, PriceCatalog, PriceContext
@@ -26,41 +27,6 @@ from streams.ledger.remote import Reader
 
 COMPONENTS = ("input", "cached_input", "cache_write", "output", "reasoning")
 INSERT_BATCH = 10_000
-
-CORRECTION_COLUMNS = (
-    "correction_id",
-    "request_id",
-    "timestamp",
-    "tenant_id",
-    "team_id",
-    "user_id",
-    "feature_name",
-    "workflow_id",
-    "workflow_run_id",
-    "workflow_name",
-    "environment",
-    "provider",
-    "model",
-    "request_count",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    *(f"old_cost_{c}_usd" for c in COMPONENTS),
-    "old_cost_usd",
-    *(f"new_cost_{c}_usd" for c in COMPONENTS),
-    "new_cost_usd",
-    *(f"delta_cost_{c}_usd" for c in COMPONENTS),
-    "delta_cost_usd",
-    *(f"new_price_{c}_per_mtok" for c in COMPONENTS),
-    "old_price_source",
-    "new_price_source",
-    "old_cost_status",
-    "new_cost_status",
-    "reason",
-    "corrected_at",
-)
 
 # Ledger rows of one day with their effective cost. The corrections are summed per
 # request first; a LEFT JOIN without a match yields zero deltas and empty strings.

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from schemas.usage_event import DROPPED_TEXT_FIELDS, MAX_MESSAGE_BYTES, TOKEN_FIELDS, UsageEvent
 
 RAW_PAYLOAD_LIMIT = 64 * 1024
-REQUIRED_FIELDS = ("request_id", "timestamp", "tenant_id", "provider", "model", "input_tokens")
+REQUIRED_FIELDS = tuple(name for name, f in UsageEvent.model_fields.items() if f.is_required())
 
 # The reason codes a dead letter can carry (documented in the README).
 REASONS = (

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from schemas.ledger import LEDGER_COLUMNS
+from schemas.ledger import CORRECTION_COLUMNS, LEDGER_COLUMNS, CostCorrectionRow
 from schemas.usage_event import UsageEvent
 from streams.analyst.chargeback import build_chargeback, render
 from streams.analyst.focus_export import query_focus
@@ -121,6 +121,25 @@ def test_corrections_are_an_audit_trail(module_ch: Client, repriced: Events) -> 
         assert output_price == after["price_output_per_mtok"]
         assert reason == "gpt-4o price change"
         assert at == datetime(2026, 11, 23, 9)
+
+
+def test_each_correction_is_a_row_of_the_model_in_its_column_order(
+    module_ch: Client, repriced: Events
+) -> None:
+    # The writer builds rows by position; the model gives the columns and their types.
+    result = DirectReader(module_ch).query(
+        f"SELECT {', '.join(CORRECTION_COLUMNS)} FROM cost_corrections FINAL"
+    )
+    assert result.result_rows
+    for row in result.result_rows:
+        correction = CostCorrectionRow.model_validate(
+            dict(zip(CORRECTION_COLUMNS, row, strict=True))
+        )
+        parts = ("input", "cached_input", "cache_write", "output", "reasoning")
+        assert correction.delta_cost_usd == correction.new_cost_usd - correction.old_cost_usd
+        assert correction.new_cost_usd == sum(
+            (getattr(correction, f"new_cost_{p}_usd") for p in parts), D(0)
+        )
 
 
 def test_rerunning_with_unchanged_prices_writes_nothing(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.ledger import DEAD_LETTER_COLUMNS, LEDGER_COLUMNS
+from schemas.ledger import CORRECTION_COLUMNS, DEAD_LETTER_COLUMNS, LEDGER_COLUMNS
 from streams.errors import ConfigError, DataDirInUseError, MigrationChangedError
 from streams.ledger.connect import (
     MIGRATIONS_TABLE,
@@ -85,6 +85,11 @@ def test_usage_ledger_columns_match_the_ledger_row_model(migrations: MigrationRu
 def test_dead_letters_columns_match_the_dead_letter_model(migrations: MigrationRun) -> None:
     names = [name for name, _ in _columns(migrations.handle, "dead_letters")]
     assert tuple(names) == DEAD_LETTER_COLUMNS
+
+
+def test_cost_corrections_columns_match_the_correction_model(migrations: MigrationRun) -> None:
+    names = [name for name, _ in _columns(migrations.handle, "cost_corrections")]
+    assert tuple(names) == CORRECTION_COLUMNS
 
 
 def test_money_columns_are_decimal_38_18(migrations: MigrationRun) -> None:
