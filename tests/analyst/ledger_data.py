@@ -22,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.ledger import LEDGER_COLUMNS
 from streams.cost.catalog import UnitPrices
+from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
 
 D = Decimal
 PRICES: dict[tuple[str, str], UnitPrices] = {
@@ -217,6 +218,15 @@ def insert(client: Client, events: Sequence[dict[str, Any]], token: str | None =
     client.insert(
         "usage_ledger", ledger_rows(events), column_names=list(LEDGER_COLUMNS), settings=settings
     )
+
+
+def write_data_dir(path: Path) -> Path:
+    """An embedded data dir at `path` with every migration and the test ledger, closed
+    again so that a command (or a worker) can open it."""
+    with clickhouse_session(chdb_url_for(path)) as handle:
+        apply_migrations(handle.client)
+        insert(handle.client, make_events(), token="batch-1")
+    return path
 
 
 # The same rules as sql/021_ledger_facts.sql, written independently.

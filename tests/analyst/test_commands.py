@@ -13,7 +13,7 @@ import pytest
 
 from streams.analyst.commands import add_analyst_commands
 from streams.errors import ConfigError
-from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
+from streams.ledger.connect import chdb_url_for, clickhouse_session
 from tests.analyst import ledger_data as data
 
 URL_ENV = "SPENDSTREAM_CLICKHOUSE_URL"
@@ -21,12 +21,7 @@ URL_ENV = "SPENDSTREAM_CLICKHOUSE_URL"
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir with the test ledger, closed again so the commands can open it."""
-    path = tmp_path_factory.mktemp("spendstream")
-    with clickhouse_session(chdb_url_for(path)) as handle:
-        apply_migrations(handle.client)
-        data.insert(handle.client, data.make_events(), token="batch-1")
-    return path
+    return data.write_data_dir(tmp_path_factory.mktemp("spendstream"))
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from streams.cli.main import main
-from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
+from streams.ledger.connect import chdb_url_for, clickhouse_session
 from streams.ledger.remote import DirectReader, RemoteQueryClient, running_worker_url
 from tests.analyst import ledger_data as data
 from tests.helpers.stack import RunningStack
@@ -132,11 +132,7 @@ def run_all(data_dir: Path, out_root: Path) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("spendstream")
-    with clickhouse_session(chdb_url_for(path)) as handle:
-        apply_migrations(handle.client)
-        data.insert(handle.client, data.make_events(), token="batch-1")
-    return path
+    return data.write_data_dir(tmp_path_factory.mktemp("spendstream"))
 
 
 def test_every_read_command_gives_the_same_output_through_the_worker(
