@@ -54,6 +54,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     with open_reader(settings) as client:
         try:
             columns, rows = run_query(client, args.sql)
+        except SpendstreamError:  # already one line (the worker's answer)
+            raise
         except Exception as exc:  # ClickHouse's own message is the useful line
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise SpendstreamError(f"query failed: {first_line}") from None

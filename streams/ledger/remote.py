@@ -204,11 +204,21 @@ class RemoteQueryClient:
     ) -> QueryResult:
         response = self._http.post("/v1/query", content=encode_query_request(query, parameters))
         if response.status_code != 200:
-            raise SpendstreamError(f"the worker refused the query: {response.text.strip()[:300]}")
+            raise SpendstreamError(f"query failed: {_reason(response)}")
         return QueryResult(read_ipc(response.content))
 
     def close(self) -> None:
         self._http.close()
+
+
+def _reason(response: httpx.Response) -> str:
+    """The worker's one-line reason (`{"error": ...}`), else the start of its answer."""
+    try:
+        reason = str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        reason = response.text
+    lines = reason.strip().splitlines()
+    return f"{lines[0][:300] if lines else ''} (HTTP {response.status_code})"
 
 
 def write_worker_file(data_dir: Path, web_port: int) -> Path:

@@ -150,6 +150,9 @@ def test_every_read_command_gives_the_same_output_through_the_worker(
         finally:
             remote.close()
         through_worker = run_all(data_dir, tmp_path / "running")
+        refused = io.StringIO()
+        with redirect_stderr(refused):
+            code = main(["query", "DROP TABLE usage_ledger", "--data-dir", str(data_dir)])
     finally:
         stack.stop()
     assert running_worker_url(data_dir) is None
@@ -164,6 +167,11 @@ def test_every_read_command_gives_the_same_output_through_the_worker(
         )
     for name in direct:
         assert through_worker[name] == direct[name], name
+    # A refusal through the worker is one line, its reason said once.
+    assert code == 2
+    line = refused.getvalue()
+    assert line.startswith("spendstream: query failed: ") and line.count("\n") == 1
+    assert line.count("query failed") == 1 and "HTTP 400" in line
     weekly = direct["weekly table"][1]
     assert isinstance(weekly, str) and weekly.startswith("Weekly review 2026-W47")
     focus_rows = direct["focus parquet"][1][1]
