@@ -30,6 +30,7 @@ import httpx
 import orjson
 
 from bench.common import alive, descendants, emit, events, loadavg, spendstream_command
+from streams.embedded.processes import free_port
 
 TARGET_S = 10.0
 FIRST_LINE = re.compile(r"broker (\S+?),.*?workers? (http://[\d.:]+)")
@@ -55,7 +56,14 @@ def cold_start(timeout: float = 120.0) -> dict[str, Any]:
     lines: list[tuple[float, str]] = []
     started = time.monotonic()
     process = subprocess.Popen(
-        [*spendstream_command(), "dev", "--data-dir", str(tmp / "data")],
+        [
+            *spendstream_command(),
+            "dev",
+            "--data-dir",
+            str(tmp / "data"),
+            "--port",
+            str(free_port()),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

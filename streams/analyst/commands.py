@@ -12,7 +12,7 @@ from typing import Any
 
 from schemas.scenario import Scenario, Substitution
 from streams.analyst import chargeback, focus_export, reconcile, retention, weekly_render, whatif
-from streams.analyst.access import open_writer, require_objects
+from streams.analyst.access import require_objects
 from streams.analyst.money import usd
 from streams.analyst.periods import date_range, iso_week, last_complete_week, month
 from streams.analyst.reprice import reprice
@@ -20,7 +20,7 @@ from streams.analyst.weekly_review import build_weekly_review
 from streams.cli.options import add_data_dir, settings_from
 from streams.cost.catalog import PriceCatalog
 from streams.errors import ConfigError
-from streams.ledger.remote import open_reader
+from streams.ledger.remote import open_reader, open_writer
 
 
 def add_analyst_commands(subparsers: Any) -> None:

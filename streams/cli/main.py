@@ -6,12 +6,16 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 from pydantic import ValidationError
 
 from streams.cli.options import add_data_dir, settings_from
 from streams.errors import SpendstreamError
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -21,11 +25,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from streams.ledger.connect import apply_migrations, clickhouse_session
+    from streams.ledger.connect import apply_migrations
+    from streams.ledger.remote import open_writer
 
-    settings = settings_from(args)
-    with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
-        applied = apply_migrations(ch.client)
+    # Through the running worker when one owns the data dir (it migrated at start).
+    with open_writer(settings_from(args), create=True) as client:
+        applied = apply_migrations(client)
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
 
@@ -68,13 +73,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     return run_simulate(
-        bootstrap=args.bootstrap or settings.kafka_bootstrap,
+        bootstrap=args.bootstrap or stack_bootstrap(settings),
         topic=settings.usage_topic,
         rate=args.rate,
         duration=args.duration,
         inject=args.inject,
         seed=args.seed,
     )
+
+
+def stack_bootstrap(settings: Settings) -> str:
+    """SPENDSTREAM_KAFKA_BOOTSTRAP when set, else the broker of the stack that runs on
+    the data dir (`spendstream dev` announces it in worker.json), else the default."""
+    from streams.ledger.remote import running_stack
+
+    if "kafka_bootstrap" not in settings.model_fields_set:
+        stack = running_stack(settings.data_dir)
+        if stack is not None:
+            return stack.broker
+    return str(settings.kafka_bootstrap)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -109,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulate", action="store_true", help="publish synthetic traffic")
     p.add_argument("--rate", type=float, default=50.0, help="simulated events per second")
     p.add_argument("--workers", type=int, default=1, help="workers in the consumer group")
+    p.add_argument(
+        "--port",
+        type=int,
+        help="the worker's web port (default SPENDSTREAM_WEB_PORT, 6066; "
+        "a free one if it is taken)",
+    )
 
     p = command("worker", cmd_worker, "run a Faust worker configured by SPENDSTREAM_* env")
     data_options(p)
@@ -143,8 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["runaway-loop", "model-swap", "prompt-bloat", "retry-storm"],
         help="inject an incident for the detectors",
     )
-    p.add_argument("--bootstrap", help="Kafka bootstrap (default SPENDSTREAM_KAFKA_BOOTSTRAP)")
+    p.add_argument(
+        "--bootstrap",
+        help="Kafka bootstrap (default: the broker of the stack running on --data-dir, "
+        "else SPENDSTREAM_KAFKA_BOOTSTRAP)",
+    )
     p.add_argument("--seed", type=int, default=None)
+    add_data_dir(p)
 
     p = command("migrate", cmd_migrate, "apply pending sql/ migrations")
     data_options(p, pricing=False)

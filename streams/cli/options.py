@@ -24,6 +24,8 @@ def settings_from(args: argparse.Namespace) -> Any:
         overrides["data_dir"] = Path(args.data_dir)
     if getattr(args, "pricing", None) is not None:
         overrides["pricing_file"] = Path(args.pricing)
+    if getattr(args, "port", None) is not None:
+        overrides["web_port"] = int(args.port)
     if getattr(args, "config", None) is not None:
         overrides["config_file"] = Path(args.config)
     settings = Settings(**overrides)

@@ -11,10 +11,12 @@ import time
 from types import FrameType
 
 from streams.cost.catalog import load_pricing_file
+from streams.embedded.processes import free_port, port_free
 from streams.embedded.simulate import TrafficGenerator, publish_traffic
 from streams.embedded.stack import EmbeddedStack, WorkerProcess, raise_worker_failed
 from streams.errors import SpendstreamError
 from streams.ledger.connect import ensure_data_dir_free
+from streams.ledger.remote import WORKER_FILE
 from streams.settings import Settings
 from streams.spend.config import load_config
 
@@ -63,6 +65,20 @@ def _status_line(workers: list[WorkerProcess], previous: int, elapsed: float) ->
     return line, events
 
 
+def web_port_for(settings: Settings) -> int:
+    """The documented port (SPENDSTREAM_WEB_PORT, `--port`), or a free one, said in one
+    line, when something else listens there (another stack, on a shared machine)."""
+    if port_free(settings.web_host, settings.web_port):
+        return settings.web_port
+    port = free_port()
+    print(
+        f"spendstream dev: port {settings.web_port} is in use; the worker listens on "
+        f"{port} instead (commands find it through {settings.data_dir / WORKER_FILE})",
+        flush=True,
+    )
+    return port
+
+
 def run_dev(settings: Settings, simulate: bool, rate: float, workers: int = 1) -> int:
     if settings.pricing_file is not None:
         load_pricing_file(settings.pricing_file)
@@ -81,7 +97,7 @@ def run_dev(settings: Settings, simulate: bool, rate: float, workers: int = 1) -
     }
     try:
         stack.start_broker()
-        started = stack.start_workers(max(1, workers))
+        started = stack.start_workers(max(1, workers), web_port_for(settings))
         urls = ", ".join(f"http://127.0.0.1:{w.web_port}" for w in started)
         print(
             f"spendstream dev: broker {stack.bootstrap}, data {settings.data_dir}, "

@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, BinaryIO
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.embedded.stack import EmbeddedStack, raise_worker_failed
+from streams.embedded.stack import EmbeddedStack, group_progress, raise_worker_failed
 from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import apply_migrations, clickhouse_session
+from streams.ledger.remote import open_reader, running_stack
 from streams.settings import Settings
 
 
@@ -30,13 +32,12 @@ class LedgerTotals:
 
 
 def ledger_totals(settings: Settings) -> LedgerTotals:
-    with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
-        apply_migrations(ch.client)
-        rows, unpriced, cost, estimated = ch.client.query(
+    with open_reader(settings) as client:
+        rows, unpriced, cost, estimated = client.query(
             "SELECT count(), countIf(cost_status != 'priced'), sum(cost_usd), "
             "sum(estimated_cost_usd) FROM usage_ledger FINAL"
         ).result_rows[0]
-        (dead,) = ch.client.query("SELECT count() FROM dead_letters FINAL").result_rows[0]
+        (dead,) = client.query("SELECT count() FROM dead_letters FINAL").result_rows[0]
     return LedgerTotals(int(rows), int(unpriced), Decimal(cost), Decimal(estimated), int(dead))
 
 
@@ -185,37 +186,78 @@ def run_replay(
     input_format: str = "canonical",
     ownership: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """Through the running stack when one owns the data dir (its broker, its workers),
+    else through a stack of its own for the time of the replay. Totals are the ledger's
+    before and after: traffic the running stack ingests meanwhile counts too."""
     lines = source_lines(paths, input_format, ownership)
-    before = ledger_totals(settings)  # also proves the data dir is free, with one clear line
-    stack = EmbeddedStack(settings)
-    try:
-        stack.start_broker()
-        worker = stack.start_worker()
-        messages = pack_lines(lines)
-        targets = asyncio.run(publish(stack.bootstrap, settings.usage_topic, messages))
-        bar = ProgressBar(len(messages))
-        deadline = time.monotonic() + timeout
-        while True:
-            if worker.process.poll() is not None:
-                raise_worker_failed(settings.data_dir, worker.process.returncode)
-            progress = asyncio.run(stack.progress(targets))
-            bar.show(progress.committed)
-            if progress.lag == 0:
-                break
-            if time.monotonic() > deadline:
-                raise SpendstreamError(f"replay timed out with {progress.lag} messages pending")
-            time.sleep(0.2)
-        bar.close()
-        stats = worker.stats() or {}
-    finally:
-        stack.stop()
+    messages = pack_lines(lines)
+    running = (
+        running_stack(settings.data_dir)
+        if settings.resolved_clickhouse_url.startswith("chdb:")
+        else None
+    )
+    if running is not None:
+        before = ledger_totals(settings)
+        duplicates_before = _duplicates(running.url)
+        targets = asyncio.run(publish(running.broker, settings.usage_topic, messages))
+        _wait_ledgered(settings, running.broker, targets, len(messages), timeout, lambda: None)
+        duplicates = _duplicates(running.url) - duplicates_before
+    else:
+        with clickhouse_session(
+            settings.resolved_clickhouse_url, settings.clickhouse_password
+        ) as ch:  # also proves the data dir is free, with one clear line
+            apply_migrations(ch.client)
+        before = ledger_totals(settings)
+        stack = EmbeddedStack(settings)
+        try:
+            stack.start_broker()
+            worker = stack.start_worker()
+
+            def check_worker() -> None:
+                if worker.process.poll() is not None:
+                    raise_worker_failed(settings.data_dir, worker.process.returncode)
+
+            targets = asyncio.run(publish(stack.bootstrap, settings.usage_topic, messages))
+            _wait_ledgered(settings, stack.bootstrap, targets, len(messages), timeout, check_worker)
+            duplicates = int((worker.stats() or {}).get("duplicates", 0))
+        finally:
+            stack.stop()
     after = ledger_totals(settings)
     return {
         "read": len(lines),
         "ledgered": after.rows - before.rows,
-        "duplicates": int(stats.get("duplicates", 0)),
+        "duplicates": duplicates,
         "dead_lettered": after.dead_letters - before.dead_letters,
         "unpriced": after.unpriced - before.unpriced,
         "total_cost_usd": format(after.cost - before.cost, "f"),
         "estimated_cost_usd": format(after.estimated - before.estimated, "f"),
     }
+
+
+def _duplicates(url: str) -> int:
+    """The running worker's count of re-delivered requests it dropped."""
+    response = httpx.get(f"{url}/stats", timeout=10)
+    return int(response.json().get("duplicates", 0)) if response.status_code == 200 else 0
+
+
+def _wait_ledgered(
+    settings: Settings,
+    bootstrap: str,
+    targets: dict[int, int],
+    total: int,
+    timeout: float,
+    check: Callable[[], None],
+) -> None:
+    """Until the ingest group has committed past every message published."""
+    bar = ProgressBar(total)
+    deadline = time.monotonic() + timeout
+    while True:
+        check()
+        progress = asyncio.run(group_progress(bootstrap, settings.usage_topic, targets))
+        bar.show(progress.committed)
+        if progress.lag == 0:
+            break
+        if time.monotonic() > deadline:
+            raise SpendstreamError(f"replay timed out with {progress.lag} messages pending")
+        time.sleep(0.2)
+    bar.close()

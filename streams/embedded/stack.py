@@ -61,10 +61,11 @@ class EmbeddedStack:
         self.broker.start()
         asyncio.run(ensure_topics(self.bootstrap, topic_specs(self.settings)))
 
-    def start_workers(self, count: int) -> list[WorkerProcess]:
-        """The first worker owns the embedded data dir; the others write and read
-        through it (chdb lets one process own a path). All share one consumer group."""
-        owner = self.start_worker()
+    def start_workers(self, count: int, web_port: int | None = None) -> list[WorkerProcess]:
+        """The first worker owns the embedded data dir (and listens on `web_port` if
+        given); the others write and read through it (chdb lets one process own a
+        path). All share one consumer group."""
+        owner = self.start_worker(web_port=web_port)
         self.wait_ready(owner)
         peers = [self.start_worker(peer_of=owner) for _ in range(count - 1)]
         for peer in peers:
@@ -72,9 +73,12 @@ class EmbeddedStack:
         return [owner, *peers]
 
     def start_worker(
-        self, extra_env: dict[str, str] | None = None, peer_of: WorkerProcess | None = None
+        self,
+        extra_env: dict[str, str] | None = None,
+        peer_of: WorkerProcess | None = None,
+        web_port: int | None = None,
     ) -> WorkerProcess:
-        web_port = free_port()
+        web_port = web_port or free_port()
         clickhouse_url = self.settings.resolved_clickhouse_url
         peer_env = {"SPENDSTREAM_PEER_TOKEN": self.peer_token}
         if peer_of is not None:
@@ -87,11 +91,7 @@ class EmbeddedStack:
             SPENDSTREAM_LOG_EPOCH=self.log_epoch,
             SPENDSTREAM_WEB_PORT=str(web_port),
             SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
-            **(
-                {"SPENDSTREAM_PRICING_FILE": str(self.settings.pricing_file.resolve())}
-                if self.settings.pricing_file
-                else {}
-            ),
+            **self._file_env(),
             **peer_env,
             **(extra_env or {}),
         )
@@ -104,6 +104,15 @@ class EmbeddedStack:
         self.workers.append(worker)
         return worker
 
+    def _file_env(self) -> dict[str, str]:
+        """The files the stack was started with (`dev --pricing/--config`), absolute,
+        so that every worker uses them whatever its working directory."""
+        files = {
+            "SPENDSTREAM_PRICING_FILE": self.settings.pricing_file,
+            "SPENDSTREAM_CONFIG_FILE": self.settings.config_file,
+        }
+        return {name: str(path.resolve()) for name, path in files.items() if path is not None}
+
     def wait_ready(self, worker: WorkerProcess, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while worker.stats() is None:
@@ -113,19 +122,21 @@ class EmbeddedStack:
                 raise TimeoutError("worker did not start")
             time.sleep(0.1)
 
-    async def progress(self, targets: Mapping[int, int]) -> GroupProgress:
-        reader = GroupProgressReader(self.bootstrap, INGEST_GROUP, self.settings.usage_topic)
-        await reader.start()
-        try:
-            return await reader.read(targets)
-        finally:
-            await reader.stop()
-
     def stop(self) -> None:
         for worker in reversed(self.workers):
             stop(worker.process, timeout=30)
         self.workers.clear()
         self.broker.stop()
+
+
+async def group_progress(bootstrap: str, topic: str, targets: Mapping[int, int]) -> GroupProgress:
+    """How far the ingest group has committed towards `targets` (partition → offset)."""
+    reader = GroupProgressReader(bootstrap, INGEST_GROUP, topic)
+    await reader.start()
+    try:
+        return await reader.read(targets)
+    finally:
+        await reader.stop()
 
 
 def raise_worker_failed(data_dir: Path, code: int | None) -> None:

@@ -5,27 +5,33 @@ first worker as the owner and points the others at it with
 `SPENDSTREAM_CLICKHOUSE_URL=spendstream+http://127.0.0.1:<port>`: their ledger
 inserts go to the owner's `POST /v1/ledger/insert` as the Arrow batch the sink
 built (same columns, same deduplication token, answered only once durable), and
-their reads to its read-only `POST /v1/query`. A production deployment points
-every worker at a ClickHouse server instead and needs none of this.
+their reads to its read-only `POST /v1/query`. Commands that write while a stack
+runs (`migrate`, `reprice`, `retention`) use the same client: their statements go to
+`POST /v1/ledger/command`. A production deployment points every worker at a
+ClickHouse server instead and needs none of this.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import orjson
 import pyarrow as pa
 
+from streams.errors import SpendstreamError
 from streams.ledger.remote import (
     ARROW_STREAM,
     QueryResult,
     RemoteQueryClient,
+    encode_query_request,
     ipc_bytes,
     read_ipc,
+    refusal,
 )
 
-PEER_TABLES = ("usage_ledger", "dead_letters")
+PEER_TABLES = ("usage_ledger", "dead_letters", "cost_corrections")
 
 
 def decode_insert(body: bytes) -> tuple[str, pa.Table, dict[str, Any]]:
@@ -62,6 +68,16 @@ class PeerClickHouseClient:
                 f"owner worker refused the insert: {response.status_code} {response.text[:200]}"
             )
 
+    def insert(
+        self, table: str, data: Sequence[Sequence[Any]], column_names: Sequence[str]
+    ) -> None:
+        """clickhouse-connect's row insert, as an Arrow batch typed like the table."""
+        from streams.ledger.arrow import table_schema, to_arrow
+
+        schema = table_schema(self, table, column_names)  # type: ignore[arg-type]
+        rows = [dict(zip(column_names, row, strict=True)) for row in data]
+        self.insert_arrow(table, to_arrow(rows, schema))
+
     def query(
         self, query: str, parameters: dict[str, Any] | None = None, settings: Any = None
     ) -> QueryResult:
@@ -72,8 +88,11 @@ class PeerClickHouseClient:
     ) -> Any:
         return _OneBlock(self._reader.query(query, parameters).result_columns)
 
-    def command(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("schema changes are applied by the owner worker")
+    def command(self, cmd: str, parameters: dict[str, Any] | None = None) -> None:
+        body = encode_query_request(cmd, parameters)
+        response = self._http.post("/v1/ledger/command", content=body)
+        if response.status_code != 200:
+            raise SpendstreamError(f"the worker refused the statement: {refusal(response)}")
 
     def close(self) -> None:
         self._http.close()

@@ -9,7 +9,8 @@ Map, Array, Tuple), and `python_rows` turns the columns into Python values. Betw
 processes the result travels as an Arrow IPC stream, and the query parameters as
 a one-row Arrow table, so nothing is rebuilt from text on the other side.
 Read-only is enforced by ClickHouse (`readonly=1`), not by parsing SQL.
-The worker announces itself in `<data_dir>/worker.json` (pid and web port).
+The worker announces itself in `<data_dir>/worker.json` (pid, web port, broker,
+peer token); commands that write go through it too (`open_writer`).
 """
 
 from __future__ import annotations
@@ -187,6 +188,16 @@ class DirectReader:
         return QueryResult(query_table(self.client, query, parameters, settings))
 
 
+def refusal(response: httpx.Response) -> str:
+    """The worker's one-line reason (`{"error": ...}`), else the start of its answer."""
+    try:
+        reason = str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        reason = response.text
+    lines = reason.strip().splitlines()
+    return f"{lines[0][:300] if lines else ''} (HTTP {response.status_code})"
+
+
 class RemoteQueryClient:
     """Reads through the worker that owns the data (it applies `readonly=1` itself)."""
 
@@ -204,38 +215,63 @@ class RemoteQueryClient:
     ) -> QueryResult:
         response = self._http.post("/v1/query", content=encode_query_request(query, parameters))
         if response.status_code != 200:
-            raise SpendstreamError(f"query failed: {_reason(response)}")
+            raise SpendstreamError(f"query failed: {refusal(response)}")
         return QueryResult(read_ipc(response.content))
 
     def close(self) -> None:
         self._http.close()
 
 
-def _reason(response: httpx.Response) -> str:
-    """The worker's one-line reason (`{"error": ...}`), else the start of its answer."""
-    try:
-        reason = str(response.json()["error"])
-    except (ValueError, KeyError, TypeError):
-        reason = response.text
-    lines = reason.strip().splitlines()
-    return f"{lines[0][:300] if lines else ''} (HTTP {response.status_code})"
+@dataclass(frozen=True)
+class RunningStack:
+    """What a running worker announces in `<data_dir>/worker.json`: where its web API and
+    its broker answer, and the peer token that lets a command write through it."""
+
+    pid: int
+    web_port: int
+    broker: str
+    peer_token: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
 
 
-def write_worker_file(data_dir: Path, web_port: int) -> Path:
+def write_worker_file(
+    data_dir: Path, web_port: int, broker: str, peer_token: str | None = None
+) -> Path:
+    """Readable by its owner only: it holds the peer token (the data dir's key anyway)."""
     path = data_dir / WORKER_FILE
-    path.write_text(orjson.dumps({"pid": os.getpid(), "web_port": web_port}).decode())
+    info = {"pid": os.getpid(), "web_port": web_port, "broker": broker, "peer_token": peer_token}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(orjson.dumps(info))
     return path
 
 
-def running_worker_url(data_dir: Path) -> str | None:
+def running_stack(data_dir: Path) -> RunningStack | None:
+    """The worker that owns this data dir, if it is alive and answers on its port."""
     path = data_dir / WORKER_FILE
     try:
         info = orjson.loads(path.read_bytes())
         os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+        stack = RunningStack(
+            int(info["pid"]), int(info["web_port"]), str(info["broker"]), info.get("peer_token")
+        )
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    port = int(info["web_port"])
-    return f"http://127.0.0.1:{port}" if port_open("127.0.0.1", port) else None
+    return stack if port_open("127.0.0.1", stack.web_port) else None
+
+
+def running_worker_url(data_dir: Path) -> str | None:
+    stack = running_stack(data_dir)
+    return stack.url if stack is not None else None
+
+
+def _embedded_stack(settings: Settings) -> RunningStack | None:
+    if not settings.resolved_clickhouse_url.startswith("chdb:"):
+        return None
+    return running_stack(settings.data_dir)
 
 
 @contextmanager
@@ -243,19 +279,47 @@ def open_reader(settings: Settings) -> Iterator[Reader]:
     """The one way a command reads: through the running worker if one owns the embedded
     data dir, else ClickHouse directly (the data dir, or the configured server)."""
     url = settings.resolved_clickhouse_url
+    stack = _embedded_stack(settings)
+    if stack is not None:
+        token = settings.analyst_token.get_secret_value() if settings.analyst_token else None
+        remote = RemoteQueryClient(stack.url, token or stack.peer_token)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
     if url.startswith("chdb:"):
-        worker_url = running_worker_url(settings.data_dir)
-        if worker_url is not None:
-            token = settings.analyst_token.get_secret_value() if settings.analyst_token else None
-            remote = RemoteQueryClient(worker_url, token)
-            try:
-                yield remote
-            finally:
-                remote.close()
-            return
         require_data_dir(settings)
     with clickhouse_session(url, settings.clickhouse_password) as handle:
         yield DirectReader(handle.client)
+
+
+@contextmanager
+def open_writer(settings: Settings, create: bool = False) -> Iterator[Client]:
+    """The one way a command writes: through the running worker that owns the embedded
+    data dir (inserts and statements on its ClickHouse session, authorized by the
+    peer token it announces), else ClickHouse directly. `create`: a missing data dir
+    is made (migrate), else it is an error."""
+    from streams.ledger.peer import PeerClickHouseClient
+
+    stack = _embedded_stack(settings)
+    if stack is not None:
+        if stack.peer_token is None:
+            raise SpendstreamError(
+                f"the worker at {stack.url} (pid {stack.pid}) owns {settings.data_dir} and "
+                "accepts no writes (it has no SPENDSTREAM_PEER_TOKEN): stop it, or start it "
+                "with spendstream dev"
+            )
+        peer = PeerClickHouseClient(stack.url, stack.peer_token)
+        try:
+            yield peer  # type: ignore[misc]
+        finally:
+            peer.close()
+        return
+    if not create and settings.resolved_clickhouse_url.startswith("chdb:"):
+        require_data_dir(settings)
+    with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
+        yield ch.client
 
 
 def require_data_dir(settings: Settings) -> None:

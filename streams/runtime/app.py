@@ -44,6 +44,7 @@ from streams.ledger.connect import (
 )
 from streams.ledger.peer import decode_insert
 from streams.ledger.remote import (
+    ARROW_STREAM,
     READ_ONLY,
     decode_query_request,
     encode_query_response,
@@ -116,7 +117,13 @@ class WorkerRuntime:
         self.reader = open_session_client(self.handle, self.settings.clickhouse_password)
         self._make_sink()
         if self.handle.embedded and self.settings.web_enabled:
-            write_worker_file(self.settings.data_dir, self.settings.web_port)
+            peer_token = self.settings.peer_token
+            write_worker_file(
+                self.settings.data_dir,
+                self.settings.web_port,
+                self.settings.kafka_bootstrap,
+                peer_token.get_secret_value() if peer_token else None,
+            )
         return applied
 
     def _make_sink(self) -> None:
@@ -406,16 +413,19 @@ def build_app(
         async def post(self, request: Any) -> Any:
             return await ingest_handler.handle_traces(request)
 
+    def bearer_is(request: Any, token: Any) -> bool:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return token is not None and hmac.compare_digest(
+            given.encode(), token.get_secret_value().encode()
+        )
+
     @app.page("/v1/ledger/insert")
     class PeerInsertView(faust.web.View):
-        """Inserts from peer workers of `dev --workers N` (this worker owns chdb)."""
+        """Inserts from peer workers of `dev --workers N` and from commands that write
+        while this worker owns the embedded data dir (`reprice`)."""
 
         async def post(self, request: Any) -> Any:
-            token = settings.peer_token
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if token is None or not hmac.compare_digest(
-                given.encode(), token.get_secret_value().encode()
-            ):
+            if not bearer_is(request, settings.peer_token):
                 return self.error(401, "peer token required")
             await runtime.connected()
             if runtime.executor is None or runtime.handle is None or runtime.handle.remote:
@@ -432,16 +442,40 @@ def build_app(
             await runtime.executor.run(client.insert_arrow, table, batch, settings=insert_settings)
             return self.json({"inserted": batch.num_rows})
 
+    @app.page("/v1/ledger/command")
+    class PeerCommandView(faust.web.View):
+        """A statement (DDL, ALTER, INSERT … VALUES) from a command that writes while this
+        worker owns the embedded data dir (`migrate`, `retention --raw-days`), on the
+        writer's session. The peer token is the data dir's key: whoever holds it could
+        open the data dir itself with the stack stopped."""
+
+        async def post(self, request: Any) -> Any:
+            if not bearer_is(request, settings.peer_token):
+                return self.error(401, "peer token required")
+            await runtime.connected()
+            if runtime.executor is None or runtime.handle is None or runtime.handle.remote:
+                return self.error(503, "not the owner of the data dir")
+            try:
+                sql, parameters = decode_query_request(await request.read(), ARROW_STREAM)
+            except (ValueError, KeyError, TypeError) as exc:
+                return self.error(400, f"bad command request: {exc}")
+            client = runtime.handle.client
+            try:
+                await runtime.executor.run(client.command, sql, parameters or None)
+            except Exception as exc:
+                return self.error(400, str(exc).strip().splitlines()[0][:500])
+            return self.json({"done": True})
+
     @app.page("/v1/query")
     class QueryView(faust.web.View):
         """Read-only SQL for readers while this worker owns the embedded data dir."""
 
         async def post(self, request: Any) -> Any:
             token = settings.analyst_token
-            if token is not None:
-                given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-                if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-                    return self.error(401, "analyst token required")
+            if token is not None and not (
+                bearer_is(request, token) or bearer_is(request, settings.peer_token)
+            ):
+                return self.error(401, "analyst token required")
             if not await runtime.connected() or runtime.executor is None:
                 return self.error(503, "ClickHouse is not connected")
             try:

@@ -9,6 +9,8 @@ import logging
 import faust
 
 from streams.cost.catalog import PriceCatalog
+from streams.embedded.processes import port_free
+from streams.errors import SpendstreamError
 from streams.kafka.admin import ensure_topics, wait_for_broker
 from streams.kafka.topics import topic_specs
 from streams.runtime.app import build_app, changelog_topics
@@ -28,6 +30,12 @@ GC_THRESHOLDS = (50_000, 20, 20)
 def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     """Blocks until SIGTERM/SIGINT; returns the exit code. Failures before the
     stream starts raise `SpendstreamError` (one line at the CLI)."""
+    if settings.web_enabled and not port_free(settings.web_host, settings.web_port):
+        # Faust would fail later, inside its web server's start, with a long traceback.
+        raise SpendstreamError(
+            f"port {settings.web_port} on {settings.web_host} is in use: stop what listens "
+            "there or set SPENDSTREAM_WEB_PORT"
+        )
     catalog = PriceCatalog.load(settings.pricing_file)
     asyncio.run(wait_for_broker(settings.kafka_bootstrap))
     config = load_config(settings)

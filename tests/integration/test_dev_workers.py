@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from streams.cost.catalog import PriceCatalog
+from streams.embedded.processes import free_port
 from streams.embedded.replay import publish
 from streams.embedded.simulate import TrafficGenerator
 from tests.helpers.waiting import wait_for
@@ -37,6 +38,8 @@ def test_dev_with_two_workers_shares_partitions_and_totals_are_exact(tmp_path: P
             "2",
             "--data-dir",
             str(data_dir),
+            "--port",
+            str(free_port()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -111,7 +114,10 @@ def children_running(parent: int, word: str) -> list[int]:
 def test_dev_stops_with_one_line_when_the_embedded_broker_dies(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     dev = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "dev", "--data-dir", str(data_dir)],
+        [
+            *(sys.executable, "-m", "streams.cli", "dev", "--data-dir", str(data_dir)),
+            *("--port", str(free_port())),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
