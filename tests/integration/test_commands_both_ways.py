@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from streams.cli.main import main
-from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
+from streams.ledger.connect import chdb_url_for, clickhouse_session
 from streams.ledger.remote import DirectReader, running_stack
 from tests.analyst import ledger_data as data
 from tests.helpers.stack import RunningStack, write_ndjson
@@ -141,19 +141,12 @@ def ledger_state(data_dir: Path) -> dict[str, Any]:
         }
 
 
-def seeded(path: Path) -> Path:
-    """The analyst tests' ledger (a chdb data dir cannot be copied: its metadata links)."""
-    with clickhouse_session(chdb_url_for(path)) as handle:
-        apply_migrations(handle.client)
-        data.insert(handle.client, data.make_events(), token="batch-1")
-    return path
-
-
 def test_every_cli_command_gives_the_same_result_with_the_stack_running_or_stopped(
     tmp_path: Path,
 ) -> None:
-    running_dir = seeded(tmp_path / "running")
-    stopped_dir = seeded(tmp_path / "stopped")
+    # Two data dirs built alike (a chdb data dir cannot be copied: its metadata links).
+    running_dir = data.write_data_dir(tmp_path / "running")
+    stopped_dir = data.write_data_dir(tmp_path / "stopped")
     files = inputs(tmp_path / "inputs")
 
     stack = RunningStack(running_dir)
