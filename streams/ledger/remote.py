@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -95,6 +97,19 @@ def python_rows(table: pa.Table) -> list[tuple[Any, ...]]:
 
 
 def _python_values(column: pa.ChunkedArray) -> list[Any]:
+    kind = column.type
+    # Two fast paths for pyarrow's slowest conversions (numbers for 200,000 rows):
+    # a UTC timestamp makes a zoneinfo datetime per value (3.3 s; numpy's naive
+    # datetimes given UTC: 0.5 s), a decimal a Decimal from its digits (0.75 s; 0.4 s).
+    if pa.types.is_timestamp(kind) and kind.tz == "UTC" and kind.unit != "ns":
+        naive = column.cast(pa.timestamp(kind.unit)).to_numpy(zero_copy_only=False)
+        return [
+            None if value is None else value.replace(tzinfo=UTC) for value in naive.astype(object)
+        ]
+    if pa.types.is_decimal(kind):
+        return [
+            None if text is None else Decimal(text) for text in column.cast(pa.string()).to_pylist()
+        ]
     values = column.to_pylist(maps_as_pydicts="strict")
     if _has_positional_struct(column.type):
         return [_tuples(value, column.type) for value in values]
