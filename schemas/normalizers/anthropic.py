@@ -9,6 +9,12 @@ Thinking tokens are inside `output_tokens`; newer bodies count them in
 `usage.output_tokens_details.thinking_tokens`, read as `reasoning_tokens`
 (older bodies do not count them, and reasoning stays 0).
 
+Compaction (server-side context management) samples twice in one request:
+the top-level usage counts only the answering turn, and each
+`usage.iterations[]` entry of `type: "compaction"` is the billed summarising
+pass, with its own input, cache and output counts; those are added. Entries of
+`type: "message"` are already in the top-level counts.
+
 `usage.service_tier` names the tier that served the call (`standard`,
 `priority`, or `batch` for a Message Batches result, read as `batch`).
 
@@ -52,17 +58,11 @@ def normalize_anthropic(body: Mapping[str, Any], **ownership: Any) -> dict[str, 
     if usage.get("input_tokens") is None:
         raise NormalizationError("anthropic usage has no input_tokens")
 
-    uncached = token_count(usage.get("input_tokens"), "usage.input_tokens")
-    cache_read = token_count(usage.get("cache_read_input_tokens"), "cache_read_input_tokens")
-    split = optional_mapping(usage.get("cache_creation"), "usage.cache_creation")
-    write_5m = token_count(split.get("ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
-    write_1h = token_count(split.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
-    if usage.get("cache_creation_input_tokens") is not None:
-        cache_write = token_count(
-            usage["cache_creation_input_tokens"], "cache_creation_input_tokens"
-        )
-    else:
-        cache_write = write_5m + write_1h
+    parts = [_counts(usage, "usage")] + [
+        _counts(iteration, f"usage.iterations[{index}]")
+        for index, iteration in enumerate(_compaction_iterations(usage))
+    ]
+    uncached, cache_read, cache_write, write_1h, output = (sum(column) for column in zip(*parts))
 
     output_details = optional_mapping(usage.get("output_tokens_details"), "output_tokens_details")
     tier = usage.get("service_tier")
@@ -78,12 +78,42 @@ def normalize_anthropic(body: Mapping[str, Any], **ownership: Any) -> dict[str, 
         cached_tokens=cache_read,
         cache_write_tokens=cache_write,
         cache_write_1h_tokens=write_1h,
-        output_tokens=token_count(usage.get("output_tokens"), "usage.output_tokens"),
+        output_tokens=output,
         reasoning_tokens=token_count(output_details.get("thinking_tokens"), "thinking_tokens"),
         service_tier=tier,
         batch=batch,
         ownership=ownership,
     )
+
+
+def _counts(usage: Mapping[str, Any], where: str) -> tuple[int, int, int, int, int]:
+    """(uncached input, cache read, cache write, 1-hour part of the write, output)."""
+    uncached = token_count(usage.get("input_tokens"), f"{where}.input_tokens")
+    cache_read = token_count(usage.get("cache_read_input_tokens"), f"{where}.cache_read_input_tokens")
+    split = optional_mapping(usage.get("cache_creation"), f"{where}.cache_creation")
+    write_5m = token_count(split.get("ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
+    write_1h = token_count(split.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
+    if usage.get("cache_creation_input_tokens") is not None:
+        cache_write = token_count(
+            usage["cache_creation_input_tokens"], f"{where}.cache_creation_input_tokens"
+        )
+    else:
+        cache_write = write_5m + write_1h
+    output = token_count(usage.get("output_tokens"), f"{where}.output_tokens")
+    return uncached, cache_read, cache_write, write_1h, output
+
+
+def _compaction_iterations(usage: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    iterations = usage.get("iterations")
+    if iterations is None:
+        return []
+    if not isinstance(iterations, list):
+        raise NormalizationError("usage.iterations must be a JSON array")
+    return [
+        as_mapping(item, "usage.iterations[]")
+        for item in iterations
+        if isinstance(item, Mapping) and item.get("type") == "compaction"
+    ]
 
 
 def _batch_message(line: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -61,13 +61,18 @@ SONNET = prices("3.00", "0.30", "15.00", cache_write="3.75")
 OPUS_4 = prices("15.00", "1.50", "75.00", cache_write="18.75")
 HAIKU_35 = prices("0.80", "0.08", "4.00", cache_write="1.00")
 GEMINI_20_FLASH = prices("0.10", "0.025", "0.40")
-GEMINI_25_FLASH = prices("0.30", "0.075", "2.50")
+GEMINI_25_FLASH = prices("0.30", "0.03", "2.50")
 GEMINI_25_PRO = prices("1.25", "0.3125", "10.00")
 NOVA_LITE = prices("0.06", "0.015", "0.24")
 GPT_4O_MINI = prices("0.15", "0.075", "0.60")
+GPT_5 = prices("1.25", "0.125", "10.00")
+GPT_5_6_SOL = prices("4.00", "0.40", "20.00", cache_write="5.00")
+NOVA_MICRO = prices("0.035", "0.00875", "0.14")
 # Variants, written out per the providers' pricing pages: flex and batch are half
 # the standard rates, OpenAI priority about 1.7x.
 O3_FLEX = prices("1.00", "0.25", "4.00")
+GPT_5_FLEX = prices("0.625", "0.0625", "5.00")
+GEMINI_3_FLASH_FLEX = prices("0.25", "0.025", "1.50")
 O4_MINI_FLEX = prices("0.55", "0.1375", "2.20")
 GPT_4O_PRIORITY = prices("4.25", "2.125", "17.00")
 GPT_4O_MINI_BATCH = prices("0.075", "0.0375", "0.30")
@@ -115,27 +120,37 @@ CASES = [
         "0.0032525",
         context=("default", False),
     ),
-    # prompt 2006 includes 1920 cached: 86 x 2.50 + 1920 x 1.25 + 300 x 10.00 = 215 + 2400 + 3000
+    # prompt 4020 includes 4012 cached: 8 x 4.00 + 4012 x 0.40 + 4 x 20.00 = 32 + 1604.8 + 80
     Case(
         "openai_chat_cached",
         "openai",
-        "gpt-4o-2024-08-06",
-        "chatcmpl-BcQ4n7Z0cached0example00000000",
-        (2006, 1920, 0, 300, 0),
-        GPT_4O,
-        "0.005615",
+        "gpt-5.6-sol",
+        "chatcmpl-E1mBQt42vYTsKNd5wnyJlT0db7v9S",
+        (4020, 4012, 0, 4, 0),
+        GPT_5_6_SOL,
+        "0.0017168",
         context=("default", False),
     ),
-    # 134 x 1.10 + 1408 x 0.55 + 2210 completion (1856 of it reasoning) x 4.40
-    # = 147.4 + 774.4 + 9724
+    # the usage chunk: 53 x 0.15 + 15 x 0.60 = 7.95 + 9
     Case(
         "openai_chat_stream_usage_chunk",
         "openai",
+        "gpt-4o-mini-2024-07-18",
+        "chatcmpl-Dx0XpqH8w09uBXwq1zFGYdETjtnEl",
+        (53, 0, 0, 15, 0),
+        GPT_4O_MINI,
+        "0.00001695",
+        context=("default", False),
+    ),
+    # 11 x 1.10 + 809 completion (768 of it reasoning) x 4.40 = 12.1 + 3559.6
+    Case(
+        "openai_chat_reasoning",
+        "openai",
         "o3-mini-2025-01-31",
-        "chatcmpl-BcQ9streamusage00000000000",
-        (1542, 1408, 0, 2210, 1856),
+        "chatcmpl-BJyAKqCjJI3mIdQmTSW6UlG6NKpjm",
+        (11, 0, 0, 809, 768),
         O3_MINI,
-        "0.0106458",
+        "0.0035717",
         context=("default", False),
     ),
     # no details objects: 9 x 0.50 + 12 x 1.50 = 4.5 + 18
@@ -158,46 +173,74 @@ CASES = [
         GPT_4O,
         "0.00134",
     ),
-    # 75 x 1.10 + 1186 output (1024 reasoning) x 4.40 = 82.5 + 5218.4
+    # 1065 x 1.10 + 760 output (576 reasoning) x 4.40 = 1171.5 + 3344
     Case(
         "openai_responses_reasoning",
         "openai",
         "o4-mini-2025-04-16",
-        "resp_6820f382ee1c8191bc096bee70894d040ac5ba57aafcbac7",
-        (75, 0, 0, 1186, 1024),
+        "resp_0558010cf1416a490068faa0f945bc81a0b6a6dfb7391030d5",
+        (1065, 0, 0, 760, 576),
         O4_MINI,
-        "0.0053009",
+        "0.0045155",
+        context=("default", False),
     ),
-    # input 2048 includes 1536 cached: 512 x 2.00 + 1536 x 0.50 + 120 x 8.00 = 1024 + 768 + 960
+    # input 3727 includes 3200 cached; output 347 includes 128 reasoning:
+    # 527 x 1.25 + 3200 x 0.125 + 347 x 10.00 = 658.75 + 400 + 3470
     Case(
         "openai_responses_completed_event",
         "openai",
-        "gpt-4.1-2025-04-14",
-        "resp_123completed",
-        (2048, 1536, 0, 120, 0),
-        GPT_4_1,
-        "0.002752",
+        "gpt-5-2025-08-07",
+        "resp_68c35098e6fc819e80fb94b25b7d031b0f2d670b80edc507",
+        (3727, 3200, 0, 347, 128),
+        GPT_5,
+        "0.00452875",
+        context=("default", False),
     ),
-    # 2095 x 3.00 + 503 x 15.00 = 6285 + 7545
+    # 566 x 3.00 + 126 x 15.00 = 1698 + 1890
     Case(
         "anthropic_message",
         "anthropic",
-        "claude-3-7-sonnet-20250219",
-        "msg_013Zva2CMHLNnXjNJJKqJ2EF",
-        (2095, 0, 0, 503, 0),
+        "claude-sonnet-4-20250514",
+        "msg_01SZ8KP8HhB1TxP6Ybbv6iKz",
+        (566, 0, 0, 126, 0),
         SONNET,
-        "0.01383",
+        "0.003588",
+        context=("standard", False),
     ),
-    # input_tokens 21 excludes the 188086 read: 21 x 3.00 + 188086 x 0.30 + 393 x 15.00
-    # = 63 + 56425.8 + 5895
+    # input_tokens 3 excludes the 1111 read: 3 x 3.00 + 1111 x 0.30 + 406 x 15.00
+    # = 9 + 333.3 + 6090
     Case(
         "anthropic_cache_read",
         "anthropic",
-        "claude-sonnet-4-20250514",
-        "msg_01CacheRead000000000000000",
-        (188107, 188086, 0, 393, 0),
+        "claude-sonnet-4-5-20250929",
+        "msg_01UUPT9QdZnZSRzcQJkjG25U",
+        (1114, 1111, 0, 406, 0),
         SONNET,
-        "0.0623838",
+        "0.0064323",
+        context=("standard", False),
+    ),
+    # 3 x 3.00 + 1111 read x 0.30 + 418 written (the 5m split, not extra) x 3.75 + 33 x 15.00
+    # = 9 + 333.3 + 1567.5 + 495
+    Case(
+        "anthropic_cache_write_read",
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        "msg_01KPaKTJSqAKoZri7Ujrny58",
+        (1532, 1111, 418, 33, 0),
+        SONNET,
+        "0.0024048",
+        context=("standard", False),
+    ),
+    # compaction: the answering turn 229 in / 5 out plus the compaction pass 100 in,
+    # 55096 written, 131 out: 329 x 3.00 + 55096 x 3.75 + 136 x 15.00 = 987 + 206610 + 2040
+    Case(
+        "anthropic_compaction",
+        "anthropic",
+        "claude-sonnet-4-6",
+        "msg_011CduoCGqnmwXgi7jhzyVZM",
+        (55425, 0, 55096, 136, 0),
+        SONNET,
+        "0.209637",
         context=("standard", False),
     ),
     # 48 x 3.00 + 1800 read x 0.30 + 556 written (456 + 100, not 1112) x 3.75 + 503 x 15.00
@@ -221,46 +264,96 @@ CASES = [
         OPUS_4,
         "0.0015",
     ),
-    # thinking is inside output_tokens: 1500 x 3.00 + 3200 x 15.00 = 4500 + 48000
+    # the last cumulative usage (input grew from 2050 to 31772 with the searched pages):
+    # 31772 x 3.00 + 644 x 15.00 = 95316 + 9660
+    Case(
+        "anthropic_stream_server_tools",
+        "anthropic",
+        "claude-sonnet-4-20250514",
+        "msg_019ifek4sTha46JcCb2z2yPp",
+        (31772, 0, 0, 644, 0),
+        SONNET,
+        "0.104976",
+        context=("standard", False),
+    ),
+    # thinking inside the cumulative output: 43 x 3.00 + 282 x 15.00 = 129 + 4230
+    Case(
+        "anthropic_stream_thinking",
+        "anthropic",
+        "claude-sonnet-4-20250514",
+        "msg_01ALwQ87pTS7hH1PjSdC9wJD",
+        (43, 0, 0, 282, 0),
+        SONNET,
+        "0.004359",
+        context=("standard", False),
+    ),
+    # the delta's top-level 181 in / 8 out plus its compaction iteration (100 in, 55096 read,
+    # 83 out): 281 x 3.00 + 55096 x 0.30 + 91 x 15.00 = 843 + 16528.8 + 1365
+    Case(
+        "anthropic_stream_compaction",
+        "anthropic",
+        "claude-sonnet-4-6",
+        "msg_011CduoCRono7pFKoTWpPAia",
+        (55377, 55096, 0, 91, 0),
+        SONNET,
+        "0.0187368",
+        context=("standard", False),
+    ),
+    # thinking is inside output_tokens, not reported apart: 1343 x 3.00 + 538 x 15.00
+    # = 4029 + 8070
     Case(
         "anthropic_thinking",
         "anthropic",
-        "claude-3-7-sonnet-20250219",
-        "msg_01ThinkingExample000000000",
-        (1500, 0, 0, 3200, 0),
+        "claude-sonnet-4-20250514",
+        "msg_016e2w8nkCuArd5HFSfEwke7",
+        (1343, 0, 0, 538, 0),
         SONNET,
-        "0.0525",
+        "0.012099",
+        context=("standard", False),
     ),
-    # 8 x 0.10 + 312 x 0.40 = 0.8 + 124.8
+    # 268 x 0.10 + 162 x 0.40 = 26.8 + 64.8
     Case(
         "gemini_generate_content",
         "google",
         "gemini-2.0-flash",
-        "nEJHaKXWNvGUmNkPj7LN-Ak",
-        (8, 0, 0, 312, 0),
+        "5YfNaKulJaGtmtkPz5eQwAQ",
+        (268, 0, 0, 162, 0),
         GEMINI_20_FLASH,
-        "0.0001256",
+        "0.0000916",
     ),
-    # thoughts are apart from candidates: 11 x 0.30 + (402 + 1163) x 2.50 = 3.3 + 3912.5
+    # thoughts are apart from candidates: 79 x 0.30 + (15 + 69) x 2.50 = 23.7 + 210
     Case(
         "gemini_thinking",
         "google",
         "gemini-2.5-flash",
-        "T0lHaNy7LYmSmNkPhfG-uQk",
-        (11, 0, 0, 1565, 1163),
+        "WKNOarSwGpjhz7IP99bVwQU",
+        (79, 0, 0, 84, 69),
         GEMINI_25_FLASH,
-        "0.0039158",
+        "0.0002337",
+        context=("standard", False),
     ),
-    # prompt 12034 includes 11980 cached; tool-use prompt 350 is apart:
-    # (12034 - 11980 + 350) x 1.25 + 11980 x 0.3125 + (210 + 96) x 10.00 = 505 + 3743.75 + 3060
+    # prompt 3520 includes 3512 cached: 8 x 0.30 + 3512 x 0.03 + (2 + 42) x 2.50
+    # = 2.4 + 105.36 + 110
     Case(
-        "gemini_cached_tools",
+        "gemini_cached_content",
         "google",
-        "gemini-2.5-pro",
-        "Yn5KaIHmB4-Vm9IPx4CT8Ak",
-        (12384, 11980, 0, 306, 96),
-        GEMINI_25_PRO,
-        "0.00730875",
+        "gemini-2.5-flash",
+        "_VQYaqvRGbW6qtsPg4TDoAg",
+        (3520, 3512, 0, 44, 42),
+        GEMINI_25_FLASH,
+        "0.00021776",
+        context=("standard", False),
+    ),
+    # tool-use prompt 132 is apart from prompt 85: (85 + 132) x 0.30 + (28 + 54) x 2.50
+    # = 65.1 + 205
+    Case(
+        "gemini_tool_use_prompt",
+        "google",
+        "gemini-2.5-flash",
+        "nFP6aZ_4HPuU6dkP-uetwA0",
+        (217, 0, 0, 82, 54),
+        GEMINI_25_FLASH,
+        "0.0002701",
     ),
     # snake_case dump: 20 x 0.30 + (35 + 40) x 2.50 = 6 + 187.5
     Case(
@@ -272,39 +365,42 @@ CASES = [
         GEMINI_25_FLASH,
         "0.0001935",
     ),
-    # 30 x 3.00 + 628 x 15.00 = 90 + 9420
+    # 211 x 3.00 + 18 x 15.00 = 633 + 270
     Case(
         "bedrock_converse",
         "aws",
-        "anthropic.claude-3-5-sonnet-20240620-v1:0",
-        "5f0e4a3c-8a51-4b3c-9a0e-7c1d2e3f4a5b",
-        (30, 0, 0, 628, 0),
+        "us.anthropic.claude-sonnet-4-6",
+        "bedrock-converse-recorded-1",
+        (211, 0, 0, 18, 0),
         SONNET,
-        "0.00951",
-        call={"model": "anthropic.claude-3-5-sonnet-20240620-v1:0"},
+        "0.000903",
+        call={"model": "us.anthropic.claude-sonnet-4-6", "request_id": "bedrock-converse-recorded-1"},
     ),
-    # inputTokens 14 excludes both cache counts, each read once (not once per spelling):
-    # 14 x 3.00 + 1800 x 0.30 + 1200 x 3.75 + 180 x 15.00 = 42 + 540 + 4500 + 2700
+    # inputTokens 3 excludes both cache counts, each read once (not once per spelling):
+    # 3 x 3.00 + 1712 x 0.30 + 236 x 3.75 + 121 x 15.00 = 9 + 513.6 + 885 + 1815
     Case(
         "bedrock_converse_cache",
         "aws",
-        "us.anthropic.claude-sonnet-4-20250514-v1:0",
-        "0b6c3d2e-1f4a-4e5b-8c7d-9e0f1a2b3c4d",
-        (3014, 1800, 1200, 180, 0),
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "bedrock-converse-recorded-2",
+        (1951, 1712, 236, 121, 0),
         SONNET,
-        "0.007782",
-        call={"model": "us.anthropic.claude-sonnet-4-20250514-v1:0"},
+        "0.0032226",
+        call={
+            "model": "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "request_id": "bedrock-converse-recorded-2",
+        },
     ),
-    # 12 x 0.06 + 94 x 0.24 = 0.72 + 22.56
+    # the metadata event: 13 x 0.035 + 82 x 0.14 = 0.455 + 11.48
     Case(
         "bedrock_converse_stream",
         "aws",
-        "amazon.nova-lite-v1:0",
-        "bedrock-stream-req-1",
-        (12, 0, 0, 94, 0),
-        NOVA_LITE,
-        "0.00002328",
-        call={"model": "amazon.nova-lite-v1:0", "request_id": "bedrock-stream-req-1"},
+        "us.amazon.nova-micro-v1:0",
+        "bedrock-stream-recorded-1",
+        (13, 0, 0, 82, 0),
+        NOVA_MICRO,
+        "0.000011935",
+        call={"model": "us.amazon.nova-micro-v1:0", "request_id": "bedrock-stream-recorded-1"},
     ),
     # same counts as openai_chat_cached, from span attributes
     Case(
@@ -391,37 +487,38 @@ CASES = [
         context=("priority", False),
     ),
     # the caller's requested 'auto' loses to the response's 'default':
-    # 950 x 0.15 + 120 x 0.60 = 142.5 + 72
+    # 8 x 0.15 + 9 x 0.60 = 1.2 + 5.4
     Case(
         "openai_chat_default_tier_requested_auto",
         "openai",
         "gpt-4o-mini-2024-07-18",
-        "chatcmpl-CAuto0000000000000000000000",
-        (950, 0, 0, 120, 0),
+        "chatcmpl-Dr3KONlJHqM2OKkn7IPxwgC3ZIEZw",
+        (8, 0, 0, 9, 0),
         GPT_4O_MINI,
-        "0.0002145",
+        "0.0000066",
         call={"service_tier": "auto"},
         context=("default", False),
     ),
-    # writes inside prompt_tokens: 1000 x 2.00 + 2000 x 0.50 + 3000 x 2.00 + 200 x 8.00
+    # prompt 4020 includes 4012 written: 8 x 4.00 + 4012 x 5.00 + 4 x 20.00 = 32 + 20060 + 80
     Case(
         "openai_chat_cache_write",
         "openai",
-        "gpt-4.1-2025-04-14",
-        "chatcmpl-CWrite000000000000000000000",
-        (6000, 2000, 3000, 200, 0),
-        GPT_4_1,
-        "0.0106",
+        "gpt-5.6-sol",
+        "chatcmpl-E1mBLGr3Ql1FsH8cdc76XdGw3PleH",
+        (4020, 0, 4012, 4, 0),
+        GPT_5_6_SOL,
+        "0.020172",
+        context=("default", False),
     ),
-    # flex: 1104 x 0.55 + 4096 x 0.1375 + 3300 (2944 reasoning) x 2.20 = 607.2 + 563.2 + 7260
+    # flex: 53 x 0.625 + 469 output (448 reasoning) x 5.00 = 33.125 + 2345
     Case(
         "openai_responses_flex",
         "openai",
-        "o4-mini-2025-04-16",
-        "resp_flex0000000000000000000000000000000000000000",
-        (5200, 4096, 0, 3300, 2944),
-        O4_MINI_FLEX,
-        "0.0084304",
+        "gpt-5-2025-08-07",
+        "resp_0050471a34b36ae60068c97b94a480819587a9d70cf2979b33",
+        (53, 0, 0, 469, 448),
+        GPT_5_FLEX,
+        "0.002378125",
         context=("flex", False),
     ),
     # batch: 24 x 0.075 + 15 x 0.30 = 1.8 + 4.5
@@ -457,15 +554,15 @@ CASES = [
         "0.0002865",
         context=("", True),
     ),
-    # thinking_tokens are part of output_tokens: 2100 x 3.00 + 4800 x 15.00 = 6300 + 72000
+    # thinking_tokens are part of output_tokens: 51 x 3.00 + 168 x 15.00 = 153 + 2520
     Case(
         "anthropic_thinking_tokens",
         "anthropic",
         "claude-sonnet-4-5-20250929",
-        "msg_01ThinkDetail00000000000000",
-        (2100, 0, 0, 4800, 3900),
+        "msg_01HYr7FZRVD92Jedxe9ztU1p",
+        (51, 0, 0, 168, 112),
         SONNET,
-        "0.0783",
+        "0.002673",
         context=("standard", False),
     ),
     # 320 x 15.00 + 9000 x 1.50 + 1500 x 18.75 + 700 x 75.00 = 4800 + 13500 + 28125 + 52500
@@ -548,26 +645,39 @@ CASES = [
         "0.0055",
         context=("", True),
     ),
-    # flex: 4000 x 0.625 + 16000 x 0.15625 + (500 + 1500 thoughts) x 5.00 = 2500 + 2500 + 10000
+    # flex: 5 x 0.25 + (1 + 51 thoughts) x 1.50 = 1.25 + 78
     Case(
         "gemini_vertex_flex",
         "google",
-        "gemini-2.5-pro",
-        "vflex-resp-0001",
-        (20000, 16000, 0, 2000, 1500),
-        GEMINI_25_PRO_HALF,
-        "0.015",
+        "gemini-3-flash-preview",
+        "T9--adqvDqL4vdIPz7X2iQ4",
+        (5, 0, 0, 52, 51),
+        GEMINI_3_FLASH_FLEX,
+        "0.00007925",
         context=("flex", False),
     ),
-    # the last chunk's cumulative usage, not the sum: 64 x 0.10 + 30 x 0.40 = 6.4 + 12
+    # the last chunk's cumulative usage: 5 x 0.25 + (1 + 100 thoughts) x 1.50 = 1.25 + 151.5
+    Case(
+        "gemini_vertex_flex_stream",
+        "google",
+        "gemini-3-flash-preview",
+        "a9--aa6MOKL4vdIPz7X2iQ4",
+        (5, 0, 0, 101, 100),
+        GEMINI_3_FLASH_FLEX,
+        "0.00015275",
+        context=("flex", False),
+    ),
+    # the last chunk's cumulative usage, not the sum: 18 x 0.30 + (80 + 35 thoughts) x 2.50
+    # = 5.4 + 287.5
     Case(
         "gemini_stream_events",
         "google",
-        "gemini-2.0-flash",
-        "gstream-0001",
-        (64, 0, 0, 30, 0),
-        GEMINI_20_FLASH,
-        "0.0000184",
+        "gemini-2.5-flash",
+        "ru1garvBEoOiqtsP2fznmQw",
+        (18, 0, 0, 115, 35),
+        GEMINI_25_FLASH,
+        "0.0002929",
+        context=("standard", False),
     ),
     # LiteLLM's own fixture: 10 x 2.50 + 20 x 10.00 = 25 + 200 = its response_cost
     Case(
@@ -729,24 +839,27 @@ def _strings(value: Any, *, min_length: int) -> list[str]:
 def test_body_timestamps_are_used_when_the_body_has_one() -> None:
     chat = normalize("openai_chat", load("openai_chat_completion")["body"], tenant_id="t")
     assert UsageEvent.model_validate(chat).timestamp == datetime.fromtimestamp(1741570283, UTC)
-    vertex = normalize("gemini", load("gemini_cached_tools")["body"], tenant_id="t")
+    vertex = normalize("gemini", load("gemini_vertex_flex")["body"], tenant_id="t")
     assert UsageEvent.model_validate(vertex).timestamp == datetime(
-        2025, 6, 12, 8, 15, 30, 123456, tzinfo=UTC
+        2026, 3, 21, 18, 11, 27, 235482, tzinfo=UTC
     )
     bedrock = normalize(
-        "bedrock", load("bedrock_converse")["body"], tenant_id="t", model="amazon.nova-lite-v1:0"
+        "bedrock", load("bedrock_converse_flex")["body"], tenant_id="t", model="amazon.nova-lite-v1:0"
     )
-    assert UsageEvent.model_validate(bedrock).timestamp == datetime(
-        2025, 6, 10, 9, 12, 44, tzinfo=UTC
-    )
+    assert UsageEvent.model_validate(bedrock).timestamp == datetime(2025, 11, 4, 10, 0, tzinfo=UTC)
 
 
 def test_side_information_is_read_from_the_bodies() -> None:
+    recorded = load("bedrock_converse_cache")["body"]
     bedrock = UsageEvent.model_validate(
-        normalize("bedrock", load("bedrock_converse_cache")["body"], tenant_id="t", model="m")
+        normalize("bedrock", recorded, tenant_id="t", model="m", request_id="r")
     )
-    assert (bedrock.latency_ms, bedrock.status_code, bedrock.retry_count) == (2210, 200, 1)
-    assert bedrock.cache_write_1h_tokens == 1200
+    # metrics.latencyMs; cacheDetails holds one 5-minute write, so no 1-hour part
+    assert (bedrock.latency_ms, bedrock.cache_write_1h_tokens) == (2818, 0)
+    boto = UsageEvent.model_validate(
+        normalize("bedrock", load("bedrock_converse_flex")["body"], tenant_id="t", model="m")
+    )
+    assert (boto.latency_ms, boto.status_code, boto.retry_count) == (4100, 200, 0)
 
     anthropic = UsageEvent.model_validate(
         normalize("anthropic", load("anthropic_cache_write_ttl")["body"], tenant_id="t")
