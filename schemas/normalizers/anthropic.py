@@ -62,7 +62,9 @@ def normalize_anthropic(body: Mapping[str, Any], **ownership: Any) -> dict[str, 
         _counts(iteration, f"usage.iterations[{index}]")
         for index, iteration in enumerate(_compaction_iterations(usage))
     ]
-    uncached, cache_read, cache_write, write_1h, output = (sum(column) for column in zip(*parts))
+    uncached, cache_read, cache_write, write_1h, output = (
+        sum(column) for column in zip(*parts, strict=True)
+    )
 
     output_details = optional_mapping(usage.get("output_tokens_details"), "output_tokens_details")
     tier = usage.get("service_tier")
@@ -89,7 +91,9 @@ def normalize_anthropic(body: Mapping[str, Any], **ownership: Any) -> dict[str, 
 def _counts(usage: Mapping[str, Any], where: str) -> tuple[int, int, int, int, int]:
     """(uncached input, cache read, cache write, 1-hour part of the write, output)."""
     uncached = token_count(usage.get("input_tokens"), f"{where}.input_tokens")
-    cache_read = token_count(usage.get("cache_read_input_tokens"), f"{where}.cache_read_input_tokens")
+    cache_read = token_count(
+        usage.get("cache_read_input_tokens"), f"{where}.cache_read_input_tokens"
+    )
     split = optional_mapping(usage.get("cache_creation"), f"{where}.cache_creation")
     write_5m = token_count(split.get("ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
     write_1h = token_count(split.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")

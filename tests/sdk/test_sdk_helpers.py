@@ -52,8 +52,8 @@ def test_record_openai_from_a_response_object(ingest_server: Any, producer: Any)
     assert event is not None
     assert producer.flush(timeout=5)
     [sent] = ingest_server.delivered
-    assert sent["request_id"] == "chatcmpl-BcQ4n7Z0cached0example00000000"
-    assert (sent["input_tokens"], sent["cached_tokens"], sent["output_tokens"]) == (2006, 1920, 300)
+    assert sent["request_id"] == "chatcmpl-E1mBQt42vYTsKNd5wnyJlT0db7v9S"
+    assert (sent["input_tokens"], sent["cached_tokens"], sent["output_tokens"]) == (4020, 4012, 4)
     assert (sent["tenant_id"], sent["team_id"], sent["workflow_id"]) == ("acme", "search", "rerank")
     assert "choices" not in sent
 
@@ -70,8 +70,8 @@ def test_record_anthropic_and_gemini_with_the_default_producer(
         set_default_producer(None)
     assert producer.flush(timeout=5)
     by_id = {e["request_id"]: e for e in ingest_server.delivered}
-    anthropic = by_id["msg_01CacheRead000000000000000"]
-    assert (anthropic["input_tokens"], anthropic["cached_tokens"]) == (188107, 188086)
+    anthropic = by_id["msg_01UUPT9QdZnZSRzcQJkjG25U"]
+    assert (anthropic["input_tokens"], anthropic["cached_tokens"]) == (1114, 1111)
     gemini_event = by_id["b5FKaL2tKIWQmNkP0Ya8yQU"]
     assert (gemini_event["output_tokens"], gemini_event["reasoning_tokens"]) == (75, 40)
     assert gemini_event["workflow_run_id"] == "run-9"

@@ -374,7 +374,10 @@ CASES = [
         (211, 0, 0, 18, 0),
         SONNET,
         "0.000903",
-        call={"model": "us.anthropic.claude-sonnet-4-6", "request_id": "bedrock-converse-recorded-1"},
+        call={
+            "model": "us.anthropic.claude-sonnet-4-6",
+            "request_id": "bedrock-converse-recorded-1",
+        },
     ),
     # inputTokens 3 excludes both cache counts, each read once (not once per spelling):
     # 3 x 3.00 + 1712 x 0.30 + 236 x 3.75 + 121 x 15.00 = 9 + 513.6 + 885 + 1815
@@ -714,6 +717,12 @@ CASES = [
 ]
 
 
+# recorded: a response body recorded from the provider (usage verbatim, long text abridged);
+# documentation example: the provider's documented example, verbatim; illustrative: shaped
+# per the reference with made-up counts, kept where no recorded body of the variant was found.
+PROVENANCES = {"recorded", "documentation example", "illustrative"}
+
+
 def load(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / f"{name}.json").read_text())
 
@@ -725,6 +734,27 @@ def test_every_fixture_has_a_case_and_names_its_documentation() -> None:
         fixture = load(name)
         assert fixture["source"].startswith("https://"), name
         assert fixture["format"] in FORMATS, name
+        assert fixture["provenance"] in PROVENANCES, name
+
+
+def test_recorded_fixtures_name_the_file_and_commit_they_come_from() -> None:
+    recorded = [
+        load(case.fixture) for case in CASES if load(case.fixture)["provenance"] == "recorded"
+    ]
+    assert len(recorded) >= 28
+    for fixture in recorded:
+        origin = fixture["recorded"]
+        assert len(origin["commit"]) == 40
+        assert fixture["source"] == (
+            f"https://github.com/{origin['repository']}/blob/{origin['commit']}/{origin['path']}"
+        )
+
+
+def test_illustrative_fixtures_say_what_was_searched() -> None:
+    for case in CASES:
+        fixture = load(case.fixture)
+        if fixture["provenance"] == "illustrative":
+            assert fixture["searched"].startswith("No public recorded body found"), case.fixture
 
 
 def test_every_format_has_a_fixture() -> None:
@@ -844,7 +874,10 @@ def test_body_timestamps_are_used_when_the_body_has_one() -> None:
         2026, 3, 21, 18, 11, 27, 235482, tzinfo=UTC
     )
     bedrock = normalize(
-        "bedrock", load("bedrock_converse_flex")["body"], tenant_id="t", model="amazon.nova-lite-v1:0"
+        "bedrock",
+        load("bedrock_converse_flex")["body"],
+        tenant_id="t",
+        model="amazon.nova-lite-v1:0",
     )
     assert UsageEvent.model_validate(bedrock).timestamp == datetime(2025, 11, 4, 10, 0, tzinfo=UTC)
 
