@@ -1,4 +1,4 @@
-"""Each panel's figures, from ClickHouse: plain functions of a sync client and a clock.
+"""Each panel's figures, from ClickHouse: plain functions of a `Ledger` and a clock.
 
 Every function returns what its JSON endpoint answers (docs/dashboard.md). Amounts
 are exact Decimal sums, written as strings (`money`); shares are Decimal fractions
@@ -25,10 +25,10 @@ from streams.dashboard.sources import (
     SPEND_DAILY,
     TENANT_HOURLY,
     USER_DAILY,
+    Ledger,
     Rollup,
     ledger_source,
     rollup_source,
-    window_parameters,
 )
 
 Period = Literal["hour", "day", "week", "month"]
@@ -110,37 +110,36 @@ GROUPINGS: dict[Dimension, Grouping] = {
 
 
 def grain(period: Period) -> Literal["hour", "day"]:
-    """Hourly figures for the hour and the day (so that today compares with the same
-    hours a week earlier), daily ones for the week and the month."""
-    return "hour" if period in ("hour", "day") else "day"
+    """Hourly figures for the hour, daily ones (from the daily rollups) otherwise: a day
+    the period reaches into counts whole, and so does its counterpart a week earlier.
+    Only the tenant has an hourly rollup; the hour of any other dimension is read from
+    the ledger, whose month partitions are scanned whole, so the day stays daily."""
+    return "hour" if period == "hour" else "day"
 
 
 def _source(
-    client: Any,
     grouping: Grouping,
     extra: tuple[str, ...],
-    start: datetime,
-    end: datetime,
     step: Literal["hour", "day"],
-) -> tuple[str, dict[str, Any], str]:
-    """A source of the grouping's (and `extra`) columns over `[start, end)` at the grain
-    `step`, its parameters, and its time column."""
+    parameters: Mapping[str, Any],
+) -> tuple[str, str]:
+    """A source of the grouping's (and `extra`) columns at the grain `step`, over the
+    window of `parameters` (from `window_parameters`), and its time column."""
     columns = tuple(dict.fromkeys(grouping.columns + extra))
     if "workflow_id" in columns:
         columns += ("workflow_name",)
-    parameters = window_parameters(client, start, end)
     if step == "day":
-        return rollup_source(grouping.daily, columns), parameters, grouping.daily.time
+        return rollup_source(grouping.daily, columns), grouping.daily.time
     if set(columns) <= set(TENANT_HOURLY.dimensions):
-        return rollup_source(TENANT_HOURLY, columns), parameters, "hour"
-    return ledger_source(columns, final=bool(parameters["dirty"])), parameters, "hour"
+        return rollup_source(TENANT_HOURLY, columns), "hour"
+    return ledger_source(columns, final=bool(parameters["dirty"])), "hour"
 
 
 # -- Who -------------------------------------------------------------------------
 
 
 def who(
-    client: Any,
+    ledger: Ledger,
     by: Dimension,
     period: Period,
     now: datetime,
@@ -151,33 +150,39 @@ def who(
     grouping = GROUPINGS[by]
     start, end = window(period, now)
     extra: tuple[str, ...] = ("tenant_id",) if tenant is not None else ()
-    source, parameters, time = _source(client, grouping, extra, start - WEEK, end, grain(period))
+    parameters = ledger.window(start - WEEK, end)
+    source, time = _source(grouping, extra, grain(period), parameters)
     parameters.update(current=int(start.timestamp()), previous_end=int((end - WEEK).timestamp()))
     where = "WHERE tenant_id = {tenant:String}" if tenant is not None else ""
     if tenant is not None:
         parameters["tenant"] = tenant
     group = ", ".join(grouping.columns)
-    rows = client.query(
+    # The largest WHO_LIMIT rows, with the totals and the count of all of them.
+    rows = ledger.query(
         f"""
-        SELECT {group}, {grouping.label},
-            sumIf(cost_usd, {time} >= toDateTime({{current:UInt32}}, 'UTC')) AS cost,
-            sumIf(requests, {time} >= toDateTime({{current:UInt32}}, 'UTC')),
-            sumIf(cost_usd, {time} < toDateTime({{previous_end:UInt32}}, 'UTC'))
-        FROM ({source}) {where}
-        GROUP BY {group}
+        SELECT {group}, label, cost, requests, previous,
+            sum(cost) OVER (), sum(previous) OVER (), count() OVER ()
+        FROM
+        (
+            SELECT {group}, {grouping.label} AS label,
+                sumIf(cost_usd, {time} >= toDateTime({{current:UInt32}}, 'UTC')) AS cost,
+                sumIf(requests, {time} >= toDateTime({{current:UInt32}}, 'UTC')) AS requests,
+                sumIf(cost_usd, {time} < toDateTime({{previous_end:UInt32}}, 'UTC')) AS previous
+            FROM ({source}) {where}
+            GROUP BY {group}
+            HAVING cost != 0 OR previous != 0
+        )
         ORDER BY cost DESC, {group}
+        LIMIT {WHO_LIMIT}
         """,
         parameters=parameters,
     ).result_rows
     width = len(grouping.columns)
-    total = sum((row[width + 1] for row in rows), ZERO)
-    previous_total = sum((row[width + 3] for row in rows), ZERO)
+    total, previous_total, count = rows[0][-3:] if rows else (ZERO, ZERO, 0)
     entries = []
-    for row in rows[:WHO_LIMIT]:
+    for row in rows:
         values = dict(zip(grouping.columns, row[:width], strict=True))
-        label, cost, requests, previous = row[width:]
-        if not cost and not previous:
-            continue
+        label, cost, requests, previous = row[width : width + 4]
         entries.append(
             {
                 "key": values[grouping.key],
@@ -198,20 +203,20 @@ def who(
         "total_usd": money(total),
         "previous_total_usd": money(previous_total),
         "rows": entries,
-        "more": max(0, len(rows) - WHO_LIMIT),
+        "more": count - len(entries),
     }
 
 
 # -- Now -------------------------------------------------------------------------
 
 
-def now_spend(client: Any, now: datetime) -> dict[str, Any]:
+def now_spend(ledger: Ledger, now: datetime) -> dict[str, Any]:
     """This hour, today and the month to date (whole hours, the current one included),
     each against the same hours one week earlier."""
     month_start, end = window("month", now)
     start = min(month_start, day_floor(now)) - WEEK
     source = rollup_source(TENANT_HOURLY, ())
-    parameters = window_parameters(client, start, end)
+    parameters = ledger.window(start, end)
     bounds = {p: window(p, now)[0] for p in ("hour", "day", "month")}
     sums = ", ".join(
         f"sumIf(cost_usd, hour >= toDateTime({int(b.timestamp())}, 'UTC')), "
@@ -219,7 +224,7 @@ def now_spend(client: Any, now: datetime) -> dict[str, Any]:
         f"AND hour < toDateTime({int((end - WEEK).timestamp())}, 'UTC'))"
         for b in bounds.values()
     )
-    (row,) = client.query(f"SELECT {sums} FROM ({source})", parameters=parameters).result_rows
+    (row,) = ledger.query(f"SELECT {sums} FROM ({source})", parameters=parameters).result_rows
     spend = {}
     for index, period in enumerate(bounds):
         current, previous = row[2 * index], row[2 * index + 1]
@@ -229,8 +234,8 @@ def now_spend(client: Any, now: datetime) -> dict[str, Any]:
             "change_usd": money(current - previous),
             "change": share(current - previous, previous) if previous else None,
         }
-    (ledger_rows,) = client.query("SELECT count() FROM usage_ledger").result_rows[0]
-    (dead_letters,) = client.query("SELECT count() FROM dead_letters FINAL").result_rows[0]
+    (ledger_rows,) = ledger.query("SELECT count() FROM usage_ledger").result_rows[0]
+    (dead_letters,) = ledger.query("SELECT count() FROM dead_letters FINAL").result_rows[0]
     return {
         "at": now.isoformat(),
         "spend": spend,
@@ -242,7 +247,7 @@ def now_spend(client: Any, now: datetime) -> dict[str, Any]:
 # -- Budgets ---------------------------------------------------------------------
 
 
-def budgets(client: Any, tenants: Mapping[str, TenantConfig], now: datetime) -> dict[str, Any]:
+def budgets(ledger: Ledger, tenants: Mapping[str, TenantConfig], now: datetime) -> dict[str, Any]:
     """Each configured tenant's month to date against its monthly budget, with the
     contract detector's month-end forecast, and this hour against its hourly contract."""
     month_start, end = window("month", now)
@@ -250,9 +255,9 @@ def budgets(client: Any, tenants: Mapping[str, TenantConfig], now: datetime) -> 
     names = sorted(tenants)
     spent: dict[str, tuple[Decimal, Decimal]] = {}
     if names:
-        parameters = window_parameters(client, month_start, end)
+        parameters = ledger.window(month_start, end)
         parameters.update(tenants=names, hour=int(hour_start.timestamp()))
-        rows = client.query(
+        rows = ledger.query(
             f"""
             SELECT tenant_id, sum(cost_usd),
                 sumIf(cost_usd, hour >= toDateTime({{hour:UInt32}}, 'UTC'))
@@ -313,15 +318,15 @@ ORDER BY fingerprint, channel
 """
 
 
-def alerts(client: Any, now: datetime, limit: int = 50) -> dict[str, Any]:
+def alerts(ledger: Ledger, now: datetime, limit: int = 50) -> dict[str, Any]:
     """Open incidents and those recorded in the last 7 days, each in its latest state,
     with its evidence, the query behind it, and where it was paged."""
     since = (now - WEEK).replace(tzinfo=None)
-    rows = client.query(_ALERTS, parameters={"since": since, "limit": limit}).named_results()
+    rows = ledger.query(_ALERTS, parameters={"since": since, "limit": limit}).named_results()
     incidents = list(rows)
     deliveries: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     if incidents:
-        for fingerprint, channel, outcome, at in client.query(
+        for fingerprint, channel, outcome, at in ledger.query(
             _DELIVERIES, parameters={"fingerprints": [i["fingerprint"] for i in incidents]}
         ).result_rows:
             deliveries[fingerprint].append(
@@ -372,19 +377,20 @@ def _incident(row: dict[str, Any], paged: list[dict[str, Any]]) -> dict[str, Any
 
 
 def movers(
-    client: Any, classifier: SpikeCauseClassifier, period: Period, now: datetime
+    ledger: Ledger, classifier: SpikeCauseClassifier, period: Period, now: datetime
 ) -> dict[str, Any]:
     """The tenants and workflows whose spend moved most against the same span a week
     earlier, each change split into its drivers by the spike-cause factors
     (`SpikeCauseClassifier.ratios`, the figures an alert's cause evidence carries)."""
+    if period == "hour":
+        period = "day"  # an hour's split by workflow and model would scan the ledger
     start, end = window(period, now)
     previous_start, previous_end = start - WEEK, end - WEEK
     columns = ("tenant_id", "workflow_id", "provider", "model")
-    source, parameters, time = _source(
-        client, GROUPINGS["tenant"], columns, previous_start, end, grain(period)
-    )
+    parameters = ledger.window(previous_start, end)
     parameters.update(current=int(start.timestamp()), previous_end=int(previous_end.timestamp()))
-    rows = client.query(
+    source, time = _source(GROUPINGS["tenant"], columns, grain(period), parameters)
+    rows = ledger.query(
         f"""
         SELECT {time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
             tenant_id, workflow_id, any(workflow_name), provider, model, sum(cost_usd),
@@ -396,11 +402,8 @@ def movers(
         """,
         parameters=parameters,
     ).result_rows
-    users_source, users_parameters, users_time = _source(
-        client, GROUPINGS["user"], (), previous_start, end, grain(period)
-    )
-    users_parameters.update(parameters)
-    user_rows = client.query(
+    users_source, users_time = _source(GROUPINGS["user"], (), grain(period), parameters)
+    user_rows = ledger.query(
         f"""
         SELECT {users_time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
             tenant_id, uniqExactIf(user_id, user_id != '' AND requests > 0)
@@ -409,7 +412,7 @@ def movers(
             OR {users_time} < toDateTime({{previous_end:UInt32}}, 'UTC')
         GROUP BY this_period, tenant_id
         """,
-        parameters=users_parameters,
+        parameters=parameters,
     ).result_rows
 
     # (kind, key, this period) -> the WindowStats fields, summed over models.
@@ -522,25 +525,42 @@ def drivers(change: Decimal, ratios: Mapping[str, float]) -> list[tuple[str, Dec
 # -- Charts ----------------------------------------------------------------------
 
 
-def series(client: Any, by: Dimension, period: Period, now: datetime) -> dict[str, Any]:
-    """Spend over time stacked by `by`: hourly over the last 24 hours for the hour and
-    day periods, daily over the period for week and month (the week: the last 7 days).
-    The largest SERIES_KEYS keys get their own series, the rest one "other"."""
+def series(ledger: Ledger, by: Dimension, period: Period, now: datetime) -> dict[str, Any]:
+    """Spend over time stacked by `by`, daily over the period (the last 7 days for the
+    hour, the day and the week); by tenant, hourly over the last 24 hours for the hour
+    and the day (from the hourly rollup). The largest SERIES_KEYS keys get their own
+    series, the rest one "other"."""
     grouping = GROUPINGS[by]
     end = hour_floor(now) + HOUR
-    if period in ("hour", "day"):
+    if period in ("hour", "day") and by == "tenant":
         start, step = end - DAY, HOUR
     else:
-        start, step = window(period, now)[0], DAY
-    source, parameters, time = _source(
-        client, grouping, (), start, end, "hour" if step == HOUR else "day"
-    )
+        start, step = window("week" if period in ("hour", "day") else period, now)[0], DAY
+    parameters = ledger.window(start, end)
+    source, time = _source(grouping, (), "hour" if step == HOUR else "day", parameters)
     group = ", ".join(grouping.columns)
-    rows = client.query(
+    # Keys ranked by their total over the range; the first SERIES_KEYS keep their own
+    # slot (1…), the others share slot 0.
+    rows = ledger.query(
         f"""
-        SELECT toDateTime({time}, 'UTC') AS t, {group}, {grouping.label}, sum(cost_usd)
-        FROM ({source})
-        GROUP BY t, {group}
+        SELECT t, if(rank <= {SERIES_KEYS}, rank, 0) AS slot, any(key), any(label), sum(cost),
+            max(rank)
+        FROM
+        (
+            SELECT t, key, label, cost, dense_rank() OVER (ORDER BY total DESC, key) AS rank
+            FROM
+            (
+                SELECT t, key, label, cost, sum(cost) OVER (PARTITION BY key) AS total
+                FROM
+                (
+                    SELECT toDateTime({time}, 'UTC') AS t, tuple({group}) AS key,
+                        {grouping.label} AS label, sum(cost_usd) AS cost
+                    FROM ({source})
+                    GROUP BY t, {group}
+                )
+            )
+        )
+        GROUP BY t, slot
         """,
         parameters=parameters,
     ).result_rows
@@ -550,27 +570,28 @@ def series(client: Any, by: Dimension, period: Period, now: datetime) -> dict[st
         buckets.append(at)
         at += step
     index = {bucket: n for n, bucket in enumerate(buckets)}
-    width = len(grouping.columns)
-    by_key: dict[tuple[Any, ...], list[Decimal]] = {}
-    labels: dict[tuple[Any, ...], str] = {}
-    for row in rows:
-        bucket = row[0].replace(tzinfo=UTC)
-        key = tuple(row[1 : 1 + width])
-        values = by_key.setdefault(key, [ZERO] * len(buckets))
-        if bucket in index:
-            values[index[bucket]] += row[-1]
-        labels[key] = row[-2] or "(none)"
-    ranked = sorted(by_key, key=lambda k: (-sum(by_key[k], ZERO), k))
-    shown = ranked[:SERIES_KEYS]
+    slots: dict[int, list[Decimal]] = {}
+    names: dict[int, tuple[Any, str]] = {}
+    keys = 0
+    for bucket, slot, key, label, cost, rank in rows:
+        values = slots.setdefault(slot, [ZERO] * len(buckets))
+        at = bucket.replace(tzinfo=UTC)
+        if at in index:
+            values[index[at]] += cost
+        if slot:
+            names[slot] = (key[-1], label or "(none)")
+        keys = max(keys, rank)
     out = [
-        {"key": key[-1], "label": labels[key], "values": [money(v) for v in by_key[key]]}
-        for key in shown
+        {"key": names[slot][0], "label": names[slot][1], "values": [money(v) for v in slots[slot]]}
+        for slot in sorted(names)
     ]
-    rest = ranked[SERIES_KEYS:]
-    if rest:
-        other = [sum((by_key[k][n] for k in rest), ZERO) for n in range(len(buckets))]
+    if 0 in slots:
         out.append(
-            {"key": None, "label": f"{len(rest)} others", "values": [money(v) for v in other]}
+            {
+                "key": None,
+                "label": f"{keys - SERIES_KEYS} others",
+                "values": [money(v) for v in slots[0]],
+            }
         )
     return {
         "by": by,
@@ -604,21 +625,21 @@ ORDER BY count() DESC, provider, model
 """
 
 
-def dead_letters(client: Any) -> dict[str, Any]:
+def dead_letters(ledger: Ledger) -> dict[str, Any]:
     """Dead letters by reason and the latest ones (never their payload), and the calls
     still unpriced by model, with what their providers reported they cost."""
-    by_reason = client.query(
+    by_reason = ledger.query(
         "SELECT reason, count(), max(received_at) FROM dead_letters FINAL "
         "GROUP BY reason ORDER BY count() DESC, reason"
     ).result_rows
-    latest = client.query(
+    latest = ledger.query(
         f"""
         SELECT received_at, reason, message, topic, partition, offset, element_index,
             request_id, tenant_id, payload_bytes
         FROM dead_letters FINAL ORDER BY received_at DESC, offset DESC LIMIT {LATEST_ROWS}
         """
     ).named_results()
-    unpriced = client.query(_UNPRICED).result_rows
+    unpriced = ledger.query(_UNPRICED).result_rows
     return {
         "total": sum(count for _, count, _ in by_reason),
         "by_reason": [

@@ -25,6 +25,7 @@ from detectors.spike_cause import SpikeCauseClassifier
 from schemas.spend_config import SpendConfig
 from streams.dashboard import panels
 from streams.dashboard.access import authorized
+from streams.dashboard.sources import Ledger
 from streams.dashboard.svg import stacked_area
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,18 @@ def register_dashboard(
         **config.detectors.spike_cause.model_dump(exclude={"rate_floor"})
     )
     meter = RateMeter()
+    ledgers: dict[int, Ledger] = {}
+
+    async def on_ledger(panel: Callable[[Ledger], T]) -> T:
+        def run(client: Any) -> T:
+            # One Ledger (and its remembered day checks) per reader client.
+            ledger = ledgers.get(id(client))
+            if ledger is None or ledger.client is not client:
+                ledgers.clear()
+                ledger = ledgers[id(client)] = Ledger(client)
+            return panel(ledger)
+
+        return cast(T, await read(run))
 
     for path, (name, content_type) in ASSETS.items():
         body = static.joinpath(name).read_bytes()
@@ -120,7 +133,7 @@ def register_dashboard(
 
     async def now(request: Any) -> tuple[bytes, str]:
         worker = dict(status())
-        spend = await read(lambda client: panels.now_spend(client, clock()))
+        spend = await on_ledger(lambda ledger: panels.now_spend(ledger, clock()))
         lag = worker.pop("lag", {}) or {}
         return as_json(
             {
@@ -137,39 +150,41 @@ def register_dashboard(
         period = _choice(request, "period", panels.PERIODS, "day")
         tenant = request.query.get("tenant") or None
         return as_json(
-            await read(
-                lambda client: panels.who(client, by, period, clock(), tenant)  # type: ignore[arg-type]
+            await on_ledger(
+                lambda ledger: panels.who(ledger, by, period, clock(), tenant)  # type: ignore[arg-type]
             )
         )
 
     async def budgets(request: Any) -> tuple[bytes, str]:
-        return as_json(await read(lambda client: panels.budgets(client, config.tenants, clock())))
+        return as_json(
+            await on_ledger(lambda ledger: panels.budgets(ledger, config.tenants, clock()))
+        )
 
     async def alerts(request: Any) -> tuple[bytes, str]:
-        return as_json(await read(lambda client: panels.alerts(client, clock())))
+        return as_json(await on_ledger(lambda ledger: panels.alerts(ledger, clock())))
 
     async def movers(request: Any) -> tuple[bytes, str]:
         period = _choice(request, "period", panels.PERIODS, "week")
         return as_json(
-            await read(
-                lambda client: panels.movers(client, classifier, period, clock())  # type: ignore[arg-type]
+            await on_ledger(
+                lambda ledger: panels.movers(ledger, classifier, period, clock())  # type: ignore[arg-type]
             )
         )
 
-    def series_of(request: Any) -> Callable[[Any], dict[str, Any]]:
+    def series_of(request: Any) -> Callable[[Ledger], dict[str, Any]]:
         by = _choice(request, "by", panels.DIMENSIONS, "tenant")
         period = _choice(request, "period", panels.PERIODS, "day")
-        return lambda client: panels.series(client, by, period, clock())  # type: ignore[arg-type]
+        return lambda ledger: panels.series(ledger, by, period, clock())  # type: ignore[arg-type]
 
     async def series(request: Any) -> tuple[bytes, str]:
-        return as_json(await read(series_of(request)))
+        return as_json(await on_ledger(series_of(request)))
 
     async def chart(request: Any) -> tuple[bytes, str]:
-        data = await read(series_of(request))
+        data = await on_ledger(series_of(request))
         return stacked_area(data).encode(), "image/svg+xml"
 
     async def dead_letters(request: Any) -> tuple[bytes, str]:
-        return as_json(await read(panels.dead_letters))
+        return as_json(await on_ledger(panels.dead_letters))
 
     endpoint("/v1/dashboard/now", now)
     endpoint("/v1/dashboard/who", who)

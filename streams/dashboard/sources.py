@@ -16,7 +16,7 @@ hour's re-pricing deltas.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 # Measures every source below yields, in this order, after its dimension columns.
@@ -32,7 +32,16 @@ MEASURES = (
 # Bounds as epoch seconds: no time zone to interpret on either side.
 START = "toDateTime({start:UInt32}, 'UTC')"
 END = "toDateTime({end:UInt32}, 'UTC')"
-_DIRTY_DAYS = "SELECT day FROM ledger_dirty_days WHERE day BETWEEN {first:Date} AND {last:Date}"
+# The rules of the ledger_dirty_days view (sql/022_ledger_day_check.sql), in two steps.
+_DAY_PARTS = (
+    "SELECT name, min_date, max_date FROM system.parts WHERE active "
+    "AND database = currentDatabase() AND table = 'ledger_day_check' "
+    "AND max_date >= {first:Date} AND min_date <= {last:Date}"
+)
+_DAY_CHECK = (
+    "SELECT day, sum(ledger_rows), uniqExactMerge(distinct_requests) FROM ledger_day_check "
+    "WHERE day IN {days:Array(Date)} GROUP BY day"
+)
 
 
 @dataclass(frozen=True)
@@ -62,14 +71,57 @@ USER_DAILY = Rollup("user_daily", "day", ("tenant_id", "user_id"))
 TENANT_HOURLY = Rollup("tenant_hourly", "hour", ("tenant_id",))
 
 
-def dirty_days(client: Any, first: date, last: date) -> list[date]:
-    rows = client.query(_DIRTY_DAYS, parameters={"first": first, "last": last}).result_rows
-    return [day for (day,) in rows]
+class Ledger:
+    """The dashboard's ClickHouse client, with each day's duplicate check remembered.
+
+    A day is dirty when its rollups received more rows than it has distinct request
+    ids (`ledger_dirty_days`). Its verdict can change only when rows are inserted for
+    it, and every insert makes a new part of `ledger_day_check` covering that day: so
+    a verdict is kept while the set of parts covering the day stays the same, and only
+    days whose parts changed (in a live ledger, today; after a merge, the merged days)
+    have their ids counted again. The parts come from `system.parts`: reading the day
+    counts of `ledger_day_check` itself would read its id sets too (small parts store
+    every column together). Use one `Ledger` per client, from one thread at a time
+    (the worker's ClickHouse thread).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._checked: dict[date, tuple[tuple[str, ...], bool]] = {}  # day -> (parts, dirty)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return self.client.query(sql, parameters=parameters)
+
+    def dirty_days(self, first: date, last: date) -> list[date]:
+        covering: dict[date, list[str]] = {}
+        for name, low, high in self.query(_DAY_PARTS, {"first": first, "last": last}).result_rows:
+            day = max(low, first)
+            while day <= min(high, last):
+                covering.setdefault(day, []).append(name)
+                day += timedelta(days=1)
+        parts = {day: tuple(sorted(names)) for day, names in covering.items()}
+        stale = [day for day, key in parts.items() if self._checked.get(day, ((),))[0] != key]
+        if stale:
+            checked = {
+                day: rows != distinct
+                for day, rows, distinct in self.query(_DAY_CHECK, {"days": stale}).result_rows
+            }
+            for day in stale:
+                self._checked[day] = (parts[day], checked.get(day, False))
+        return sorted(day for day in parts if self._checked[day][1])
+
+    def window(self, start: datetime, end: datetime) -> dict[str, Any]:
+        """Parameters of a source over `[start, end)`: its bounds and its dirty days."""
+        return {
+            "start": int(start.timestamp()),
+            "end": int(end.timestamp()),
+            "dirty": self.dirty_days(start.date(), end.date()),
+        }
 
 
 def rollup_source(rollup: Rollup, dimensions: tuple[str, ...]) -> str:
     """A subquery of `time, *dimensions, *MEASURES` rows over `[{start}, {end})`
-    (DateTime parameters), taking `{dirty:Array(Date)}` from `dirty_days`."""
+    (epoch-second parameters), taking `{dirty:Array(Date)}` from `Ledger.window`."""
     missing = set(dimensions) - set(rollup.dimensions)
     if missing:
         raise ValueError(f"{rollup.name} has no {', '.join(sorted(missing))}")
@@ -114,12 +166,3 @@ def ledger_source(dimensions: tuple[str, ...], final: bool) -> str:
     FROM cost_corrections FINAL
     WHERE {in_range}
     """
-
-
-def window_parameters(client: Any, start: datetime, end: datetime) -> dict[str, Any]:
-    """Parameters of a source over `[start, end)`: the bounds and that range's dirty days."""
-    return {
-        "start": int(start.timestamp()),
-        "end": int(end.timestamp()),
-        "dirty": dirty_days(client, start.date(), end.date()),
-    }

@@ -23,6 +23,7 @@ from streams.analyst.periods import date_range
 from streams.analyst.reprice import reprice
 from streams.cost.catalog import PriceCatalog
 from streams.dashboard import panels
+from streams.dashboard.sources import Ledger
 from tests.analyst import ledger_data as data
 from tests.analyst.conftest import ch  # noqa: F401 (a fixture)
 
@@ -96,7 +97,7 @@ def test_who_equals_the_views_for_every_dimension_and_period(
     load(ch, scenario, tmp_path)
     for by in panels.DIMENSIONS:
         for period in panels.PERIODS:
-            answer = panels.who(ch, by, period, NOW)  # type: ignore[arg-type]
+            answer = panels.who(Ledger(ch), by, period, NOW)  # type: ignore[arg-type]
             start, end = panels.window(period, NOW)  # type: ignore[arg-type]
             hourly = panels.grain(period) == "hour"  # type: ignore[arg-type]
             want = expected(ch, by, start, end, hourly)
@@ -111,9 +112,19 @@ def test_who_equals_the_views_for_every_dimension_and_period(
             assert abs(sum(shares, Decimal(0)) - 1) <= Decimal("0.0001") * len(shares) or not shares
 
 
+def test_dirty_days_are_the_views_and_follow_a_redelivery(ch: Client, tmp_path: Path) -> None:  # noqa: F811
+    load(ch, "clean", tmp_path)
+    ledger = Ledger(ch)
+    assert ledger.dirty_days(data.FIRST_DAY, data.LAST_DAY) == []
+    again = [e for e in data.make_events() if e["timestamp"].date() == REDELIVERED]
+    data.insert(ch, again, token="redelivered")
+    view = [day for (day,) in ch.query("SELECT day FROM ledger_dirty_days").result_rows]
+    assert ledger.dirty_days(data.FIRST_DAY, data.LAST_DAY) == view == [REDELIVERED]
+
+
 def test_drill_down_narrows_to_one_tenant(ch: Client, tmp_path: Path) -> None:  # noqa: F811
     load(ch, "clean", tmp_path)
-    answer = panels.who(ch, "workflow", "week", NOW, tenant="hooli")
+    answer = panels.who(Ledger(ch), "workflow", "week", NOW, tenant="hooli")
     start, end = panels.window("week", NOW)
     rows = ch.query(
         "SELECT workflow_id, sum(cost_usd) FROM spend_daily WHERE tenant_id = 'hooli' "
@@ -128,7 +139,7 @@ def test_now_compares_whole_hours_with_the_same_hours_a_week_earlier(
     tmp_path: Path,
 ) -> None:
     load(ch, "redelivered", tmp_path)
-    answer = panels.now_spend(ch, NOW)
+    answer = panels.now_spend(Ledger(ch), NOW)
     for period in ("hour", "day", "month"):
         start, end = panels.window(period, NOW)  # type: ignore[arg-type]
         for shift, field in ((panels.WEEK * 0, "cost_usd"), (panels.WEEK, "previous_week_usd")):
@@ -148,7 +159,7 @@ def test_budgets_use_the_contract_detectors_forecast(ch: Client, tmp_path: Path)
         "hooli": TenantConfig(monthly_budget_usd=Decimal(4)),
         "acme": TenantConfig(contracted_hourly_budget_usd=Decimal("0.5")),
     }
-    answer = panels.budgets(ch, tenants, NOW)
+    answer = panels.budgets(Ledger(ch), tenants, NOW)
     by_tenant = {t["tenant_id"]: t for t in answer["tenants"]}
     month_start, end = panels.window("month", NOW)
     for tenant in tenants:
@@ -197,7 +208,7 @@ def view_window(client: Client, tenant: str, start: datetime, end: datetime) -> 
 def test_movers_split_the_change_by_the_spike_cause_ratios(ch: Client, tmp_path: Path) -> None:  # noqa: F811
     load(ch, "clean", tmp_path)
     classifier = SpikeCauseClassifier()
-    answer = panels.movers(ch, classifier, "week", NOW)
+    answer = panels.movers(Ledger(ch), classifier, "week", NOW)
     hooli = next(m for m in answer["movers"] if m["kind"] == "tenant" and m["key"] == "hooli")
     start, end = panels.window("week", NOW)
     window = view_window(ch, "hooli", start, end)
@@ -211,10 +222,16 @@ def test_movers_split_the_change_by_the_spike_cause_ratios(ch: Client, tmp_path:
     assert changes == sorted(changes, reverse=True)
 
 
-@pytest.mark.parametrize("period", ["day", "month"])
-def test_series_stack_adds_up_to_the_totals(ch: Client, tmp_path: Path, period: str) -> None:  # noqa: F811
+@pytest.mark.parametrize(("by", "period"), [("tenant", "day"), ("model", "day"), ("team", "month")])
+def test_series_stack_adds_up_to_the_totals(
+    ch: Client,  # noqa: F811
+    tmp_path: Path,
+    by: str,
+    period: str,
+) -> None:
     load(ch, "redelivered", tmp_path)
-    answer = panels.series(ch, "model", period, NOW)  # type: ignore[arg-type]
+    answer = panels.series(Ledger(ch), by, period, NOW)  # type: ignore[arg-type]
+    assert answer["grain"] == ("hour" if by == "tenant" else "day")
     buckets = [datetime.fromisoformat(b) for b in answer["buckets"]]
     stacked = [
         sum((Decimal(s["values"][n]) for s in answer["series"]), Decimal(0))
@@ -261,7 +278,7 @@ def test_dead_letters_never_carry_a_payload(ch: Client, tmp_path: Path) -> None:
         [[row[c] for c in DEAD_LETTER_COLUMNS]],
         column_names=list(DEAD_LETTER_COLUMNS),
     )
-    answer = panels.dead_letters(ch)
+    answer = panels.dead_letters(Ledger(ch))
     assert answer["by_reason"][0]["reason"] == "schema_invalid"
     assert answer["latest"][0]["request_id"] == "r-1"
     assert b"secret prompt" not in orjson.dumps(answer, default=str)
