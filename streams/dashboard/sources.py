@@ -34,9 +34,8 @@ START = "toDateTime({start:UInt32}, 'UTC')"
 END = "toDateTime({end:UInt32}, 'UTC')"
 # The rules of the ledger_dirty_days view (sql/022_ledger_day_check.sql), in two steps.
 _DAY_PARTS = (
-    "SELECT name, min_date, max_date FROM system.parts WHERE active "
-    "AND database = currentDatabase() AND table = 'ledger_day_check' "
-    "AND max_date >= {first:Date} AND min_date <= {last:Date}"
+    "SELECT partition_id, max_block_number, min_date, max_date FROM system.parts "
+    "WHERE active AND database = currentDatabase() AND table = 'ledger_day_check'"
 )
 _DAY_CHECK = (
     "SELECT day, sum(ledger_rows), uniqExactMerge(distinct_requests) FROM ledger_day_check "
@@ -76,39 +75,42 @@ class Ledger:
 
     A day is dirty when its rollups received more rows than it has distinct request
     ids (`ledger_dirty_days`). Its verdict can change only when rows are inserted for
-    it, and every insert makes a new part of `ledger_day_check` covering that day: so
-    a verdict is kept while the set of parts covering the day stays the same, and only
-    days whose parts changed (in a live ledger, today; after a merge, the merged days)
-    have their ids counted again. The parts come from `system.parts`: reading the day
-    counts of `ledger_day_check` itself would read its id sets too (small parts store
-    every column together). Use one `Ledger` per client, from one thread at a time
-    (the worker's ClickHouse thread).
+    it. Every insert into `ledger_day_check` makes a part with a new block number,
+    covering the days of its rows (`system.parts`: min_date … max_date); merges and
+    mutations keep block numbers. So a part whose blocks are newer than any seen
+    before marks its days for a new check, and every other day keeps its verdict: a
+    live ledger re-checks today, not the month. (Reading the day counts of
+    `ledger_day_check` instead would read its id sets too: small parts store every
+    column together.) Use one `Ledger` per client, from one thread at a time (the
+    worker's ClickHouse thread).
     """
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self._checked: dict[date, tuple[tuple[str, ...], bool]] = {}  # day -> (parts, dirty)
+        self._dirty: dict[date, bool] = {}
+        self._seen_block: dict[str, int] = {}  # partition -> newest block already seen
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         return self.client.query(sql, parameters=parameters)
 
     def dirty_days(self, first: date, last: date) -> list[date]:
-        covering: dict[date, list[str]] = {}
-        for name, low, high in self.query(_DAY_PARTS, {"first": first, "last": last}).result_rows:
-            day = max(low, first)
-            while day <= min(high, last):
-                covering.setdefault(day, []).append(name)
-                day += timedelta(days=1)
-        parts = {day: tuple(sorted(names)) for day, names in covering.items()}
-        stale = [day for day, key in parts.items() if self._checked.get(day, ((),))[0] != key]
-        if stale:
-            checked = {
-                day: rows != distinct
-                for day, rows, distinct in self.query(_DAY_CHECK, {"days": stale}).result_rows
-            }
-            for day in stale:
-                self._checked[day] = (parts[day], checked.get(day, False))
-        return sorted(day for day in parts if self._checked[day][1])
+        covered: set[date] = set()
+        newest: dict[str, int] = {}
+        for partition, block, low, high in self.query(_DAY_PARTS).result_rows:
+            days = {low + timedelta(days=n) for n in range((high - low).days + 1)}
+            if block > self._seen_block.get(partition, -1):
+                for day in days:
+                    self._dirty.pop(day, None)
+            newest[partition] = max(block, newest.get(partition, -1))
+            covered |= {day for day in days if first <= day <= last}
+        self._seen_block.update(newest)
+        unknown = [day for day in covered if day not in self._dirty]
+        if unknown:
+            checked = self.query(_DAY_CHECK, {"days": unknown}).result_rows
+            verdicts = {day: rows != distinct for day, rows, distinct in checked}
+            for day in unknown:
+                self._dirty[day] = verdicts.get(day, False)
+        return sorted(day for day in covered if self._dirty[day])
 
     def window(self, start: datetime, end: datetime) -> dict[str, Any]:
         """Parameters of a source over `[start, end)`: its bounds and its dirty days."""

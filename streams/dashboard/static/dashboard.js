@@ -146,7 +146,9 @@ function describePeriod() {
 async function refreshChart() {
   const svg = await get(`/v1/dashboard/series.svg?by=${state.by}&period=${state.period}`, true);
   $("chart").innerHTML = svg;
-  $("chart-note").textContent = `(by ${state.by}, ${state.period === "hour" || state.period === "day" ? "hourly over the last 24 hours" : "daily over " + describePeriod()})`;
+  const short = state.period === "hour" || state.period === "day";
+  const span = short ? (state.by === "tenant" ? "hourly over the last 24 hours" : "daily over the last 7 days") : "daily over " + describePeriod();
+  $("chart-note").textContent = `(by ${state.by}, ${span})`;
 }
 
 // -- Budgets --------------------------------------------------------------------
@@ -197,7 +199,8 @@ function drawAlerts(data) {
 
 // -- Why it moved -----------------------------------------------------------------
 function drawMovers(data) {
-  $("movers-note").textContent = `(${describePeriod()} against the same span a week earlier; drivers from the spike-cause factors)`;
+  const span = state.period === "hour" ? "today" : describePeriod();
+  $("movers-note").textContent = `(${span} against the same span a week earlier; drivers from the spike-cause factors)`;
   const items = data.movers.map((m) => {
     const scale = Math.max(...m.drivers.map((d) => Math.abs(Number(d.change_usd))), 1e-9);
     return el("div", { class: "mover", "data-key": m.key },
