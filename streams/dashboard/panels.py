@@ -298,14 +298,21 @@ def budgets(ledger: Ledger, tenants: Mapping[str, TenantConfig], now: datetime) 
 
 # -- Alerts ----------------------------------------------------------------------
 
+# Each incident's latest state first, then the filter: an incident resolved long ago
+# must not show as open by its old triggered row.
 _ALERTS = """
-SELECT fingerprint, detector, key, tenant_id, severity, state, summary, value, threshold,
-    baseline, unit, cause, evidence, query, window_start, window_end, triggered_at,
-    resolved_at, recorded_at
-FROM alerts FINAL
+SELECT *
+FROM
+(
+    SELECT fingerprint, detector, key, tenant_id, severity, state, summary, value,
+        threshold, baseline, unit, cause, evidence, query, window_start, window_end,
+        triggered_at, resolved_at, recorded_at
+    FROM alerts FINAL
+    ORDER BY recorded_at DESC
+    LIMIT 1 BY fingerprint
+)
 WHERE recorded_at >= {since:DateTime64(3)} OR state != 'resolved'
 ORDER BY recorded_at DESC
-LIMIT 1 BY fingerprint
 LIMIT {limit:UInt32}
 """
 

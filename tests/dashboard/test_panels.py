@@ -5,7 +5,7 @@ and after re-pricing (corrections added)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,10 @@ from clickhouse_connect.driver.client import Client
 from detectors.contract import month_end_projection
 from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
+from schemas.alert import Alert, AlertDelivery
 from schemas.ledger import DEAD_LETTER_COLUMNS
 from schemas.spend_config import TenantConfig
+from streams.alerting.alerts_table import AlertsTableWriter
 from streams.analyst.periods import date_range
 from streams.analyst.reprice import reprice
 from streams.cost.catalog import PriceCatalog
@@ -287,3 +289,62 @@ def test_dead_letters_never_carry_a_payload(ch: Client, tmp_path: Path) -> None:
         "SELECT count() FROM usage_ledger FINAL WHERE cost_status = 'unpriced'"
     ).result_rows[0]
     assert answer["unpriced"]["calls"] == calls > 0
+
+
+def test_alerts_show_each_incidents_latest_state_with_its_evidence(ch: Client) -> None:  # noqa: F811
+    def state(fingerprint: str, name: str, at: datetime, **fields: Any) -> Alert:
+        return Alert(
+            fingerprint=fingerprint,
+            detector="rolling_median",
+            key="tenant:acme",
+            tenant_id="acme",
+            severity="critical",
+            state=name,  # type: ignore[arg-type]
+            summary=f"{fingerprint} spent more than usual",
+            value=Decimal("12.5"),
+            threshold=Decimal(5),
+            baseline=Decimal("2.5"),
+            cause="model_substitution",
+            evidence={"ratio": 5.0, "cause_ratios": {"cost_per_token": 4.0}},
+            query="SELECT 1",
+            window_start=at,
+            window_end=at + timedelta(hours=1),
+            triggered_at=at,
+            recorded_at=at,
+            **fields,
+        )
+
+    old = NOW - timedelta(days=30)
+    recent = NOW - timedelta(hours=2)
+    writer = AlertsTableWriter(ch)
+    for alert in (
+        state("old", "triggered", old),
+        state("old", "resolved", old + timedelta(hours=3), resolved_at=old + timedelta(hours=3)),
+        state("open", "triggered", recent),
+        state("closed", "triggered", recent),
+        state("closed", "resolved", NOW, resolved_at=NOW),
+    ):
+        writer.add_alert(alert)
+    writer.add_delivery(
+        AlertDelivery(
+            fingerprint="open",
+            channel="pagerduty",
+            action="trigger",
+            attempt=1,
+            outcome="delivered",
+            status_code=202,
+            attempted_at=recent,
+        )
+    )
+    writer.flush()
+    answer = panels.alerts(Ledger(ch), NOW)
+    by_fingerprint = {i["fingerprint"]: i for i in answer["incidents"]}
+    assert set(by_fingerprint) == {"open", "closed"}  # "old" was resolved long ago
+    assert answer["open"] == 1
+    opened = by_fingerprint["open"]
+    assert opened["open"] and not by_fingerprint["closed"]["open"]
+    assert (opened["observed"], opened["baseline"], opened["ratio"]) == ("12.50", "2.50", 5.0)
+    assert opened["cause"] == "model_substitution"
+    assert opened["cause_ratios"] == {"cost_per_token": 4.0}
+    assert opened["paged"][0]["channel"] == "pagerduty"
+    assert opened["query"] == "SELECT 1"
