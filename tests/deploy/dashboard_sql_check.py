@@ -5,7 +5,8 @@ process): applies sql/ to an embedded ClickHouse in DATA_DIR through the
 project's own migration runner, inserts a few rows, expands the Grafana
 ClickHouse plugin's macros the way the plugin does, runs each panel query (with
 the tenant variable at "All" and at one tenant) and each variable query, and
-prints one JSON object: {"ran": n, "errors": [...]}.
+runs a query that names a custom variable once per value of it, and prints one JSON
+object: {"ran": n, "errors": [...]}.
 
     python tests/deploy/dashboard_sql_check.py DATA_DIR DASHBOARD.json...
 """
@@ -89,6 +90,20 @@ def main(argv: list[str]) -> int:
                 for target in panel.get("targets", []):
                     if "rawSql" in target:
                         queries.append((f"panel {panel['title']!r}", target["rawSql"]))
+            # A custom variable (a column to group by) runs with each of its values.
+            custom = [
+                (v["name"], [option["value"] for option in v["options"]])
+                for v in board.get("templating", {}).get("list", [])
+                if v.get("type") == "custom"
+            ]
+            for where, sql in list(queries):
+                for name, values in custom:
+                    if f"${{{name}}}" in sql:
+                        queries.remove((where, sql))
+                        queries += [
+                            (f"{where} ({name}={value})", sql.replace(f"${{{name}}}", value))
+                            for value in values
+                        ]
             for where, sql in queries:
                 for tenants in (None, ["acme"]):
                     expanded = expand_macros(sql, tenants)

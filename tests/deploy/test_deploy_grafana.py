@@ -204,3 +204,29 @@ def test_every_clickhouse_query_runs_on_the_real_schema(tmp_path: Path) -> None:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["errors"] == []
     assert report["ran"] >= 40
+
+
+def test_the_live_board_has_the_worker_pages_panels_in_step() -> None:
+    """The worker's page (streams/dashboard/static/index.html) and the live board show
+    the same sections in the same order, each with its panels."""
+    page = (ROOT / "streams" / "dashboard" / "static" / "index.html").read_text()
+    sections = [
+        re.sub(r"<[^>]+>.*", "", title).strip()
+        for title in re.findall(r"<h2 id=\"[\w-]+\">(.*?)</h2>", page)
+    ]
+    assert sections[0] == "Now" and len(sections) == 7, sections
+    board = load(GRAFANA / "dashboards" / "spendstream-live.json")
+    rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
+    assert rows == sections
+    row_at = [p["type"] == "row" for p in board["panels"]]
+    for index, is_row in enumerate(row_at):
+        if is_row:
+            assert index + 1 < len(row_at) and not row_at[index + 1], board["panels"][index][
+                "title"
+            ]
+    titles = {p["title"] for p in panels(board)}
+    for wanted in ("This hour", "Today", "Month to date", "Events in / s", "Ledger rows",
+                   "Dead letters", "Incidents: open and last 7 days", "Unpriced calls by model",
+                   "Drill-down: workflows of the selected tenants",
+                   "Drill-down: models of the selected tenants"):  # fmt: skip
+        assert wanted in titles
