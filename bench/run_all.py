@@ -44,6 +44,7 @@ NAMES = [
     "cold_start",
     "replay_million",
     "analyst_weekly",
+    "dashboard_endpoints",
     "hot_path",
 ]
 
@@ -345,6 +346,29 @@ def analyst_row(result: Run | None, quick: bool) -> Row:
     return row
 
 
+def dashboard_row(result: Run | None, quick: bool) -> Row:
+    row = Row("T8 dashboard endpoints", "≤ 200 ms each over 10,000,000 rows")
+    if result is None:
+        row.result = "not present"
+        return row
+    row.command = result.command
+    data = result.data or {}
+    slowest, rows = data.get("slowest_median_ms"), data.get("rows")
+    if slowest is None:
+        row.result = "error"
+        row.notes.append(result.error or f"unparsed output: {str(data)[:200]}")
+        return row
+    full = rows is not None and int(rows) >= 10_000_000
+    endpoints = data.get("endpoints_ms", {})
+    over = sorted(name for name, ms in endpoints.items() if ms["median"] > 200)
+    row.measured = f"slowest median {slowest} ms ({data.get('slowest')}) over {int(rows):,} rows"
+    row.figure = f"{slowest} ms"
+    row.result = verdict(float(slowest) <= 200 if full else None, not full)
+    if over:
+        row.notes.append(f"{len(over)} of {len(endpoints)} above 200 ms: {', '.join(over)}")
+    return row
+
+
 def rows_for(result: Run) -> list[Row]:
     name = result.module.removeprefix("bench.")
     if name == "throughput":
@@ -359,6 +383,8 @@ def rows_for(result: Run) -> list[Row]:
         return [replay_row(result, result.quick)]
     if name == "analyst_weekly":
         return [analyst_row(result, result.quick)]
+    if name == "dashboard_endpoints":
+        return [dashboard_row(result, result.quick)]
     return []  # hot_path: a section, not a row
 
 
@@ -574,6 +600,8 @@ def main() -> None:
         quick = size("analyst_weekly")
         argv = quick if "--quick" in help_text else (["--rows", "1000000"] if quick else [])
         step("analyst_weekly", argv, 3600)
+    if want("dashboard_endpoints"):
+        step("dashboard_endpoints", size("dashboard_endpoints"), 3600)
     if want("hot_path"):
         step("hot_path", size("hot_path"), 1800)
     runs.sort(key=lambda r: NAMES.index(r.module.removeprefix("bench.")))
@@ -583,7 +611,9 @@ def main() -> None:
         rows.append(alert_row(None))
     if "bench.analyst_weekly" not in modules:
         rows.append(analyst_row(None, False))
-    rows.sort(key=lambda r: r.target[:2])  # T1 … T7
+    if "bench.dashboard_endpoints" not in modules:
+        rows.append(dashboard_row(None, False))
+    rows.sort(key=lambda r: r.target[:2])  # T1 … T8
     sizes = "QUICK" if args.quick else "full"
     if args.quick_for and not args.quick:
         sizes += f", quick for {', '.join(args.quick_for)}"

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from detectors.contract import month_bounds, month_end_projection
+from detectors.history import as_utc
 from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
 from schemas.spend_config import TenantConfig
@@ -41,12 +42,18 @@ DAY = timedelta(days=1)
 SHARE = Decimal("0.0001")
 WHO_LIMIT = 100
 SERIES_KEYS = 6
-MOVERS = 5
+MOVERS = 4
 LATEST_ROWS = 20
 
 
 def money(amount: Decimal) -> str:
     return exact(amount)
+
+
+def utc(moment: datetime) -> str:
+    """ISO 8601 with its offset: ClickHouse hands UTC times back without a zone, and a
+    browser reads a time without one as local."""
+    return as_utc(moment).isoformat()
 
 
 def share(part: Decimal, total: Decimal) -> str:
@@ -336,9 +343,7 @@ def alerts(ledger: Ledger, now: datetime, limit: int = 50) -> dict[str, Any]:
         for fingerprint, channel, outcome, at in ledger.query(
             _DELIVERIES, parameters={"fingerprints": [i["fingerprint"] for i in incidents]}
         ).result_rows:
-            deliveries[fingerprint].append(
-                {"channel": channel, "outcome": outcome, "at": at.isoformat()}
-            )
+            deliveries[fingerprint].append({"channel": channel, "outcome": outcome, "at": utc(at)})
     entries = [_incident(row, deliveries[row["fingerprint"]]) for row in incidents]
     entries.sort(key=lambda e: (e["open"], e["triggered_at"]), reverse=True)
     return {
@@ -372,10 +377,10 @@ def _incident(row: dict[str, Any], paged: list[dict[str, Any]]) -> dict[str, Any
         "cause_ratios": evidence.get("cause_ratios", {}),
         "evidence": evidence,
         "query": row["query"],
-        "window_start": row["window_start"].isoformat(),
-        "window_end": row["window_end"].isoformat(),
-        "triggered_at": row["triggered_at"].isoformat(),
-        "resolved_at": row["resolved_at"].isoformat() if row["resolved_at"] else None,
+        "window_start": utc(row["window_start"]),
+        "window_end": utc(row["window_end"]),
+        "triggered_at": utc(row["triggered_at"]),
+        "resolved_at": utc(row["resolved_at"]) if row["resolved_at"] else None,
         "paged": paged,
     }
 
@@ -650,11 +655,11 @@ def dead_letters(ledger: Ledger) -> dict[str, Any]:
     return {
         "total": sum(count for _, count, _ in by_reason),
         "by_reason": [
-            {"reason": reason, "count": count, "latest_at": at.isoformat()}
+            {"reason": reason, "count": count, "latest_at": utc(at)}
             for reason, count, at in by_reason
         ],
         "latest": [
-            {**row, "received_at": row["received_at"].isoformat(), "message": row["message"][:300]}
+            {**row, "received_at": utc(row["received_at"]), "message": row["message"][:300]}
             for row in latest
         ],
         "unpriced": {
@@ -671,7 +676,7 @@ def dead_letters(ledger: Ledger) -> dict[str, Any]:
                     "output_tokens": out,
                     "reported_cost_usd": money(reported),
                     "estimated_cost_usd": money(estimated),
-                    "latest_at": at.isoformat(),
+                    "latest_at": utc(at),
                 }
                 for provider, model, calls, inp, out, reported, at, estimated in unpriced
             ],

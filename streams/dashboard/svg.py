@@ -81,8 +81,8 @@ def stacked_area(data: dict[str, Any]) -> str:
         if n % every:
             continue
         label = f"{bucket:%H:%M}" if hourly else f"{bucket:%a %d}"
-        if hourly and (n == 0 or bucket.hour < every):
-            label = f"{bucket:%b %d} {label}"
+        if hourly and bucket.hour < every:
+            label = f"{bucket:%b %d}"  # midnight names the day
         parts.append(
             f'<text x="{x(n):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
             f'fill="#555">{label}</text>'

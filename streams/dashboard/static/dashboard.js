@@ -5,7 +5,7 @@
 const TOKEN_KEY = "spendstream.analystToken";
 const params = new URLSearchParams(location.search);
 const REFRESH_MS = Math.max(1, Number(params.get("refresh") || 5)) * 1000;
-const state = { period: params.get("period") || "day", by: params.get("by") || "tenant", tenant: null, sort: { key: "cost_usd", asc: false } };
+const state = { period: params.get("period") || "day", by: params.get("by") || "tenant", tenant: params.get("tenant"), sort: { key: "cost_usd", asc: false } };
 const usdFormat = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
 const intFormat = new Intl.NumberFormat("en-US");
 
