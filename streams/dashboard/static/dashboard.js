@@ -227,8 +227,8 @@ function table(id, headers, rows) {
 function drawDeadLetters(data) {
   table("dl-reasons", ["reason", "count", "latest"], data.by_reason.map((r) => [r.reason, intFormat.format(r.count), r.latest_at.slice(0, 19).replace("T", " ")]));
   table("dl-latest", ["received", "reason", "message", "tenant", "request id", "position"], data.latest.map((r) => [r.received_at.slice(0, 19).replace("T", " "), r.reason, r.message, r.tenant_id, r.request_id, `${r.topic}:${r.partition}@${r.offset}`]));
-  $("unpriced-note").textContent = `(${intFormat.format(data.unpriced.calls)} calls; providers reported ${usd(data.unpriced.reported_cost_usd)})`;
-  table("unpriced", ["model", "calls", "tokens in / out", "reported cost"], data.unpriced.by_model.map((m) => [`${m.provider}/${m.model}`, intFormat.format(m.calls), `${intFormat.format(m.input_tokens)} / ${intFormat.format(m.output_tokens)}`, usd(m.reported_cost_usd)]));
+  $("unpriced-note").textContent = `(${intFormat.format(data.unpriced.calls)} calls; estimated ${usd(data.unpriced.estimated_cost_usd)}; providers reported ${usd(data.unpriced.reported_cost_usd)})`;
+  table("unpriced", ["model", "calls", "tokens in / out", "estimate", "reported cost"], data.unpriced.by_model.map((m) => [`${m.provider}/${m.model}`, intFormat.format(m.calls), `${intFormat.format(m.input_tokens)} / ${intFormat.format(m.output_tokens)}`, usd(m.estimated_cost_usd), usd(m.reported_cost_usd)]));
 }
 
 // -- Refresh loop -----------------------------------------------------------------
