@@ -34,12 +34,9 @@ from streams.http_ingest.body import BodyError, read_body
 from streams.http_ingest.items import split_items
 from streams.http_ingest.keys import IngestKeyStore, KeyScope
 from streams.http_ingest.otlp import (
-    PROTOBUF_UNAVAILABLE,
     OtlpFormatError,
-    ProtobufUnavailable,
     decode_protobuf,
     model_call_spans,
-    protobuf_available,
     protobuf_response,
 )
 from streams.http_ingest.rate_limit import RateLimiter
@@ -190,8 +187,6 @@ class IngestHandler:
                     f"Content-Type {request.content_type!r} is not OTLP; "
                     "send application/json or application/x-protobuf",
                 )
-            if protobuf and not protobuf_available():
-                raise Refusal(415, "unsupported_media_type", PROTOBUF_UNAVAILABLE)
             _, fields = _query(request, allow_format=False)
             body = await self._read(request)
         except Refusal as refusal:
@@ -203,8 +198,6 @@ class IngestHandler:
             self._check_count(exported.total)
         except Refusal as refusal:
             return _status(refusal.status, refusal.message, refusal.headers, protobuf=protobuf)
-        except ProtobufUnavailable as exc:
-            return _status(415, str(exc), protobuf=protobuf)
         except (orjson.JSONDecodeError, OtlpFormatError) as exc:
             malformed = isinstance(exc, orjson.JSONDecodeError)
             rejection = Rejection(

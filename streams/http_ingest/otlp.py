@@ -4,7 +4,8 @@ The input is an `ExportTraceServiceRequest` in the OTLP/JSON encoding
 (`resourceSpans[].scopeSpans[].spans[]`, attributes as
 `[{"key", "value": {"stringValue" | "intValue" | ...}}]`, 64-bit integers
 possibly as decimal strings, trace and span ids as hex), or the same message
-in protobuf when the official `opentelemetry-proto` package is installed.
+in protobuf (`application/x-protobuf`, the default encoding of OpenTelemetry's
+OTLP/HTTP exporters), decoded with the official `opentelemetry-proto` messages.
 
 Each span becomes a flat body for the `otel_genai` normalizer (attributes as
 a plain mapping, the resource's attributes alongside). Only model-call spans
@@ -17,25 +18,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.normalizers import is_model_call_span
-
-PROTOBUF_UNAVAILABLE = (
-    "OTLP protobuf needs the opentelemetry-proto package on the server; "
-    "install it, or export OTLP/JSON (Content-Type: application/json)"
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
 )
+
+from schemas.normalizers import is_model_call_span
 
 
 class OtlpFormatError(ValueError):
     """The request is not an ExportTraceServiceRequest."""
-
-
-class ProtobufUnavailable(RuntimeError):
-    """Protobuf was sent but `opentelemetry-proto` is not installed."""
 
 
 @dataclass(frozen=True)
@@ -44,15 +43,6 @@ class ExportedSpans:
     """Spans in the request, model calls or not."""
     model_calls: list[dict[str, Any]]
     """Flat span bodies for the `otel_genai` normalizer."""
-
-
-@functools.lru_cache(maxsize=1)
-def protobuf_available() -> bool:
-    try:
-        import opentelemetry.proto.collector.trace.v1.trace_service_pb2  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def model_call_spans(document: Any) -> ExportedSpans:
@@ -142,14 +132,6 @@ def any_value(value: Any) -> Any:
 
 def decode_protobuf(body: bytes) -> dict[str, Any]:
     """A protobuf ExportTraceServiceRequest as its OTLP/JSON document."""
-    try:
-        from google.protobuf.json_format import MessageToDict
-        from google.protobuf.message import DecodeError
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-    except ImportError:
-        raise ProtobufUnavailable(PROTOBUF_UNAVAILABLE) from None
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
@@ -168,12 +150,7 @@ def decode_protobuf(body: bytes) -> dict[str, Any]:
 
 
 def protobuf_response(rejected_spans: int, message: str) -> bytes:
-    """A serialized ExportTraceServiceResponse (only called when protobuf decoded)."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTracePartialSuccess,
-        ExportTraceServiceResponse,
-    )
-
+    """A serialized ExportTraceServiceResponse."""
     response = ExportTraceServiceResponse()
     if rejected_spans:
         response.partial_success.CopyFrom(

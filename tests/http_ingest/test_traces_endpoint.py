@@ -9,9 +9,18 @@ from typing import Any
 
 import orjson
 import pytest
+from google.protobuf.json_format import ParseDict
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from streams.http_ingest.keys import IngestKeyStore
-from streams.http_ingest.otlp import protobuf_available
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -232,25 +241,7 @@ async def test_other_media_types_are_415(start_ingest: Any) -> None:
     assert response.status_code == 415
 
 
-@pytest.mark.skipif(protobuf_available(), reason="opentelemetry-proto is installed")
-async def test_protobuf_without_opentelemetry_proto_is_415(start_ingest: Any) -> None:
-    ingest = await start_ingest()
-    response = await ingest.post(
-        "/v1/traces", content=b"\x0a\x00", headers={"Content-Type": "application/x-protobuf"}
-    )
-    assert response.status_code == 415
-    assert "opentelemetry-proto" in response.text
-    assert "application/json" in response.text
-
-
 async def test_protobuf_export_requests(start_ingest: Any) -> None:
-    pytest.importorskip("opentelemetry.proto")
-    from google.protobuf.json_format import ParseDict
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-        ExportTraceServiceResponse,
-    )
-
     document = export_request(CHAT_ANTHROPIC, CHAT_OPENAI, HTTP_CALL)
     # ParseDict reads ids as base64 (the generic mapping); OTLP/JSON writes hex.
     for s in document["resourceSpans"][0]["scopeSpans"][0]["spans"]:
@@ -276,15 +267,9 @@ async def test_protobuf_export_requests(start_ingest: Any) -> None:
 async def test_the_opentelemetry_otlp_http_exporter_delivers_genai_spans(
     start_ingest: Any, key_store: IngestKeyStore
 ) -> None:
-    otlp_http = pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
     _, token = key_store.create("acme", team_id="research")
     ingest = await start_ingest(key_store=key_store)
-    exporter = otlp_http.OTLPSpanExporter(
+    exporter = OTLPSpanExporter(
         endpoint=ingest.url + "/v1/traces",
         headers={"Authorization": f"Bearer {token.get_secret_value()}"},
         compression=Compression.Gzip,
