@@ -114,6 +114,10 @@ def test_corrections_are_an_audit_trail(module_ch: Client, repriced: Events) -> 
         "SELECT request_id, old_cost_usd, new_cost_usd, delta_cost_usd, old_cost_status, "
         "new_cost_status, new_price_output_per_mtok, reason, corrected_at FROM cost_corrections"
     ).result_rows
+    # One correction row per event whose cost changed, and no other.
+    changed = [e["request_id"] for e, n in zip(events, new_events, strict=True) if e != n]
+    changed = [rid for rid in changed if by_id[rid][0]["cost_usd"] != by_id[rid][1]["cost_usd"]]
+    assert sorted(row[0] for row in rows) == sorted(changed) and changed
     for request_id, old, new, delta, old_status, new_status, output_price, reason, at in rows:
         before, after = by_id[request_id]
         assert (old, new, delta) == (before["cost_usd"], after["cost_usd"], new - old)

@@ -186,3 +186,27 @@ async def test_write_does_not_return_during_an_outage(executor: ClickHouseExecut
     await asyncio.wait_for(task, timeout=10)
     assert sink.healthy
     assert await scalar(executor, "SELECT count() FROM usage_ledger") == 3
+
+
+async def test_a_real_clickhouse_error_is_retried_until_the_table_is_back(
+    executor: ClickHouseExecutor,
+) -> None:
+    """Not a hook: the ledger table is detached, so ClickHouse itself refuses the insert
+    (UNKNOWN_TABLE); the write waits, retrying, and lands once the table is attached."""
+    sink = ClickHouseLedgerSink(executor, backoff_initial=0.01, backoff_max=0.05)
+    await sink.write(rows("before"))  # the Arrow schema is read while the table exists
+    await executor.run(executor.client.command, "DETACH TABLE usage_ledger")
+    try:
+        task = asyncio.create_task(sink.write(rows("during")))
+        await wait_until(lambda: sink.stats.failures >= 3)
+        assert not task.done()
+        assert not sink.healthy
+        # ClickHouse's own error, through clickhouse-connect and chdb.
+        assert sink.stats.last_error.startswith("DatabaseError: Code: 60."), sink.stats.last_error
+        assert "(UNKNOWN_TABLE)" in sink.stats.last_error
+    finally:
+        await executor.run(executor.client.command, "ATTACH TABLE usage_ledger")
+    await asyncio.wait_for(task, timeout=10)
+    assert sink.healthy
+    assert await scalar(executor, "SELECT count() FROM usage_ledger") == 6
+    assert await scalar(executor, "SELECT uniqExact(request_id) FROM usage_ledger") == 6

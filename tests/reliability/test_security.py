@@ -192,7 +192,12 @@ def test_no_configured_secret_reaches_a_log(secured: dict[str, Any]) -> None:
     assert logs
     text = "\n".join(p.read_text(errors="replace") for p in logs)
     assert secured["slack"].requests  # deliveries failed, with the webhook in hand
+    # The failures were logged (the lines that could have carried the webhook URL) ...
+    failures = [line for line in text.splitlines() if "slack delivery of" in line]
+    assert failures and all("failed: 500" in line for line in failures), failures[:3]
+    # ... and no secret is in them, nor anywhere else in the logs.
     for secret in (ANALYST_TOKEN, peer_token, WEBHOOK_SECRET):
+        assert not [line for line in failures if secret in line]
         assert secret not in text, f"a secret is in {[p.name for p in logs]}"
 
 
