@@ -8,6 +8,7 @@ never came true.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -31,10 +32,18 @@ def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float 
         time.sleep(interval)
 
 
-async def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """`wait_for` for a test's event loop: the loop keeps running while it waits."""
+async def wait_until(
+    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01
+) -> None:
+    """`wait_for` for a test's event loop: the loop keeps running while it waits.
+    `condition` may be a coroutine function (a check that queries something)."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        met = condition()
+        if inspect.isawaitable(met):
+            met = await met
+        if met:
+            return
         if time.monotonic() > deadline:
             raise WaitTimeout(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(interval)
