@@ -64,3 +64,39 @@ class RunningStack:
 
     def stop(self) -> None:
         self.stack.stop()
+
+
+def children_running(parent: int, word: str) -> list[int]:
+    """Pids of `parent`'s child processes whose command line holds `word`."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0").strip()) == parent and word.encode() in cmdline:
+            found.append(int(status.parent.name))
+    return found
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
+    """Every non-null value on `topic`, read from the start without a consumer group
+    until a fetch returns nothing for a second."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        await consumer.topics()  # fetches metadata
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while batches := await consumer.getmany(timeout_ms=1000):
+            values += [r.value for records in batches.values() for r in records if r.value]
+    finally:
+        await consumer.stop()
+    return values

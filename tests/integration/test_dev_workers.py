@@ -21,6 +21,7 @@ from streams.cost.catalog import PriceCatalog
 from streams.embedded.processes import free_port
 from streams.embedded.replay import publish
 from streams.embedded.simulate import TrafficGenerator
+from tests.helpers.stack import children_running
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -93,22 +94,6 @@ def test_dev_with_two_workers_shares_partitions_and_totals_are_exact(tmp_path: P
         dev.send_signal(signal.SIGINT)
         code = dev.wait(timeout=60)
     assert code == 0
-
-
-def children_running(parent: int, word: str) -> list[int]:
-    """Pids of `parent`'s child processes whose command line holds `word`."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(
-                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
-            )
-            cmdline = (status.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields.get("PPid", "0").strip()) == parent and word.encode() in cmdline:
-            found.append(int(status.parent.name))
-    return found
 
 
 def test_dev_stops_with_one_line_when_the_embedded_broker_dies(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ did not write (kafka-python), HTTP ingest with scoped keys, the SDK, and OpenTel
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers.stack import RunningStack, spendstream
+from tests.helpers.stack import RunningStack, read_topic, spendstream
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -275,6 +276,63 @@ def test_otlp_http_json_receiver(stack: tuple[RunningStack, str]) -> None:
     assert response.status_code == 200, response.text
     ids = wait_for(lambda: (found := ledger_ids(running, "otlp-")) and len(found) == 2 and found)
     assert set(ids.values()) == {GPT4O_MINI_1000_100}
+
+
+def test_a_bad_message_reaches_the_dlq_topic_with_its_reason(
+    stack: tuple[RunningStack, str],
+) -> None:
+    """Bad input is published to spendstream.usage.dlq (and the dead_letters table),
+    with its reason, its place in the usage topic and its payload."""
+    from kafka import KafkaProducer
+
+    running, _ = stack
+    producer = KafkaProducer(bootstrap_servers=running.bootstrap, api_version=(2, 5, 0))
+    producer.send("spendstream.usage", b'{"request_id": "dlq-malformed", "tenant_id": ')
+    producer.send("spendstream.usage", orjson.dumps(event("dlq-negative", input_tokens=-5)))
+    producer.flush()
+    producer.close()
+
+    def letters() -> dict[str, dict[str, Any]]:
+        values = asyncio.run(read_topic(running.bootstrap, "spendstream.usage.dlq"))
+        found = [orjson.loads(v) for v in values]
+        return {
+            letter["raw_payload"][:40]: letter
+            for letter in found
+            if "dlq-malformed" in letter["raw_payload"] or "dlq-negative" in letter["raw_payload"]
+        }
+
+    found = wait_for(lambda: (seen := letters()) and len(seen) == 2 and seen)
+    by_reason = {letter["reason"]: letter for letter in found.values()}
+    assert set(by_reason) == {"malformed_json", "token_count_out_of_range"}
+    malformed = by_reason["malformed_json"]
+    assert malformed["topic"] == "spendstream.usage" and malformed["offset"] >= 0
+    assert malformed["raw_payload"] == '{"request_id": "dlq-malformed", "tenant_id": '
+    assert by_reason["token_count_out_of_range"]["request_id"] == "dlq-negative"
+    rows = wait_for(
+        lambda: running.query(
+            "SELECT reason FROM dead_letters FINAL WHERE raw_payload LIKE '%dlq-%' ORDER BY reason"
+        )
+    )
+    assert rows == [("malformed_json",), ("token_count_out_of_range",)]
+
+
+def test_http_ingest_publishes_a_large_request_in_messages_of_500(
+    stack: tuple[RunningStack, str],
+) -> None:
+    running, key = stack
+    events = [event(f"chunked-{i:04d}") for i in range(1201)]
+    response = httpx.post(
+        f"{running.url}/v1/events",
+        content=orjson.dumps(events),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert response.status_code == 202 and response.json()["accepted"] == 1201
+    values = asyncio.run(read_topic(running.bootstrap, "spendstream.usage"))
+    messages = [orjson.loads(v) for v in values if b'"chunked-' in v]
+    assert sorted(len(m) for m in messages) == [201, 500, 500]
+    assert sorted(e["request_id"] for m in messages for e in m) == [e["request_id"] for e in events]
+    wait_for(lambda: len(ledger_ids(running, "chunked-")) == 1201)
 
 
 def test_spend_limits_endpoint(stack: tuple[RunningStack, str]) -> None:
