@@ -239,3 +239,49 @@ def test_unreachable_broker_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("spendstream: Kafka broker 127.0.0.1:1")
+
+
+def test_replay_of_a_csv_file_then_of_stdin(tmp_path: Path) -> None:
+    """`replay file.csv` reads a spreadsheet export; `replay -` reads NDJSON piped in.
+    Both reach the ledger, each line counted once in the summary."""
+    data_dir = tmp_path / "data"
+    csv = tmp_path / "usage.csv"
+    csv.write_text(
+        "request_id,timestamp,tenant_id,team_id,provider,model,input_tokens,cached_tokens,"
+        "output_tokens\n"
+        + "".join(
+            f"csv-{i},{(NOW - timedelta(minutes=i)).isoformat()},tenant-{i % 2},search,openai,"
+            f"gpt-4o-mini,{1000 + i},200,100\n"
+            for i in range(5)
+        )
+        + "csv-bad,not-a-time,tenant-0,search,openai,gpt-4o-mini,10,0,1\n"
+    )
+    from_csv = spendstream("replay", str(csv), "--data-dir", str(data_dir))
+    assert from_csv.returncode == 0, from_csv.stderr.decode()[-2000:]
+    summary = orjson.loads(from_csv.stdout.strip().splitlines()[-1])
+    assert (summary["read"], summary["ledgered"], summary["dead_lettered"]) == (6, 5, 1)
+    assert Decimal(summary["total_cost_usd"]) == sum(
+        (gpt4o_mini_cost(i) for i in range(5)), Decimal(0)
+    )
+
+    piped = (
+        b"".join(orjson.dumps(event(i, request_id=f"stdin-{i}")) + b"\n" for i in range(3))
+        + orjson.dumps(event(0, request_id="csv-0"))
+        + b"\n"
+    )  # already ledgered from the CSV
+    from_stdin = spendstream("replay", "-", "--data-dir", str(data_dir), stdin=piped)
+    assert from_stdin.returncode == 0, from_stdin.stderr.decode()[-2000:]
+    summary = orjson.loads(from_stdin.stdout.strip().splitlines()[-1])
+    assert (summary["read"], summary["ledgered"], summary["duplicates"]) == (4, 3, 1)
+
+    rows = query_json(
+        data_dir,
+        "SELECT request_id, tenant_id, cost_usd FROM usage_ledger FINAL ORDER BY request_id",
+    )
+    assert [r["request_id"] for r in rows] == [f"csv-{i}" for i in range(5)] + [
+        f"stdin-{i}" for i in range(3)
+    ]
+    assert {r["request_id"]: Decimal(r["cost_usd"]) for r in rows}["stdin-2"] == gpt4o_mini_cost(2)
+    dead = query_json(data_dir, "SELECT reason, raw_payload FROM dead_letters FINAL")
+    assert [d["reason"] for d in dead] == ["timestamp_invalid"]
+    assert "csv-bad" in dead[0]["raw_payload"]
