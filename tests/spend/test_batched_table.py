@@ -1,0 +1,128 @@
+"""`BatchedTable` on a real Faust table and the real embedded broker (tansu): writes go
+to the table's store at once and to its changelog only on `flush`, one record per
+changed key (its last value; a deletion as a tombstone) in the partition asked for,
+encoded as Faust's own recovery decodes them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import faust
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.serializers import codecs
+
+from streams.embedded.broker import EmbeddedBroker
+from streams.kafka.admin import TopicSpec, ensure_topics
+from streams.spend.batched_table import BatchedTable
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture
+async def table(broker: EmbeddedBroker) -> AsyncIterator[tuple[faust.App, BatchedTable]]:
+    app = faust.App(
+        f"batched-{uuid.uuid4().hex[:8]}",
+        broker=f"kafka://{broker.bootstrap}",
+        store="memory://",
+        topic_disable_leader=True,
+    )
+    spend = app.Table("spend", default=None, partitions=PARTITIONS)
+    changelog = spend.changelog_topic.get_topic_name()
+    await ensure_topics(broker.bootstrap, [TopicSpec(changelog, PARTITIONS)])
+    await app.producer.start()
+    try:
+        yield app, BatchedTable(spend)
+    finally:
+        await app.producer.stop()
+
+
+async def changelog_records(
+    bootstrap: str, topic: str
+) -> dict[int, list[tuple[object, object | None]]]:
+    """partition → its (key, value) records, decoded with Faust's JSON codec."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: dict[int, list[tuple[object, object | None]]] = {}
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while batches := await consumer.getmany(timeout_ms=1000):
+            for tp, records in batches.items():
+                found.setdefault(tp.partition, []).extend(
+                    (
+                        codecs.loads("json", r.key),
+                        None if r.value is None else codecs.loads("json", r.value),
+                    )
+                    for r in records
+                )
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_flush_sends_the_last_value_of_each_changed_key_to_one_partition(
+    broker: EmbeddedBroker, table: tuple[faust.App, BatchedTable]
+) -> None:
+    app, batched = table
+    topic = batched.table.changelog_topic.get_topic_name()
+    batched["acme|2026-12-06T10"] = {"cost": "1.50"}
+    batched["globex|2026-12-06T10"] = {"cost": "0.25"}
+    batched["acme|2026-12-06T10"] = {"cost": "2.75"}  # the same key again
+    batched["old|2026-11-01T00"] = {"cost": "9"}
+    del batched["old|2026-11-01T00"]
+
+    # The store has the writes at once; the changelog nothing until the flush.
+    assert dict(batched) == {
+        "acme|2026-12-06T10": {"cost": "2.75"},
+        "globex|2026-12-06T10": {"cost": "0.25"},
+    }
+    assert await changelog_records(broker.bootstrap, topic) == {}
+
+    await batched.flush(app, partition=2)
+    assert batched.pending == {}
+    assert await changelog_records(broker.bootstrap, topic) == {
+        2: [
+            ("acme|2026-12-06T10", {"cost": "2.75"}),
+            ("globex|2026-12-06T10", {"cost": "0.25"}),
+            ("old|2026-11-01T00", None),  # a tombstone: recovery deletes the key
+        ]
+    }
+
+    await batched.flush(app, partition=2)  # nothing changed since: nothing sent
+    batched["acme|2026-12-06T10"] = {"cost": "3"}
+    await batched.flush(app, partition=0)
+    assert await changelog_records(broker.bootstrap, topic) == {
+        0: [("acme|2026-12-06T10", {"cost": "3"})],
+        2: [
+            ("acme|2026-12-06T10", {"cost": "2.75"}),
+            ("globex|2026-12-06T10", {"cost": "0.25"}),
+            ("old|2026-11-01T00", None),
+        ],
+    }
+
+
+async def test_a_failed_flush_keeps_its_records_for_the_next_one(
+    broker: EmbeddedBroker, table: tuple[faust.App, BatchedTable]
+) -> None:
+    app, batched = table
+    topic = batched.table.changelog_topic.get_topic_name()
+    batched["a"] = 1
+    batched["b"] = 2
+    # aiokafka refuses a record for a partition the topic does not have.
+    with pytest.raises(AssertionError, match="Unrecognized partition"):
+        await batched.flush(app, partition=PARTITIONS + 5)
+    batched["b"] = 3  # written since: the newer value wins
+    assert batched.pending == {"a": 1, "b": 3}
+    await batched.flush(app, partition=1)
+    assert await changelog_records(broker.bootstrap, topic) == {1: [("a", 1), ("b", 3)]}
