@@ -1,6 +1,6 @@
-"""Fixtures shared by every test directory: embedded ClickHouse (chdb) and the price
-catalog; the per-test time limits; where hypothesis keeps its examples. Helpers that
-tests import live in tests/helpers/.
+"""Fixtures shared by every test directory: the embedded broker, embedded ClickHouse
+(chdb) and the price catalog; the per-test time limits; where hypothesis keeps its
+examples. Helpers that tests import live in tests/helpers/.
 
 chdb runs one engine per process and refuses a second data path while one is open,
 so each test module opens its own path and closes it when the module ends.
@@ -16,6 +16,7 @@ from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from streams.cost.catalog import CatalogPrices
+from streams.embedded.broker import EmbeddedBroker
 from streams.ledger.connect import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
 
 # Hypothesis keeps its example database in .hypothesis/ of the working directory by
@@ -39,6 +40,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         starts_stack = any(item.get_closest_marker(name) for name in STACK_MARKERS)
         if starts_stack and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(STACK_TIMEOUT_S))
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """The embedded Kafka-protocol broker (tansu, memory storage) on a free port, shared
+    by the tests that need only a broker: each uses topics (and groups) of its own."""
+    with EmbeddedBroker() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -19,12 +18,6 @@ from streams.ingest.decoding import decode_message
 from streams.kafka.admin import TopicSpec, ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as running:
-        yield running
 
 
 async def _read_all(bootstrap: str, topic: str, partitions: int, want: int) -> list[bytes]:

@@ -8,7 +8,7 @@ nothing; once the table is back the rows land and only then the offsets move.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,6 @@ def line(request_id: str) -> bytes:
             "output_tokens": 100,
         }
     )
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as running:
-        yield running
 
 
 @pytest.fixture

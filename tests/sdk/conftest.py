@@ -27,12 +27,6 @@ from streams.embedded.processes import free_port
 PARTITIONS = 4
 
 
-@pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as server:
-        yield server
-
-
 @pytest.fixture
 def topic() -> str:
     return f"usage-{uuid.uuid4().hex[:12]}"

@@ -6,7 +6,7 @@ encoded as Faust's own recovery decodes them."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import faust
 import pytest
@@ -20,12 +20,6 @@ from streams.spend.batched_table import BatchedTable
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as running:
-        yield running
 
 
 @pytest.fixture
