@@ -72,8 +72,8 @@ def test_record_anthropic_and_gemini_with_the_default_producer(
     by_id = {e["request_id"]: e for e in ingest_server.delivered}
     anthropic = by_id["msg_01UUPT9QdZnZSRzcQJkjG25U"]
     assert (anthropic["input_tokens"], anthropic["cached_tokens"]) == (1114, 1111)
-    gemini_event = by_id["b5FKaL2tKIWQmNkP0Ya8yQU"]
-    assert (gemini_event["output_tokens"], gemini_event["reasoning_tokens"]) == (75, 40)
+    gemini_event = by_id["nFP6aZ_4HPuU6dkP-uetwA0"]
+    assert (gemini_event["output_tokens"], gemini_event["reasoning_tokens"]) == (82, 54)
     assert gemini_event["workflow_run_id"] == "run-9"
 
 

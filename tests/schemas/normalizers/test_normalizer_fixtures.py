@@ -55,6 +55,7 @@ def prices(
 GPT_4O = prices("2.50", "1.25", "10.00")
 GPT_4_1 = prices("2.00", "0.50", "8.00")
 GPT_35 = prices("0.50", "0.50", "1.50")
+GPT_4 = prices("30.00", "30.00", "60.00")
 O3_MINI = prices("1.10", "0.55", "4.40")
 O4_MINI = prices("1.10", "0.275", "4.40")
 SONNET = prices("3.00", "0.30", "15.00", cache_write="3.75")
@@ -355,15 +356,16 @@ CASES = [
         GEMINI_25_FLASH,
         "0.0002701",
     ),
-    # snake_case dump: 20 x 0.30 + (35 + 40) x 2.50 = 6 + 187.5
+    # the SDK's snake_case dump of the gemini_tool_use_prompt body: the same counts,
+    # (85 + 132) x 0.30 + (28 + 54) x 2.50 = 65.1 + 205
     Case(
         "gemini_sdk_dump",
         "google",
         "gemini-2.5-flash",
-        "b5FKaL2tKIWQmNkP0Ya8yQU",
-        (20, 0, 0, 75, 40),
+        "nFP6aZ_4HPuU6dkP-uetwA0",
+        (217, 0, 0, 82, 54),
         GEMINI_25_FLASH,
-        "0.0001935",
+        "0.0002701",
     ),
     # 211 x 3.00 + 18 x 15.00 = 633 + 270
     Case(
@@ -415,6 +417,16 @@ CASES = [
         GPT_4O,
         "0.005615",
     ),
+    # the semantic conventions' own example span: 52 x 30.00 + 47 x 60.00 = 1560 + 2820
+    Case(
+        "otel_genai_semconv_chat",
+        "openai",
+        "gpt-4-0613",
+        "chatcmpl-9J3uIL87gldCFtiIbyaOvTeYBRA3l",
+        (52, 0, 0, 47, 0),
+        GPT_4,
+        "0.00438",
+    ),
     # exclusive prompt_tokens 12 < cache read 4000: 12 x 0.80 + 4000 x 0.08 + 150 x 4.00
     # = 9.6 + 320 + 600
     Case(
@@ -446,15 +458,39 @@ CASES = [
         GPT_4O,
         "0.005615",
     ),
-    # as anthropic_cache_write_ttl: prompt_tokens 2404 already holds the 556 written
+    # LiteLLM's own payload for the anthropic_cache_write_read body: prompt_tokens 1532 already
+    # holds the 418 written; the same cost as that fixture
     Case(
         "litellm_anthropic_current",
         "anthropic",
-        "claude-sonnet-4-20250514",
-        "9e8d7c6b-5a49-4382-a1b0-c9d8e7f6a5b4",
-        (2404, 1800, 556, 503, 0),
+        "claude-sonnet-4-5-20250929",
+        "chatcmpl-2637ec7e-d908-4021-a792-20b07472d69d",
+        (1532, 1111, 418, 33, 0),
         SONNET,
-        "0.010314",
+        "0.0024048",
+        context=("standard", False),
+    ),
+    # LiteLLM's payload for the openai_chat_cached body: the same cost as that fixture
+    Case(
+        "litellm_openai_cached",
+        "openai",
+        "gpt-5.6-sol",
+        "chatcmpl-E1mBQt42vYTsKNd5wnyJlT0db7v9S",
+        (4020, 4012, 0, 4, 0),
+        GPT_5_6_SOL,
+        "0.0017168",
+        context=("default", False),
+    ),
+    # LiteLLM's payload for the anthropic_compaction body (compaction folded into its counts)
+    Case(
+        "litellm_anthropic_compaction",
+        "anthropic",
+        "claude-sonnet-4-6",
+        "chatcmpl-7a478d28-fc14-4165-b2ec-d31749a3d38d",
+        (55425, 0, 55096, 136, 0),
+        SONNET,
+        "0.209637",
+        context=("standard", False),
     ),
     # as anthropic_cache_write_ttl: prompt_tokens 1848 lacks the 556 written
     Case(
@@ -741,7 +777,7 @@ def test_recorded_fixtures_name_the_file_and_commit_they_come_from() -> None:
     recorded = [
         load(case.fixture) for case in CASES if load(case.fixture)["provenance"] == "recorded"
     ]
-    assert len(recorded) >= 28
+    assert len(recorded) >= 32
     for fixture in recorded:
         origin = fixture["recorded"]
         assert len(origin["commit"]) == 40
@@ -910,6 +946,18 @@ def test_side_information_is_read_from_the_bodies() -> None:
     assert (litellm.team_id, litellm.user_id, litellm.latency_ms) == ("team-search", "u-17", 1750)
     assert litellm.reported_cost_usd == Decimal("0.005615")
     assert litellm.api_key_id.startswith("88dc28d0")
+
+
+@pytest.mark.parametrize(
+    "name", ["litellm_anthropic_current", "litellm_openai_cached", "litellm_anthropic_compaction"]
+)
+def test_litellms_own_cost_for_a_recorded_body_equals_the_hand_computed_one(name: str) -> None:
+    """LiteLLM priced these recorded bodies itself (response_cost, a float): an independent
+    check of the token mapping and of the hand computation."""
+    [case] = [case for case in CASES if case.fixture == name]
+    event = UsageEvent.model_validate(normalize("litellm", load(name)["body"], tenant_id="t"))
+    assert event.reported_cost_usd is not None
+    assert round(event.reported_cost_usd, 12) == Decimal(case.expected_cost)
 
 
 def test_datetime_text_in_every_form_a_source_writes_is_read() -> None:
