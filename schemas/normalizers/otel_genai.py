@@ -25,8 +25,10 @@ present (spellings are alternatives, never added):
   `gen_ai.usage.output_tokens.reasoning`, `gen_ai.usage.reasoning_tokens`;
 - provider: `gen_ai.provider.name`, deprecated `gen_ai.system`;
 - model: `gen_ai.response.model`, else `gen_ai.request.model`;
-- service tier: `openai.response.service_tier` (the tier that served the
-  call), else `openai.request.service_tier`.
+- service tier: `openai.response.service_tier` or
+  `anthropic.response.service_tier` (the tier that served the call, as the
+  OpenAI instrumentations and the Anthropic SDK's own spans write it), else
+  `openai.request.service_tier`.
 
 The conventions say input/output SHOULD include cache and reasoning tokens,
 but some instrumentations (Anthropic ones especially) emit the provider's
@@ -81,7 +83,11 @@ REASONING_KEYS = (
 TOTAL_KEYS = ("gen_ai.usage.total_tokens", "llm.usage.total_tokens")
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system")
 MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model")
-SERVICE_TIER_KEYS = ("openai.response.service_tier", "openai.request.service_tier")
+SERVICE_TIER_KEYS = (
+    "openai.response.service_tier",
+    "anthropic.response.service_tier",
+    "openai.request.service_tier",
+)
 OWNERSHIP_PREFIX = "spendstream."
 
 # Operations whose spans wrap model calls rather than being one.

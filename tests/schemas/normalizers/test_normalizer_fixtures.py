@@ -407,15 +407,39 @@ CASES = [
         "0.000011935",
         call={"model": "us.amazon.nova-micro-v1:0", "request_id": "bedrock-stream-recorded-1"},
     ),
-    # same counts as openai_chat_cached, from span attributes
+    # Traceloop's span for the openai_chat_cached body: the same counts and cost; the served
+    # 'default' beats the requested 'auto'
     Case(
         "otel_genai_span",
         "openai",
-        "gpt-4o-2024-08-06",
-        "chatcmpl-otelspan000000000000000",
-        (2006, 1920, 0, 300, 0),
-        GPT_4O,
-        "0.005615",
+        "gpt-5.6-sol",
+        "chatcmpl-E1mBQt42vYTsKNd5wnyJlT0db7v9S",
+        (4020, 4012, 0, 4, 0),
+        GPT_5_6_SOL,
+        "0.0017168",
+        context=("default", False),
+    ),
+    # the Anthropic SDK's own span for the anthropic_cache_write_read body: inclusive input 1532
+    # (not 1532 + 1111 + 418); the same cost as that fixture
+    Case(
+        "otel_genai_anthropic_sdk",
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        "msg_01KPaKTJSqAKoZri7Ujrny58",
+        (1532, 1111, 418, 33, 0),
+        SONNET,
+        "0.0024048",
+        context=("standard", False),
+    ),
+    # Traceloop's span for the same call, cache writes spelled cache_creation.input_tokens
+    Case(
+        "otel_genai_traceloop_anthropic",
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        "msg_01KPaKTJSqAKoZri7Ujrny58",
+        (1532, 1111, 418, 33, 0),
+        SONNET,
+        "0.0024048",
     ),
     # the semantic conventions' own example span: 52 x 30.00 + 47 x 60.00 = 1560 + 2820
     Case(
@@ -777,7 +801,7 @@ def test_recorded_fixtures_name_the_file_and_commit_they_come_from() -> None:
     recorded = [
         load(case.fixture) for case in CASES if load(case.fixture)["provenance"] == "recorded"
     ]
-    assert len(recorded) >= 32
+    assert len(recorded) >= 34
     for fixture in recorded:
         origin = fixture["recorded"]
         assert len(origin["commit"]) == 40
