@@ -32,6 +32,7 @@ from streams.embedded.simulate import TrafficGenerator
 from streams.kafka.group_progress import GroupProgressReader
 from streams.kafka.topics import INGEST_GROUP
 from tests.helpers.stack import RunningStack
+from tests.helpers.waiting import WaitTimeout
 
 USAGE_TOPIC = "spendstream.usage"
 GROUP = INGEST_GROUP
@@ -202,6 +203,10 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
+class WorkerExited(Exception):
+    """The worker process ended while a case waited on it."""
+
+
 class FaultStack(RunningStack):
     """`RunningStack` plus the fault and accounting helpers of the reliability suite."""
 
@@ -265,15 +270,16 @@ class FaultStack(RunningStack):
         """Until the consumer group committed every offset published so far."""
         deadline = time.monotonic() + timeout
         while True:
+            # Neither is an AssertionError: a strict xfail must not take them for its bug.
             if self.worker.process.poll() is not None:
-                raise AssertionError(
+                raise WorkerExited(
                     f"worker exited with code {self.worker.process.returncode}: {self.log_tail()}"
                 )
             lag = self.lag()
             if lag == 0:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(
+                raise WaitTimeout(
                     f"{lag} messages still unconsumed after {timeout}s; {self.stall_report()}"
                 )
             time.sleep(0.25)
