@@ -86,9 +86,10 @@ class SpendMonitor:
         self.cause = SpikeCauseClassifier(**spike)
 
     def learn_history(self, tables: SpendTables) -> int:
-        """Feed every hourly bucket already in the tables (after a restart's recovery)."""
+        """Feed every hourly bucket already in the tables: recovered from their changelogs
+        or read from the ledger at start (the baselines follow from them)."""
         learned = 0
-        for key, bucket in list(tables.hourly.items()):
+        for key, bucket in tables.hourly_buckets():
             tenant_id, dim, value, hour_text = key.split(SEP, 3)
             hour = datetime.fromtimestamp(int(hour_text) * HOUR, UTC)
             dkey = detector_key(dim, tenant_id, value)

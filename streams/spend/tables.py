@@ -146,6 +146,41 @@ class _Delta:
         }
 
 
+@dataclass
+class LedgerBase:
+    """The ledger's spend before this log epoch, keyed as the tables are; read-only
+    (streams/spend/ledger_state.py loads it). Months and runs hold Decimals and
+    datetimes, hourly buckets the tables' own shape."""
+
+    hourly: dict[str, dict[str, Any]] = field(default_factory=dict)
+    months: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: int = 0  # ledger rows behind the month totals (for the log line)
+
+
+def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two hourly buckets of the same key as one (the base and this epoch's counts)."""
+    users = list(a["users"])
+    if len(users) < MAX_USERS_TRACKED:
+        known = set(users)
+        users += [u for u in b["users"] if u not in known][: MAX_USERS_TRACKED - len(users)]
+    models = dict(a["models"])
+    for model, count in b["models"].items():
+        models[model] = models.get(model, 0) + count
+    return {
+        "cost": str(Decimal(a["cost"]) + Decimal(b["cost"])),
+        "requests": a["requests"] + b["requests"],
+        "users": users,
+        "input": a["input"] + b["input"],
+        "output": a["output"] + b["output"],
+        "retries": a["retries"] + b["retries"],
+        "errors": a["errors"] + b["errors"],
+        "models": models,
+        "estimated": str(Decimal(a.get("estimated", "0")) + Decimal(b.get("estimated", "0"))),
+        "unpriced": a.get("unpriced", 0) + b.get("unpriced", 0),
+    }
+
+
 @dataclass(frozen=True)
 class TouchedKey:
     """A bucket changed by the last batch, for the detectors to look at."""
@@ -326,6 +361,12 @@ class SpendTables:
         self._owned: dict[str, set[tuple[str, str]]] = {}
         # dim -> rows counted under OVERFLOW since start (not persisted: a counter).
         self.overflowed_by_dim: dict[str, int] = dict.fromkeys(CAPPED_DIMENSIONS, 0)
+        # What the ledger held before this log epoch; reads add it to the tables.
+        self.base = LedgerBase()
+
+    def set_base(self, base: LedgerBase) -> None:
+        self.base = base
+        self.rebuild_index()
 
     @property
     def overflowed(self) -> int:
@@ -425,6 +466,10 @@ class SpendTables:
                 "last_seen": last.isoformat(),
                 "seen": _advance(seen, counted),
             }
+            held = self.base.runs.get(key)
+            if held is not None:  # the run's calls before this log epoch
+                cost += held["cost"]
+                first, last = min(first, held["started_at"]), max(last, held["last_seen"])
             _, _, workflow_id, run_id = key.split(SEP, 3)
             result.runs.append(RunUpdate(tenant_id, workflow_id, run_id, cost, first, last))
         result.touched = list(touched.values())
@@ -448,7 +493,19 @@ class SpendTables:
 
     def hour_bucket(self, tenant_id: str, dim: str, value: str, hour: datetime) -> dict[str, Any]:
         key = SEP.join((tenant_id, dim, value, str(int(hour.timestamp()) // HOUR)))
-        return self.hourly.get(key) or new_bucket()
+        return self._bucket(key) or new_bucket()
+
+    def _bucket(self, key: str) -> dict[str, Any] | None:
+        """The hour's bucket: this epoch's counts plus the ledger's before it."""
+        counted, held = self.hourly.get(key), self.base.hourly.get(key)
+        if counted and held:
+            return merge_buckets(held, counted)
+        return counted or held
+
+    def hourly_buckets(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every hourly key with its bucket, the base's included."""
+        keys = dict.fromkeys([*self.base.hourly, *self.hourly.keys()])
+        return [(key, bucket) for key in keys if (bucket := self._bucket(key))]
 
     def month_spend(self, tenant_id: str, at: datetime) -> Decimal:
         """The month's known (priced) spend."""
@@ -456,13 +513,13 @@ class SpendTables:
 
     def month(self, tenant_id: str, at: datetime) -> MonthSpend:
         """The month's known spend, its estimates and its calls with no price."""
-        bucket = self.totals.get(f"{tenant_id}{SEP}month{SEP}{at:%Y-%m}")
-        if not bucket:
-            return MonthSpend(Decimal(0), Decimal(0), 0)
+        key = f"{tenant_id}{SEP}month{SEP}{at:%Y-%m}"
+        bucket = self.totals.get(key) or {}
+        held = self.base.months.get(key) or {}
         return MonthSpend(
-            Decimal(bucket["cost"]),
-            Decimal(bucket.get("estimated", "0")),
-            int(bucket.get("unpriced", 0)),
+            Decimal(bucket.get("cost", "0")) + held.get("cost", Decimal(0)),
+            Decimal(bucket.get("estimated", "0")) + held.get("estimated", Decimal(0)),
+            int(bucket.get("unpriced", 0)) + held.get("unpriced", 0),
         )
 
     def history(
@@ -471,7 +528,7 @@ class SpendTables:
         end = int(before.timestamp()) // HOUR
         out = []
         for hour in range(end - hours, end):
-            bucket = self.hourly.get(SEP.join((tenant_id, dim, value, str(hour))))
+            bucket = self._bucket(SEP.join((tenant_id, dim, value, str(hour))))
             if bucket:
                 out.append((datetime.fromtimestamp(hour * HOUR, UTC), bucket))
         return out
@@ -481,6 +538,10 @@ class SpendTables:
         table recovery)."""
         self._values.clear()
         self._owned.clear()
+        for key in self.base.hourly:  # values before this epoch hold their place under the cap
+            tenant_id, dim, value, _ = key.split(SEP, 3)
+            if dim != "tenant" and value != OVERFLOW:
+                self._values.setdefault(tenant_id, {}).setdefault(dim, set()).add(value)
         for name, table in (("hourly", self.hourly), ("totals", self.totals), ("runs", self.runs)):
             for key in list(table.keys()):
                 tenant_id, dim, value = [*key.split(SEP, 3), "", ""][:3]

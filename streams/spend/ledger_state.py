@@ -1,0 +1,186 @@
+"""Spend state derived from the ledger: what the in-stream tables held before this log.
+
+The spend tables live in Faust changelogs, and the embedded broker keeps its topics in
+memory: every `spendstream dev` or `replay` starts a new broker, a new log epoch, and
+tables that would be empty while the ledger holds every priced call. So at start the
+worker reads, with a few GROUP BY queries over `usage_ledger FINAL`, the rows ingested
+before its log epoch began (`ingested_at < log_epoch_started_at`): hourly buckets over
+the detectors' lookback per tenant/workflow/team/model with every field the detectors
+read, month totals, and the workflow runs still open. That is the base; the tables
+count this epoch's costed events on top of it and reads add the two.
+
+No row is in both: a row of this epoch is priced (`ingested_at`) after the epoch began,
+and the rows before it were ledgered under an earlier broker whose costed topic is gone.
+Nothing is written to the changelogs, so a worker that restarts under the same broker
+recovers this epoch's counts from them and reads the same base again.
+
+Work is per aggregated row (tenant, value, hour), never per ledger row.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from streams.ledger.remote import DirectReader, Reader
+from streams.spend.tables import (
+    CAPPED_DIMENSIONS,
+    HOUR,
+    HOURLY_RETENTION_HOURS,
+    MAX_USERS_TRACKED,
+    OVERFLOW,
+    SEP,
+    LedgerBase,
+    merge_buckets,
+)
+
+# A run's record lives this long after its last call (SpendTables.run_retention_hours);
+# its calls are read from this far back.
+RUN_LOOKBACK = timedelta(days=8)
+# Months whose totals are read: this one and the one before (late events of last month).
+MONTH_LOOKBACK = timedelta(days=32)
+
+_COLUMNS = {"tenant": "tenant_id", "workflow": "workflow_id", "team": "team_id", "model": "model"}
+
+
+def _hourly_sql(dim: str) -> str:
+    # Dimension values as the tables key them: '|' is the key separator.
+    column = _COLUMNS[dim]
+    return f"""
+SELECT
+    tenant_id,
+    replaceAll({column}, '|', '/') AS value,
+    intDiv(toUnixTimestamp(timestamp), {HOUR}) AS hour,
+    min(timestamp) AS first_seen,
+    sum(cost_usd) AS cost,
+    sum(toUInt64(request_count)) AS requests,
+    groupUniqArrayIf({MAX_USERS_TRACKED})(user_id, user_id != '') AS users,
+    sum(toUInt64(input_tokens)) AS input,
+    sum(toUInt64(output_tokens)) AS output,
+    countIf(retry_count > 0 OR retry_of != '') AS retries,
+    countIf(ifNull(status_code, 0) >= 400) AS errors,
+    sumMap(map(model, toUInt64(request_count))) AS models,
+    sumIf(estimated_cost_usd, cost_status != 'priced') AS estimated,
+    sumIf(toUInt64(request_count), cost_status != 'priced') AS unpriced
+FROM usage_ledger FINAL
+WHERE ingested_at < fromUnixTimestamp64Milli(%(before_ms)s)
+  AND timestamp >= fromUnixTimestamp64Milli(%(since_ms)s)
+  AND {column} != ''
+GROUP BY tenant_id, value, hour
+ORDER BY tenant_id, first_seen, value
+"""
+
+
+_MONTHS_SQL = """
+SELECT
+    tenant_id,
+    toYYYYMM(timestamp) AS month,
+    count() AS rows,
+    sum(cost_usd) AS cost,
+    sumIf(estimated_cost_usd, cost_status != 'priced') AS estimated,
+    sumIf(toUInt64(request_count), cost_status != 'priced') AS unpriced
+FROM usage_ledger FINAL
+WHERE ingested_at < fromUnixTimestamp64Milli(%(before_ms)s)
+  AND timestamp >= fromUnixTimestamp64Milli(%(since_ms)s)
+GROUP BY tenant_id, month
+"""
+
+_RUNS_SQL = """
+SELECT
+    tenant_id,
+    workflow_id,
+    workflow_run_id,
+    sum(cost_usd) AS cost,
+    min(timestamp) AS started_at,
+    max(timestamp) AS last_seen
+FROM usage_ledger FINAL
+WHERE ingested_at < fromUnixTimestamp64Milli(%(before_ms)s)
+  AND timestamp >= fromUnixTimestamp64Milli(%(since_ms)s)
+  AND workflow_run_id != ''
+GROUP BY tenant_id, workflow_id, workflow_run_id
+HAVING last_seen >= fromUnixTimestamp64Milli(%(open_since_ms)s)
+"""
+
+
+def _millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def load_ledger_base(
+    reader: Any,
+    before: datetime,
+    now: datetime,
+    *,
+    max_values_per_dim: int = 1000,
+    run_retention: timedelta = timedelta(hours=48),
+) -> LedgerBase:
+    """The ledger's rows ingested before `before`, as spend-table values (blocking: run it
+    on the ClickHouse thread). `reader` is a clickhouse-connect client or a peer's
+    remote reader."""
+    base = LedgerBase()
+    since_hour = datetime.fromtimestamp(
+        (int(now.timestamp()) // HOUR - HOURLY_RETENTION_HOURS) * HOUR, UTC
+    )
+
+    # A peer worker's client reads through the owner; a local one reads directly.
+    read: Reader = reader if getattr(reader, "remote", False) else DirectReader(reader)
+
+    def rows(sql: str, **moments: datetime) -> list[tuple[Any, ...]]:
+        parameters = {f"{name}_ms": _millis(at) for name, at in {"before": before, **moments}.items()}
+        return read.query(sql, parameters).result_rows
+
+    # Values past a tenant's cap of distinct values count under OVERFLOW, as the tables
+    # count them: admitted in order of first appearance.
+    admitted: dict[tuple[str, str], set[str]] = {}
+    for dim in ("tenant", *CAPPED_DIMENSIONS):
+        for tenant, value, hour, _, cost, requests, users, *counts in rows(
+            _hourly_sql(dim), since=since_hour
+        ):
+            if dim != "tenant":
+                seen = admitted.setdefault((tenant, dim), set())
+                if value not in seen:
+                    if len(seen) >= max_values_per_dim:
+                        value = OVERFLOW
+                    else:
+                        seen.add(value)
+            inputs, outputs, retries, errors, models, estimated, unpriced = counts
+            bucket = {
+                "cost": str(cost),
+                "requests": int(requests),
+                "users": sorted(users),
+                "input": int(inputs),
+                "output": int(outputs),
+                "retries": int(retries),
+                "errors": int(errors),
+                "models": {str(m): int(n) for m, n in dict(models).items()},
+                "estimated": str(estimated),
+                "unpriced": int(unpriced),
+            }
+            key = SEP.join((tenant, dim, value, str(hour)))
+            held = base.hourly.get(key)
+            base.hourly[key] = bucket if held is None else merge_buckets(held, bucket)
+
+    month_since = (now - MONTH_LOOKBACK).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    for tenant, month, count, cost, estimated, unpriced in rows(_MONTHS_SQL, since=month_since):
+        base.months[SEP.join((tenant, "month", f"{month // 100:04d}-{month % 100:02d}"))] = {
+            "cost": Decimal(cost),
+            "estimated": Decimal(estimated),
+            "unpriced": int(unpriced),
+        }
+        base.rows += int(count)
+
+    open_since = now - run_retention
+    for tenant, workflow, run, cost, started, last in rows(
+        _RUNS_SQL, since=now - RUN_LOOKBACK, open_since=open_since
+    ):
+        base.runs[SEP.join((tenant, "run", workflow, run))] = {
+            "cost": Decimal(cost),
+            "started_at": _utc(started),
+            "last_seen": _utc(last),
+        }
+    return base
