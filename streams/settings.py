@@ -7,6 +7,7 @@ Everything below the edge takes plain constructor arguments.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
@@ -42,6 +43,10 @@ class Settings(BaseSettings):
     # Names the log whose offsets dead letters refer to: a new in-memory embedded
     # broker starts offsets again at 0 and gets a new epoch from `spendstream dev`.
     log_epoch: str = "kafka"
+    # When the log epoch began: the ledger's rows ingested before it are not in this
+    # log's changelogs, and the spend state is rebuilt from them at start
+    # (streams/spend/ledger_state.py). Unset on Kafka, whose changelogs persist.
+    log_epoch_started_at: datetime | None = None
 
     dedupe_horizon_days: int = Field(default=7, ge=1)
     # At most this many messages per ingest batch (a message may hold an array of

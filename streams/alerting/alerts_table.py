@@ -14,16 +14,41 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from clickhouse_connect.driver.client import Client
 
 from schemas.alert import ALERT_COLUMNS, DELIVERY_COLUMNS, Alert, AlertDelivery, evidence_json
+from streams.ledger.remote import Reader
 
 log = logging.getLogger(__name__)
 
 ALERTS_TABLE = "alerts"
 DELIVERIES_TABLE = "alert_deliveries"
+
+
+def read_alerts(reader: Reader, since: datetime) -> list[Alert]:
+    """Every alert state recorded since `since`, oldest first (blocking): what a worker
+    restores its open incidents and cooldowns from at start."""
+    result = reader.query(
+        f"SELECT {', '.join(ALERT_COLUMNS)} FROM {ALERTS_TABLE} FINAL "
+        "WHERE recorded_at >= fromUnixTimestamp64Milli(%(since_ms)s) ORDER BY recorded_at",
+        {"since_ms": int(since.timestamp() * 1000)},
+    )
+    alerts = []
+    for row in result.result_rows:
+        values = {
+            # ClickHouse's DateTime64(3, 'UTC') comes back naive from chdb.
+            column: value.replace(tzinfo=UTC)
+            if isinstance(value, datetime) and value.tzinfo is None
+            else value
+            for column, value in zip(ALERT_COLUMNS, row, strict=True)
+        }
+        values["evidence"] = orjson.loads(values["evidence"] or "{}")
+        alerts.append(Alert.model_validate(values))
+    return alerts
 
 
 def alert_row(alert: Alert) -> list[Any]:

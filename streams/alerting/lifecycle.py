@@ -211,32 +211,22 @@ class AlertLifecycle:
             update={"state": "resolved", "resolved_at": now, "recorded_at": now}
         )
 
-    def to_state(self) -> dict[str, Any]:
-        """JSON-able state, to checkpoint (e.g. in a Faust table) and `from_state` at start."""
-        return {
-            "open": [
-                {
-                    "alert": incident.alert.model_dump(mode="json"),
-                    "paged": incident.paged,
-                    "fingerprints": sorted(incident.fingerprints),
-                }
-                for incident in self._open.values()
-            ],
-            "last_page": [[d, k, at.isoformat()] for (d, k), at in self._last_page.items()],
-        }
-
-    @classmethod
-    def from_state(
-        cls, state: dict[str, Any], cooldown: timedelta = timedelta(hours=1), **kwargs: Any
-    ) -> AlertLifecycle:
-        life = cls(cooldown, **kwargs)
-        for entry in state.get("open", []):
-            alert = Alert.model_validate(entry["alert"])
+    def restore(self, alerts: list[Alert], now: datetime) -> None:
+        """The incidents and cooldowns of a previous run, from each fingerprint's latest
+        recorded state (the `alerts` table): a triggered one is open and paged, so its
+        re-detections join it and its resolve goes to the same fingerprint; a page
+        within the cooldown still holds back the next page of its (detector, key)."""
+        for alert in alerts:
             ikey = (alert.detector, alert.key)
-            incident = _Incident(alert=alert, paged=bool(entry["paged"]))
-            life._open[ikey] = incident
-            for fingerprint in entry.get("fingerprints", [alert.fingerprint]):
-                life._remember(ikey, incident, fingerprint)
-        for detector, key, at in state.get("last_page", []):
-            life._last_page[(detector, key)] = datetime.fromisoformat(at)
-        return life
+            if alert.state == "triggered" and ikey not in self._open:
+                incident = _Incident(alert=alert, paged=True)
+                self._open[ikey] = incident
+                self._remember(ikey, incident, alert.fingerprint)
+            paged_at = alert.recorded_at if alert.state == "triggered" else alert.triggered_at
+            if now - paged_at < self.cooldown and paged_at >= self._last_page.get(ikey, paged_at):
+                self._last_page[ikey] = paged_at
+
+    @property
+    def cooldowns(self) -> int:
+        """(detector, key) pairs whose last page still holds back the next."""
+        return len(self._last_page)

@@ -179,6 +179,25 @@ def source_lines(
     return out
 
 
+def wait_for_spend_agent(
+    stats: Callable[[], dict[str, Any] | None], check: Callable[[], None], timeout: float
+) -> dict[str, Any]:
+    """The worker's stats once its spend agent has taken every row it ledgered and every
+    alert it raised is recorded: a replay split in two runs then raises the same alerts
+    as one run (the next run starts from the ledger, not from this one's in-flight
+    events)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        check()
+        current = stats() or {}
+        done = int(current.get("spend_rows", 0)) >= int(current.get("ledgered", 0))
+        if current and done and int(current.get("alerts_pending", 0)) == 0:
+            return current
+        if time.monotonic() > deadline:
+            raise SpendstreamError("replay timed out waiting for the spend agent")
+        time.sleep(0.2)
+
+
 def run_replay(
     settings: Settings,
     paths: list[str],
@@ -201,6 +220,7 @@ def run_replay(
         duplicates_before = _duplicates(running.url)
         targets = asyncio.run(publish(running.broker, settings.usage_topic, messages))
         _wait_ledgered(settings, running.broker, targets, len(messages), timeout, lambda: None)
+        wait_for_spend_agent(lambda: _stats(running.url), lambda: None, timeout)
         duplicates = _duplicates(running.url) - duplicates_before
     else:
         with clickhouse_session(
@@ -219,7 +239,8 @@ def run_replay(
 
             targets = asyncio.run(publish(stack.bootstrap, settings.usage_topic, messages))
             _wait_ledgered(settings, stack.bootstrap, targets, len(messages), timeout, check_worker)
-            duplicates = int((worker.stats() or {}).get("duplicates", 0))
+            stats = wait_for_spend_agent(worker.stats, check_worker, timeout)
+            duplicates = int(stats.get("duplicates", 0))
         finally:
             stack.stop()
     after = ledger_totals(settings)
@@ -234,10 +255,14 @@ def run_replay(
     }
 
 
+def _stats(url: str) -> dict[str, Any] | None:
+    response = httpx.get(f"{url}/stats", timeout=10)
+    return dict(response.json()) if response.status_code == 200 else None
+
+
 def _duplicates(url: str) -> int:
     """The running worker's count of re-delivered requests it dropped."""
-    response = httpx.get(f"{url}/stats", timeout=10)
-    return int(response.json().get("duplicates", 0)) if response.status_code == 200 else 0
+    return int((_stats(url) or {}).get("duplicates", 0))
 
 
 def _wait_ledgered(

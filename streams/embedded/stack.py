@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ class EmbeddedStack:
     broker: EmbeddedBroker = field(init=False)
     workers: list[WorkerProcess] = field(default_factory=list)
     log_epoch: str = field(default_factory=lambda: f"embedded-{uuid.uuid4().hex[:12]}")
+    # Before the broker exists: every row of this epoch is ingested after it.
+    log_epoch_started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     peer_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     def __post_init__(self) -> None:
@@ -89,6 +92,7 @@ class EmbeddedStack:
             SPENDSTREAM_DATA_DIR=str(self.settings.data_dir.resolve()),
             SPENDSTREAM_CLICKHOUSE_URL=clickhouse_url,
             SPENDSTREAM_LOG_EPOCH=self.log_epoch,
+            SPENDSTREAM_LOG_EPOCH_STARTED_AT=self.log_epoch_started_at.isoformat(),
             SPENDSTREAM_WEB_PORT=str(web_port),
             SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
             **self._file_env(),

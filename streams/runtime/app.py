@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ import numpy as np
 import orjson
 
 from schemas.spend_config import SpendConfig
-from streams.alerting.alerts_table import AlertsTableWriter
+from streams.alerting.alerts_table import AlertsTableWriter, read_alerts
 from streams.cost.catalog import PriceCatalog
 from streams.dashboard import LedgerUnavailable, register_dashboard
 from streams.faust_ext.app import SpendstreamApp
@@ -55,11 +56,15 @@ from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
 from streams.runtime.metrics import CONTENT_TYPE, DeliveryCounts, WorkerMetrics
 from streams.settings import Settings
 from streams.spend.agent import SpendRuntime, register_spend_agent
+from streams.spend.ledger_state import load_ledger_base
+from streams.spend.tables import LedgerBase
 
 log = logging.getLogger(__name__)
 
 
 COSTED_ROWS_PER_MESSAGE = 500
+# Alert states read at start: monthly budget pages stay open for their month.
+ALERTS_LOOKBACK = timedelta(days=40)
 PRODUCER_REQUEST_TIMEOUT_SECONDS = 30.0
 # A peer's ledger batch (5000 messages of up to 100 events, ~600 bytes a row as JSON).
 PEER_INSERT_MAX_BYTES = 512 * 1024 * 1024
@@ -88,6 +93,7 @@ class WorkerRuntime:
     loaded_until: datetime | None = None
     _connecting: concurrent.futures.Future[list[str]] | None = None
     rebalanced_at: datetime | None = None
+    state_restored_seconds: float | None = None
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     consumer: UsageConsumer = field(init=False)
     metrics: WorkerMetrics = field(init=False)
@@ -168,6 +174,9 @@ class WorkerRuntime:
             self.dedupe = RequestIdFilter(self.settings.dedupe_horizon_days)
             loaded = await self.rebuild_dedupe()
             log.info("de-duplication filter rebuilt from the ledger: %d request ids", loaded)
+            # Before this worker ledgers anything: every row of its epoch is then counted
+            # by the stream, and every row before it by the base.
+            await self.restore_spend_state()
             self.pipeline = IngestPipeline(
                 self.catalog,
                 self.dedupe,
@@ -179,6 +188,42 @@ class WorkerRuntime:
                 ),
             )
             return self.pipeline
+
+    async def restore_spend_state(self) -> None:
+        """The spend tables' base from the ledger (rows ingested before this log epoch)
+        and the incidents open at the last stop, from the alerts table."""
+        spend = self.spend
+        if spend is None or spend.state_ready.is_set():
+            return
+        assert self.executor is not None
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        before = self.settings.log_epoch_started_at
+        tables = spend.tables
+        base = (
+            LedgerBase()
+            if before is None
+            else await self.executor.run(
+                load_ledger_base,
+                self.reader,
+                before,
+                now,
+                max_values_per_dim=tables.max_values_per_dim,
+                run_retention=timedelta(hours=tables.run_retention_hours),
+            )
+        )
+        alerts = await self.executor.run(read_alerts, self.reader, now - ALERTS_LOOKBACK)
+        spend.restore(base, alerts, now)
+        self.state_restored_seconds = time.perf_counter() - started
+        log.info(
+            "spend state rebuilt from the ledger in %.2f s: %d rows, %d hourly buckets, "
+            "%d open runs; %d open incidents restored",
+            self.state_restored_seconds,
+            base.rows,
+            len(base.hourly),
+            len(base.runs),
+            len(spend.restored),
+        )
 
     async def refresh_dedupe_if_rebalanced(self) -> None:
         """After a rebalance, learn the ids other workers ledgered since our last load:
@@ -220,6 +265,8 @@ class WorkerRuntime:
         return loaded
 
     def close(self) -> None:
+        if self.spend is not None and self.spend.recorder is not None:
+            self.spend.recorder.flush()  # the alert states of the last second
         worker_file = self.settings.data_dir / "worker.json"
         if self.handle is not None and self.handle.embedded:
             worker_file.unlink(missing_ok=True)
@@ -255,7 +302,20 @@ class WorkerRuntime:
             "batch_failures": self.consumer.failures,
             "overflowed": self.spend.overflowed if self.spend else {},
             "costed_rewinds": self.spend.rewinds if self.spend else 0,
+            # For `replay`: every ledgered row has reached the spend agent once
+            # `spend_rows` >= `ledgered`, and its alerts are recorded at 0 pending.
+            "spend_rows": self.spend.rows_seen if self.spend else 0,
+            "alerts_pending": self.alerts_pending,
+            "state_restored_seconds": self.state_restored_seconds,
         }
+
+    @property
+    def alerts_pending(self) -> int:
+        spend = self.spend
+        if spend is None:
+            return 0
+        recorded = spend.recorder.pending if spend.recorder is not None else 0
+        return recorded + spend.alerting.queue.pending()
 
     @property
     def healthy(self) -> bool:

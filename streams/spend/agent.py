@@ -22,7 +22,7 @@ import orjson
 from faust.types import TP, EventT, StreamT
 
 from detectors.finding import Finding
-from schemas.alert import SEVERITY_RANK
+from schemas.alert import SEVERITY_RANK, Alert
 from schemas.spend_config import SpendConfig
 from streams.alerting.alerts_table import AlertsTableWriter
 from streams.alerting.query import parse_key
@@ -32,7 +32,7 @@ from streams.settings import Settings
 from streams.spend.batched_table import BatchedTable
 from streams.spend.monitor import SpendMonitor, warm_up_online
 from streams.spend.progress import CostedProgress
-from streams.spend.tables import SpendTables
+from streams.spend.tables import LedgerBase, SpendTables
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,10 @@ CORRELATED = frozenset({"rolling_median", "contract_hourly", "retry_storm", "run
 # Those that resolve (a run's cost never falls): the tenant's incident resolves when
 # every one of these that joined it has cleared.
 RESOLVING = CORRELATED - {"run_cost"}
+# An incident restored from the alerts table at start is held this long, or until the
+# first costed list is counted, before the detectors are asked whether it still holds:
+# they have not seen the hour's new calls yet.
+RESTORED_GRACE = timedelta(seconds=30)
 
 
 @dataclass
@@ -118,11 +122,49 @@ class SpendRuntime:
     # Awaited once before the first list: the worker wires the alerts table here, so
     # that no alert raised at start is missing from it.
     before_first_list: Callable[[], Awaitable[None]] | None = None
+    # Set once the ledger's state before this log epoch and the open incidents are
+    # restored (streams/spend/ledger_state.py); until then no list is counted and
+    # /v1/limits answers 503.
+    state_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ready_at: datetime | None = None
+    rows_seen: int = 0  # costed rows taken by the agent, counted or skipped
+    counted_since_ready: bool = False
+    restored: set[tuple[str, str]] = field(default_factory=set)  # (detector, key) open at start
+
+    def restore(self, base: LedgerBase, alerts: Sequence[Alert], now: datetime) -> None:
+        """The spend tables' base from the ledger, and the incidents open at the last stop
+        (`alerts`: every recorded state), so none is paged again or left unresolved."""
+        self.tables.set_base(base)
+        latest: dict[str, Alert] = {}
+        for alert in sorted(alerts, key=lambda a: a.recorded_at):
+            latest[alert.fingerprint] = alert
+        lifecycle = self.alerting.lifecycle
+        lifecycle.restore(list(latest.values()), now)
+        cooldown = lifecycle.cooldown
+        for alert in latest.values():
+            tenant = alert.tenant_id
+            if not tenant or alert.detector not in RESOLVING:
+                continue
+            if alert.state == "triggered":
+                incident = self.tenant_incidents.setdefault(tenant, TenantIncident(alert.severity))
+                if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[incident.severity]:
+                    incident.severity = alert.severity
+                incident.paged.append(alert.fingerprint)
+                incident.open_keys.add((alert.detector, alert.key))
+            elif alert.resolved_at is not None and alert.resolved_at + cooldown > now:
+                held = self.tenant_cooldowns.get(tenant)
+                until = alert.resolved_at + cooldown
+                if held is None or held[0] < until:
+                    self.tenant_cooldowns[tenant] = (until, alert.severity)
+        self.restored = {(a.detector, a.key) for a in latest.values() if a.state == "triggered"}
+        self.ready_at = now
+        self.state_ready.set()
 
     def apply(self, tenant_id: str, rows: list[dict[str, Any]]) -> None:
         """Count one tenant's costed rows, run the detectors on what changed, and
         expire the tenant's old keys now and then."""
         result = self.tables.apply(tenant_id, rows)
+        self.rows_seen += len(rows)
         self.skipped_redelivered += result.skipped
         now = datetime.now(UTC)
         if result.counted:
@@ -182,6 +224,8 @@ class SpendRuntime:
         return dict(self.tables.overflowed_by_dim)
 
     def resolve_cleared(self, now: datetime) -> None:
+        if not self._caught_up(now):
+            return  # restored incidents wait for the detectors to see this hour's calls
         held = {key for incident in self.tenant_incidents.values() for key in incident.open_keys}
         for finding in self.monitor.cleared(now):
             if (finding.detector, finding.key) not in held:
@@ -202,7 +246,29 @@ class SpendRuntime:
         for tenant, (until, _) in list(self.tenant_cooldowns.items()):
             if now >= until:
                 del self.tenant_cooldowns[tenant]
+        self._resolve_restored(now, held)
         self.alerting.lifecycle.prune(now)
+
+    def _caught_up(self, now: datetime) -> bool:
+        if not self.restored:
+            return True
+        if self.ready_at is None:
+            return False
+        return self.counted_since_ready or now - self.ready_at >= RESTORED_GRACE
+
+    def _resolve_restored(self, now: datetime, held: set[tuple[str, str]]) -> None:
+        """Restored incidents no detector holds (its condition ended before the restart,
+        or it never came back) resolve; those a detector re-detected resolve with it.
+        Monthly budget, forecast, run-cost and online pages never resolve, as in one run."""
+        for detector, key in list(self.restored):
+            if (detector, key) in held or self.monitor.still_open(detector, key, now):
+                continue
+            self.restored.discard((detector, key))
+            if detector not in self.monitor.resolving_detectors:
+                continue
+            alert = self.alerting.lifecycle.clear_key(detector, key, now)
+            if alert is not None:
+                self.alerting.queue.enqueue(alert)
 
     def _resolve(self, fingerprint: str, now: datetime) -> None:
         alert = self.alerting.lifecycle.clear(fingerprint, now)
@@ -308,6 +374,9 @@ def register_spend_agent(
 
     async def count(events: Sequence[EventT]) -> None:
         """One taken list: its admitted events into the tables, then the progress record."""
+        # Nothing is counted before the base from the ledger is in: the detectors'
+        # history and every total start from it.
+        await runtime.state_ready.wait()
         if runtime.needs_index:
             # Tables recovered from their changelogs (at start or after a
             # rebalance): learn which keys each tenant owns before expiring any.
@@ -319,6 +388,7 @@ def register_spend_agent(
         for (tenant_id, partition), rows in grouped.items():
             runtime.apply(tenant_id, rows)
             await durably(*(partial(table.flush, app, partition) for table in batched))
+        runtime.counted_since_ready = True
         # After the values: a crash between the two counts the list again, and the
         # values' source-position marks skip what they already hold.
         for partition, offset in progress.reached(admitted.events).items():
@@ -361,13 +431,14 @@ def register_spend_agent(
 
     @app.page("/v1/limits/{tenant_id}")
     async def limits(web: Any, request: Any, tenant_id: str) -> Any:
-        # Until the tables are recovered from their changelogs a total would be partial
-        # (0 right after a start): a gateway enforcing caps must not read it as spend.
-        if not tables_ready(app):
+        # Until the tables are recovered from their changelogs and their base read from
+        # the ledger a total would be partial (0 right after a start): a gateway
+        # enforcing caps must not read it as spend.
+        if not (tables_ready(app) and runtime.state_ready.is_set()):
             body = {
                 "tenant_id": tenant_id,
                 "status": "recovering",
-                "message": "in-stream spend tables are being recovered; retry shortly",
+                "message": "in-stream spend state is being rebuilt; retry shortly",
             }
             return web.json(body, status=503, headers={"Retry-After": "1"})
         return web.json(runtime.limits(tenant_id, datetime.now(UTC)))

@@ -131,7 +131,8 @@ def load_ledger_base(
     read: Reader = reader if getattr(reader, "remote", False) else DirectReader(reader)
 
     def rows(sql: str, **moments: datetime) -> list[tuple[Any, ...]]:
-        parameters = {f"{name}_ms": _millis(at) for name, at in {"before": before, **moments}.items()}
+        moments["before"] = before
+        parameters = {f"{name}_ms": _millis(at) for name, at in moments.items()}
         return read.query(sql, parameters).result_rows
 
     # Values past a tenant's cap of distinct values count under OVERFLOW, as the tables

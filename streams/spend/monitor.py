@@ -205,6 +205,13 @@ class SpendMonitor:
         baseline = WindowStats.median_of(bucket_stats(bucket) for _, bucket in history)
         return _with_tenant(self.cause.classify(window, baseline).annotate(finding), tenant_id)
 
+    @property
+    def resolving_detectors(self) -> frozenset[str]:
+        """The detectors whose incidents clear (the others page once and stay open)."""
+        names = {self.rolling.name, self.retry_storm.name, "contract_hourly"}
+        names |= {d.name for d in (self.cardinality, self.unpriced) if d is not None}
+        return frozenset(names)
+
     def still_open(self, detector: str, key: str, now: datetime) -> bool:
         """Whether `detector` holds an incident for `key` not cleared at `now` (an evicted
         or never-opened one is not open)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -110,19 +109,34 @@ def test_different_keys_and_detectors_are_separate_incidents(
     assert len(life.open_alerts()) == 3
 
 
-def test_state_round_trips_through_json_so_a_restart_does_not_page_again(
+def test_an_incident_restored_from_its_recorded_alert_is_not_paged_again(
     finding: Callable[..., Finding],
 ) -> None:
     life = AlertLifecycle(cooldown=timedelta(hours=1))
     trigger = life.observe(finding(hour=0), now=T0)
     assert trigger is not None
-    life.observe(finding(hour=1), now=T0 + 60 * MINUTE)
-    state = json.loads(json.dumps(life.to_state()))
-    restored = AlertLifecycle.from_state(state, cooldown=timedelta(hours=1))
-    assert restored.observe(finding(hour=1), now=T0 + 61 * MINUTE) is None
-    resolved = restored.clear(finding(hour=1).fingerprint, now=T0 + 70 * MINUTE)
+    restarted = AlertLifecycle(cooldown=timedelta(hours=1))
+    restarted.restore([trigger], now=T0 + 60 * MINUTE)
+    assert restarted.observe(finding(hour=1), now=T0 + 61 * MINUTE) is None
+    resolved = restarted.clear(finding(hour=1).fingerprint, now=T0 + 70 * MINUTE)
     assert resolved is not None and resolved.fingerprint == trigger.fingerprint
     assert resolved.value == trigger.value
+
+
+def test_a_resolved_incident_restored_within_its_cooldown_reopens_quietly(
+    finding: Callable[..., Finding],
+) -> None:
+    life = AlertLifecycle(cooldown=timedelta(hours=1))
+    assert life.observe(finding(hour=0), now=T0) is not None
+    resolved = life.clear(finding(hour=0).fingerprint, now=T0 + 5 * MINUTE)
+    assert resolved is not None
+    restarted = AlertLifecycle(cooldown=timedelta(hours=1))
+    restarted.restore([resolved], now=T0 + 10 * MINUTE)
+    assert restarted.open_alerts() == []
+    assert restarted.observe(finding(hour=1), now=T0 + 20 * MINUTE) is None
+    late = AlertLifecycle(cooldown=timedelta(hours=1))
+    late.restore([resolved], now=T0 + 61 * MINUTE)
+    assert late.observe(finding(hour=1), now=T0 + 62 * MINUTE) is not None
 
 
 def test_prune_forgets_pages_older_than_the_cooldown(finding: Callable[..., Finding]) -> None:
@@ -130,9 +144,9 @@ def test_prune_forgets_pages_older_than_the_cooldown(finding: Callable[..., Find
     life.observe(finding(), now=T0)
     life.clear(finding().fingerprint, now=T0 + MINUTE)
     life.prune(T0 + 10 * MINUTE)
-    assert life.to_state()["last_page"]  # still holding back a re-page
+    assert life.cooldowns == 1  # still holding back a re-page
     life.prune(T0 + 31 * MINUTE)
-    assert life.to_state() == {"open": [], "last_page": []}
+    assert (life.cooldowns, life.open_alerts()) == (0, [])
 
 
 def test_alert_carries_ids_cause_baseline_and_a_query(finding: Callable[..., Finding]) -> None:

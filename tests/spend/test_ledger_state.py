@@ -127,4 +127,3 @@ def test_an_empty_ledger_gives_an_empty_base(ledger_db: ClickHouseHandle) -> Non
     base = load_ledger_base(ledger_db.client, NOW, NOW)
     assert (base.hourly, base.months, base.runs) == ({}, {}, {})
     assert SEP not in "acme"
-
