@@ -46,7 +46,7 @@ def read_alerts(reader: Reader, since: datetime) -> list[Alert]:
             else value
             for column, value in zip(ALERT_COLUMNS, row, strict=True)
         }
-        values["evidence"] = orjson.loads(values["evidence"] or "{}")
+        values["evidence"] = orjson.loads(str(values["evidence"] or "{}"))
         alerts.append(Alert.model_validate(values))
     return alerts
 

@@ -138,7 +138,9 @@ def limits(data_dir: Path, env: dict[str, str]) -> dict[str, Any]:
             response = httpx.get(f"{running.url}/v1/limits/acme", timeout=5)
             return dict(response.json()) if response.status_code == 200 else None
 
-        return wait_for(exact)
+        body = wait_for(exact)
+        assert body is not None
+        return body
     finally:
         running.stop()
 
