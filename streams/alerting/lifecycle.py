@@ -153,6 +153,13 @@ class AlertLifecycle:
             return None  # unknown, or already resolved: resolving is idempotent
         return self._close(ikey, now)
 
+    def clear_key(self, detector: str, key: str, now: datetime) -> Alert | None:
+        """The incident of (detector, key) has cleared (one restored at start that no
+        detector holds has no fingerprint of its own to clear by)."""
+        if (detector, key) not in self._open:
+            return None
+        return self._close((detector, key), now)
+
     def open_alerts(self) -> list[Alert]:
         return [incident.alert for incident in self._open.values() if incident.paged]
 
