@@ -95,8 +95,8 @@ NON_MODEL_OPERATIONS = frozenset(
     {"invoke_agent", "create_agent", "execute_tool", "invoke_workflow", "execute_task"}
 )
 
-# gen_ai.provider.name / gen_ai.system values -> spendstream provider ids
-# (the ids of the price catalog).
+# gen_ai.provider.name / gen_ai.system values (lowercased) -> spendstream
+# provider ids (the ids of the price catalog).
 PROVIDER_IDS = {
     "openai": "openai",
     "anthropic": "anthropic",
@@ -166,7 +166,8 @@ def normalize_otel_genai(body: Mapping[str, Any], **ownership: Any) -> dict[str,
     provider_raw = first_present(attrs, PROVIDER_KEYS)
     provider = None
     if isinstance(provider_raw, str):
-        provider = PROVIDER_IDS.get(provider_raw, provider_raw)
+        # Older instrumentations capitalise it (Traceloop's wrote gen_ai.system "Anthropic").
+        provider = PROVIDER_IDS.get(provider_raw.lower(), provider_raw.lower())
 
     trace_id = _hex_id(first_present(body, ("trace_id", "traceId")))
     span_id = _hex_id(first_present(body, ("span_id", "spanId")))

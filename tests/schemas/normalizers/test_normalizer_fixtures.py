@@ -451,6 +451,18 @@ CASES = [
         GPT_4,
         "0.00438",
     ),
+    # an older Traceloop span: gen_ai.system "Anthropic" (capitalised) is the provider
+    # "anthropic"; prompt_tokens 1532 already include the cache counts; the same cost as
+    # anthropic_cache_write_read
+    Case(
+        "otel_genai_deprecated_traceloop",
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        "msg_01KPaKTJSqAKoZri7Ujrny58",
+        (1532, 1111, 418, 33, 0),
+        SONNET,
+        "0.0024048",
+    ),
     # exclusive prompt_tokens 12 < cache read 4000: 12 x 0.80 + 4000 x 0.08 + 150 x 4.00
     # = 9.6 + 320 + 600
     Case(
@@ -801,7 +813,7 @@ def test_recorded_fixtures_name_the_file_and_commit_they_come_from() -> None:
     recorded = [
         load(case.fixture) for case in CASES if load(case.fixture)["provenance"] == "recorded"
     ]
-    assert len(recorded) >= 34
+    assert len(recorded) >= 36
     for fixture in recorded:
         origin = fixture["recorded"]
         assert len(origin["commit"]) == 40
