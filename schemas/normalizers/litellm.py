@@ -9,12 +9,14 @@ added, then not, then added again. So the cache counts are read explicitly:
   `prompt_tokens_details.cached_tokens` (alternatives, never added);
 - cache writes: `cache_creation_input_tokens`, else
   `prompt_tokens_details.cache_creation_tokens`;
-and `prompt_tokens` is taken to include cache writes when
-`prompt_tokens_details.cache_creation_tokens` is present (the releases that
-report it add writes into `prompt_tokens`), to exclude them otherwise. Pass
-`prompt_includes_cache_write=True/False` to override for a known release.
-A `prompt_tokens` smaller than its cache parts cannot include them, and they
-are added.
+and `prompt_tokens` is taken to include cache writes: the payloads LiteLLM
+1.55.10, 1.65.0 and 1.110.2 logged for the same recorded Anthropic body all
+have `prompt_tokens` = input + cache read + cache write, with or without
+`prompt_tokens_details.cache_creation_tokens` (the
+`litellm_anthropic_1_55`/`litellm_anthropic_current` fixtures). A
+`prompt_tokens` smaller than its cache parts cannot include them, and they are
+added (a release that left writes out); pass
+`prompt_includes_cache_write=False` for a known release that left them out.
 
 Usage is read from `metadata.usage_object`, else `response.usage`, else the
 top-level `prompt_tokens`/`completion_tokens`. A LiteLLM cache hit
@@ -66,7 +68,7 @@ PROVIDER_IDS = {
 def normalize_litellm(
     body: Mapping[str, Any],
     *,
-    prompt_includes_cache_write: bool | None = None,
+    prompt_includes_cache_write: bool = True,
     **ownership: Any,
 ) -> dict[str, Any]:
     body = as_mapping(body, "litellm body")
@@ -100,8 +102,6 @@ def normalize_litellm(
     output = token_count(usage.get("completion_tokens"), "completion_tokens")
     reasoning = token_count(completion_details.get("reasoning_tokens"), "reasoning_tokens")
 
-    if prompt_includes_cache_write is None:
-        prompt_includes_cache_write = prompt_details.get("cache_creation_tokens") is not None
     input_tokens = prompt
     if prompt < cached:
         input_tokens += cached
