@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/spendstream dev --simulate
+	$(BIN)/spendstream dev --simulate --rate 0.3 --backfill 14d
 
 test: install
 	$(BIN)/python -m pytest -m "not reliability" -q

@@ -15,22 +15,41 @@ from decimal import Decimal
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import Formatter
 
 MAX_STACKED_SERIES = 7
+# The page's width (weekly_render's HTML is 1100 px wide), at 100 dpi.
+FIGURE_SIZE = (11.0, 4.8)
 # Fixed margins instead of tight_layout(), which lays every text out once more before
 # the real drawing (about a sixth of a chart's time): room on the left for the dollar
-# ticks, below for the rotated days, on the right for a legend of LEGEND_CHARS-long labels.
-MARGINS = {"left": 0.09, "right": 0.76, "bottom": 0.17, "top": 0.9}
-LEGEND_CHARS = 24
-_DOLLARS = FuncFormatter(lambda value, _: f"${value:,.0f}" if value >= 10 else f"${value:,.2f}")
+# ticks, below for the days and a legend of full names in LEGEND_COLUMNS columns.
+MARGINS = {"left": 0.07, "right": 0.98, "bottom": 0.3, "top": 0.92}
+LEGEND_COLUMNS = 4
+
+
+class DollarTicks(Formatter):
+    """Every tick with the decimals its gridline needs: 12.50 is "$12.50", never "$12";
+    whole amounts without cents when every tick is whole."""
+
+    def format_ticks(self, values: Sequence[float]) -> list[str]:
+        whole = all(float(value).is_integer() for value in values)
+        return [f"${value:,.0f}" if whole else f"${value:,.2f}" for value in values]
+
+    def __call__(self, value: float, pos: int | None = None) -> str:
+        return self.format_ticks([value])[0]
 
 
 def tenant_spend_chart(
     days: Sequence[date], series: dict[str, list[Decimal]], week_start: date
 ) -> bytes:
     """Lines: spend per day for each top tenant, last week shaded for comparison."""
-    figure = Figure(figsize=(9, 4), dpi=100)
+    return _png(tenant_spend_figure(days, series, week_start))
+
+
+def tenant_spend_figure(
+    days: Sequence[date], series: dict[str, list[Decimal]], week_start: date
+) -> Figure:
+    figure = Figure(figsize=FIGURE_SIZE, dpi=100)
     axes = figure.subplots()
     positions = list(range(len(days)))
     for label, amounts in series.items():
@@ -39,13 +58,19 @@ def tenant_spend_chart(
         )
     _shade_previous_week(axes, days, week_start)
     _finish(axes, days, "Spend per day, top tenants")
-    return _png(figure)
+    return figure
 
 
 def model_spend_chart(
     days: Sequence[date], series: dict[str, list[Decimal]], week_start: date
 ) -> bytes:
     """Stacked bars: spend per day by model; the smallest models are grouped as "other"."""
+    return _png(model_spend_figure(days, series, week_start))
+
+
+def model_spend_figure(
+    days: Sequence[date], series: dict[str, list[Decimal]], week_start: date
+) -> Figure:
     spent = {label: amounts for label, amounts in series.items() if any(amounts)}
     ranked = sorted(spent.items(), key=lambda item: -sum(item[1]))
     shown = dict(ranked[: MAX_STACKED_SERIES - 1])
@@ -54,7 +79,7 @@ def model_spend_chart(
         shown["other"] = [
             sum(amounts, Decimal(0)) for amounts in zip(*(a for _, a in rest), strict=True)
         ]
-    figure = Figure(figsize=(9, 4), dpi=100)
+    figure = Figure(figsize=FIGURE_SIZE, dpi=100)
     axes = figure.subplots()
     positions = list(range(len(days)))
     bottom = [0.0] * len(days)
@@ -64,7 +89,7 @@ def model_spend_chart(
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     _shade_previous_week(axes, days, week_start)
     _finish(axes, days, "Spend per day by model")
-    return _png(figure)
+    return figure
 
 
 def _shade_previous_week(axes: Axes, days: Sequence[date], week_start: date) -> None:
@@ -84,37 +109,31 @@ def _shade_previous_week(axes: Axes, days: Sequence[date], week_start: date) -> 
 
 
 def _finish(axes: Axes, days: Sequence[date], title: str) -> None:
+    axes.figure.subplots_adjust(**MARGINS)
     axes.set_title(title, loc="left", fontsize=12, fontweight="bold")
     axes.set_xticks(
         range(len(days)), [day.strftime("%a %d") for day in days], fontsize=8, rotation=45
     )
-    axes.yaxis.set_major_formatter(_DOLLARS)
+    axes.yaxis.set_major_formatter(DollarTicks())
     axes.set_xlim(-0.5, len(days) - 0.5)
     axes.set_ylim(bottom=0)
     axes.grid(axis="y", alpha=0.3)
     axes.spines[["top", "right"]].set_visible(False)
     handles, labels = axes.get_legend_handles_labels()
     if handles:
+        # Below the plot, full names in columns: the plot keeps the page's width.
         axes.legend(
             handles,
-            [legend_label(label) for label in labels],
-            fontsize=8,
+            labels,
+            fontsize=9,
             loc="upper left",
-            bbox_to_anchor=(1.0, 1.0),
+            bbox_to_anchor=(0.0, -0.2),
+            ncol=LEGEND_COLUMNS,
             frameon=False,
         )
 
 
-def legend_label(label: str) -> str:
-    """Long labels keep their start and their end, where the id is."""
-    if len(label) <= LEGEND_CHARS:
-        return label
-    head = (LEGEND_CHARS - 1) // 2
-    return f"{label[:head]}…{label[head + 1 - LEGEND_CHARS :]}"
-
-
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.subplots_adjust(**MARGINS)
     FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()

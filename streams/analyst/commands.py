@@ -14,7 +14,7 @@ from schemas.scenario import Scenario, Substitution
 from streams.analyst import chargeback, focus_export, reconcile, retention, weekly_render, whatif
 from streams.analyst.access import require_objects
 from streams.analyst.money import usd
-from streams.analyst.periods import date_range, iso_week, last_complete_week, month
+from streams.analyst.periods import date_range, iso_week, month, week_to_date
 from streams.analyst.reprice import reprice
 from streams.analyst.weekly_review import build_weekly_review
 from streams.cli.options import add_data_dir, settings_from
@@ -29,7 +29,7 @@ def add_analyst_commands(subparsers: Any) -> None:
     reports = report.add_subparsers(dest="report", required=True)
 
     weekly = reports.add_parser("weekly", help="the weekly spend review")
-    weekly.add_argument("--week", help="ISO week like 2026-W47 (default: last complete week)")
+    weekly.add_argument("--week", help="ISO week like 2026-W47 (default: this week to date)")
     weekly.add_argument("--format", choices=weekly_render.FORMATS, default="table")
     weekly.add_argument("--out", type=Path, help="write the report (and charts) into DIR")
     add_data_dir(weekly)
@@ -101,7 +101,7 @@ def add_analyst_commands(subparsers: Any) -> None:
 
 
 def cmd_report_weekly(args: argparse.Namespace) -> int:
-    week = iso_week(args.week) if args.week else last_complete_week()
+    week = iso_week(args.week) if args.week else week_to_date()
     with open_reader(settings_from(args)) as client:
         require_objects(client, "spend_daily", "workflow_run_daily", "cost_corrections")
         review = build_weekly_review(client, week)

@@ -51,8 +51,17 @@ def last_complete_week(today: date | None = None) -> Period:
     return week_of(today - timedelta(days=7))
 
 
+def week_to_date(today: date | None = None) -> Period:
+    """The current ISO week, Monday to today: what `report weekly` shows by default."""
+    today = today or datetime.now(UTC).date()
+    week = week_of(today)
+    return Period(week.label, week.start, today)
+
+
 def previous_week(period: Period) -> Period:
-    return week_of(period.start - timedelta(days=7))
+    """The same weekdays one week earlier: a week to date compares with its like."""
+    earlier = week_of(period.start - timedelta(days=7))
+    return Period(earlier.label, period.start - timedelta(days=7), period.end - timedelta(days=7))
 
 
 def month(text: str) -> Period:

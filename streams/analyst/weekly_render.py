@@ -34,10 +34,13 @@ class Chart:
 
 
 def title(review: WeeklyReview) -> str:
-    return (
-        f"Weekly review {review.week.label} ({review.week.start} – {review.week.end}), "
-        f"compared with {review.previous.label}"
-    )
+    week, previous = review.week, review.previous
+    if len(week.days) < 7:
+        return (
+            f"Weekly review {week.label} to date ({week.start} – {week.end}), "
+            f"compared with the same days of {previous.label}"
+        )
+    return f"Weekly review {week.label} ({week.start} – {week.end}), compared with {previous.label}"
 
 
 def summary(review: WeeklyReview) -> str:
@@ -221,7 +224,7 @@ h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
 table { border-collapse: collapse; font-size: 0.9rem; }
 th, td { padding: 0.25rem 0.75rem; border-bottom: 1px solid #ddd; text-align: left; }
 th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.note { color: #555; font-size: 0.85rem; } .charts img { max-width: 100%; }
+.note { color: #555; font-size: 0.85rem; } .charts img { width: 100%; }
 """
 
 

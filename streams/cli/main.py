@@ -98,7 +98,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from streams.embedded.dev import run_dev
 
     return run_dev(
-        settings_from(args), simulate=args.simulate, rate=args.rate, workers=args.workers
+        settings_from(args),
+        simulate=args.simulate,
+        rate=args.rate,
+        workers=args.workers,
+        backfill_span=args.backfill,
     )
 
 
@@ -126,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulate", action="store_true", help="publish synthetic traffic")
     p.add_argument("--rate", type=float, default=50.0, help="simulated events per second")
     p.add_argument("--workers", type=int, default=1, help="workers in the consumer group")
+    p.add_argument(
+        "--backfill",
+        metavar="SPAN",
+        help="first publish SPAN (14d, 36h) of simulated history at --rate through the "
+        "pipeline: weekly rhythm and a few incidents, the last one under way",
+    )
     p.add_argument(
         "--port",
         type=int,

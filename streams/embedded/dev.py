@@ -8,17 +8,25 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from types import FrameType
+
+import orjson
 
 from streams.cost.catalog import load_pricing_file
 from streams.embedded.processes import free_port, port_free
-from streams.embedded.simulate import TrafficGenerator, publish_traffic
+from streams.embedded.replay import publish
+from streams.embedded.simulate import TrafficGenerator, history, parse_span, publish_traffic
 from streams.embedded.stack import EmbeddedStack, WorkerProcess, raise_worker_failed
-from streams.errors import SpendstreamError
+from streams.embedded.status import StackWatcher, status_line
+from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import ensure_data_dir_free
 from streams.ledger.remote import WORKER_FILE
 from streams.settings import Settings
 from streams.spend.config import load_config
+
+# History goes in large messages: the worker's cost per message is shared by them all.
+BACKFILL_EVENTS_PER_MESSAGE = 500
 
 
 class Simulator:
@@ -50,19 +58,33 @@ class Simulator:
         self.thread.join(timeout=10)
 
 
-def _status_line(workers: list[WorkerProcess], previous: int, elapsed: float) -> tuple[str, int]:
-    stats = [s for s in (w.stats() for w in workers) if s]
-    events = sum(int(s["events"]) for s in stats)
-    ledgered = sum(int(s["ledgered"]) for s in stats)
-    dead = sum(sum(s["dead_letters"].values()) for s in stats)
-    alerts = sum(int(s.get("alerts_triggered", 0)) for s in stats)
-    rate = (events - previous) / elapsed if elapsed > 0 else 0.0
-    healthy = all(s["healthy"] for s in stats) if stats else False
-    line = (
-        f"{rate:8.1f} events/s | ledger rows {ledgered:>9} | dead letters {dead:>6} | "
-        f"alerts {alerts:>3} | {'ok' if healthy else 'DEGRADED'}"
-    )
-    return line, events
+def _events(workers: list[WorkerProcess]) -> tuple[int, bool] | None:
+    """Events ingested by this run's workers and whether every one is healthy; None
+    while one does not answer in time (busy with a large batch)."""
+    stats = [w.stats() for w in workers]
+    if not all(stats):
+        return None
+    return sum(int(s["events"]) for s in stats if s), all(s["healthy"] for s in stats if s)
+
+
+def backfill(bootstrap: str, topic: str, span: float, rate: float) -> int:
+    """`span` seconds of simulated history up to now, published through the same topic in
+    large messages (the workers ledger it, count it and let the detectors learn from it)."""
+    events = list(history(span, rate, datetime.now(UTC)))
+    messages = [
+        orjson.dumps(events[i : i + BACKFILL_EVENTS_PER_MESSAGE], default=str)
+        for i in range(0, len(events), BACKFILL_EVENTS_PER_MESSAGE)
+    ]
+    # One key: one partition, read in order, so the detectors see history in time order.
+    asyncio.run(publish(bootstrap, topic, messages, [b"backfill"] * len(messages)))
+    return len(events)
+
+
+def _span(text: str) -> float:
+    try:
+        return parse_span(text)
+    except ValueError as exc:
+        raise ConfigError(f"--backfill: {exc}") from None
 
 
 def web_port_for(settings: Settings) -> int:
@@ -79,13 +101,21 @@ def web_port_for(settings: Settings) -> int:
     return port
 
 
-def run_dev(settings: Settings, simulate: bool, rate: float, workers: int = 1) -> int:
+def run_dev(
+    settings: Settings,
+    simulate: bool,
+    rate: float,
+    workers: int = 1,
+    backfill_span: str | None = None,
+) -> int:
+    span = _span(backfill_span) if backfill_span else None
     if settings.pricing_file is not None:
         load_pricing_file(settings.pricing_file)
     load_config(settings)
     ensure_data_dir_free(settings.resolved_clickhouse_url)  # one clear line if not
     stack = EmbeddedStack(settings)
     simulator: Simulator | None = None
+    watcher: StackWatcher | None = None
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -104,10 +134,20 @@ def run_dev(settings: Settings, simulate: bool, rate: float, workers: int = 1) -
             f"worker{'s' if len(started) > 1 else ''} {urls} (Ctrl-C to stop)",
             flush=True,
         )
+        if span is not None:
+            started_at = time.monotonic()
+            sent = backfill(stack.bootstrap, settings.usage_topic, span, rate)
+            print(
+                f"spendstream dev: {sent:,} events of simulated history ({backfill_span} at "
+                f"{rate:g}/s, weekly rhythm, incidents) published in "
+                f"{time.monotonic() - started_at:.0f} s; the workers ledger them now",
+                flush=True,
+            )
         if simulate:
             simulator = Simulator(stack.bootstrap, settings.usage_topic, rate)
             simulator.start()
         tty = sys.stdout.isatty()
+        watcher = StackWatcher(f"http://127.0.0.1:{started[0].web_port}", stack.peer_token)
         previous, last = 0, time.monotonic()
         while not stopping:
             time.sleep(1.0)
@@ -123,13 +163,23 @@ def run_dev(settings: Settings, simulate: bool, rate: float, workers: int = 1) -
                     f"embedded broker exited with code {broker.returncode}: its in-memory "
                     "log is gone (messages not yet consumed are lost); run spendstream dev again"
                 )
+            counted = _events(stack.workers)
+            if counted is None:
+                continue  # the last line stands until the workers answer again
             now = time.monotonic()
-            line, previous = _status_line(stack.workers, previous, now - last)
-            last = now
-            print(f"\r{line}" if tty else line, end="" if tty else "\n", flush=True)
+            events, healthy = counted
+            rate_now = (events - previous) / (now - last) if now > last else 0.0
+            previous, last = events, now
+            line = status_line(rate_now, watcher.figures(), healthy)
+            for alert in watcher.new_alert_lines():
+                # Above the status line: clear it, print the alert, redraw below.
+                print(f"\r\x1b[K{alert}" if tty else alert, flush=True)
+            print(f"\r\x1b[K{line}" if tty else line, end="" if tty else "\n", flush=True)
         print("\nstopping…", flush=True)
         return 0
     finally:
+        if watcher is not None:
+            watcher.close()
         if simulator is not None:
             simulator.stop()
         stack.stop()

@@ -12,8 +12,9 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from streams.kafka.admin import wait_for_broker
 
 INJECTIONS = ("runaway-loop", "model-swap", "prompt-bloat", "retry-storm")
+INCIDENT_TENANT = "acme"
 
 
 @dataclass(frozen=True)
@@ -201,3 +203,74 @@ def run_simulate(
         return 130
     print(f"published {sent} events to {topic}")
     return 0
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An injection that runs for `hours` from `start_hours_ago` before the end of history,
+    with `rate_factor` times the usual traffic (a loop calls far more often)."""
+
+    inject: str
+    start_hours_ago: float
+    hours: float
+    rate_factor: float = 1.0
+
+
+# A few incidents in two weeks of history, the last one still under way at its end so
+# that `dev --backfill` pages it within its first minute.
+HISTORY_INCIDENTS = (
+    Incident("model-swap", start_hours_ago=9 * 24 + 6, hours=5),
+    Incident("retry-storm", start_hours_ago=4 * 24 + 3, hours=2),
+    Incident("runaway-loop", start_hours_ago=1.5, hours=1.5, rate_factor=40),
+)
+
+
+def history(
+    seconds: float,
+    rate: float,
+    end: datetime,
+    seed: int | None = None,
+    incidents: tuple[Incident, ...] = HISTORY_INCIDENTS,
+) -> Iterator[dict[str, Any]]:
+    """`seconds` of traffic before `end`, in time order, as `publish_traffic` would have
+    sent it at `rate` events/s (the same daily and weekly rhythm), with `incidents`."""
+    normal = TrafficGenerator(seed)
+    injected = {
+        incident: TrafficGenerator(None if seed is None else seed + i + 1, incident.inject)
+        for i, incident in enumerate(incidents)
+    }
+    step = 60.0
+    due = extra = 0.0
+    start = end.timestamp() - seconds
+    for minute in range(int(seconds // step)):
+        moment = datetime.fromtimestamp(start + minute * step, UTC)
+        hours_ago = (end - moment).total_seconds() / 3600
+        active = [
+            i for i in incidents if i.start_hours_ago >= hours_ago > i.start_hours_ago - i.hours
+        ]
+        generator = injected[active[0]] if active else normal
+        usual = rate * daily_rhythm(moment) * step
+        due += usual
+        count, due = int(due), due - int(due)
+        for n in range(count):
+            yield generator.event(moment + timedelta(seconds=step * n / count))
+        if active and active[0].rate_factor > 1:
+            # The incident's own extra calls, on the incident tenant only.
+            extra += usual * (active[0].rate_factor - 1)
+            more, extra = int(extra), extra - int(extra)
+            for n in range(more):
+                event = generator.event(moment + timedelta(seconds=step * n / more))
+                if event["tenant_id"] == INCIDENT_TENANT:
+                    yield event
+
+
+def parse_span(text: str) -> float:
+    """Seconds of `14d`, `36h`, `90m`."""
+    units = {"d": 86400, "h": 3600, "m": 60}
+    try:
+        value, unit = float(text[:-1]), units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise ValueError(f"not a span like 14d, 36h or 90m: {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"not a positive span: {text!r}")
+    return value * unit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 
 import faust
 
@@ -50,6 +51,9 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
             )
         )
         worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        if not sys.stdout.isatty():
+            # Faust's start-up spinner writes cursor escape codes into worker.log.
+            worker.spinner = None
         # Modules, the price catalog, River's models: never garbage, never walked again.
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)

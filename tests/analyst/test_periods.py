@@ -6,7 +6,13 @@ from datetime import date
 
 import pytest
 
-from streams.analyst.periods import iso_week, last_complete_week, month, previous_week
+from streams.analyst.periods import (
+    iso_week,
+    last_complete_week,
+    month,
+    previous_week,
+    week_to_date,
+)
 from streams.errors import ConfigError
 
 
@@ -33,3 +39,14 @@ def test_months_end_on_their_last_day() -> None:
 def test_impossible_weeks_are_refused(text: str) -> None:
     with pytest.raises(ConfigError):
         iso_week(text)
+
+
+def test_the_default_week_is_this_week_to_date_compared_with_the_same_days() -> None:
+    week = week_to_date(date(2026, 12, 3))  # a Thursday
+    assert (week.label, week.start, week.end) == ("2026-W49", date(2026, 11, 30), date(2026, 12, 3))
+    before = previous_week(week)
+    assert (before.label, before.start, before.end) == (
+        "2026-W48",
+        date(2026, 11, 23),
+        date(2026, 11, 26),
+    )

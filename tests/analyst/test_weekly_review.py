@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 from collections import defaultdict
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from clickhouse_connect.driver.client import Client
 from matplotlib import image
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from streams.analyst.charts import LEGEND_CHARS, legend_label
+from streams.analyst import charts
 from streams.analyst.periods import iso_week
 from streams.analyst.weekly_render import render, write_report
 from streams.analyst.weekly_review import WeeklyReview, build_weekly_review
@@ -211,11 +212,30 @@ def test_html_report_renders_in_headless_chromium(review: WeeklyReview, tmp_path
     assert blue > 500
 
 
-def test_long_legend_labels_keep_their_start_and_the_id_at_their_end() -> None:
-    label = "Customer Support Summarizer (wf-support-summary-7)"
-    short = legend_label(label)
-    assert len(short) == LEGEND_CHARS
-    assert short.startswith("Customer Su") and short.endswith("summary-7)") and "…" in short
-    assert legend_label("tenant-1") == "tenant-1"
-    exact = "x" * LEGEND_CHARS
-    assert legend_label(exact) == exact
+def test_chart_ticks_are_true_to_their_gridlines_and_legends_keep_full_names() -> None:
+    days = [date(2026, 11, 9) + timedelta(days=n) for n in range(14)]
+    # Up to 17.50: gridlines every 2.50, which "$12"/"$18" labels used to misstate.
+    amounts = [Decimal("12.50"), Decimal("17.50"), Decimal("3.25"), Decimal("8")] * 3
+    long_name = "Customer Support Summarizer (wf-support-summary-7)"
+    series = {
+        long_name: [*amounts, Decimal(1), Decimal(2)],
+        "claude-sonnet-4-5": [Decimal(5)] * 14,
+    }
+    for build in (charts.tenant_spend_figure, charts.model_spend_figure):
+        figure = build(days, series, date(2026, 11, 16))
+        FigureCanvasAgg(figure).draw()
+        (axes,) = figure.axes
+        ticks = axes.get_yticks()
+        labels = [label.get_text() for label in axes.get_yticklabels()]
+        assert len(labels) == len(ticks) > 2
+        for tick, label in zip(ticks, labels, strict=True):
+            assert Decimal(label.removeprefix("$").replace(",", "")) == Decimal(str(tick)), label
+        if build is charts.tenant_spend_figure:  # the stacked bars reach 22.50: steps of 5
+            assert "$12.50" in labels and "$17.50" in labels, labels
+        legend = [text.get_text() for text in axes.get_legend().get_texts()]
+        assert long_name in legend and "claude-sonnet-4-5" in legend
+        # The plot spans the figure's width: the legend sits below it, not beside it.
+        assert axes.get_position().width > 0.85
+    whole = charts.tenant_spend_figure(days, {"a": [Decimal(10 * n) for n in range(14)]}, days[7])
+    FigureCanvasAgg(whole).draw()
+    assert all("." not in label.get_text() for label in whole.axes[0].get_yticklabels())

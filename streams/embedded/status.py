@@ -1,0 +1,99 @@
+"""What `spendstream dev` shows on its terminal: each alert state as one readable line
+(the console channel's words), and a status line with the ledger's own figures.
+
+Read from the ledger through the owner worker's /v1/query, so the figures are the
+data dir's (all runs), not this run's counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from schemas.alert import Alert
+from streams.alerting.render import one_line
+from streams.errors import SpendstreamError
+from streams.ledger.remote import RemoteQueryClient
+
+LEDGER_FIGURES = (
+    "SELECT sumIf(cost_usd, toDate(timestamp) = today()), "
+    "sumIf(cost_usd, toStartOfMonth(timestamp) = toStartOfMonth(today())), count(), "
+    "(SELECT count() FROM dead_letters) FROM usage_ledger"
+)
+OPEN_INCIDENTS = (
+    "SELECT count() FROM (SELECT fingerprint, argMax(state, recorded_at) AS last "
+    "FROM alerts GROUP BY fingerprint) WHERE last = 'triggered'"
+)
+NEW_ALERTS = (
+    "SELECT * FROM alerts WHERE recorded_at > {since:DateTime64(3, 'UTC')} "
+    "ORDER BY recorded_at, fingerprint LIMIT 50"
+)
+
+
+@dataclass(frozen=True)
+class LedgerFigures:
+    today: Decimal
+    month: Decimal
+    rows: int
+    dead_letters: int
+    open_incidents: int
+
+
+class StackWatcher:
+    """Polls the owner worker for the status line's figures and for new alert states."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.client = RemoteQueryClient(url, token, timeout=10)
+        self.since = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def figures(self) -> LedgerFigures | None:
+        try:
+            today, month, rows, dead = self.client.query(LEDGER_FIGURES).result_rows[0]
+            (incidents,) = self.client.query(OPEN_INCIDENTS).result_rows[0]
+        except (SpendstreamError, OSError, ValueError):
+            return None  # not connected yet: the line shows what the counters know
+        return LedgerFigures(
+            Decimal(today or 0), Decimal(month or 0), int(rows), int(dead), int(incidents)
+        )
+
+    def new_alert_lines(self) -> list[str]:
+        try:
+            result = self.client.query(NEW_ALERTS, {"since": self.since})
+        except (SpendstreamError, OSError, ValueError):
+            return []
+        lines = []
+        for row in result.result_rows:
+            alert = alert_of(dict(zip(result.column_names, row, strict=True)))
+            self.since = max(self.since, alert.recorded_at)
+            lines.append(alert_line(alert))
+        return lines
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def alert_of(row: dict[str, Any]) -> Alert:
+    evidence = row.get("evidence") or "{}"
+    return Alert.model_validate({**row, "evidence": orjson.loads(evidence)})
+
+
+def alert_line(alert: Alert) -> str:
+    """`14:02 ALERT [CRITICAL] run_cost workflow_run:…: … cause: runaway loop.`"""
+    return f"{alert.recorded_at:%Y-%m-%d %H:%M} ALERT {one_line(alert)}"
+
+
+def status_line(rate: float, figures: LedgerFigures | None, healthy: bool) -> str:
+    if figures is None:
+        ledger = (
+            "spend today $- | month to date $- | ledger rows - | dead letters - | open incidents -"
+        )
+    else:
+        ledger = (
+            f"spend today ${figures.today:,.2f} | month to date ${figures.month:,.2f} | "
+            f"ledger rows {figures.rows:,} | dead letters {figures.dead_letters:,} | "
+            f"open incidents {figures.open_incidents}"
+        )
+    return f"{ledger} | {rate:,.1f} events/s | {'ok' if healthy else 'DEGRADED'}"
