@@ -78,6 +78,7 @@ WRITE_STEPS: list[Step] = [
         lambda f: ("query", "SELECT count(), sum(delta_cost_usd) FROM cost_corrections FINAL"),
     ),
     ("report weekly this week", lambda f: ("report", "weekly", "--format", "md")),
+    ("whatif", lambda f: ("whatif", *DAYS, "--swap", "gpt-4o=gpt-4o-mini")),
 ]
 
 
