@@ -36,7 +36,8 @@ def format_amount(value: Decimal | None, unit: str) -> str:
     if value is None:
         return "n/a"
     if unit != "usd":
-        return f"{value.normalize():,f}" if value == value.to_integral_value() else f"{value:,}"
+        # Trailing zeros go: an alert read back from ClickHouse has 18 decimal places.
+        return f"{value.normalize():,f}"
     places = Decimal("0.01") if abs(value) >= 1 else Decimal("0.0001")
     return f"${value.quantize(places, rounding=ROUND_HALF_UP):,}"
 

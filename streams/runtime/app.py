@@ -479,17 +479,25 @@ def build_app(
             given.encode(), token.get_secret_value().encode()
         )
 
+    async def owner_refusal(view: Any, request: Any) -> Any:
+        """Why this worker does not take a write (no peer token, not the data dir's
+        owner), or None."""
+        if not bearer_is(request, settings.peer_token):
+            return view.error(401, "peer token required")
+        await runtime.connected()
+        if runtime.executor is None or runtime.handle is None or runtime.handle.remote:
+            return view.error(503, "not the owner of the data dir")
+        return None
+
     @app.page("/v1/ledger/insert")
     class PeerInsertView(faust.web.View):
         """Inserts from peer workers of `dev --workers N` and from commands that write
         while this worker owns the embedded data dir (`reprice`)."""
 
         async def post(self, request: Any) -> Any:
-            if not bearer_is(request, settings.peer_token):
-                return self.error(401, "peer token required")
-            await runtime.connected()
-            if runtime.executor is None or runtime.handle is None or runtime.handle.remote:
-                return self.error(503, "not the owner of the data dir")
+            refused = await owner_refusal(self, request)
+            if refused is not None:
+                return refused
             try:
                 # A peer's batch outgrows aiohttp's 1 MiB default: read it with our bound.
                 body = await read_body(request, PEER_INSERT_MAX_BYTES)
@@ -498,8 +506,9 @@ def build_app(
                 return self.error(413, str(exc))
             except (ValueError, KeyError) as exc:
                 return self.error(400, str(exc))
-            client = runtime.handle.client
-            await runtime.executor.run(client.insert_arrow, table, batch, settings=insert_settings)
+            handle, executor = runtime.handle, runtime.executor
+            assert handle is not None and executor is not None  # owner_refusal saw them
+            await executor.run(handle.client.insert_arrow, table, batch, settings=insert_settings)
             return self.json({"inserted": batch.num_rows})
 
     @app.page("/v1/ledger/command")
@@ -510,18 +519,17 @@ def build_app(
         open the data dir itself with the stack stopped."""
 
         async def post(self, request: Any) -> Any:
-            if not bearer_is(request, settings.peer_token):
-                return self.error(401, "peer token required")
-            await runtime.connected()
-            if runtime.executor is None or runtime.handle is None or runtime.handle.remote:
-                return self.error(503, "not the owner of the data dir")
+            refused = await owner_refusal(self, request)
+            if refused is not None:
+                return refused
             try:
                 sql, parameters = decode_query_request(await request.read(), ARROW_STREAM)
             except (ValueError, KeyError, TypeError) as exc:
                 return self.error(400, f"bad command request: {exc}")
-            client = runtime.handle.client
+            handle, executor = runtime.handle, runtime.executor
+            assert handle is not None and executor is not None  # owner_refusal saw them
             try:
-                await runtime.executor.run(client.command, sql, parameters or None)
+                await executor.run(handle.client.command, sql, parameters or None)
             except Exception as exc:
                 return self.error(400, str(exc).strip().splitlines()[0][:500])
             return self.json({"done": True})

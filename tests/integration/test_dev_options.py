@@ -5,7 +5,6 @@ that commands find the running stack by themselves."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from streams.embedded.processes import free_port, port_free
+from streams.embedded.processes import free_port, port_free, stop
 from streams.ledger.remote import RunningStack, running_stack
 from tests.helpers.stack import spendstream, write_ndjson
 from tests.helpers.waiting import wait_for
@@ -57,12 +56,7 @@ def dev(data_dir: Path, *options: str) -> Iterator[tuple[subprocess.Popen[bytes]
         wait_for(lambda: running_stack(data_dir), timeout=60)
         yield process, banner.decode()
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=60)  # SIGTERM: dev stops its children in order, as on Ctrl-C
 
 
 def stack_of(data_dir: Path) -> RunningStack:

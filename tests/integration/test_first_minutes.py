@@ -11,7 +11,6 @@ import os
 import pty
 import re
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.embedded.processes import free_port
+from streams.embedded.processes import free_port, stop
 from tests.helpers.stack import spendstream
 
 pytestmark = pytest.mark.integration
@@ -70,12 +69,7 @@ def test_make_run_shows_spend_an_alert_with_its_cause_and_a_weekly_review(
         total = re.search(r"Total spend \$([\d,]+\.\d\d)", text)
         assert total and Decimal(total.group(1).replace(",", "")) > 0, text[:500]
     finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            dev.wait()
+        stop(dev, timeout=60)  # SIGTERM: dev stops its children in order, as on Ctrl-C
         os.close(leader)
     # Alerts on the terminal are plain lines; the worker's log has no escape codes.
     assert "\x1b[?25" not in (data_dir / "worker.log").read_text(errors="replace")
