@@ -50,6 +50,12 @@ def money(amount: Decimal) -> str:
     return exact(amount)
 
 
+def named(result: Any) -> list[dict[str, Any]]:
+    """Rows as dicts by column name (the worker's reader or, in a peer worker, the
+    owner's query endpoint: both answer column names and rows)."""
+    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+
 def utc(moment: datetime) -> str:
     """ISO 8601 with its offset: ClickHouse hands UTC times back without a zone, and a
     browser reads a time without one as local."""
@@ -336,8 +342,7 @@ def alerts(ledger: Ledger, now: datetime, limit: int = 50) -> dict[str, Any]:
     """Open incidents and those recorded in the last 7 days, each in its latest state,
     with its evidence, the query behind it, and where it was paged."""
     since = (now - WEEK).replace(tzinfo=None)
-    rows = ledger.query(_ALERTS, parameters={"since": since, "limit": limit}).named_results()
-    incidents = list(rows)
+    incidents = named(ledger.query(_ALERTS, parameters={"since": since, "limit": limit}))
     deliveries: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     if incidents:
         for fingerprint, channel, outcome, at in ledger.query(
@@ -644,13 +649,15 @@ def dead_letters(ledger: Ledger) -> dict[str, Any]:
         "SELECT reason, count(), max(received_at) FROM dead_letters FINAL "
         "GROUP BY reason ORDER BY count() DESC, reason"
     ).result_rows
-    latest = ledger.query(
-        f"""
-        SELECT received_at, reason, message, topic, partition, offset, element_index,
-            request_id, tenant_id, payload_bytes
-        FROM dead_letters FINAL ORDER BY received_at DESC, offset DESC LIMIT {LATEST_ROWS}
-        """
-    ).named_results()
+    latest = named(
+        ledger.query(
+            f"""
+            SELECT received_at, reason, message, topic, partition, offset, element_index,
+                request_id, tenant_id, payload_bytes
+            FROM dead_letters FINAL ORDER BY received_at DESC, offset DESC LIMIT {LATEST_ROWS}
+            """
+        )
+    )
     unpriced = ledger.query(_UNPRICED).result_rows
     return {
         "total": sum(count for _, count, _ in by_reason),

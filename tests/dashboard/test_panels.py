@@ -26,6 +26,7 @@ from streams.analyst.reprice import reprice
 from streams.cost.catalog import PriceCatalog
 from streams.dashboard import panels
 from streams.dashboard.sources import Ledger
+from streams.ledger.remote import DirectReader
 from tests.analyst import ledger_data as data
 from tests.analyst.conftest import ch  # noqa: F401 (a fixture)
 
@@ -348,3 +349,34 @@ def test_alerts_show_each_incidents_latest_state_with_its_evidence(ch: Client) -
     assert opened["cause_ratios"] == {"cost_per_token": 4.0}
     assert opened["paged"][0]["channel"] == "pagerduty"
     assert opened["query"] == "SELECT 1"
+
+
+def test_a_peer_worker_reading_through_the_owner_gets_the_same_answers(
+    ch: Client,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A peer of `dev --workers N` reads through the owner's query endpoint, whose
+    results are Arrow-backed (`DirectReader` makes the same results in process)."""
+    load(ch, "redelivered", tmp_path)
+    test_alerts_show_each_incidents_latest_state_with_its_evidence(ch)
+    tenants = {"hooli": TenantConfig(monthly_budget_usd=Decimal(4))}
+    classifier = SpikeCauseClassifier()
+    answers = []
+    for reader in (ch, DirectReader(ch)):
+        ledger = Ledger(reader)
+        answers.append(
+            orjson.dumps(
+                [
+                    panels.now_spend(ledger, NOW),
+                    panels.who(ledger, "workflow", "hour", NOW),
+                    panels.who(ledger, "user", "week", NOW, tenant="hooli"),
+                    panels.budgets(ledger, tenants, NOW),
+                    panels.alerts(ledger, NOW),
+                    panels.movers(ledger, classifier, "week", NOW),
+                    panels.series(ledger, "team", "month", NOW),
+                    panels.dead_letters(ledger),
+                ],
+                default=str,
+            )
+        )
+    assert answers[0] == answers[1]
