@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 import orjson
@@ -134,20 +134,29 @@ def run_dev(
             f"worker{'s' if len(started) > 1 else ''} {urls} (Ctrl-C to stop)",
             flush=True,
         )
+        watcher = StackWatcher(f"http://127.0.0.1:{started[0].web_port}", stack.peer_token)
         if span is not None:
-            started_at = time.monotonic()
-            sent = backfill(stack.bootstrap, settings.usage_topic, span, rate)
-            print(
-                f"spendstream dev: {sent:,} events of simulated history ({backfill_span} at "
-                f"{rate:g}/s, weekly rhythm, incidents) published in "
-                f"{time.monotonic() - started_at:.0f} s; the workers ledger them now",
-                flush=True,
-            )
+            held = watcher.rows_since(datetime.now(UTC) - timedelta(seconds=span))
+            if held:
+                # A second `make run` on the same data dir must not add a second history.
+                print(
+                    f"spendstream dev: the ledger already holds {held:,} rows of the last "
+                    f"{backfill_span}; no backfill",
+                    flush=True,
+                )
+            else:
+                started_at = time.monotonic()
+                sent = backfill(stack.bootstrap, settings.usage_topic, span, rate)
+                print(
+                    f"spendstream dev: {sent:,} events of simulated history ({backfill_span} "
+                    f"at {rate:g}/s, weekly rhythm, incidents) published in "
+                    f"{time.monotonic() - started_at:.0f} s; the workers ledger them now",
+                    flush=True,
+                )
         if simulate:
             simulator = Simulator(stack.bootstrap, settings.usage_topic, rate)
             simulator.start()
         tty = sys.stdout.isatty()
-        watcher = StackWatcher(f"http://127.0.0.1:{started[0].web_port}", stack.peer_token)
         previous, last = 0, time.monotonic()
         while not stopping:
             time.sleep(1.0)

@@ -6,6 +6,7 @@ data dir's (all runs), not this run's counters."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +28,7 @@ OPEN_INCIDENTS = (
     "SELECT count() FROM (SELECT fingerprint, argMax(state, recorded_at) AS last "
     "FROM alerts GROUP BY fingerprint) WHERE last = 'triggered'"
 )
+ROWS_SINCE = "SELECT count() FROM usage_ledger WHERE timestamp >= {start:DateTime64(3, 'UTC')}"
 NEW_ALERTS = (
     "SELECT * FROM alerts WHERE recorded_at > {since:DateTime64(3, 'UTC')} "
     "ORDER BY recorded_at, fingerprint LIMIT 50"
@@ -48,6 +50,18 @@ class StackWatcher:
     def __init__(self, url: str, token: str | None) -> None:
         self.client = RemoteQueryClient(url, token, timeout=10)
         self.since = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def rows_since(self, start: datetime, timeout: float = 60.0) -> int:
+        """Ledger rows timestamped from `start` on, once the worker has opened ClickHouse."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                result = self.client.query(ROWS_SINCE, {"start": start})
+                return int(result.result_rows[0][0])
+            except (SpendstreamError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise SpendstreamError(f"the worker did not open the ledger: {exc}") from None
+                time.sleep(0.5)
 
     def figures(self) -> LedgerFigures | None:
         try:

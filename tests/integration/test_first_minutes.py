@@ -73,3 +73,19 @@ def test_make_run_shows_spend_an_alert_with_its_cause_and_a_weekly_review(
         os.close(leader)
     # Alerts on the terminal are plain lines; the worker's log has no escape codes.
     assert "\x1b[?25" not in (data_dir / "worker.log").read_text(errors="replace")
+
+    # A second `make run` on the same data dir keeps its history and adds none.
+    again = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "streams.cli", "dev", "--rate", "0.3", "--backfill", "3d"),
+            *("--data-dir", str(data_dir), "--port", str(free_port())),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert again.stdout is not None
+        lines = [again.stdout.readline().decode() for _ in range(2)]
+    finally:
+        stop(again, timeout=60)
+    assert "the ledger already holds" in lines[1] and lines[1].rstrip().endswith("no backfill")
