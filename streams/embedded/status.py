@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import orjson
 
 from schemas.alert import Alert
@@ -58,7 +59,7 @@ class StackWatcher:
             try:
                 result = self.client.query(ROWS_SINCE, {"start": start})
                 return int(result.result_rows[0][0])
-            except (SpendstreamError, OSError) as exc:
+            except (SpendstreamError, httpx.HTTPError, OSError) as exc:
                 if time.monotonic() > deadline:
                     raise SpendstreamError(f"the worker did not open the ledger: {exc}") from None
                 time.sleep(0.5)
@@ -67,8 +68,8 @@ class StackWatcher:
         try:
             today, month, rows, dead = self.client.query(LEDGER_FIGURES).result_rows[0]
             (incidents,) = self.client.query(OPEN_INCIDENTS).result_rows[0]
-        except (SpendstreamError, OSError, ValueError):
-            return None  # not connected yet: the line shows what the counters know
+        except (SpendstreamError, httpx.HTTPError, OSError, ValueError):
+            return None  # not connected yet, or stopping: the line shows dashes
         return LedgerFigures(
             Decimal(today or 0), Decimal(month or 0), int(rows), int(dead), int(incidents)
         )
@@ -76,7 +77,7 @@ class StackWatcher:
     def new_alert_lines(self) -> list[str]:
         try:
             result = self.client.query(NEW_ALERTS, {"since": self.since})
-        except (SpendstreamError, OSError, ValueError):
+        except (SpendstreamError, httpx.HTTPError, OSError, ValueError):
             return []
         lines = []
         for row in result.result_rows:

@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from streams.embedded.broker import EmbeddedBroker
+from streams.embedded.processes import free_port
 from streams.embedded.simulate import daily_rhythm
 from streams.ingest.decoding import decode_message
 from streams.kafka.admin import ensure_topics
@@ -32,9 +33,10 @@ from tests.helpers.waiting import wait_for
 pytestmark = pytest.mark.integration
 
 STATUS = re.compile(
-    r"^\s*[\d.]+ events/s \| ledger rows\s+(\d+) \| dead letters\s+(\d+) \| "
-    r"alerts\s+(\d+) \| (ok|DEGRADED)$"
+    r"^spend today \$([\d,.]+|-) \| month to date \$([\d,.]+|-) \| ledger rows ([\d,]+|-) \| "
+    r"dead letters ([\d,]+|-) \| open incidents (\d+|-) \| [\d,.]+ events/s \| (ok|DEGRADED)$"
 )
+ALERT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d ALERT \[")
 
 
 class Dev:
@@ -42,7 +44,10 @@ class Dev:
 
     def __init__(self, data_dir: Path, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "dev", "--data-dir", str(data_dir), *args],
+            [
+                *(sys.executable, "-m", "streams.cli", "dev", "--data-dir", str(data_dir)),
+                *("--port", str(free_port()), *args),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -101,12 +106,17 @@ def test_dev_simulate_prints_its_status_and_the_ledger_grows(
     assert "(Ctrl-C to stop)" in banner
 
     def ledger_rows() -> list[int]:
-        return [int(m.group(1)) for line in dev.lines[1:] if (m := STATUS.match(line))]
+        return [
+            int(m.group(3).replace(",", ""))
+            for line in dev.lines[1:]
+            if (m := STATUS.match(line)) and m.group(3) != "-"
+        ]
 
     # Once a second a status line; its ledger rows climb as the simulator publishes.
     rows = wait_for(lambda: (seen := ledger_rows()) and seen[-1] > 0 and seen, timeout=180)
     wait_for(lambda: ledger_rows()[-1] > rows[-1], timeout=60)
-    assert all(STATUS.match(line) for line in dev.lines[1:]), dev.lines[1:]
+    # Status lines, and alert lines above them should a detector fire.
+    assert all(STATUS.match(line) or ALERT.match(line) for line in dev.lines[1:]), dev.lines[1:]
     [url] = re.findall(r"worker (http://127\.0\.0\.1:\d+)", banner)
     body = orjson.dumps({"sql": "SELECT count() FROM usage_ledger"})
     [[count]] = httpx.post(f"{url}/v1/query", content=body, timeout=30).json()["rows"]
