@@ -131,6 +131,30 @@ def pack_lines(lines: list[bytes]) -> list[bytes]:
     return messages
 
 
+def pack_by_tenant(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Messages and their keys: each tenant's lines packed apart, in file order, keyed by
+    the tenant. Unkeyed messages would go to partitions at random, and the worker would
+    read one partition days ahead of another: a tenant's hours would reach the detectors
+    out of event-time order, judged against a baseline missing most of its history, and
+    differently on every replay. One key keeps a tenant on one partition, in order."""
+    by_tenant: dict[bytes, list[bytes]] = {}
+    for line in lines:
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            event = None
+        tenant = event.get("tenant_id") if isinstance(event, dict) else None
+        key = str(tenant).encode() if tenant else b""
+        by_tenant.setdefault(key, []).append(line)
+    messages: list[bytes] = []
+    keys: list[bytes] = []
+    for key, tenant_lines in by_tenant.items():
+        packed = pack_lines(tenant_lines)
+        messages.extend(packed)
+        keys.extend([key] * len(packed))
+    return messages, keys
+
+
 class ProgressBar:
     def __init__(self, total: int) -> None:
         self.total = total
@@ -209,7 +233,7 @@ def run_replay(
     else through a stack of its own for the time of the replay. Totals are the ledger's
     before and after: traffic the running stack ingests meanwhile counts too."""
     lines = source_lines(paths, input_format, ownership)
-    messages = pack_lines(lines)
+    messages, keys = pack_by_tenant(lines)
     running = (
         running_stack(settings.data_dir)
         if settings.resolved_clickhouse_url.startswith("chdb:")
@@ -218,7 +242,7 @@ def run_replay(
     if running is not None:
         before = ledger_totals(settings)
         duplicates_before = _duplicates(running.url)
-        targets = asyncio.run(publish(running.broker, settings.usage_topic, messages))
+        targets = asyncio.run(publish(running.broker, settings.usage_topic, messages, keys))
         _wait_ledgered(settings, running.broker, targets, len(messages), timeout, lambda: None)
         wait_for_spend_agent(lambda: _stats(running.url), lambda: None, timeout)
         duplicates = _duplicates(running.url) - duplicates_before
@@ -237,7 +261,7 @@ def run_replay(
                 if worker.process.poll() is not None:
                     raise_worker_failed(settings.data_dir, worker.process.returncode)
 
-            targets = asyncio.run(publish(stack.bootstrap, settings.usage_topic, messages))
+            targets = asyncio.run(publish(stack.bootstrap, settings.usage_topic, messages, keys))
             _wait_ledgered(settings, stack.bootstrap, targets, len(messages), timeout, check_worker)
             stats = wait_for_spend_agent(worker.stats, check_worker, timeout)
             duplicates = int(stats.get("duplicates", 0))

@@ -16,6 +16,7 @@ MODULES = [
     "detectors.online_anomaly",
     "detectors.spike_cause",
     "detectors.unpriced_model",
+    "detectors.decomposition",
 ]
 
 

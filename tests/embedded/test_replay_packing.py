@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from streams.embedded.replay import EVENTS_PER_MESSAGE, MESSAGE_BYTES, pack_lines
+from streams.embedded.replay import EVENTS_PER_MESSAGE, MESSAGE_BYTES, pack_by_tenant, pack_lines
 from streams.ingest.decoding import decode_message
 
 
@@ -41,3 +41,22 @@ def test_messages_stay_under_the_size_bound() -> None:
     assert all(len(m) <= MESSAGE_BYTES + EVENTS_PER_MESSAGE for m in messages)
     assert sum(len(orjson.loads(m)) for m in messages) == 20
     assert len(messages) > 1
+
+
+def test_each_tenant_is_packed_apart_in_order_and_keyed_by_tenant() -> None:
+    lines = [
+        orjson.dumps({"request_id": f"r{i}", "tenant_id": "acme" if i % 3 else "beta"})
+        for i in range(9)
+    ] + [b"{not json"]
+    messages, keys = pack_by_tenant(lines)
+    assert keys == [b"beta", b"acme", b""]
+    assert [e["request_id"] for e in orjson.loads(messages[0])] == ["r0", "r3", "r6"]
+    assert [e["request_id"] for e in orjson.loads(messages[1])] == [
+        "r1",
+        "r2",
+        "r4",
+        "r5",
+        "r7",
+        "r8",
+    ]
+    assert messages[2] == b"{not json"
