@@ -33,12 +33,12 @@ rates are compared as the hour fills, so a storm trips within minutes.
 >>> start = datetime(2024, 5, 6, tzinfo=UTC)
 >>> for h in range(48):
 ...     detector.learn_one("workflow:triage", start + timedelta(hours=h),
-...                        WindowStats(requests=400, distinct_users=100, retries=4, errors=2))
+...         WindowStats(cost=Decimal(4), requests=400, distinct_users=100, retries=4, errors=2))
 >>> now = start + timedelta(hours=48)
->>> busy = WindowStats(requests=1200, distinct_users=300, retries=12, errors=6)
+>>> busy = WindowStats(cost=Decimal(12), requests=1200, distinct_users=300, retries=12, errors=6)
 >>> detector.update("workflow:triage", now, busy) is None   # 3x adoption, same rates
 True
->>> storm = WindowStats(requests=2400, distinct_users=100, retries=900, errors=40)
+>>> storm = WindowStats(cost=Decimal(24), requests=2400, distinct_users=100, retries=900, errors=40)
 >>> finding = detector.update("workflow:triage", now, storm)
 >>> sorted(finding.evidence["tripped"])
 ['requests_per_user', 'retry_rate']
@@ -68,6 +68,7 @@ class RetryStormDetector:
         min_errors: float = 20,
         min_requests: float = 100,
         rate_floor: float = 0.01,
+        spend_floor_usd: Decimal = Decimal(1),
         lookback_days: int = 7,
         min_history_hours: int = 24,
         max_keys: int = 2_000,
@@ -81,6 +82,7 @@ class RetryStormDetector:
         self.min_errors = min_errors
         self.min_requests = min_requests
         self.rate_floor = rate_floor
+        self.spend_floor_usd = spend_floor_usd
         self.lookback_days = lookback_days
         self.min_history_hours = min_history_hours
         self.max_keys = max_keys
@@ -120,7 +122,9 @@ class RetryStormDetector:
         self.learn_one(key, hour, stats)
         h = epoch_hour(hour)
         baseline = self._baseline(key, h)
-        if baseline is None:
+        # The dollars at stake: an hour spending less than the floor never pages,
+        # whatever its ratios (a $0.10-an-hour workflow calling 3.5x as often).
+        if baseline is None or stats.cost < self.spend_floor_usd:
             return None
         tripped = self._tripped(stats, baseline, count_scale=1.0)
         if not tripped:

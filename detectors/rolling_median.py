@@ -10,7 +10,9 @@ Feed it the running total of each event-time hourly spend bucket:
 
 `key` is any string the edge chooses ("tenant:acme", "workflow:summarize",
 "team:search", "tenant_model:acme/gpt-4o"); `hour` is any instant inside the
-event-time hour; `spend` is the bucket's total so far (set, not added, so a
+event-time hour, best the newest event time counted in the total (a finding
+carries it as `as_of`, so the figures can be recomputed from the ledger up to
+that instant); `spend` is the bucket's total so far (set, not added, so a
 re-delivered total is harmless).
 
 The condition: spend > k x baseline, where the baseline is the larger of
@@ -66,7 +68,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from detectors.finding import Finding, Severity
-from detectors.history import HourlyHistory, epoch_hour, hour_start
+from detectors.history import HourlyHistory, as_utc, epoch_hour, hour_start
 from detectors.incidents import IncidentBook
 
 
@@ -150,7 +152,10 @@ class RollingMedianDetector:
         if severity is None or baseline is None:
             return None
         return self._incidents.breach(
-            key, h, severity, lambda start: self._finding(key, start, h, spend, baseline, severity)
+            key,
+            h,
+            severity,
+            lambda start: self._finding(key, start, as_utc(hour), spend, baseline, severity),
         )
 
     def is_resolved(self, key: str, now: datetime) -> bool:
@@ -219,11 +224,12 @@ class RollingMedianDetector:
         self,
         key: str,
         start: int,
-        h: int,
+        as_of: datetime,
         spend: Decimal,
         baseline: Baseline,
         severity: Severity,
     ) -> Finding:
+        h = epoch_hour(as_of)
         level = self._level(baseline)
         ratio = spend / level
         return Finding(
@@ -240,6 +246,8 @@ class RollingMedianDetector:
             threshold=self.k * level,
             evidence={
                 "hour": hour_start(h).isoformat(),
+                # The instant the edge passed: the newest event time counted in `spend`.
+                "as_of": as_of.isoformat(),
                 "spend_usd": spend,
                 "baseline": level,
                 "unit": "usd",

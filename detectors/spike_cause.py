@@ -13,16 +13,17 @@ Cost splits exactly into four factors, each the signature of one cause:
 
 - `genuine_adoption`: users grew (and requests with them) while the cost per
   request stayed flat (within `flat`);
-- `retry_storm`: requests per user grew: the same people, many more calls (a
-  loop, a retry storm). Without user ids, requests growth counts only when the
-  retry or error rate surged too;
+- `retry_storm`: requests per user (or requests, without user ids) grew and the
+  retry or error rate surged with them (at least `min_factor` times its baseline,
+  rates below `rate_floor` counted as the floor): the same work, failing and retried.
+  More requests per user with no retries or errors is not a retry storm;
 - `prompt_expansion`: tokens per request grew, with input tokens per request up;
 - `model_substitution`: cost per token grew (a pricier model for the same
   work) and the model mix shifted by at least `min_mix_shift` (total variation
   distance of request shares, 0..1).
 
 The label goes to the factor that grew most, among those at least `min_factor`
-whose side condition holds; otherwise `unknown` (still with all the ratios).
+whose side condition holds; otherwise `unexplained` (with all the ratios in the explanation).
 
 >>> from decimal import Decimal
 >>> baseline = WindowStats(cost=Decimal(10), requests=1000, distinct_users=100,
@@ -47,7 +48,7 @@ from detectors.finding import Finding
 from detectors.stats import WindowStats
 
 Cause = Literal[
-    "model_substitution", "prompt_expansion", "retry_storm", "genuine_adoption", "unknown"
+    "model_substitution", "prompt_expansion", "retry_storm", "genuine_adoption", "unexplained"
 ]
 
 
@@ -102,7 +103,7 @@ class SpikeCauseClassifier:
 
     def classify(self, window: WindowStats, baseline: WindowStats) -> SpikeCause:
         if window.requests <= 0 or baseline.requests <= 0 or baseline.cost <= 0:
-            return SpikeCause("unknown", "no baseline to compare with")
+            return SpikeCause("unexplained", "no baseline to compare with")
         r = self.ratios(window, baseline)
         users_known = "users" in r
         amplification = r["requests_per_user"] if users_known else r["requests"]
@@ -116,7 +117,9 @@ class SpikeCauseClassifier:
 
         # (factor, cause, side condition), tried from the largest factor down.
         candidates: list[tuple[float, Cause, bool]] = [
-            (amplification, "retry_storm", users_known or rates_surged),
+            # A retry storm needs retries or errors to have surged (a retry counts a
+            # repeated retry_of): more requests per user alone is not one.
+            (amplification, "retry_storm", rates_surged),
             (
                 r.get("tokens_per_request", 0.0),
                 "prompt_expansion",
@@ -136,7 +139,7 @@ class SpikeCauseClassifier:
         for factor, cause, holds in sorted(candidates, key=lambda c: c[0], reverse=True):
             if factor >= self.min_factor and holds:
                 return SpikeCause(cause, self._explain(cause, r, window, baseline), r)
-        return SpikeCause("unknown", self._explain("unknown", r, window, baseline), r)
+        return SpikeCause("unexplained", self._explain("unexplained", r, window, baseline), r)
 
     def ratios(self, window: WindowStats, baseline: WindowStats) -> dict[str, float]:
         """Window / baseline ratios (a ratio is left out when its baseline is zero)."""

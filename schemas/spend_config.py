@@ -123,6 +123,7 @@ class RetryStormParams(_DetectorParams):
     min_errors: int = Field(default=20, ge=0)
     min_requests: int = Field(default=100, ge=1)
     rate_floor: float = Field(default=0.01, gt=0, le=1)
+    spend_floor_usd: NonNegativeUsd = Decimal(1)  # an hour spending less never alerts
     lookback_days: int = Field(default=7, ge=1, le=31)
     min_history_hours: int = Field(default=24, ge=1)
     max_keys: int = Field(default=2_000, ge=1)

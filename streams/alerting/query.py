@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 # Detector key dimension -> usage_ledger column.
 DIMENSIONS: dict[str, str] = {
@@ -84,3 +85,68 @@ def analyst_query(
         f"GROUP BY {label}\n"
         f"ORDER BY {label}"
     )
+
+
+def _median_sql(sorted_array: str) -> str:
+    """The median of a sorted array as `statistics.median` takes it: the middle element,
+    or the mean of the two middle ones (0 for an empty array)."""
+    n = f"length({sorted_array})"
+    return (
+        f"if({n} = 0, toDecimal128(0, 18), "
+        f"({sorted_array}[intDiv({n} + 1, 2)] + {sorted_array}[intDiv({n}, 2) + 1]) / 2)"
+    )
+
+
+def rolling_median_query(
+    key: str,
+    as_of: datetime,
+    *,
+    lookback_days: int,
+    k: Decimal,
+    min_baseline_usd: Decimal,
+) -> str:
+    """SQL over `usage_ledger FINAL` giving every figure of a `rolling_median` alert in
+    one row: the hour's spend up to `as_of` (observed), the median of the key's active
+    hours over the previous `lookback_days` and of the same hour of day, the baseline
+    (the larger of the two, at least `min_baseline_usd`), the threshold (k x baseline)
+    and the ratio (observed / baseline)."""
+    hour = as_of.replace(minute=0, second=0, microsecond=0)
+    since = hour - timedelta(days=lookback_days)
+    filters = [f"{DIMENSIONS[dim]} = {sql_string(value)}" for dim, value in parse_key(key).items()]
+    where = " AND ".join(filters) or "1"
+    return (
+        "WITH\n"
+        "    hours AS (\n"
+        "        SELECT toStartOfHour(timestamp) AS hour, sum(cost_usd) AS spend\n"
+        "        FROM usage_ledger FINAL\n"
+        f"        WHERE {where}\n"
+        f"          AND timestamp >= {_sql_time(since)} AND timestamp < {_sql_time(hour)}\n"
+        "        GROUP BY hour\n"
+        "        HAVING spend > 0\n"
+        "    ),\n"
+        "    past AS (\n"
+        "        SELECT arraySort(groupArray(spend)) AS active,\n"
+        f"            arraySort(groupArrayIf(spend, toHour(hour) = {hour.hour})) AS same_hour\n"
+        "        FROM hours\n"
+        "    ),\n"
+        "    now AS (\n"
+        "        SELECT sum(cost_usd) AS observed\n"
+        "        FROM usage_ledger FINAL\n"
+        f"        WHERE {where}\n"
+        f"          AND timestamp >= {_sql_time(hour)} AND timestamp <= {_sql_time_ms(as_of)}\n"
+        "    )\n"
+        "SELECT\n"
+        "    observed,\n"
+        f"    {_median_sql('active')} AS median_usd,\n"
+        f"    {_median_sql('same_hour')} AS same_hour_median_usd,\n"
+        "    greatest(median_usd, same_hour_median_usd, "
+        f"toDecimal128('{min_baseline_usd}', 18)) AS baseline_usd,\n"
+        f"    toDecimal128('{k}', 18) * baseline_usd AS threshold_usd,\n"
+        "    observed / baseline_usd AS ratio,\n"
+        "    length(active) AS active_hours\n"
+        "FROM now, past"
+    )
+
+
+def _sql_time_ms(moment: datetime) -> str:
+    return f"toDateTime64('{moment.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC')"

@@ -14,7 +14,7 @@ CAUSE_LABELS = {
     "prompt_expansion": "Prompt expansion",
     "retry_storm": "Retry storm",
     "genuine_adoption": "Genuine adoption",
-    "unknown": "Unknown",
+    "unexplained": "Unexplained",
 }
 
 # Evidence keys shown elsewhere in the message, not as supporting numbers.

@@ -25,7 +25,7 @@ from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
 from detectors.unpriced_model import UnpricedModelDetector
 from schemas.spend_config import SpendConfig
-from streams.alerting.query import sql_string
+from streams.alerting.query import rolling_median_query, sql_string
 from streams.spend.tables import (
     HOUR,
     HOURLY_RETENTION_HOURS,
@@ -105,14 +105,24 @@ class SpendMonitor:
             self.learn_history(tables)
         findings: list[Finding] = []
         overflowing: list[TouchedKey] = []
+        # Per hour, the newest event time counted: the instant a spend figure holds at,
+        # so that its alert's query recomputes it from the ledger.
+        newest: dict[int, datetime] = {}
+        for row in result.counted:
+            at = row["timestamp"]
+            hour_index = int(at.timestamp()) // HOUR
+            if hour_index not in newest or at > newest[hour_index]:
+                newest[hour_index] = at
         for touched in result.touched:
             if touched.value == OVERFLOW and touched.dim != "tenant":
                 overflowing.append(touched)
             bucket = tables.hour_bucket(tenant_id, touched.dim, touched.value, touched.hour)
             spend = Decimal(bucket["cost"])
             dkey = detector_key(touched.dim, tenant_id, touched.value)
-            finding = self.rolling.update(dkey, touched.hour, spend)
+            as_of = newest.get(int(touched.hour.timestamp()) // HOUR, touched.hour)
+            finding = self.rolling.update(dkey, as_of, spend)
             if finding is not None:
+                finding = self._with_rolling_query(finding, as_of)
                 findings.append(
                     self._with_cause(
                         tables, touched.dim, tenant_id, touched.value, touched.hour, finding
@@ -174,7 +184,9 @@ class SpendMonitor:
                 )
                 at = datetime.fromtimestamp(current[0] * 60, UTC)
                 found = self.online.update(tenant_id, at, sample)
-                if found is not None:
+                # An odd minute alone never pages (a single $0.0017 request did): it
+                # is evidence only while a spend incident of the tenant is open.
+                if found is not None and self._spend_incident_open(tenant_id, at):
                     findings.append(_with_tenant(found, tenant_id))
                 current = None
             if current is None:
@@ -190,6 +202,21 @@ class SpendMonitor:
                 current[6] + row["retry_count"],
             )
         return findings
+
+    def _with_rolling_query(self, finding: Finding, as_of: datetime) -> Finding:
+        query = rolling_median_query(
+            finding.key,
+            as_of,
+            lookback_days=self.rolling.lookback_days,
+            k=self.rolling.k,
+            min_baseline_usd=self.rolling.min_baseline_usd,
+        )
+        return replace(finding, evidence={**finding.evidence, "query": query})
+
+    def _spend_incident_open(self, tenant_id: str, at: datetime) -> bool:
+        return not self.rolling.is_resolved(
+            f"tenant:{tenant_id}", at
+        ) or not self.contract.is_resolved(tenant_id, at)
 
     def _with_cause(
         self,

@@ -43,9 +43,11 @@ def test_retry_storm_and_online_take_their_sections_except_edge_settings() -> No
     start = datetime(2024, 5, 6, tzinfo=UTC)
     for h in range(24):
         storm_detector.learn_one(
-            "workflow:w", start + timedelta(hours=h), WindowStats(requests=400, distinct_users=400)
+            "workflow:w",
+            start + timedelta(hours=h),
+            WindowStats(cost=Decimal(4), requests=400, distinct_users=400),
         )
-    storm = WindowStats(requests=400, distinct_users=400, retries=200)
+    storm = WindowStats(cost=Decimal(4), requests=400, distinct_users=400, retries=200)
     assert storm_detector.update("workflow:w", start + timedelta(hours=24), storm) is not None
     online = config.OnlineParams().model_dump(exclude={"enabled", "checkpoint_interval_seconds"})
     assert OnlineAnomalyDetector(**online).quantile == online["quantile"]

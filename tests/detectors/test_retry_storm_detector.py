@@ -1,11 +1,12 @@
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from detectors.retry_storm import RetryStormDetector
 from detectors.stats import WindowStats
 
 KEY = "workflow:triage"
 MONDAY = datetime(2024, 5, 6, tzinfo=UTC)
-NORMAL = WindowStats(requests=400, distinct_users=100, retries=4, errors=2)
+NORMAL = WindowStats(cost=Decimal(4), requests=400, distinct_users=100, retries=4, errors=2)
 
 
 def hour(n: int) -> datetime:
@@ -23,15 +24,17 @@ def test_first_day_never_pages() -> None:
     detector = RetryStormDetector()
     for n in range(23):
         assert detector.update(KEY, hour(n), NORMAL) is None
-    storm = WindowStats(requests=4000, distinct_users=100, retries=3000, errors=900)
+    storm = WindowStats(
+        cost=Decimal(40), requests=4000, distinct_users=100, retries=3000, errors=900
+    )
     assert detector.update(KEY, hour(23), storm) is None
     assert detector.baseline(KEY, hour(23)) is None
 
 
 def test_adoption_and_weekend_dip_keep_rates_and_do_not_page() -> None:
     detector = with_history()
-    grown = WindowStats(requests=2000, distinct_users=500, retries=20, errors=10)
-    quiet = WindowStats(requests=40, distinct_users=10, retries=1, errors=0)
+    grown = WindowStats(cost=Decimal(20), requests=2000, distinct_users=500, retries=20, errors=10)
+    quiet = WindowStats(cost=Decimal(0), requests=40, distinct_users=10, retries=1, errors=0)
     assert detector.update(KEY, hour(48), grown) is None
     assert detector.update(KEY, hour(49), quiet) is None
 
@@ -39,7 +42,7 @@ def test_adoption_and_weekend_dip_keep_rates_and_do_not_page() -> None:
 def test_retry_surge_pages_with_counts() -> None:
     detector = with_history()
     finding = detector.update(
-        KEY, hour(48), WindowStats(requests=400, distinct_users=100, retries=60)
+        KEY, hour(48), WindowStats(cost=Decimal(4), requests=400, distinct_users=100, retries=60)
     )
     assert finding is not None
     assert list(finding.evidence["tripped"]) == ["retry_rate"]
@@ -51,7 +54,7 @@ def test_retry_surge_pages_with_counts() -> None:
 def test_error_surge_pages() -> None:
     detector = with_history()
     finding = detector.update(
-        KEY, hour(48), WindowStats(requests=400, distinct_users=100, errors=80)
+        KEY, hour(48), WindowStats(cost=Decimal(4), requests=400, distinct_users=100, errors=80)
     )
     assert finding is not None
     assert list(finding.evidence["tripped"]) == ["error_rate"]
@@ -59,7 +62,7 @@ def test_error_surge_pages() -> None:
 
 def test_requests_rising_faster_than_users_pages() -> None:
     detector = with_history()
-    loop = WindowStats(requests=2000, distinct_users=100, retries=20, errors=10)
+    loop = WindowStats(cost=Decimal(20), requests=2000, distinct_users=100, retries=20, errors=10)
     finding = detector.update(KEY, hour(48), loop)
     assert finding is not None
     assert finding.evidence["tripped"] == {"requests_per_user": 5.0}
@@ -67,28 +70,31 @@ def test_requests_rising_faster_than_users_pages() -> None:
 
 def test_a_few_retries_are_not_a_storm_even_at_a_high_rate() -> None:
     detector = with_history()
-    small = WindowStats(requests=50, distinct_users=10, retries=15, errors=15)
+    small = WindowStats(cost=Decimal(0), requests=50, distinct_users=10, retries=15, errors=15)
     assert detector.score_one(KEY, hour(48), small) > 3
     assert detector.update(KEY, hour(48), small) is None
 
 
 def test_without_user_ids_only_rates_count() -> None:
     detector = RetryStormDetector()
-    anonymous = WindowStats(requests=400, retries=4)
+    anonymous = WindowStats(cost=Decimal(4), requests=400, retries=4)
     for n in range(48):
         detector.update(KEY, hour(n), anonymous)
-    assert detector.update(KEY, hour(48), WindowStats(requests=4000, retries=40)) is None
+    assert (
+        detector.update(KEY, hour(48), WindowStats(cost=Decimal(40), requests=4000, retries=40))
+        is None
+    )
     assert "requests_per_user" not in detector.signals(KEY, hour(48), anonymous)
 
 
 def test_one_incident_until_cleared() -> None:
     detector = with_history()
-    storm = WindowStats(requests=400, distinct_users=100, retries=200)
+    storm = WindowStats(cost=Decimal(4), requests=400, distinct_users=100, retries=200)
     first = detector.update(KEY, hour(48), storm)
     assert first is not None
     assert detector.update(KEY, hour(49), storm) is None
     # 20 minutes into hour 50 the storm runs on: 70 retries in 140 requests.
-    running = WindowStats(requests=140, distinct_users=40, retries=70)
+    running = WindowStats(cost=Decimal(1), requests=140, distinct_users=40, retries=70)
     detector.update(KEY, hour(50) + timedelta(minutes=20), running)
     assert not detector.is_resolved(KEY, hour(50) + timedelta(minutes=20))
     closed = detector.close_cleared(hour(52))
@@ -97,8 +103,21 @@ def test_one_incident_until_cleared() -> None:
 
 def test_calm_next_hour_resolves_after_resolve_after() -> None:
     detector = with_history()
-    detector.update(KEY, hour(48), WindowStats(requests=400, distinct_users=100, retries=200))
-    calm = WindowStats(requests=130, distinct_users=33, retries=1)
+    detector.update(
+        KEY, hour(48), WindowStats(cost=Decimal(4), requests=400, distinct_users=100, retries=200)
+    )
+    calm = WindowStats(cost=Decimal(1), requests=130, distinct_users=33, retries=1)
     detector.update(KEY, hour(49) + timedelta(minutes=20), calm)
     assert not detector.is_resolved(KEY, hour(49) + timedelta(minutes=10))
     assert detector.is_resolved(KEY, hour(49) + timedelta(minutes=20))
+
+
+def test_an_hour_below_the_spend_floor_never_pages() -> None:
+    # The case: a workflow spending about $0.10 an hour, calling 3.5x as often.
+    detector = RetryStormDetector(spend_floor_usd=Decimal(1))
+    for n in range(48):
+        detector.update(KEY, hour(n), WindowStats(cost=Decimal("0.10"), requests=400, retries=4))
+    storm = WindowStats(cost=Decimal("0.35"), requests=1400, distinct_users=0, retries=700)
+    assert detector.update(KEY, hour(48), storm) is None
+    dear = WindowStats(cost=Decimal("3.50"), requests=1400, distinct_users=0, retries=700)
+    assert detector.update(KEY, hour(48), dear) is not None

@@ -37,7 +37,7 @@ def test_model_substitution() -> None:
 
 def test_unit_cost_up_without_a_model_change_is_not_a_substitution() -> None:
     result = classify(window(cost=Decimal(80)), BASELINE)
-    assert result.cause == "unknown"
+    assert result.cause == "unexplained"
     assert "cost per token 8.0x" in result.explanation
 
 
@@ -86,7 +86,7 @@ def test_without_user_ids_requests_growth_needs_a_retry_surge() -> None:
         input_tokens=5_000_000,
         output_tokens=1_000_000,
     )
-    assert classify(more, base).cause == "unknown"
+    assert classify(more, base).cause == "unexplained"
     retried = window(
         cost=Decimal(50),
         requests=5000,
@@ -99,18 +99,33 @@ def test_without_user_ids_requests_growth_needs_a_retry_surge() -> None:
 
 
 def test_the_largest_factor_wins() -> None:
-    # Prompts doubled, and the same users call 6x as often: the calls explain more.
+    # Prompts doubled, and the same users call 6x as often, half of it retries: the
+    # calls explain more.
     both = window(
-        cost=Decimal(120), requests=6000, input_tokens=12_000_000, output_tokens=1_200_000
+        cost=Decimal(120),
+        requests=6000,
+        input_tokens=12_000_000,
+        output_tokens=1_200_000,
+        retries=3000,
     )
     result = classify(both, BASELINE)
     assert result.cause == "retry_storm"
     assert result.ratios["tokens_per_request"] == pytest.approx(13.2 / 1.2 / 6)
 
 
+def test_more_calls_per_user_without_retries_or_errors_is_not_a_retry_storm() -> None:
+    # The case: "retry_storm" while the evidence read retries 0.0% -> 0.0%.
+    base = window(retries=0, errors=0)
+    busier = window(cost=Decimal(40), requests=4000, retries=0, errors=0)
+    result = classify(busier, base)
+    assert result.cause == "unexplained"
+    assert result.ratios["requests_per_user"] == pytest.approx(4.0)
+    assert "requests per user 4.0x" in result.explanation
+
+
 def test_no_baseline_is_unknown() -> None:
     result = classify(window(cost=Decimal(100)), WindowStats())
-    assert (result.cause, result.ratios) == ("unknown", {})
+    assert (result.cause, result.ratios) == ("unexplained", {})
 
 
 def test_mix_shift_is_total_variation_distance() -> None:
