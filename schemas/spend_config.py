@@ -181,6 +181,19 @@ class UnpricedModelParams(_DetectorParams):
     max_keys: int = Field(default=10_000, ge=1)
 
 
+class BurnRateParams(_DetectorParams):
+    """A monthly budget gone before the month ends at both windows' rate (SLO-style
+    multi-window burn rate); factors are multiples of the even pace (budget / hours)."""
+
+    enabled: bool = True
+    short_window: ResolveAfter = timedelta(hours=1)
+    long_window: ResolveAfter = timedelta(hours=6)
+    short_factor: Ratio = Decimal("14.4")
+    long_factor: Ratio = Decimal(6)
+    critical_within: ResolveAfter = timedelta(days=1)
+    max_tenants: int = Field(default=10_000, ge=1)
+
+
 class SpikeCauseParams(_DetectorParams):
     min_factor: float = Field(default=1.5, gt=1)
     flat: float = Field(default=1.25, gt=1)
@@ -197,6 +210,7 @@ class DetectorsConfig(_Strict):
     cardinality: CardinalityParams = Field(default_factory=CardinalityParams)
     unpriced_model: UnpricedModelParams = Field(default_factory=UnpricedModelParams)
     spike_cause: SpikeCauseParams = Field(default_factory=SpikeCauseParams)
+    burn_rate: BurnRateParams = Field(default_factory=BurnRateParams)
 
 
 class AlertingConfig(_Strict):

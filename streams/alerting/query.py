@@ -150,3 +150,25 @@ def rolling_median_query(
 
 def _sql_time_ms(moment: datetime) -> str:
     return f"toDateTime64('{moment.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC')"
+
+
+def burn_rate_query(
+    tenant_id: str, as_of: datetime, short_window: timedelta, long_window: timedelta
+) -> str:
+    """SQL over `usage_ledger FINAL` giving a `budget_burn_rate` alert's figures: the
+    tenant's spend over each window ending at `as_of` (whole minutes, as the detector
+    counts them; the rates are these over the window's hours) and the month's spend by
+    then (estimates included, as budgets count them)."""
+    end = as_of.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    month_start = as_of.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    spend = "cost_usd + estimated_cost_usd"
+    return (
+        "SELECT\n"
+        f"    sumIf({spend}, timestamp >= {_sql_time(end - short_window)}) AS short_spend_usd,\n"
+        f"    sumIf({spend}, timestamp >= {_sql_time(end - long_window)}) AS long_spend_usd,\n"
+        f"    sumIf({spend}, timestamp >= {_sql_time(month_start)}) AS month_spend_usd\n"
+        "FROM usage_ledger FINAL\n"
+        f"WHERE tenant_id = {sql_string(tenant_id)}\n"
+        f"  AND timestamp >= {_sql_time(min(month_start, end - long_window))}\n"
+        f"  AND timestamp < {_sql_time(end)}"
+    )

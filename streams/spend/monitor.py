@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from detectors.burn_rate import BurnRateDetector
 from detectors.cardinality import FIELD_NAMES, CardinalityOverflowDetector
 from detectors.contract import ContractDetector
 from detectors.finding import Finding
@@ -25,7 +26,7 @@ from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
 from detectors.unpriced_model import UnpricedModelDetector
 from schemas.spend_config import SpendConfig
-from streams.alerting.query import rolling_median_query, sql_string
+from streams.alerting.query import burn_rate_query, rolling_median_query, sql_string
 from streams.spend.tables import (
     HOUR,
     HOURLY_RETENTION_HOURS,
@@ -57,6 +58,7 @@ class SpendMonitor:
     retry_storm: RetryStormDetector = field(init=False)
     cardinality: CardinalityOverflowDetector | None = field(init=False)
     unpriced: UnpricedModelDetector | None = field(init=False)
+    burn_rate: BurnRateDetector | None = field(init=False)
     online: Any = field(init=False)  # OnlineAnomalyDetector, built on first use
     cause: SpikeCauseClassifier = field(init=False)
     _learned: bool = False
@@ -80,6 +82,7 @@ class SpendMonitor:
         self.unpriced = (
             UnpricedModelDetector(**d.unpriced_model.kwargs()) if d.unpriced_model.enabled else None
         )
+        self.burn_rate = BurnRateDetector(**d.burn_rate.kwargs()) if d.burn_rate.enabled else None
         self.online = None
         self._online_enabled = d.online.enabled
         spike = d.spike_cause.model_dump(exclude={"rate_floor"})
@@ -143,6 +146,11 @@ class SpendMonitor:
                             tables, "tenant", tenant_id, tenant_id, touched.hour, found
                         )
                     findings.append(found)
+        budget = self.config.tenants.get(tenant_id)
+        if self.burn_rate is not None and budget is not None and budget.monthly_budget_usd:
+            findings.extend(
+                self._observe_burn(tables, tenant_id, budget.monthly_budget_usd, result.counted)
+            )
         if overflowing and self.cardinality is not None:
             findings.extend(_observe_overflow(self.cardinality, tables, tenant_id, overflowing))
         for run in result.runs:
@@ -201,6 +209,34 @@ class SpendMonitor:
                 current[5] + 1,
                 current[6] + row["retry_count"],
             )
+        return findings
+
+    def _observe_burn(
+        self, tables: SpendTables, tenant_id: str, budget: Decimal, rows: list[dict[str, Any]]
+    ) -> list[Finding]:
+        """The list's spend per event-time minute, in order, with the month's total as it
+        stood at each (budgets count estimates, as the contract detector does)."""
+        assert self.burn_rate is not None
+        per_minute: dict[datetime, Decimal] = {}
+        for row in rows:
+            minute = row["timestamp"].replace(second=0, microsecond=0)
+            per_minute[minute] = per_minute.get(minute, Decimal(0)) + row["cost"] + row["estimated"]
+        findings = []
+        for minute in sorted(per_minute):
+            month = tables.month(tenant_id, minute)
+            later = sum(
+                (cost for m, cost in per_minute.items() if m > minute and m.month == minute.month),
+                Decimal(0),
+            )
+            month_spend = month.cost + month.estimated - later
+            found = self.burn_rate.update(
+                tenant_id, minute, per_minute[minute], month_spend, budget
+            )
+            if found is not None:
+                query = burn_rate_query(
+                    tenant_id, minute, self.burn_rate.short_window, self.burn_rate.long_window
+                )
+                findings.append(replace(found, evidence={**found.evidence, "query": query}))
         return findings
 
     def _with_rolling_query(self, finding: Finding, as_of: datetime) -> Finding:

@@ -17,6 +17,7 @@ MODULES = [
     "detectors.spike_cause",
     "detectors.unpriced_model",
     "detectors.decomposition",
+    "detectors.burn_rate",
 ]
 
 

@@ -107,3 +107,55 @@ def test_every_rolling_median_figure_is_what_its_query_returns(
         assert row["threshold_usd"] == finding.threshold
         assert abs(float(row["ratio"]) - evidence["ratio"]) < 1e-9
         assert row["active_hours"] == evidence["active_hours"]
+
+
+def runaway_rows() -> list[dict[str, Any]]:
+    """A tenant with a $3,000 month spending evenly, then $120 an hour from noon."""
+    rows = []
+    for m in range(24 * 60):
+        at = MONDAY + timedelta(minutes=m, seconds=17)
+        rows.append(
+            LedgerRow(
+                request_id=f"burn-{m}",
+                timestamp=at,
+                tenant_id="burner",
+                provider="openai",
+                model="gpt-4o",
+                input_tokens=1000,
+                output_tokens=200,
+                request_count=1,
+                status_code=200,
+                cost_usd=Decimal("0.07") if m < 12 * 60 else Decimal("2.00"),
+                source_partition=0,
+                source_offset=m,
+                ingested_at=at,
+            ).model_dump()
+        )
+    return rows
+
+
+def test_every_burn_rate_figure_is_what_its_query_returns(ledger_db: ClickHouseHandle) -> None:
+    rows = runaway_rows()
+    insert(ledger_db, rows)
+    config = SpendConfig.model_validate(
+        {
+            "detectors": {"online": {"enabled": False}},
+            "tenants": {"burner": {"monthly_budget_usd": "3000"}},
+        }
+    )
+    tables, monitor = SpendTables({}, {}, {}), SpendMonitor(config)
+    findings: list[Finding] = []
+    events = [costed_event(r, 0) for r in rows]
+    for start in range(0, len(events), 25):
+        result = tables.apply("burner", events[start : start + 25])
+        findings += monitor.observe(tables, "burner", result)
+    burns = [f for f in findings if f.detector == "budget_burn_rate"]
+    assert [f.severity for f in burns] == ["warning", "critical"]
+    for finding in burns:
+        (row,) = ledger_db.client.query(finding.evidence["query"]).named_results()
+        evidence = finding.evidence
+        assert row["short_spend_usd"] == evidence["short_spend_usd"]
+        assert row["long_spend_usd"] == evidence["long_spend_usd"]
+        assert evidence["short_rate_usd_per_hour"] == row["short_spend_usd"] / 1
+        assert evidence["long_rate_usd_per_hour"] == row["long_spend_usd"] / 6
+        assert row["month_spend_usd"] == evidence["month_spend_usd"]
