@@ -9,10 +9,11 @@ all completion tokens including reasoning; `reasoning_tokens` is part of it.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,6 +27,11 @@ from pydantic import (
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_TOKENS_PER_CALL = 10_000_000
 MAX_FUTURE_SKEW = timedelta(hours=24)
+# No AI API bill predates this; older timestamps are clock or unit errors (1970 from a
+# zero epoch). Configurable per pipeline (`timestamp_floor` in the validation context).
+DEFAULT_TIMESTAMP_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
+# The ledger's money columns are Decimal(38, 18).
+MONEY_QUANTUM = Decimal(1).scaleb(-18)
 
 # Text fields a producer may send by mistake. They are dropped on validation
 # (extra="ignore") and never stored; listed so the schema can say so.
@@ -61,7 +67,17 @@ def _epoch_millis_to_datetime(value: Any) -> Any:
     return value
 
 
-ReportedCost = Annotated[Decimal, Field(ge=0, le=1_000_000_000, allow_inf_nan=False)]
+def _to_money_scale(value: Decimal) -> Decimal:
+    """Round to the ledger's 18 decimal places: a gateway's float cost such as
+    0.00022500000000000002 carries more digits than the column holds."""
+    return value.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+ReportedCost = Annotated[
+    Decimal,
+    Field(ge=0, le=1_000_000_000, allow_inf_nan=False),
+    AfterValidator(_to_money_scale),
+]
 Tags = Annotated[dict[OptionalStr, OptionalStr], Field(max_length=64)]
 Timestamp = Annotated[datetime, BeforeValidator(_epoch_millis_to_datetime)]
 
@@ -117,9 +133,13 @@ class UsageEvent(BaseModel):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         value = value.astimezone(UTC)
-        now = (info.context or {}).get("now") or datetime.now(UTC)
+        context = info.context or {}
+        now = context.get("now") or datetime.now(UTC)
         if value > now + MAX_FUTURE_SKEW:
             raise ValueError("timestamp is more than 24 hours in the future")
+        floor = context.get("timestamp_floor") or DEFAULT_TIMESTAMP_FLOOR
+        if value < floor:
+            raise ValueError(f"timestamp is too old: before the floor {floor.isoformat()}")
         return value
 
     @model_validator(mode="after")

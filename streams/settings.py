@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.usage_event import DEFAULT_TIMESTAMP_FLOOR
 from streams.ledger.connect import chdb_url_for
 
 
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
     log_epoch_started_at: datetime | None = None
 
     dedupe_horizon_days: int = Field(default=7, ge=1)
+    # Events before this are dead letters (`timestamp_too_old`): a zero epoch or a
+    # wrong unit, never a real AI API call.
+    timestamp_floor: datetime = DEFAULT_TIMESTAMP_FLOOR
     # At most this many messages per ingest batch (a message may hold an array of
     # events); a batch holds what arrived while the previous one was being written.
     batch_max_events: int = Field(default=5000, ge=1)
@@ -65,10 +69,17 @@ class Settings(BaseSettings):
     keys_file: Path | None = None  # default <data_dir>/ingest_keys.json
     http_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     # `dev --workers N`: shared secret between the worker that owns the embedded data
-    # dir and its peers (POST /v1/ledger/insert).
+    # dir and its peers (POST /v1/ledger/insert and /v1/ledger/query); generated like
+    # the analyst token when not set.
     peer_token: SecretStr | None = None
-    # When set, POST /v1/query needs `Authorization: Bearer <token>`.
+    # POST /v1/query, GET /v1/limits and the dashboard need `Authorization: Bearer
+    # <token>`; when not set, generated at the first start into <data_dir>/tokens.json.
     analyst_token: SecretStr | None = None
+    # Limits every analyst query runs under (streams/ledger/query_guard.py).
+    query_max_seconds: float = Field(default=30.0, gt=0)
+    query_max_memory_bytes: int = Field(default=2 * 1024**3, ge=1024**2)
+    query_max_result_rows: int = Field(default=1_000_000, ge=1)
+    query_max_threads: int = Field(default=1, ge=1)
 
     # Fault injection for the reliability suite: while this file exists, every ledger
     # write fails as if ClickHouse were down (the sink's real retry path runs).

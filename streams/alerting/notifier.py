@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from ssl import SSLCertVerificationError
 from typing import Protocol
+from urllib.parse import quote, urlsplit
 
 from schemas.alert import Alert
 
@@ -59,11 +60,33 @@ def http_attempt(status: int, reason: str, at: datetime, retry_after: float | No
     )
 
 
+# A path segment at least this long is treated as secret (a webhook's token part).
+SECRET_SEGMENT_LENGTH = 8
+
+
+def secret_forms(secret: str) -> set[str]:
+    """Every form in which `secret` may show up in an error: itself, URL-quoted, and for
+    a URL its path, its query and each long path segment (a client's error often
+    names only the path, /services/T0/B0/<token>).
+
+    >>> sorted(secret_forms("https://hooks.example/services/T0/B0/abcdefgh12?x=1"))[:3]
+    ['/services/T0/B0/abcdefgh12', '/services/T0/B0/abcdefgh12?x=1', 'abcdefgh12']
+    """
+    forms = {secret, quote(secret, safe=""), quote(secret)}
+    parsed = urlsplit(secret)
+    if parsed.scheme and parsed.netloc:
+        forms |= {parsed.path, f"{parsed.path}?{parsed.query}" if parsed.query else ""}
+        forms |= {quote(parsed.path), parsed.query, parsed.password or ""}
+        forms |= {p for p in parsed.path.split("/") if len(p) >= SECRET_SEGMENT_LENGTH}
+    return {form for form in forms if len(form) >= SECRET_SEGMENT_LENGTH or form == secret}
+
+
 def redact(text: str, *secrets: str) -> str:
-    """Belt and braces: no error text that reaches a log or a row may carry a secret."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """Belt and braces: no error text that reaches a log or a row may carry a secret,
+    in any of its forms."""
+    forms = {form for secret in secrets if secret for form in secret_forms(secret)}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
     return text
 
 

@@ -22,6 +22,7 @@ from streams.embedded.status import StackWatcher, status_line
 from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import ensure_data_dir_free
 from streams.ledger.remote import WORKER_FILE
+from streams.runtime.auth import analyst_token_for, usage_hint
 from streams.settings import Settings
 from streams.spend.config import load_config
 
@@ -134,7 +135,9 @@ def run_dev(
             f"worker{'s' if len(started) > 1 else ''} {urls} (Ctrl-C to stop)",
             flush=True,
         )
-        watcher = StackWatcher(f"http://127.0.0.1:{started[0].web_port}", stack.peer_token)
+        print(usage_hint(settings.data_dir), file=sys.stderr, flush=True)
+        token = analyst_token_for(settings.data_dir, settings.analyst_token)
+        watcher = StackWatcher(f"http://127.0.0.1:{started[0].web_port}", token)
         if span is not None:
             held = watcher.rows_since(datetime.now(UTC) - timedelta(seconds=span))
             if held:

@@ -7,7 +7,6 @@ parent (PR_SET_PDEATHSIG) and are stopped with SIGTERM in reverse order.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import subprocess
 import sys
 import time
@@ -20,12 +19,14 @@ from typing import Any
 
 import httpx
 
+from streams.data_dir import open_private_log, private_dir, use_private_umask
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.processes import child_env, free_port, spawn, stop
 from streams.errors import SpendstreamError
 from streams.kafka.admin import ensure_topics
 from streams.kafka.group_progress import GroupProgress, GroupProgressReader
 from streams.kafka.topics import INGEST_GROUP, topic_specs
+from streams.runtime.auth import ensure_tokens
 from streams.settings import Settings
 
 
@@ -50,10 +51,16 @@ class EmbeddedStack:
     log_epoch: str = field(default_factory=lambda: f"embedded-{uuid.uuid4().hex[:12]}")
     # Before the broker exists: every row of this epoch is ingested after it.
     log_epoch_started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    peer_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    peer_token: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        use_private_umask()  # ledger, dead letters, logs: readable by their owner only
+        private_dir(self.settings.data_dir)
+        # The workers find the same tokens in the data dir; generated at the first start.
+        tokens, _ = ensure_tokens(
+            self.settings.data_dir, self.settings.analyst_token, self.settings.peer_token
+        )
+        self.peer_token = tokens.peer.get_secret_value()
         self.broker = EmbeddedBroker(log_file=self.settings.data_dir / "broker.log")
 
     @property
@@ -100,7 +107,7 @@ class EmbeddedStack:
             **(extra_env or {}),
         )
         log_name = "worker.log" if not self.workers else f"worker-{len(self.workers) + 1}.log"
-        log = open(self.settings.data_dir / log_name, "ab")  # noqa: SIM115
+        log = open_private_log(self.settings.data_dir / log_name)
         process = spawn(
             [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=log
         )

@@ -14,12 +14,16 @@ inflates them with the same limit.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 
 READ_CHUNK = 64 * 1024
+# A body must arrive within this: a client that trickles bytes would otherwise hold a
+# connection and its buffer for as long as it likes.
+BODY_READ_SECONDS = 30.0
 IDENTITY_ENCODINGS = frozenset({"", "identity"})
 GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
 GZIP_MAGIC = b"\x1f\x8b"
@@ -43,9 +47,22 @@ class MalformedEncoding(BodyError):
     status = 400
 
 
-async def read_body(request: web.BaseRequest, max_bytes: int) -> bytes:
+class BodyTimeout(BodyError):
+    status = 408
+
+
+async def read_body(
+    request: web.BaseRequest, max_bytes: int, timeout: float = BODY_READ_SECONDS
+) -> bytes:
     """The body, gunzipped when `Content-Encoding: gzip`, at most `max_bytes`
-    both as received and as decoded."""
+    both as received and as decoded, and within `timeout` seconds."""
+    try:
+        return await asyncio.wait_for(_read_body(request, max_bytes), timeout)
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {timeout:.0f}s") from None
+
+
+async def _read_body(request: web.BaseRequest, max_bytes: int) -> bytes:
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in IDENTITY_ENCODINGS | GZIP_ENCODINGS:
         raise UnsupportedEncoding(

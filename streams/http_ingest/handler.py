@@ -30,7 +30,7 @@ import orjson
 from aiohttp import web
 
 from schemas.normalizers import FORMATS
-from streams.http_ingest.body import BodyError, read_body
+from streams.http_ingest.body import BODY_READ_SECONDS, BodyError, read_body
 from streams.http_ingest.items import split_items
 from streams.http_ingest.keys import IngestKeyStore, KeyScope
 from streams.http_ingest.otlp import (
@@ -42,6 +42,7 @@ from streams.http_ingest.otlp import (
 from streams.http_ingest.rate_limit import RateLimiter
 from streams.http_ingest.validation import Outcome, validate_items
 from streams.ingest.decoding import Rejection, truncate_payload
+from streams.runtime.auth import bearer_token
 
 log = logging.getLogger("spendstream.http_ingest")
 
@@ -123,6 +124,7 @@ class IngestHandler:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_events_per_request: int = DEFAULT_MAX_EVENTS_PER_REQUEST,
         rate_limit_per_key: tuple[float, int] | None = DEFAULT_RATE_LIMIT_PER_KEY,
+        body_read_seconds: float = BODY_READ_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_body_bytes < 1 or max_events_per_request < 1:
@@ -131,6 +133,7 @@ class IngestHandler:
         self.key_store = key_store
         self.max_body_bytes = max_body_bytes
         self.max_events_per_request = max_events_per_request
+        self.body_read_seconds = body_read_seconds
         self.rate_limit_per_key = rate_limit_per_key
         self._limiter = (
             RateLimiter(*rate_limit_per_key, clock=clock) if rate_limit_per_key else None
@@ -245,7 +248,7 @@ class IngestHandler:
         """The caller's key scope; raises `Refusal` for 401 and 429."""
         if self.key_store is None:
             return None
-        scope = self.key_store.authenticate(_bearer(request))
+        scope = self.key_store.authenticate(bearer_token(request))
         if scope is None:
             raise Refusal(
                 401,
@@ -266,9 +269,10 @@ class IngestHandler:
 
     async def _read(self, request: web.Request) -> bytes:
         try:
-            return await read_body(request, self.max_body_bytes)
+            return await read_body(request, self.max_body_bytes, self.body_read_seconds)
         except BodyError as exc:
-            reason = "payload_too_large" if exc.status == 413 else "bad_encoding"
+            reasons = {413: "payload_too_large", 408: "request_timeout"}
+            reason = reasons.get(exc.status, "bad_encoding")
             raise Refusal(exc.status, reason, str(exc)) from None
 
     def _check_count(self, count: int) -> None:
@@ -302,13 +306,6 @@ _PUBLISH_FAILED = "the events could not be published; retry the request"
 
 async def _run(work: Callable[[], Any], *, offload: bool) -> Any:
     return await asyncio.to_thread(work) if offload else work()
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
 
 
 def _query(request: web.Request, *, allow_format: bool) -> tuple[str | None, dict[str, str]]:

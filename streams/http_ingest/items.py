@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from streams.ingest.decoding import Rejection, truncate_payload
+from streams.ingest.decoding import Rejection, elements_without_repeated_keys, truncate_payload
 
 NDJSON_CONTENT_TYPES = frozenset(
     {
@@ -42,14 +42,12 @@ def split_items(body: bytes, content_type: str) -> list[Item] | Rejection:
         if _looks_like_ndjson(body):
             return _ndjson(body)
         return Rejection("malformed_json", f"not valid JSON: {exc}", truncate_payload(body))
-    if isinstance(document, dict):
-        return [document]
-    if isinstance(document, list):
-        if not document:
-            return Rejection(
-                "empty_batch", "the JSON array holds no events", truncate_payload(body)
-            )
-        return document
+    if isinstance(document, list) and not document:
+        return Rejection("empty_batch", "the JSON array holds no events", truncate_payload(body))
+    if isinstance(document, dict | list):
+        # A repeated key is refused as on the Kafka path: which value was meant is unknown.
+        elements = elements_without_repeated_keys(body, document)
+        return [elements] if isinstance(elements, Rejection) else list(elements)
     return Rejection(
         "not_an_object",
         f"expected a JSON object, an array of objects or NDJSON, got {type(document).__name__}",
@@ -73,7 +71,11 @@ def _ndjson(body: bytes) -> list[Item]:
         if not line.strip():
             continue
         try:
-            items.append(orjson.loads(line))
+            document = orjson.loads(line)
+            if isinstance(document, dict):
+                checked = elements_without_repeated_keys(line, document)
+                document = checked if isinstance(checked, Rejection) else checked[0]
+            items.append(document)
         except orjson.JSONDecodeError as exc:
             items.append(
                 Rejection(

@@ -57,6 +57,12 @@ MAX_QUEUED = 4
 # than with events: batches are at least this far apart, which bounds what that
 # costs under load and adds at most this much to alert latency.
 MIN_BATCH_INTERVAL_SECONDS = 0.2
+# A stop writes what is queued for at most this long. A write still failing then (an
+# outage) is abandoned: its offsets stay uncommitted, so a durable broker delivers it
+# again; the embedded in-memory broker loses it with its log (docs/reliability.md).
+# Waiting longer would keep a stopped worker, and the data dir it holds, alive for as
+# long as the outage lasts.
+STOP_WRITE_SECONDS = 5.0
 
 
 @dataclass
@@ -86,6 +92,7 @@ class UsageConsumer(Service):
         self.changed = asyncio.Condition()
         self.failures = 0
         self.lag: dict[tuple[str, int], int] = {}
+        self._loops: list[asyncio.Future[Any]] = []
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self.consumer is not None else set()
@@ -108,14 +115,26 @@ class UsageConsumer(Service):
         )
         self.consumer.subscribe([self.settings.usage_topic], listener=_Rebalance(self))
         await self.consumer.start()
-        self.add_future(self._consume())
-        self.add_future(self._write())
+        self._loops = [self.add_future(self._consume()), self.add_future(self._write())]
 
     async def on_stop(self) -> None:
         # A clean stop writes and commits what is queued; SIGKILL does not, and those
-        # batches are re-delivered (ledgered ids are then dropped as duplicates).
+        # batches are re-delivered (ledgered ids are then dropped as duplicates). The
+        # loops go first: one may be retrying a write for as long as an outage lasts.
+        for future in self._loops:
+            future.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
         if self.pipeline is not None:
-            await self._write_queued(self.pipeline)
+            try:
+                await asyncio.wait_for(self._write_queued(self.pipeline), STOP_WRITE_SECONDS)
+            except TimeoutError:
+                events = sum(q.batch.events for q in self.queued)
+                log.error(
+                    "stopping with %d events not written to the ledger (still failing after "
+                    "%.0fs); their offsets are not committed",
+                    events,
+                    STOP_WRITE_SECONDS,
+                )
         if self.consumer is not None:
             await self.consumer.stop()
 

@@ -33,6 +33,7 @@ REASONS = (
     "token_breakdown_inconsistent",
     "timestamp_invalid",
     "timestamp_in_future",
+    "timestamp_too_old",
     "schema_violation",
 )
 # HTTP ingest adds `ownership_mismatch` (an event claims another tenant or team than its
@@ -69,26 +70,60 @@ def truncate_payload(raw: bytes | str) -> str:
     return raw[:RAW_PAYLOAD_LIMIT].decode("utf-8", errors="replace")[:RAW_PAYLOAD_LIMIT]
 
 
-_TEXT_KEYS = tuple(f'"{name}"'.encode() for name in DROPPED_TEXT_FIELDS)
+# Span attributes that carry prompt or completion text (OpenTelemetry GenAI, old and
+# new names; OpenLLMetry's indexed `gen_ai.prompt.0.content`; OpenInference).
+TEXT_ATTRIBUTES = frozenset(
+    {
+        "gen_ai.prompt",
+        "gen_ai.completion",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result",
+        "gen_ai.tool.definitions",
+        "llm.prompts",
+        "llm.completions",
+        "llm.input_messages",
+        "llm.output_messages",
+        "input.value",
+        "output.value",
+    }
+)
+_TEXT_PREFIXES = tuple(f"{name}." for name in TEXT_ATTRIBUTES)
+_TEXT_MARKERS = (
+    *(f'"{name}"'.encode() for name in DROPPED_TEXT_FIELDS),
+    *(name.encode() for name in TEXT_ATTRIBUTES),
+)
+
+
+def is_text_key(key: str) -> bool:
+    return key in DROPPED_TEXT_FIELDS or key in TEXT_ATTRIBUTES or key.startswith(_TEXT_PREFIXES)
 
 
 def _without_text_fields(raw: bytes) -> bytes:
-    if not any(key in raw for key in _TEXT_KEYS):
+    if not any(marker in raw for marker in _TEXT_MARKERS):
         return raw
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        # Not JSON: where the text starts and ends is unknown, so keep nothing after it.
-        cut = min(raw.find(key) for key in _TEXT_KEYS if key in raw)
+        # Not JSON (or protobuf): where the text starts and ends is unknown, so keep
+        # nothing after the first field that may hold it.
+        cut = min(raw.find(marker) for marker in _TEXT_MARKERS if marker in raw)
         return raw[:cut] + b"...(cut: a text field follows)"
     return orjson.dumps(_drop_text(document))
 
 
 def _drop_text(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _drop_text(v) for k, v in value.items() if k not in DROPPED_TEXT_FIELDS}
+        return {k: _drop_text(v) for k, v in value.items() if not is_text_key(k)}
     if isinstance(value, list):
-        return [_drop_text(v) for v in value]
+        # OTLP JSON writes attributes as [{"key": "gen_ai.prompt", "value": {...}}].
+        return [
+            _drop_text(v)
+            for v in value
+            if not (isinstance(v, dict) and isinstance(v.get("key"), str) and is_text_key(v["key"]))
+        ]
     return value
 
 
@@ -104,28 +139,35 @@ def parse_message(raw: bytes) -> list[Any] | Rejection:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejection("malformed_json", f"not valid JSON: {exc}", truncate_payload(raw))
+    if isinstance(document, list) and not document:
+        return Rejection("empty_batch", "the JSON array holds no events", truncate_payload(raw))
+    if isinstance(document, dict | list):
+        return elements_without_repeated_keys(raw, document)
+    return Rejection(
+        "not_an_object",
+        f"expected a JSON object or an array of objects, got {type(document).__name__}",
+        truncate_payload(raw),
+    )
+
+
+def elements_without_repeated_keys(raw: bytes, document: dict[str, Any] | list[Any]) -> Any:
+    """The elements of a parsed JSON object or array (`raw` its bytes), each element with
+    a key repeated in one of its objects replaced by its `duplicate_key` Rejection; for
+    an object, that Rejection alone. Shared by the Kafka path and HTTP ingest."""
     if isinstance(document, dict):
         if _may_repeat_keys(raw, document):
             [repeated] = _repeated_keys(raw)
             if repeated is not None:
                 return _duplicate_key_rejection(repeated, raw)
         return [document]
-    if isinstance(document, list):
-        if not document:
-            return Rejection("empty_batch", "the JSON array holds no events", truncate_payload(raw))
-        if _may_repeat_keys(raw, document):
-            elements: list[Any] = list(document)
-            for index, key in enumerate(_repeated_keys(raw)):
-                if key is not None:
-                    payload = orjson.dumps(elements[index])
-                    elements[index] = _duplicate_key_rejection(key, payload, index)
-            return elements
+    if not _may_repeat_keys(raw, document):
         return document
-    return Rejection(
-        "not_an_object",
-        f"expected a JSON object or an array of objects, got {type(document).__name__}",
-        truncate_payload(raw),
-    )
+    elements: list[Any] = list(document)
+    for index, key in enumerate(_repeated_keys(raw)):
+        if key is not None:
+            payload = orjson.dumps(elements[index])
+            elements[index] = _duplicate_key_rejection(key, payload, index)
+    return elements
 
 
 # A JSON key is a string followed by a colon: in compact JSON, `":`. orjson keeps the
@@ -200,8 +242,11 @@ def classify(exc: ValidationError) -> tuple[str, str]:
         f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors[:3]
     )
     if field == "timestamp":
-        future = "future" in first["msg"]
-        return ("timestamp_in_future" if future else "timestamp_invalid"), message
+        if "future" in first["msg"]:
+            return "timestamp_in_future", message
+        if "too old" in first["msg"]:
+            return "timestamp_too_old", message
+        return "timestamp_invalid", message
     if field in TOKEN_FIELDS and kind in ("greater_than_equal", "less_than_equal"):
         return "token_count_out_of_range", message
     if field in TOKEN_FIELDS and _beyond_64_bits(first.get("input")):
@@ -227,11 +272,14 @@ def _identity(element: dict[str, Any]) -> tuple[str, str]:
 
 
 def validate_elements(
-    elements: list[Any], now: datetime, raw: bytes | None = None
+    elements: list[Any],
+    now: datetime,
+    raw: bytes | None = None,
+    timestamp_floor: datetime | None = None,
 ) -> DecodedMessage:
     events: list[UsageEvent] = []
     rejections: list[Rejection] = []
-    context = {"now": now}
+    context = {"now": now, "timestamp_floor": timestamp_floor}
     single = len(elements) == 1
     for index, element in enumerate(elements):
         element_index = -1 if single else index
@@ -263,9 +311,11 @@ def validate_elements(
     return DecodedMessage(events, rejections)
 
 
-def decode_message(raw: bytes, now: datetime | None = None) -> DecodedMessage:
+def decode_message(
+    raw: bytes, now: datetime | None = None, timestamp_floor: datetime | None = None
+) -> DecodedMessage:
     """Validate one Kafka message: events to price, rejections to dead-letter."""
     parsed = parse_message(raw)
     if isinstance(parsed, Rejection):
         return DecodedMessage([], [parsed])
-    return validate_elements(parsed, now or datetime.now(UTC), raw)
+    return validate_elements(parsed, now or datetime.now(UTC), raw, timestamp_floor)

@@ -32,6 +32,7 @@ from streams.cost.catalog import PriceCatalog
 from streams.cost.rows import SourcePosition, costed_event, price_event
 from streams.ingest.decoding import Rejection, decode_message
 from streams.ingest.dedupe import U64, RequestIdFilter, hash_request_ids
+from streams.ledger.isolation import refused_dead_letter
 from streams.ledger.sink import ClickHouseLedgerSink
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class PreparedBatch:
     costed_by_tenant: dict[str, list[dict[str, Any]]]
     dead_letters: list[dict[str, Any]]
     day: int
+    positions: list[SourcePosition] = field(default_factory=list)  # of `rows`, in order
 
 
 @dataclass
@@ -91,6 +93,7 @@ class IngestPipeline:
         publish_costed: CostedPublisher | None = None,
         publish_dead_letters: DeadLetterPublisher | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        timestamp_floor: datetime | None = None,
     ) -> None:
         self.catalog = catalog
         self.dedupe = dedupe
@@ -99,6 +102,7 @@ class IngestPipeline:
         self.publish_costed = publish_costed
         self.publish_dead_letters = publish_dead_letters
         self.clock = clock
+        self.timestamp_floor = timestamp_floor
         self.counters = IngestCounters()
 
     def prepare(
@@ -110,7 +114,7 @@ class IngestPipeline:
         events: list[tuple[UsageEvent, SourcePosition]] = []
         dead_letters: list[dict[str, Any]] = []
         for message in messages:
-            decoded = decode_message(message.value, now)
+            decoded = decode_message(message.value, now, self.timestamp_floor)
             events.extend(
                 (event, SourcePosition(message.topic, message.partition, message.offset, index))
                 for index, event in enumerate(decoded.events)
@@ -137,6 +141,7 @@ class IngestPipeline:
             costed_by_tenant=by_tenant,
             dead_letters=dead_letters,
             day=ingest_day(now),
+            positions=[position for _, position in admitted],
         )
 
     async def publish(self, batch: PreparedBatch) -> None:
@@ -151,14 +156,26 @@ class IngestPipeline:
         """Step 5 for published batches, in one insert: returns once the rows are
         durable and the ids marked."""
         rows = [row for batch in batches for row in batch.rows]
+        positions = [position for batch in batches for position in batch.positions]
         dead_letters = [letter for batch in batches for letter in batch.dead_letters]
-        await self.sink.write(rows, dead_letters)
+        refused = await self.sink.write(
+            rows,
+            dead_letters,
+            lambda index, error: refused_dead_letter(
+                rows[index], error, log_epoch=self.log_epoch, element_index=positions[index].index
+            ),
+        )
         # Marked only now: a batch that is never written (its partition revoked before
         # the write, or the process stopped) leaves its ids free for re-delivery.
         for batch in batches:
             self.dedupe.mark(batch.hashes, batch.day)
             self._count(batch)
         self.dedupe.expire(batches[-1].day)
+        # Rows ClickHouse refused for their data are dead letters, not ledger rows.
+        self.counters.ledgered -= len(refused)
+        for letter in refused:
+            by_reason = self.counters.dead_letters_by_reason
+            by_reason[letter["reason"]] = by_reason.get(letter["reason"], 0) + 1
 
     def _dead_letter(
         self, rejection: Rejection, message: UsageMessage, now: datetime

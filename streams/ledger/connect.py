@@ -22,6 +22,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from pydantic import SecretStr
 
+from streams.data_dir import private_dir
 from streams.errors import ConfigError, DataDirInUseError, MigrationChangedError
 
 MIGRATIONS_TABLE = "schema_migrations"
@@ -67,7 +68,8 @@ def chdb_url_for(data_dir: Path) -> str:
 
 
 def _lock_data_path(path: Path) -> IO[str]:
-    path.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    private_dir(path)
     lock_file = open(path.parent / f".{path.name}.lock", "a+")  # noqa: SIM115 - held open on purpose
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -5,10 +5,10 @@ first worker as the owner and points the others at it with
 `SPENDSTREAM_CLICKHOUSE_URL=spendstream+http://127.0.0.1:<port>`: their ledger
 inserts go to the owner's `POST /v1/ledger/insert` as the Arrow batch the sink
 built (same columns, same deduplication token, answered only once durable), and
-their reads to its read-only `POST /v1/query`. Commands that write while a stack
-runs (`migrate`, `reprice`, `retention`) use the same client: their statements go to
-`POST /v1/ledger/command`. A production deployment points every worker at a
-ClickHouse server instead and needs none of this.
+their reads to its guarded `POST /v1/ledger/query`, both with the peer token.
+Commands that write while a stack runs (`migrate`, `reprice`, `retention`) use the
+same client: their statements go to `POST /v1/ledger/command`. A production
+deployment points every worker at a ClickHouse server instead and needs none of this.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 
 from streams.errors import SpendstreamError
+from streams.ledger.isolation import RowsRefused
 from streams.ledger.remote import (
     ARROW_STREAM,
     QueryResult,
@@ -55,7 +56,7 @@ class PeerClickHouseClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
-        self._reader = RemoteQueryClient(base_url, token, timeout)
+        self._reader = RemoteQueryClient(base_url, token, timeout, path="/v1/ledger/query")
 
     def insert_arrow(
         self, table: str, arrow_table: pa.Table, settings: dict[str, Any] | None = None
@@ -63,6 +64,8 @@ class PeerClickHouseClient:
         metadata = {"table": table, "settings": orjson.dumps(settings or {})}
         body = ipc_bytes(arrow_table.replace_schema_metadata(metadata))
         response = self._http.post("/v1/ledger/insert", content=body)
+        if response.status_code == 422:
+            raise RowsRefused(response.text[:500])
         if response.status_code != 200:
             raise ConnectionError(
                 f"owner worker refused the insert: {response.status_code} {response.text[:200]}"

@@ -8,9 +8,10 @@ as a columnar file, pyarrow reads it with its types (Decimal, DateTime, Nullable
 Map, Array, Tuple), and `python_rows` turns the columns into Python values. Between
 processes the result travels as an Arrow IPC stream, and the query parameters as
 a one-row Arrow table, so nothing is rebuilt from text on the other side.
-Read-only is enforced by ClickHouse (`readonly=1`), not by parsing SQL.
-The worker announces itself in `<data_dir>/worker.json` (pid, web port, broker,
-peer token); commands that write go through it too (`open_writer`).
+The worker runs only a guarded SELECT (streams/ledger/query_guard.py) and only
+with the analyst token, which these clients read from `<data_dir>/tokens.json` unless
+one is configured. The worker announces itself in `<data_dir>/worker.json` (pid, web
+port, broker, peer token); commands that write go through it too (`open_writer`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from clickhouse_connect.driver.client import Client
 from streams.embedded.processes import port_open
 from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import chdb_url_for, clickhouse_session
+from streams.runtime.auth import analyst_token_for
 from streams.settings import Settings
 
 READ_ONLY = {"readonly": 1}
@@ -214,13 +216,20 @@ def refusal(response: httpx.Response) -> str:
 
 
 class RemoteQueryClient:
-    """Reads through the worker that owns the data (it applies `readonly=1` itself)."""
+    """Reads through the worker that owns the data (it guards and bounds the query)."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 120.0,
+        path: str = "/v1/query",
+    ) -> None:
         headers = {"Content-Type": ARROW_STREAM, "Accept": ARROW_STREAM}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+        self._path = path
 
     def query(
         self,
@@ -228,7 +237,7 @@ class RemoteQueryClient:
         parameters: dict[str, Any] | None = None,
         settings: dict[str, Any] | None = None,
     ) -> QueryResult:
-        response = self._http.post("/v1/query", content=encode_query_request(query, parameters))
+        response = self._http.post(self._path, content=encode_query_request(query, parameters))
         if response.status_code != 200:
             raise SpendstreamError(f"query failed: {refusal(response)}")
         return QueryResult(read_ipc(response.content))
@@ -296,8 +305,8 @@ def open_reader(settings: Settings) -> Iterator[Reader]:
     url = settings.resolved_clickhouse_url
     stack = _embedded_stack(settings)
     if stack is not None:
-        token = settings.analyst_token.get_secret_value() if settings.analyst_token else None
-        remote = RemoteQueryClient(stack.url, token or stack.peer_token)
+        token = analyst_token_for(settings.data_dir, settings.analyst_token)
+        remote = RemoteQueryClient(stack.url, token)
         try:
             yield remote
         finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -43,16 +42,13 @@ from streams.ledger.connect import (
     open_clickhouse,
     open_session_client,
 )
+from streams.ledger.isolation import first_line, is_data_error
 from streams.ledger.peer import decode_insert
-from streams.ledger.remote import (
-    ARROW_STREAM,
-    READ_ONLY,
-    decode_query_request,
-    encode_query_response,
-    query_table,
-    write_worker_file,
-)
+from streams.ledger.query_guard import QueryLimits
+from streams.ledger.query_service import QueryService
+from streams.ledger.remote import ARROW_STREAM, decode_query_request, write_worker_file
 from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
+from streams.runtime.auth import RequestAuth, WorkerTokens, ensure_tokens
 from streams.runtime.metrics import CONTENT_TYPE, DeliveryCounts, WorkerMetrics
 from streams.settings import Settings
 from streams.spend.agent import SpendRuntime, register_spend_agent
@@ -82,6 +78,7 @@ class WorkerRuntime:
     catalog: PriceCatalog
     handle: ClickHouseHandle | None = None
     reader: Any = None  # a separate session for read-only queries (see open_session_client)
+    queries: QueryService | None = None  # analyst and peer reads, on the reader session
     spend: SpendRuntime | None = None
     executor: ClickHouseExecutor | None = None
     sink: ClickHouseLedgerSink | None = None
@@ -117,10 +114,12 @@ class WorkerRuntime:
         self.executor = ClickHouseExecutor(self.handle.client)
         if getattr(self.handle.client, "remote", False):
             self.reader = self.handle.client
+            self._open_queries()
             self._make_sink()
             return []  # the owner worker applies migrations
         applied = apply_migrations(self.handle.client)
         self.reader = open_session_client(self.handle, self.settings.clickhouse_password)
+        self._open_queries()
         self._make_sink()
         if self.handle.embedded and self.settings.web_enabled:
             peer_token = self.settings.peer_token
@@ -131,6 +130,17 @@ class WorkerRuntime:
                 peer_token.get_secret_value() if peer_token else None,
             )
         return applied
+
+    def _open_queries(self) -> None:
+        settings = self.settings
+        limits = QueryLimits(
+            max_seconds=settings.query_max_seconds,
+            max_memory_bytes=settings.query_max_memory_bytes,
+            max_result_rows=settings.query_max_result_rows,
+            max_threads=settings.query_max_threads,
+        )
+        self.queries = QueryService(self.reader, limits)
+        self.queries.load_objects()
 
     def _make_sink(self) -> None:
         assert self.executor is not None
@@ -182,6 +192,7 @@ class WorkerRuntime:
                 self.dedupe,
                 self.sink,
                 log_epoch=self.settings.log_epoch,
+                timestamp_floor=self.settings.timestamp_floor,
                 publish_costed=lambda by_tenant: publish_costed(app, self.settings, by_tenant),
                 publish_dead_letters=lambda letters: publish_dead_letters(
                     app, self.settings, letters
@@ -247,7 +258,7 @@ class WorkerRuntime:
             total = 0
             with client.query_column_block_stream(
                 "SELECT request_id, toUInt32(toRelativeDayNum(ingested_at)) FROM usage_ledger "
-                "WHERE ingested_at >= fromUnixTimestamp64Milli(%(since_ms)s)",
+                "WHERE ingested_at >= fromUnixTimestamp64Milli({since_ms:Int64})",
                 parameters={"since_ms": int(since.timestamp() * 1000)},
             ) as blocks:
                 for request_ids, days in blocks:
@@ -272,6 +283,8 @@ class WorkerRuntime:
             worker_file.unlink(missing_ok=True)
         if self.executor is not None:
             self.executor.shutdown()
+        if self.queries is not None:
+            self.queries.shutdown()
         if self.reader is not None:
             self.reader.close()
             self.reader = None
@@ -360,6 +373,15 @@ async def publish_dead_letters(
     await asyncio.gather(*pending)
 
 
+def request_auth(settings: Settings) -> RequestAuth:
+    """Configured tokens, else the data dir's (generated at the first start)."""
+    tokens, _ = ensure_tokens(settings.data_dir, settings.analyst_token, settings.peer_token)
+    return RequestAuth(
+        WorkerTokens(analyst=tokens.analyst, peer=tokens.peer),
+        IngestKeyStore(settings.keys_file or settings.data_dir / "ingest_keys.json"),
+    )
+
+
 def build_app(
     settings: Settings, catalog: PriceCatalog, config: SpendConfig | None = None
 ) -> tuple[faust.App, WorkerRuntime]:
@@ -394,6 +416,10 @@ def build_app(
         # the ingest and the spend agent retry what times out.
         producer_request_timeout=PRODUCER_REQUEST_TIMEOUT_SECONDS,
         web_enabled=settings.web_enabled,
+        # Faust's /table and /router views show table contents (per-tenant spend) to
+        # anyone who reaches the port.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_host,
@@ -401,7 +427,10 @@ def build_app(
     )
     runtime = WorkerRuntime(settings=settings, catalog=catalog)
     embedded = runtime.settings.resolved_clickhouse_url.startswith("chdb:")
-    runtime.spend = register_spend_agent(app, settings, config or SpendConfig(), embedded)
+    auth = request_auth(settings)
+    runtime.spend = register_spend_agent(
+        app, settings, config or SpendConfig(), embedded, may_read_limits=auth.may_read_limits
+    )
 
     def wire_alerts_table() -> AlertsTableWriter | None:
         spend = runtime.spend
@@ -473,16 +502,10 @@ def build_app(
         async def post(self, request: Any) -> Any:
             return await ingest_handler.handle_traces(request)
 
-    def bearer_is(request: Any, token: Any) -> bool:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return token is not None and hmac.compare_digest(
-            given.encode(), token.get_secret_value().encode()
-        )
-
     async def owner_refusal(view: Any, request: Any) -> Any:
         """Why this worker does not take a write (no peer token, not the data dir's
         owner), or None."""
-        if not bearer_is(request, settings.peer_token):
+        if not auth.is_peer(request):
             return view.error(401, "peer token required")
         await runtime.connected()
         if runtime.executor is None or runtime.handle is None or runtime.handle.remote:
@@ -508,7 +531,15 @@ def build_app(
                 return self.error(400, str(exc))
             handle, executor = runtime.handle, runtime.executor
             assert handle is not None and executor is not None  # owner_refusal saw them
-            await executor.run(handle.client.insert_arrow, table, batch, settings=insert_settings)
+            try:
+                await executor.run(
+                    handle.client.insert_arrow, table, batch, settings=insert_settings
+                )
+            except Exception as exc:
+                if not is_data_error(exc):
+                    raise
+                # The peer's sink isolates the rows at fault instead of retrying.
+                return self.error(422, first_line(exc))
             return self.json({"inserted": batch.num_rows})
 
     @app.page("/v1/ledger/command")
@@ -534,44 +565,46 @@ def build_app(
                 return self.error(400, str(exc).strip().splitlines()[0][:500])
             return self.json({"done": True})
 
+    async def answer_query(view: faust.web.View, request: Any) -> Any:
+        if not await runtime.connected() or runtime.queries is None:
+            return view.error(503, "ClickHouse is not connected")
+        answer = await runtime.queries.answer(
+            await request.read(),
+            request.headers.get("Content-Type", ""),
+            request.headers.get("Accept", ""),
+        )
+        return view.bytes(answer.body, content_type=answer.content_type, status=answer.status)
+
     @app.page("/v1/query")
     class QueryView(faust.web.View):
-        """Read-only SQL for readers while this worker owns the embedded data dir."""
+        """Analyst SQL (one guarded SELECT) while this worker owns the embedded data dir."""
 
         async def post(self, request: Any) -> Any:
-            token = settings.analyst_token
-            if token is not None and not (
-                bearer_is(request, token) or bearer_is(request, settings.peer_token)
-            ):
-                return self.error(401, "analyst token required")
-            if not await runtime.connected() or runtime.executor is None:
-                return self.error(503, "ClickHouse is not connected")
-            try:
-                sql, parameters = decode_query_request(
-                    await request.read(), request.headers.get("Content-Type", "")
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                return self.error(400, f"bad query request: {exc}")
-            try:
-                result = await runtime.executor.run(
-                    query_table, runtime.reader, sql, parameters or None, READ_ONLY
-                )
-            except Exception as exc:
-                return self.error(400, str(exc).strip().splitlines()[0][:500])
-            payload, content_type = encode_query_response(result, request.headers.get("Accept", ""))
-            return self.bytes(payload, content_type=content_type)
+            if not auth.is_analyst(request):
+                return self.error(401, "analyst token required: Authorization: Bearer <token>")
+            return await answer_query(self, request)
+
+    @app.page("/v1/ledger/query")
+    class PeerQueryView(faust.web.View):
+        """The reads of peer workers of `dev --workers N`, with the peer token."""
+
+        async def post(self, request: Any) -> Any:
+            if not auth.is_peer(request):
+                return self.error(401, "peer token required")
+            return await answer_query(self, request)
 
     async def read_ledger(query: Callable[[Any], Any]) -> Any:
-        """The read path of the dashboard: the read-only session, on the ClickHouse thread."""
-        if not await runtime.connected() or runtime.executor is None:
+        """The read path of the dashboard: the reader session, on the readers' thread
+        (never the ledger writer's)."""
+        if not await runtime.connected() or runtime.queries is None:
             raise LedgerUnavailable
-        return await runtime.executor.run(query, runtime.reader)
+        return await runtime.queries.run(query)
 
     def dashboard_status() -> dict[str, Any]:
         return {**runtime.stats(), "lag": dict(runtime.consumer.lag)}
 
     register_dashboard(
-        app, read_ledger, dashboard_status, config or SpendConfig(), settings.analyst_token
+        app, read_ledger, dashboard_status, config or SpendConfig(), auth.tokens.analyst
     )
 
     @app.page("/metrics")

@@ -7,14 +7,15 @@ import gc
 import logging
 import sys
 
-import faust
-
 from streams.cost.catalog import PriceCatalog
+from streams.data_dir import use_private_umask
 from streams.embedded.processes import port_free
 from streams.errors import SpendstreamError
+from streams.faust_ext.worker import StoppingWorker
 from streams.kafka.admin import ensure_topics, wait_for_broker
 from streams.kafka.topics import topic_specs
 from streams.runtime.app import build_app, changelog_topics
+from streams.runtime.auth import ensure_tokens, usage_hint
 from streams.settings import Settings
 from streams.spend.config import load_config
 
@@ -37,8 +38,17 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
             f"port {settings.web_port} on {settings.web_host} is in use: stop what listens "
             "there or set SPENDSTREAM_WEB_PORT"
         )
+    use_private_umask()
+    tokens, generated = ensure_tokens(
+        settings.data_dir, settings.analyst_token, settings.peer_token
+    )
+    settings = settings.model_copy(
+        update={"analyst_token": tokens.analyst, "peer_token": tokens.peer}
+    )
     catalog = PriceCatalog.load(settings.pricing_file)
     asyncio.run(wait_for_broker(settings.kafka_bootstrap))
+    if generated:  # after the checks that fail a start in one line
+        print(usage_hint(settings.data_dir), file=sys.stderr, flush=True)
     config = load_config(settings)
     app, runtime = build_app(settings, catalog, config)
     runtime.connect_in_background()
@@ -50,7 +60,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
                 settings.replication_factor,
             )
         )
-        worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        worker = StoppingWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
         if not sys.stdout.isatty():
             # Faust's start-up spinner writes cursor escape codes into worker.log.
             worker.spinner = None

@@ -319,7 +319,11 @@ def tables_ready(app: faust.App) -> bool:
 
 
 def register_spend_agent(
-    app: faust.App, settings: Settings, config: SpendConfig, embedded: bool
+    app: faust.App,
+    settings: Settings,
+    config: SpendConfig,
+    embedded: bool,
+    may_read_limits: Callable[[Any, str], bool] = lambda request, tenant_id: False,
 ) -> SpendRuntime:
     def table(name: str) -> BatchedTable:
         return BatchedTable(app.Table(name, default=None, partitions=settings.topic_partitions))
@@ -431,6 +435,9 @@ def register_spend_agent(
 
     @app.page("/v1/limits/{tenant_id}")
     async def limits(web: Any, request: Any, tenant_id: str) -> Any:
+        if not may_read_limits(request, tenant_id):
+            body = {"error": "the analyst token or an ingest key of this tenant is required"}
+            return web.json(body, status=401, headers={"WWW-Authenticate": "Bearer"})
         # Until the tables are recovered from their changelogs and their base read from
         # the ledger a total would be partial (0 right after a start): a gateway
         # enforcing caps must not read it as spend.

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 from slack_sdk.http_retry import FixedValueRetryIntervalCalculator
 
@@ -20,7 +21,7 @@ from schemas.alert import Alert, AlertDelivery
 from streams.alerting.console import ConsoleNotifier
 from streams.alerting.delivery import AlertDeliveryQueue, Backoff
 from streams.alerting.lifecycle import alert_from_finding
-from streams.alerting.notifier import SendAttempt
+from streams.alerting.notifier import SendAttempt, redact
 from streams.alerting.pagerduty import PagerDutyNotifier
 from streams.alerting.router import AlertRouter
 from streams.alerting.slack import SlackNotifier, default_retry_handlers
@@ -217,3 +218,19 @@ async def test_console_prints_one_line_per_alert(finding: Callable[..., Finding]
     line = stream.getvalue()
     assert line.startswith("[CRITICAL] rolling_median tenant:acme: ")
     assert "cause: Retry storm" in line and line.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "POST https://hooks.slack.test/services/T0/B0/HOOKSECRET9b1d failed",
+        "404 for url /services/T0/B0/HOOKSECRET9b1d",
+        "bad path services%2FT0%2FB0%2FHOOKSECRET9b1d",
+        "https%3A%2F%2Fhooks.slack.test%2Fservices%2FT0%2FB0%2FHOOKSECRET9b1d",
+        "token HOOKSECRET9b1d rejected",
+    ],
+)
+def test_a_webhook_secret_is_redacted_in_any_form(error: str) -> None:
+    text = redact(error, "https://hooks.slack.test/services/T0/B0/HOOKSECRET9b1d")
+    assert "HOOKSECRET9b1d" not in text
+    assert "***" in text

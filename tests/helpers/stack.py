@@ -35,6 +35,20 @@ def write_ndjson(path: Path, lines: list[bytes]) -> Path:
     return path
 
 
+def analyst_headers(data_dir: Path) -> dict[str, str]:
+    """The worker's analyst token (generated into the data dir at its first start)."""
+    from streams.runtime.auth import analyst_token_for
+
+    return {"Authorization": f"Bearer {analyst_token_for(data_dir, None)}"}
+
+
+def analyst_client(url: str, data_dir: Path) -> Any:
+    from streams.ledger.remote import RemoteQueryClient
+    from streams.runtime.auth import analyst_token_for
+
+    return RemoteQueryClient(url, analyst_token_for(data_dir, None))
+
+
 class RunningStack:
     """The embedded broker and one worker child process, for tests that talk to both."""
 
@@ -54,9 +68,7 @@ class RunningStack:
         return self.stack.bootstrap
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        from streams.ledger.remote import RemoteQueryClient
-
-        client = RemoteQueryClient(self.url)
+        client = analyst_client(self.url, self.settings.data_dir)
         try:
             return list(client.query(sql).result_rows)
         finally:

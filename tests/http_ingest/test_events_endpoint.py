@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import functools
 import gzip
@@ -422,3 +423,39 @@ async def test_the_error_list_is_capped(start_ingest: Any) -> None:
 def test_module_examples() -> None:
     # Every example runs (an example deleted or no longer collected fails here too).
     assert doctest.testmod(streams.http_ingest.rate_limit) == (0, 5)  # (failed, attempted)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"request_id": "d1", "request_id": "d2"}', "application/json"),
+        (b'[{"request_id": "d1", "tenant_id": "a", "tenant_id": "b"}]', "application/json"),
+        (b'{"request_id": "d1", "tags": {"k": "1", "k": "2"}}\n{"x": 1}\n', "application/x-ndjson"),
+    ],
+    ids=["object", "array-element", "ndjson-nested"],
+)
+async def test_a_repeated_key_is_a_duplicate_key_dead_letter(
+    start_ingest: Any, body: bytes, content_type: str
+) -> None:
+    ingest = await start_ingest()
+    response = await ingest.post(content=body, headers={"Content-Type": content_type})
+    reasons = [error["reason"] for error in response.json()["errors"]]
+    assert "duplicate_key" in reasons
+    assert ingest.published.events == []
+    assert "duplicate_key" in [letter["reason"] for letter in ingest.published.dead_letters]
+
+
+async def test_a_body_that_trickles_in_is_cut_off_with_408(start_ingest: Any) -> None:
+    ingest = await start_ingest(body_read_seconds=0.5)
+    host, port = ingest.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout=10)
+    finally:
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 408"), status

@@ -9,7 +9,13 @@ import orjson
 import pytest
 
 from schemas.usage_event import MAX_MESSAGE_BYTES
-from streams.ingest.decoding import RAW_PAYLOAD_LIMIT, REASONS, Rejection, decode_message
+from streams.ingest.decoding import (
+    RAW_PAYLOAD_LIMIT,
+    REASONS,
+    Rejection,
+    decode_message,
+    truncate_payload,
+)
 
 NOW = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
 
@@ -86,6 +92,8 @@ BAD_MESSAGES: list[tuple[str, bytes]] = [
     ("timestamp_invalid", orjson.dumps(event(timestamp="last tuesday"))),
     ("timestamp_invalid", orjson.dumps(event(timestamp=1741082400000.5))),
     ("timestamp_in_future", orjson.dumps(event(timestamp="2025-03-05T12:00:01Z"))),
+    ("timestamp_too_old", orjson.dumps(event(timestamp="1970-01-01T00:00:00Z"))),
+    ("timestamp_too_old", orjson.dumps(event(timestamp=0))),
     ("schema_violation", orjson.dumps(event(input_tokens="1200"))),
     ("schema_violation", orjson.dumps(event(input_tokens=True))),
     ("schema_violation", orjson.dumps(event(tags={"k": 1}))),
@@ -222,3 +230,66 @@ def test_a_dead_letter_never_keeps_prompt_or_completion_text() -> None:
             assert canary not in rejection.message
     kept = rejected(orjson.dumps(bad)).raw_payload
     assert orjson.loads(kept)["input_tokens"] == -1  # the rest of the payload is kept
+
+
+OTLP_TEXT = "CANARY-otlp-prompt-text"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # OTLP JSON as exported: attributes are key/value objects.
+        {
+            "resourceSpans": [
+                {
+                    "scopeSpans": [
+                        {
+                            "spans": [
+                                {
+                                    "name": "chat gpt-4o",
+                                    "attributes": [
+                                        {"key": name, "value": {"stringValue": OTLP_TEXT}}
+                                        for name in (
+                                            "gen_ai.prompt",
+                                            "gen_ai.completion",
+                                            "gen_ai.input.messages",
+                                            "gen_ai.output.messages",
+                                            "gen_ai.prompt.0.content",
+                                        )
+                                    ]
+                                    + [
+                                        {
+                                            "key": "gen_ai.usage.input_tokens",
+                                            "value": {"intValue": 5},
+                                        }
+                                    ],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ]
+        },
+        # A span flattened by HTTP ingest, rejected by validation.
+        {
+            "name": "chat",
+            "attributes": {
+                "gen_ai.input.messages": OTLP_TEXT,
+                "gen_ai.output.messages": OTLP_TEXT,
+                "gen_ai.system_instructions": OTLP_TEXT,
+                "input.value": OTLP_TEXT,
+                "gen_ai.usage.input_tokens": 5,
+            },
+        },
+    ],
+    ids=["otlp-json", "flat-span"],
+)
+def test_dead_letters_keep_no_span_text(payload: dict[str, Any]) -> None:
+    kept = truncate_payload(orjson.dumps(payload))
+    assert OTLP_TEXT not in kept
+    assert "gen_ai.usage.input_tokens" in kept  # the usage survives
+
+
+def test_a_binary_body_is_cut_before_its_first_text_attribute() -> None:
+    body = b"\x0a\x0dgen_ai.prompt\x12\x17" + OTLP_TEXT.encode()
+    assert OTLP_TEXT not in truncate_payload(body)

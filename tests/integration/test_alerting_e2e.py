@@ -41,7 +41,6 @@ from aiokafka import AIOKafkaProducer
 
 from streams.embedded.simulate import WORKFLOWS, TrafficGenerator
 from streams.embedded.stack import EmbeddedStack, WorkerProcess
-from streams.ledger.remote import RemoteQueryClient
 from streams.settings import Settings
 from tests.helpers.receivers import (
     Receiver,
@@ -50,6 +49,7 @@ from tests.helpers.receivers import (
     self_signed_tls,
     slack_webhook_ok,
 )
+from tests.helpers.stack import analyst_client, analyst_headers
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -247,7 +247,7 @@ class AlertingStack:
         self.stack.stop()
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        client = RemoteQueryClient(self.url)
+        client = analyst_client(self.url, self.stack.settings.data_dir)
         try:
             return list(client.query(sql).result_rows)
         finally:
@@ -280,7 +280,11 @@ class AlertingStack:
                 # In the first hours of a month the history lies in the last month,
                 # which /v1/limits does not show: fall back to a settling pause.
                 return time.monotonic() > settle_until
-            limits = httpx.get(f"{self.url}/v1/limits/{tenant}", timeout=5).json()
+            limits = httpx.get(
+                f"{self.url}/v1/limits/{tenant}",
+                headers=analyst_headers(self.stack.settings.data_dir),
+                timeout=5,
+            ).json()
             if limits["status"] == "recovering":  # 503 until the tables are recovered
                 return False
             return Decimal(limits["month_to_date_usd"]) == ledger

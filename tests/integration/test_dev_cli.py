@@ -27,7 +27,13 @@ from streams.ingest.decoding import decode_message
 from streams.kafka.admin import ensure_topics
 from streams.kafka.topics import topic_specs
 from streams.settings import Settings
-from tests.helpers.stack import children_running, query_json, read_topic, spendstream
+from tests.helpers.stack import (
+    analyst_headers,
+    children_running,
+    query_json,
+    read_topic,
+    spendstream,
+)
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -119,7 +125,9 @@ def test_dev_simulate_prints_its_status_and_the_ledger_grows(
     assert all(STATUS.match(line) or ALERT.match(line) for line in dev.lines[1:]), dev.lines[1:]
     [url] = re.findall(r"worker (http://127\.0\.0\.1:\d+)", banner)
     body = orjson.dumps({"sql": "SELECT count() FROM usage_ledger"})
-    [[count]] = httpx.post(f"{url}/v1/query", content=body, timeout=30).json()["rows"]
+    auth = analyst_headers(tmp_path / "data")
+    answer = httpx.post(f"{url}/v1/query", content=body, headers=auth, timeout=30)
+    [[count]] = answer.json()["rows"]
     assert int(count) >= rows[-1]
 
     dev.process.send_signal(signal.SIGINT)

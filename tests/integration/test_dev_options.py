@@ -19,7 +19,7 @@ import pytest
 
 from streams.embedded.processes import free_port, port_free, stop
 from streams.ledger.remote import RunningStack, running_stack
-from tests.helpers.stack import spendstream, write_ndjson
+from tests.helpers.stack import analyst_headers, spendstream, write_ndjson
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,9 @@ def test_dev_config_and_pricing_reach_the_worker(tmp_path: Path) -> None:
         assert stack.web_port == port
 
         def limits() -> dict[str, object] | None:
-            response = httpx.get(f"{stack.url}/v1/limits/acme", timeout=5)
+            response = httpx.get(
+                f"{stack.url}/v1/limits/acme", headers=analyst_headers(data_dir), timeout=5
+            )
             return dict(response.json()) if response.status_code == 200 else None
 
         assert wait_for(limits)["monthly_budget_usd"] == "1234.50"

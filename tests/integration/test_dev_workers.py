@@ -21,7 +21,7 @@ from streams.cost.catalog import PriceCatalog
 from streams.embedded.processes import free_port
 from streams.embedded.replay import publish
 from streams.embedded.simulate import TrafficGenerator
-from tests.helpers.stack import children_running
+from tests.helpers.stack import analyst_headers, children_running
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,9 @@ def test_dev_with_two_workers_shares_partitions_and_totals_are_exact(tmp_path: P
                 e["input_tokens"], e["cached_tokens"], 0, e["output_tokens"], e["reasoning_tokens"]
             ).total
         body = orjson.dumps({"sql": "SELECT count(), sum(cost_usd) FROM usage_ledger"})
-        answer = httpx.post(f"{owner}/v1/query", content=body, timeout=30).json()
+        answer = httpx.post(
+            f"{owner}/v1/query", content=body, headers=analyst_headers(data_dir), timeout=30
+        ).json()
         count, total = answer["rows"][0]
         assert int(count) == 2000
         assert Decimal(total) == expected

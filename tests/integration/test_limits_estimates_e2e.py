@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers.stack import RunningStack
+from tests.helpers.stack import RunningStack, analyst_headers
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,11 @@ def stack(
 
 
 def limits(running: RunningStack) -> dict[str, Any] | None:
-    response = httpx.get(f"{running.url}/v1/limits/acme", timeout=5)
+    response = httpx.get(
+        f"{running.url}/v1/limits/acme",
+        headers=analyst_headers(running.settings.data_dir),
+        timeout=5,
+    )
     body = response.json()
     return body if response.status_code == 200 and body["unpriced_requests"] == 2 else None
 
@@ -70,8 +74,18 @@ def test_limits_show_and_judge_estimates(stack: tuple[RunningStack, str]) -> Non
     body = wait_for(lambda: limits(running))
     assert Decimal(body["month_to_date_usd"]) == Decimal("0.0021")
     estimated = Decimal(body["estimated_usd"])
-    ledger = running.query(
-        "SELECT sum(estimated_cost_usd) FROM usage_ledger FINAL WHERE cost_status = 'estimated'"
+    # The in-stream tables see the costed events before the ledger write lands.
+    ledger = wait_for(
+        lambda: (
+            (
+                rows := running.query(
+                    "SELECT sum(estimated_cost_usd) FROM usage_ledger FINAL "
+                    "WHERE cost_status = 'estimated'"
+                )
+            )
+            and rows[0][0] > 0
+            and rows
+        )
     )
     assert estimated == ledger[0][0] > 0
     assert body["estimates"] == mode

@@ -20,9 +20,9 @@ import pytest
 
 from streams.cli.main import main
 from streams.ledger.connect import chdb_url_for, clickhouse_session
-from streams.ledger.remote import DirectReader, RemoteQueryClient, running_worker_url
+from streams.ledger.remote import DirectReader, running_worker_url
 from tests.analyst import ledger_data as data
-from tests.helpers.stack import RunningStack
+from tests.helpers.stack import RunningStack, analyst_client
 from tests.helpers.waiting import wait_for
 from tests.ledger.test_remote import EXPECTED, PARAMETERS, TRICKY
 
@@ -142,7 +142,7 @@ def test_every_read_command_gives_the_same_output_through_the_worker(
     try:
         # The worker announces itself once it has opened ClickHouse, after it answers /stats.
         assert wait_for(lambda: running_worker_url(data_dir)) == stack.url
-        remote = RemoteQueryClient(stack.url)
+        remote = analyst_client(stack.url, data_dir)
         try:
             tricky = remote.query(TRICKY, PARAMETERS)
             sql = "SELECT count() FROM usage_ledger WHERE timestamp >= {start:DateTime64(3, 'UTC')}"

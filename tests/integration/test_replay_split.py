@@ -25,7 +25,13 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers.stack import RunningStack, query_json, spendstream, write_ndjson
+from tests.helpers.stack import (
+    RunningStack,
+    analyst_headers,
+    query_json,
+    spendstream,
+    write_ndjson,
+)
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -135,7 +141,9 @@ def limits(data_dir: Path, env: dict[str, str]) -> dict[str, Any]:
     try:
 
         def exact() -> dict[str, Any] | None:
-            response = httpx.get(f"{running.url}/v1/limits/acme", timeout=5)
+            response = httpx.get(
+                f"{running.url}/v1/limits/acme", headers=analyst_headers(data_dir), timeout=5
+            )
             return dict(response.json()) if response.status_code == 200 else None
 
         body = wait_for(exact)

@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers.stack import RunningStack, read_topic, spendstream
+from tests.helpers.stack import RunningStack, analyst_headers, read_topic, spendstream
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,11 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sources]:
         recovering: list[httpx.Response] = []
 
         def limits_ready() -> bool:
-            response = httpx.get(f"{running.url}/v1/limits/acme", timeout=10)
+            response = httpx.get(
+                f"{running.url}/v1/limits/acme",
+                headers=analyst_headers(running.settings.data_dir),
+                timeout=10,
+            )
             if response.status_code != 200:
                 recovering.append(response)
             return response.status_code == 200
@@ -345,7 +349,11 @@ def test_spend_limits_endpoint(stack: tuple[RunningStack, str]) -> None:
             "SELECT sum(cost_usd) FROM usage_ledger FINAL WHERE tenant_id = 'acme' "
             "AND toStartOfMonth(timestamp) = toStartOfMonth(now64(3, 'UTC'))"
         )
-        body = dict(httpx.get(f"{running.url}/v1/limits/acme").json())
+        body = dict(
+            httpx.get(
+                f"{running.url}/v1/limits/acme", headers=analyst_headers(running.settings.data_dir)
+            ).json()
+        )
         in_stream = Decimal(body.get("month_to_date_usd", "NaN"))  # absent while recovering
         return body if in_stream == ledgered > 0 else None
 
@@ -368,7 +376,12 @@ def test_spend_limits_warn_over_and_remaining(stack: tuple[RunningStack, str]) -
     producer.close()
 
     def limits(tenant: str) -> dict[str, Any] | None:
-        body = dict(httpx.get(f"{running.url}/v1/limits/{tenant}").json())
+        body = dict(
+            httpx.get(
+                f"{running.url}/v1/limits/{tenant}",
+                headers=analyst_headers(running.settings.data_dir),
+            ).json()
+        )
         spent = LIMIT_EVENTS[tenant] * GPT4O_MINI_1000_100
         ready = Decimal(body.get("month_to_date_usd", "NaN")) == spent
         return body if ready else None

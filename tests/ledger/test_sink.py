@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from schemas.ledger import DeadLetterRow
@@ -18,6 +19,7 @@ from schemas.usage_event import UsageEvent
 from streams.cost.catalog import UnitPrices
 from streams.cost.rows import SourcePosition, ledger_row
 from streams.ledger.connect import ClickHouseHandle
+from streams.ledger.isolation import REFUSED_REASON, is_data_error
 from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
 from tests.helpers.waiting import wait_until
 
@@ -210,3 +212,96 @@ async def test_a_real_clickhouse_error_is_retried_until_the_table_is_back(
     assert sink.healthy
     assert await scalar(executor, "SELECT count() FROM usage_ledger") == 6
     assert await scalar(executor, "SELECT uniqExact(request_id) FROM usage_ledger") == 6
+
+
+# -- poison isolation: a row ClickHouse refuses for its data is dead-lettered with the
+# error and the rest ledgered; more months than one insert may hold go in chunks; an
+# infrastructure failure is still retried.
+
+
+def months_back(count: int) -> list[datetime]:
+    now = datetime.now(UTC)
+    out = []
+    year, month = now.year, now.month
+    for _ in range(count):
+        out.append(datetime(year, month, 1, 12, tzinfo=UTC))
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return out
+
+
+async def test_an_over_precise_decimal_is_isolated_and_the_rest_ledgered(
+    executor: ClickHouseExecutor,
+) -> None:
+    batch = rows("precise", 40)
+    # What a float cost carries when no validation rounded it: 21 decimal places.
+    batch[17] = dict(batch[17], reported_cost_usd=Decimal("7.750000000000001E-05"))
+    sink = ClickHouseLedgerSink(executor)
+    refused = await sink.write(batch)
+    assert [letter["request_id"] for letter in refused] == ["precise-17"]
+    assert refused[0]["reason"] == REFUSED_REASON
+    assert "Rescaling Decimal" in refused[0]["message"]
+    assert await scalar(executor, "SELECT count() FROM usage_ledger") == 39
+    stored = await executor.run(
+        executor.client.query,
+        "SELECT request_id, reason, message FROM dead_letters",
+    )
+    assert [(r[0], r[1]) for r in stored.result_rows] == [("precise-17", REFUSED_REASON)]
+    assert (sink.stats.rows, sink.stats.refused, sink.stats.failures) == (39, 1, 0)
+    assert sink.healthy
+
+
+async def test_101_months_in_one_batch_are_written_in_chunks(
+    executor: ClickHouseExecutor,
+) -> None:
+    batch = [
+        dict(row, timestamp=moment, tenant_id="months")
+        for row, moment in zip(rows("months", 101), months_back(101), strict=True)
+    ]
+    sink = ClickHouseLedgerSink(executor)
+    assert await sink.write(batch) == []
+    assert (sink.stats.rows, sink.stats.refused, sink.stats.failures) == (101, 0, 0)
+    # The raw ledger drops rows older than its 90-day TTL as they land; the daily
+    # rollup keeps every month.
+    months = await scalar(
+        executor,
+        "SELECT uniqExact(toStartOfMonth(day)) FROM tenant_daily_state WHERE tenant_id = 'months'",
+    )
+    assert months == 101
+
+
+async def test_an_outage_is_retried_not_isolated(executor: ClickHouseExecutor) -> None:
+    attempts: list[str] = []
+
+    def down_twice(table: str) -> None:
+        attempts.append(table)
+        if len(attempts) <= 2:
+            raise ConnectionError("ClickHouse is down")
+
+    sink = ClickHouseLedgerSink(executor, backoff_initial=0.01, write_hook=down_twice)
+    assert await sink.write(rows("outage", 5)) == []
+    assert await scalar(executor, "SELECT count() FROM usage_ledger") == 5
+    assert (sink.stats.failures, sink.stats.refused) == (2, 0)
+
+
+def test_only_the_datas_own_failures_are_data_errors() -> None:
+    class ClickHouseError(Exception):
+        def __init__(self, code: int, text: str) -> None:
+            super().__init__(f"Code: {code}. DB::Exception: {text}")
+            self.code = code
+
+    data: list[Exception] = [
+        pa.ArrowInvalid("Rescaling Decimal value would cause data loss"),
+        ClickHouseError(252, "Too many partitions for single INSERT block (more than 100)"),
+        ClickHouseError(407, "Decimal math overflow"),
+        ClickHouseError(53, "Type mismatch"),
+    ]
+    infrastructure: list[Any] = [
+        ConnectionError("refused"),
+        TimeoutError(),
+        ClickHouseError(252, "Too many parts (300). Merges are processing slower"),
+        ClickHouseError(241, "Memory limit exceeded"),
+        ClickHouseError(242, "Table is in readonly mode"),
+        RuntimeError("anything else"),
+    ]
+    assert all(is_data_error(exc) for exc in data)
+    assert not any(is_data_error(exc) for exc in infrastructure)

@@ -31,7 +31,7 @@ from streams.cost.catalog import PriceCatalog
 from streams.embedded.simulate import TrafficGenerator
 from streams.kafka.group_progress import GroupProgressReader
 from streams.kafka.topics import INGEST_GROUP
-from tests.helpers.stack import RunningStack
+from tests.helpers.stack import RunningStack, analyst_headers
 from tests.helpers.waiting import WaitTimeout
 
 USAGE_TOPIC = "spendstream.usage"
@@ -214,9 +214,9 @@ class FaultStack(RunningStack):
         self.extra_env = dict(extra_env or {})
         self.targets: dict[int, int] = {}
         self.restarts = 0
-        self._http = httpx.Client(timeout=30)
         try:
             super().__init__(data_dir, self.extra_env)
+            self._http = httpx.Client(timeout=30, headers=analyst_headers(data_dir))
             self.wait_queryable()
         except BaseException:
             if hasattr(self, "stack"):

@@ -152,9 +152,8 @@ def test_reasoning_exceeding_output_is_rejected() -> None:
         ("2025-03-04T10:00:00", datetime(2025, 3, 4, 10, 0, tzinfo=UTC)),
         (1741082400000, datetime(2025, 3, 4, 10, 0, tzinfo=UTC)),
         (1741082400123, datetime(2025, 3, 4, 10, 0, 0, 123_000, tzinfo=UTC)),
-        (0, datetime(1970, 1, 1, tzinfo=UTC)),
     ],
-    ids=["z", "plus-offset", "minus-offset", "fraction", "naive", "epoch-ms", "epoch-ms-frac", "0"],
+    ids=["z", "plus-offset", "minus-offset", "fraction", "naive", "epoch-ms", "epoch-ms-frac"],
 )
 def test_timestamp_forms_are_normalized_to_utc(raw: Any, expected: datetime) -> None:
     ts = validate(event(timestamp=raw)).timestamp
@@ -249,3 +248,34 @@ def test_tags_map_strings_to_strings_with_at_most_64_entries() -> None:
     assert validate(event(tags=tags)).tags == tags
     assert rejection(event(tags={**tags, "k64": "v"}))["loc"] == ("tags",)
     assert rejection(event(tags={"k": 1}))["loc"][0] == "tags"
+
+
+@pytest.mark.parametrize("raw", [0, "1970-01-01T00:00:00Z", "1850-06-01T00:00:00Z", "0001-01-01"])
+def test_a_timestamp_before_the_floor_is_too_old(raw: Any) -> None:
+    with pytest.raises(ValidationError, match="too old"):
+        validate(event(timestamp=raw))
+
+
+def test_the_floor_comes_from_the_validation_context() -> None:
+    data = event(timestamp="2021-06-01T00:00:00Z")
+    validate(data)  # the default floor, 2020-01-01
+    with pytest.raises(ValidationError, match="too old"):
+        UsageEvent.model_validate(
+            data, context={"now": NOW, "timestamp_floor": datetime(2022, 1, 1, tzinfo=UTC)}
+        )
+
+
+@pytest.mark.parametrize(
+    ("reported", "stored"),
+    [
+        (7.750000000000001e-05, Decimal("0.000077500000000000")),
+        (0.00022500000000000002, Decimal("0.000225000000000000")),
+        ("0.0000000000000000005", Decimal("0.000000000000000000")),  # half to even
+        ("0.0000000000000000015", Decimal("0.000000000000000002")),
+        (12, Decimal("12.000000000000000000")),
+    ],
+)
+def test_reported_cost_is_held_at_the_ledgers_scale(reported: Any, stored: Decimal) -> None:
+    cost = validate(event(reported_cost_usd=reported)).reported_cost_usd
+    assert cost == stored
+    assert cost is not None and cost.as_tuple().exponent == -18
