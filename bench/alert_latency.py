@@ -45,9 +45,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.common import emit, loadavg
-from streams.embedded.processes import free_port
 from streams.embedded.simulate import TrafficGenerator
 from streams.embedded.stack import EmbeddedStack, WorkerProcess
+from streams.ports import free_port
 from streams.settings import Settings
 
 TOPIC = "spendstream.usage"

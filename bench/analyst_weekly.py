@@ -29,12 +29,9 @@ from clickhouse_connect.driver.client import Client
 from streams.analyst.periods import last_complete_week
 from streams.analyst.weekly_render import render
 from streams.analyst.weekly_review import build_weekly_review
-from streams.ledger.connect import (
-    apply_migrations,
-    chdb_url_for,
-    clickhouse_session,
-    split_statements,
-)
+from streams.ledger.connect import clickhouse_session
+from streams.ledger.migrations import apply_migrations, split_statements
+from streams.settings import chdb_url_for
 
 DAYS = 56
 CHUNK_ROWS = 2_000_000

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CpuTrace, batched_messages, emit, loadavg, single_messages
-from streams.embedded.processes import free_port, spawn, stop
+from streams.embedded.processes import spawn, stop
+from streams.ports import free_port
 
 BASELINE_TOPIC = "bench.baseline"
 

@@ -30,7 +30,7 @@ import httpx
 import orjson
 
 from bench.common import alive, descendants, emit, events, loadavg, spendstream_command
-from streams.embedded.processes import free_port
+from streams.ports import free_port
 
 TARGET_S = 10.0
 FIRST_LINE = re.compile(r"broker (\S+?),.*?workers? (http://[\d.:]+)")

@@ -12,7 +12,7 @@ Each part runs in a fresh child process:
   of N held on one day: equal costs mean O(1) in the ids held (a lookup probes each
   day's table, so its cost also grows with the days held, at most 8);
 - rebuild: a chdb ledger holding N rows ingested over the last 7 days, then
-  `WorkerRuntime.rebuild_dedupe()` (what the worker runs at start) is timed.
+  `WorkerResources.rebuild_dedupe()` (what the worker runs at start) is timed.
 N is 2,000,000 (--quick: 200,000).
 """
 
@@ -148,12 +148,12 @@ def lookup_child(count: int, seed: int = 4) -> dict[str, Any]:
 
 def rebuild_child(count: int) -> dict[str, Any]:
     from streams.cost.catalog import PriceCatalog
-    from streams.runtime.app import WorkerRuntime
+    from streams.runtime.resources import WorkerResources
     from streams.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-rebuild-"))
     try:
-        runtime = WorkerRuntime(settings=Settings(data_dir=data_dir), catalog=PriceCatalog.load())
+        runtime = WorkerResources(Settings(data_dir=data_dir), PriceCatalog.load())
         runtime.connect()
         assert runtime.handle is not None
         client = runtime.handle.client

@@ -44,8 +44,10 @@ def per_event(seconds: float, count: int) -> float:
 
 
 def sink_cost(rows: list[dict[str, Any]], all_migrations: bool) -> dict[str, Any]:
-    from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
+    from streams.ledger.connect import clickhouse_session
+    from streams.ledger.migrations import apply_migrations
     from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
+    from streams.settings import chdb_url_for
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-sink-"))
     try:
@@ -55,7 +57,7 @@ def sink_cost(rows: list[dict[str, Any]], all_migrations: bool) -> dict[str, Any
             else:
                 from importlib import resources
 
-                from streams.ledger.connect import split_statements
+                from streams.ledger.migrations import split_statements
 
                 ddl = resources.files("sql").joinpath("001_usage_ledger.sql").read_text()
                 for statement in split_statements(ddl):
@@ -92,7 +94,7 @@ def main() -> None:
     from streams.cost.rows import SourcePosition, price_event
     from streams.ingest.decoding import decode_message
     from streams.ingest.dedupe import RequestIdFilter, hash_request_ids
-    from streams.runtime.app import json_bytes
+    from streams.ingest.publishing import json_bytes
     from streams.spend.monitor import SpendMonitor
     from streams.spend.tables import SpendTables
 

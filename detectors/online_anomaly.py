@@ -11,9 +11,10 @@ tenant's past scores. Parameter names follow `schemas.spend_config.OnlineParams`
   finding at most once per tenant per event-time hour (window = that hour), and
   none during the tenant's first `grace_period` samples (HalfSpaceTrees scores
   0 for its whole first window, and the quantile needs scores to settle);
-- `checkpoint() -> bytes` / `restore(data)`: pickle of the per-tenant models,
-  for the edge to persist periodically and load at start. Only restore bytes
-  this application wrote: unpickling runs code.
+- `checkpoint() -> bytes` / `restore(data)`: pickle of the per-tenant models.
+  No worker path calls them: the worker's models start empty at each start
+  (`checkpoint_interval_seconds` in the configuration is read by nothing).
+  Only restore bytes this application wrote: unpickling runs code.
 
 Features (`RequestSample.features`), always all of them, because HalfSpaceTrees
 fixes its feature set from the first sample: log of cost in micro-USD, log of
@@ -197,6 +198,7 @@ class OnlineAnomalyDetector:
         )
 
     def checkpoint(self) -> bytes:
+        """The per-tenant models, for `restore` (not called by the worker yet)."""
         return pickle.dumps(
             {"format": _CHECKPOINT_FORMAT, "features": self.features, "tenants": self._tenants}
         )

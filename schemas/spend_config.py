@@ -1,6 +1,6 @@
 """The spend configuration file: tenants, workflow thresholds, detectors, routing.
 
-One YAML file, validated at start. A bad file raises `ConfigError` with one
+One YAML file, validated at start. A bad file raises `ConfigFileError` with one
 line that names the file and the field, e.g.
 
     config.yaml: tenants.acme.monthly_budget_usd: Input should be a valid decimal
@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from schemas.errors import ConfigFileError
 from schemas.yaml_file import load_yaml
-from streams.errors import ConfigError
 
 PositiveUsd = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 NonNegativeUsd = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
@@ -341,7 +341,7 @@ def _interpolate(value: Any, loc: tuple[str | int, ...], source: str) -> Any:
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
-                raise ConfigError(
+                raise ConfigFileError(
                     f"{source}: {_format_loc(loc)}: environment variable {name} is not set"
                 )
             return os.environ[name]
@@ -366,25 +366,25 @@ def parse_spend_config(data: Any, source: str = "<config>") -> SpendConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping")
+        raise ConfigFileError(f"{source}: the top level must be a mapping")
     data = _interpolate(data, (), source)
     try:
         return SpendConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_error_line(source, exc)) from None
+        raise ConfigFileError(_error_line(source, exc)) from None
 
 
 def load_spend_config(path: str | Path) -> SpendConfig:
-    """Read and validate the YAML file; raise ConfigError naming the file and field."""
+    """Read and validate the YAML file; raise ConfigFileError naming the file and field."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{source}: file not found") from None
+        raise ConfigFileError(f"{source}: file not found") from None
     except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigFileError(f"{source}: cannot read: {exc.strerror or exc}") from None
     try:
         data = load_yaml(text, source)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigFileError(str(exc)) from None
     return parse_spend_config(data, source)

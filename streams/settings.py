@@ -14,7 +14,11 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.usage_event import DEFAULT_TIMESTAMP_FLOOR
-from streams.ledger.connect import chdb_url_for
+
+
+def chdb_url_for(data_dir: Path) -> str:
+    """The embedded ClickHouse (chdb) of a data dir: the default ledger."""
+    return f"chdb://{(data_dir / 'clickhouse').resolve()}"
 
 
 class AlertSettings(BaseModel):

@@ -17,7 +17,9 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from streams.cost.catalog import CatalogPrices
 from streams.embedded.broker import EmbeddedBroker
-from streams.ledger.connect import ClickHouseHandle, apply_migrations, chdb_url_for, open_clickhouse
+from streams.ledger.connect import ClickHouseHandle, open_clickhouse
+from streams.ledger.migrations import apply_migrations
+from streams.settings import chdb_url_for
 
 # Hypothesis keeps its example database in .hypothesis/ of the working directory by
 # default; under .pytest_cache it stays out of the repository root.

@@ -25,8 +25,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from streams.ledger.connect import apply_migrations
-    from streams.ledger.remote import open_writer
+    from streams.ledger.migrations import apply_migrations
+    from streams.ledger.peer import open_writer
 
     # Through the running worker when one owns the data dir (it migrated at start).
     with open_writer(settings_from(args), create=True) as client:
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_commands(sub)
     try:
-        from streams.analyst.commands import add_analyst_commands
+        from streams.cli.analyst import add_analyst_commands
     except ImportError:  # the analyst layer is optional at import time of a partial checkout
         pass
     else:

@@ -7,7 +7,7 @@ and the minute for the few catalog prices that depend on the time of day. The
 price context (`PriceContext`: the service tier that served the call, batch or
 not) selects the catalog's price variant, e.g. flex or batch at half price.
 
-The arithmetic is the formula of ARCHITECTURE.md in exact Decimal, with 1-hour
+The arithmetic is the formula of docs/architecture.md ("Cost") in exact Decimal, with 1-hour
 cache writes (part of the cache writes) at their own rate:
 
     cost = (input - cached - cache_write) * p_input + cached * p_cached_input

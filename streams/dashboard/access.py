@@ -2,7 +2,7 @@
 
 A request must carry the analyst token as `Authorization: Bearer <token>`, as POST
 /v1/query requires (the worker always has one: configured, or generated into the data
-dir, see streams/runtime/auth.py). The page itself holds
+dir, see streams/auth.py). The page itself holds
 no figures; it asks for the token and keeps it in the tab's sessionStorage.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from streams.runtime.auth import bearer_token, same_token
+from streams.auth import bearer_token, same_token
 
 
 def authorized(request: Any, token: SecretStr | None) -> bool:

@@ -7,8 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from streams.embedded.processes import free_port, port_open, spawn, stop
+from streams.embedded.processes import spawn, stop
 from streams.errors import SpendstreamError
+from streams.ports import free_port, port_open
 
 
 class EmbeddedBroker:

@@ -13,8 +13,8 @@ from types import FrameType
 
 import orjson
 
+from streams.auth import analyst_token_for, usage_hint
 from streams.cost.catalog import load_pricing_file
-from streams.embedded.processes import free_port, port_free
 from streams.embedded.replay import publish
 from streams.embedded.simulate import TrafficGenerator, history, parse_span, publish_traffic
 from streams.embedded.stack import EmbeddedStack, WorkerProcess, raise_worker_failed
@@ -22,7 +22,7 @@ from streams.embedded.status import StackWatcher, status_line
 from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import ensure_data_dir_free
 from streams.ledger.remote import WORKER_FILE
-from streams.runtime.auth import analyst_token_for, usage_hint
+from streams.ports import free_port, port_free
 from streams.settings import Settings
 from streams.spend.config import load_config
 

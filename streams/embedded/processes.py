@@ -1,4 +1,4 @@
-"""Child processes that never outlive their parent, and free loopback ports."""
+"""Child processes that never outlive their parent."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -42,30 +41,6 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
             process.kill()
             process.wait()
     return process.returncode
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_free(host: str, port: int) -> bool:
-    """True if this process could listen on host:port now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def child_env(**overrides: str) -> dict[str, str]:

@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaProducer
 
 from streams.embedded.stack import EmbeddedStack, group_progress, raise_worker_failed
 from streams.errors import ConfigError, SpendstreamError
-from streams.ledger.connect import apply_migrations, clickhouse_session
+from streams.ledger.connect import clickhouse_session
+from streams.ledger.migrations import apply_migrations
 from streams.ledger.remote import open_reader, running_stack
 from streams.settings import Settings
 

@@ -19,14 +19,15 @@ from typing import Any
 
 import httpx
 
+from streams.auth import ensure_tokens
 from streams.data_dir import open_private_log, private_dir, use_private_umask
 from streams.embedded.broker import EmbeddedBroker
-from streams.embedded.processes import child_env, free_port, spawn, stop
+from streams.embedded.processes import child_env, spawn, stop
 from streams.errors import SpendstreamError
 from streams.kafka.admin import ensure_topics
 from streams.kafka.group_progress import GroupProgress, GroupProgressReader
 from streams.kafka.topics import INGEST_GROUP, topic_specs
-from streams.runtime.auth import ensure_tokens
+from streams.ports import free_port
 from streams.settings import Settings
 
 

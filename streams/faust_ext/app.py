@@ -11,14 +11,17 @@ the same broker carries the right high-water mark, so the mark ListOffsets gave 
 checked by fetching from just below it. On a broker that answers right, the fetch
 confirms the same number.
 
-Fetch wait. The embedded broker holds a Fetch for its whole max wait even when records
-arrive meanwhile (measured: 1.23 s from send to receive with Faust's fixed 1,500 ms,
-37 ms with 100 ms). Each costed message would wait that long before the spend agent
-and its detectors see it, so the worker's consumer asks for `FETCH_MAX_WAIT_MS`. A
-busy consumer never waits: records are already there when it fetches.
+Fetch wait. Faust's consumer asks for `FETCH_MAX_WAIT_MS` instead of its fixed
+1,500 ms (streams/kafka/tuning.py says why).
 
 Early ingest. The ingest service needs no table, so it starts with the app instead of
 after table recovery (`SpendstreamApp.ingest`).
+
+How each adjustment is plugged in: the transport through Faust's transport registry
+(`TRANSPORT_SCHEME` in the broker URL) and its `Consumer` class attribute, both
+public; the consumer's thread and the aiokafka consumer it creates through private
+points, each marked PRIVATE below with the versions it was checked against
+(faust-streaming 0.15.3, aiokafka 0.14.0); tests/faust_ext fails if one moves.
 """
 
 from __future__ import annotations
@@ -30,15 +33,24 @@ from typing import Any, ClassVar, TypeVar
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, ConsumerT
 from mode import ServiceT
 
+from streams.kafka.tuning import FETCH_MAX_WAIT_MS
+
 K = TypeVar("K", bound=tuple[str, int])
 
 FETCH_SECONDS = 5.0
-FETCH_MAX_WAIT_MS = 100
+# The broker URL scheme that selects `LogEndTransport` in Faust's transport registry.
+TRANSPORT_SCHEME = "spendstream"
 log = logging.getLogger(__name__)
+
+
+def broker_url(bootstrap: str) -> str:
+    """The Faust `broker` setting for a Kafka bootstrap list ("host:port,...")."""
+    return f"{TRANSPORT_SCHEME}://{bootstrap}"
 
 
 async def fetched_log_ends(bootstrap: str, listed: Mapping[K, int | None]) -> dict[K, int | None]:
@@ -86,15 +98,22 @@ class LogEndConsumer(faust_aiokafka.Consumer):
         ends = await fetched_log_ends(bootstrap, listed)
         return {tp: end for tp, end in ends.items() if end is not None}
 
+    # PRIVATE (faust-streaming 0.15.3): `ThreadDelegateConsumer.__init__` calls
+    # `_new_consumer_thread()` for the thread that owns the aiokafka consumer; no
+    # setting or class attribute names the thread class.
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ShortWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class ShortWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    # PRIVATE (faust-streaming 0.15.3): `_create_worker_consumer(transport)` builds the
+    # worker's `AIOKafkaConsumer` with `fetch_max_wait_ms=1500` and no setting to
+    # change it.
     def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
-        # Faust passes fetch_max_wait_ms=1500 with no setting to change it; aiokafka
-        # reads the attribute when the consumer starts, which is after this.
+        # PRIVATE (aiokafka 0.14.0): `AIOKafkaConsumer.__init__` keeps the argument in
+        # `_fetch_max_wait_ms` and `start()` hands it to its `Fetcher`; the consumer is
+        # started after this returns.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
@@ -103,14 +122,18 @@ class LogEndTransport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[ConsumerT]] = LogEndConsumer
 
 
+# Faust's transport registry (a name → "module:Class" mapping that Faust also fills
+# from the `faust.transports` entry points): a broker URL with this scheme makes
+# `App.transport` and `App.producer_transport` a `LogEndTransport`.
+TRANSPORTS[TRANSPORT_SCHEME] = f"{__name__}:LogEndTransport"
+
+
 class SpendstreamApp(faust.App):
-    """A Faust app whose table recovery reads changelogs to their true end, and whose
-    ingest service starts with the app instead of after table recovery."""
+    """A Faust app whose ingest service starts with the app instead of after table
+    recovery. Give it `broker=broker_url(...)` for table recovery that reads changelogs
+    to their true end."""
 
     ingest: ServiceT | None = None
-
-    def _new_transport(self) -> Any:
-        return LogEndTransport(self.conf.broker_consumer, self)
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         # `app.service` would start it after the tables recover (seconds: a group join

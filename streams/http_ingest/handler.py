@@ -30,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from schemas.normalizers import FORMATS
+from streams.auth import bearer_token
 from streams.http_ingest.body import BODY_READ_SECONDS, BodyError, read_body
 from streams.http_ingest.items import split_items
 from streams.http_ingest.keys import IngestKeyStore, KeyScope
@@ -42,7 +43,6 @@ from streams.http_ingest.otlp import (
 from streams.http_ingest.rate_limit import RateLimiter
 from streams.http_ingest.validation import Outcome, validate_items
 from streams.ingest.decoding import Rejection, truncate_payload
-from streams.runtime.auth import bearer_token
 
 log = logging.getLogger("spendstream.http_ingest")
 

@@ -2,7 +2,7 @@
 
 It reads the usage topic in large batches with aiokafka's `getmany` and hands each to
 the `IngestPipeline`. Faust's own stream machinery costs about 180 µs per message
-(ARCHITECTURE.md), more than the whole pipeline's work per event: an agent cannot
+(docs/architecture.md, "Faust facts"), more than the pipeline's work per event: an agent cannot
 reach the throughput targets, so the usage topic is consumed here directly, in its own
 consumer group. The spend agent and its tables stay on Faust.
 
@@ -41,10 +41,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from streams.faust_ext.app import FETCH_MAX_WAIT_MS
 from streams.ingest.dedupe import U64
 from streams.ingest.pipeline import IngestPipeline, PreparedBatch, UsageMessage
 from streams.kafka.topics import INGEST_GROUP
+from streams.kafka.tuning import FETCH_MAX_WAIT_MS
 from streams.retrying import until_done
 from streams.settings import Settings
 
@@ -110,7 +110,7 @@ class UsageConsumer(Service):
             rebalance_timeout_ms=max(10_000, session_ms * 2),
             max_poll_records=self.settings.batch_max_events,
             max_partition_fetch_bytes=8 * 1024 * 1024,
-            # The embedded broker holds a fetch for its whole max wait (streams/faust_ext/app.py).
+            # The embedded broker holds a fetch for its whole max wait (streams/kafka/tuning.py).
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self.consumer.subscribe([self.settings.usage_topic], listener=_Rebalance(self))

@@ -1,6 +1,6 @@
 """`IngestPipeline`: one batch of usage messages → costed events, ledger rows, dead letters.
 
-The steps, in the order that keeps the invariants of ARCHITECTURE.md:
+The steps, in the order that keeps the invariants (docs/architecture.md, "Invariants"):
 
 1. decode and validate every message (`streams.ingest.decoding`);
 2. drop request_ids already ledgered within the horizon, or repeated in the batch;

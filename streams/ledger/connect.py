@@ -1,4 +1,4 @@
-"""ClickHouse access: open a client for `chdb:///path` or `http(s)://…`, apply `sql/`.
+"""ClickHouse connections: open a client for `chdb:///path` or `http(s)://…`.
 
 The embedded engine (chdb) lets one process own a data path. We take an
 advisory lock beside it first, so a second process gets a clear error instead
@@ -8,12 +8,10 @@ of chdb's opaque one, and the lock dies with its process (SIGKILL included).
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
@@ -23,9 +21,7 @@ from clickhouse_connect.driver.client import Client
 from pydantic import SecretStr
 
 from streams.data_dir import private_dir
-from streams.errors import ConfigError, DataDirInUseError, MigrationChangedError
-
-MIGRATIONS_TABLE = "schema_migrations"
+from streams.errors import ConfigError, DataDirInUseError
 
 
 @dataclass
@@ -61,10 +57,6 @@ def ensure_data_dir_free(url: str) -> None:
         lock = _lock_data_path(Path(parsed.path))
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
-
-
-def chdb_url_for(data_dir: Path) -> str:
-    return f"chdb://{(data_dir / 'clickhouse').resolve()}"
 
 
 def _lock_data_path(path: Path) -> IO[str]:
@@ -112,11 +104,9 @@ def open_clickhouse(url: str, password: SecretStr | None = None) -> ClickHouseHa
         client = clickhouse_connect.get_client(password=secret, **kwargs)
         return ClickHouseHandle(client=client, url=url)
     if parsed.scheme == "spendstream+http":
-        from streams.ledger.peer import PeerClickHouseClient
-
-        token = password.get_secret_value() if password else None
-        peer = PeerClickHouseClient(f"http://{parsed.netloc}", token)
-        return ClickHouseHandle(client=peer, url=url)  # type: ignore[arg-type]
+        # The peers of `spendstream dev --workers N` reach the owner worker's ClickHouse
+        # through it; the worker opens that URL itself (streams/runtime/resources.py).
+        raise ConfigError(f"{url}: only a worker started by `spendstream dev` reaches this")
     raise ConfigError(
         f"unsupported ClickHouse URL scheme {parsed.scheme!r}: use chdb:// or http(s)://"
     )
@@ -142,74 +132,3 @@ def clickhouse_session(url: str, password: SecretStr | None = None) -> Iterator[
         yield handle
     finally:
         handle.close()
-
-
-def migration_files() -> list[tuple[str, str]]:
-    """(file name, SQL text) of every numbered `sql/NNN_*.sql`, in order."""
-    files = sorted(
-        (entry.name, entry.read_text())
-        for entry in resources.files("sql").iterdir()
-        if entry.name.endswith(".sql") and entry.name[:3].isdigit()
-    )
-    return files
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split a DDL file on `;` at line ends; `--` comments are kept with their statement."""
-    statements, current = [], []
-    for line in sql.splitlines():
-        current.append(line)
-        if line.rstrip().endswith(";"):
-            statement = "\n".join(current).strip().rstrip(";").strip()
-            if _has_code(statement):
-                statements.append(statement)
-            current = []
-    tail = "\n".join(current).strip()
-    if _has_code(tail):
-        statements.append(tail)
-    return statements
-
-
-def _has_code(statement: str) -> bool:
-    return any(
-        line.strip() and not line.strip().startswith("--") for line in statement.splitlines()
-    )
-
-
-def checksum(sql: str) -> str:
-    return hashlib.sha256(sql.encode()).hexdigest()
-
-
-def apply_migrations(client: Client, files: Sequence[tuple[str, str]] | None = None) -> list[str]:
-    """Apply every pending `sql/` file once, in order; return the names applied.
-
-    An applied file is known by its name and the checksum of its text: one edited
-    after it ran would never run again, so it stops the migration, before anything
-    is applied, with one line naming it (put the change in a new numbered file)."""
-    files = migration_files() if files is None else files
-    client.command(
-        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name String, checksum String, "
-        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY name"
-    )
-    recorded = client.query(f"SELECT name, checksum FROM {MIGRATIONS_TABLE}").result_rows
-    done = {str(name): str(digest) for name, digest in recorded}
-    for name, sql in files:
-        if name in done and done[name] != checksum(sql):
-            raise MigrationChangedError(
-                f"migration {name} was edited after it was applied (checksum "
-                f"{done[name][:12]}… recorded, {checksum(sql)[:12]}… now): restore it and "
-                "put the change in a new numbered file"
-            )
-    applied = []
-    for name, sql in files:
-        if name in done:
-            continue
-        for statement in split_statements(sql):
-            client.command(statement)
-        # A plain INSERT statement: client.insert() first reads the table's structure.
-        client.command(
-            f"INSERT INTO {MIGRATIONS_TABLE} (name, checksum) VALUES (%(name)s, %(checksum)s)",
-            parameters={"name": name, "checksum": checksum(sql)},
-        )
-        applied.append(name)
-    return applied

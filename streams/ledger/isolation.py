@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import orjson
 import pyarrow as pa
 
-from streams.ingest.decoding import truncate_payload
+from schemas.payload import truncate_payload
 
 T = TypeVar("T")
 

@@ -13,24 +13,30 @@ deployment points every worker at a ClickHouse server instead and needs none of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import orjson
 import pyarrow as pa
+from clickhouse_connect.driver.client import Client
 
 from streams.errors import SpendstreamError
+from streams.ledger.connect import clickhouse_session
 from streams.ledger.isolation import RowsRefused
 from streams.ledger.remote import (
     ARROW_STREAM,
     QueryResult,
     RemoteQueryClient,
+    embedded_stack,
     encode_query_request,
     ipc_bytes,
     read_ipc,
     refusal,
+    require_data_dir,
 )
+from streams.settings import Settings
 
 PEER_TABLES = ("usage_ledger", "dead_letters", "cost_corrections")
 
@@ -111,3 +117,29 @@ class _OneBlock:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+@contextmanager
+def open_writer(settings: Settings, create: bool = False) -> Iterator[Client]:
+    """The one way a command writes: through the running worker that owns the embedded
+    data dir (inserts and statements on its ClickHouse session, authorized by the
+    peer token it announces), else ClickHouse directly. `create`: a missing data dir
+    is made (migrate), else it is an error."""
+    stack = embedded_stack(settings)
+    if stack is not None:
+        if stack.peer_token is None:
+            raise SpendstreamError(
+                f"the worker at {stack.url} (pid {stack.pid}) owns {settings.data_dir} and "
+                "accepts no writes (it has no SPENDSTREAM_PEER_TOKEN): stop it, or start it "
+                "with spendstream dev"
+            )
+        peer = PeerClickHouseClient(stack.url, stack.peer_token)
+        try:
+            yield peer  # type: ignore[misc]
+        finally:
+            peer.close()
+        return
+    if not create and settings.resolved_clickhouse_url.startswith("chdb:"):
+        require_data_dir(settings)
+    with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
+        yield ch.client

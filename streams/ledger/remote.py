@@ -11,7 +11,8 @@ a one-row Arrow table, so nothing is rebuilt from text on the other side.
 The worker runs only a guarded SELECT (streams/ledger/query_guard.py) and only
 with the analyst token, which these clients read from `<data_dir>/tokens.json` unless
 one is configured. The worker announces itself in `<data_dir>/worker.json` (pid, web
-port, broker, peer token); commands that write go through it too (`open_writer`).
+port, broker, peer token); commands that write go through it too
+(`streams.ledger.peer.open_writer`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.client import Client
 
-from streams.embedded.processes import port_open
+from streams.auth import analyst_token_for
 from streams.errors import ConfigError, SpendstreamError
-from streams.ledger.connect import chdb_url_for, clickhouse_session
-from streams.runtime.auth import analyst_token_for
-from streams.settings import Settings
+from streams.ledger.connect import clickhouse_session
+from streams.ports import port_open
+from streams.settings import Settings, chdb_url_for
 
 READ_ONLY = {"readonly": 1}
 WORKER_FILE = "worker.json"
@@ -292,7 +293,7 @@ def running_worker_url(data_dir: Path) -> str | None:
     return stack.url if stack is not None else None
 
 
-def _embedded_stack(settings: Settings) -> RunningStack | None:
+def embedded_stack(settings: Settings) -> RunningStack | None:
     if not settings.resolved_clickhouse_url.startswith("chdb:"):
         return None
     return running_stack(settings.data_dir)
@@ -303,7 +304,7 @@ def open_reader(settings: Settings) -> Iterator[Reader]:
     """The one way a command reads: through the running worker if one owns the embedded
     data dir, else ClickHouse directly (the data dir, or the configured server)."""
     url = settings.resolved_clickhouse_url
-    stack = _embedded_stack(settings)
+    stack = embedded_stack(settings)
     if stack is not None:
         token = analyst_token_for(settings.data_dir, settings.analyst_token)
         remote = RemoteQueryClient(stack.url, token)
@@ -316,34 +317,6 @@ def open_reader(settings: Settings) -> Iterator[Reader]:
         require_data_dir(settings)
     with clickhouse_session(url, settings.clickhouse_password) as handle:
         yield DirectReader(handle.client)
-
-
-@contextmanager
-def open_writer(settings: Settings, create: bool = False) -> Iterator[Client]:
-    """The one way a command writes: through the running worker that owns the embedded
-    data dir (inserts and statements on its ClickHouse session, authorized by the
-    peer token it announces), else ClickHouse directly. `create`: a missing data dir
-    is made (migrate), else it is an error."""
-    from streams.ledger.peer import PeerClickHouseClient
-
-    stack = _embedded_stack(settings)
-    if stack is not None:
-        if stack.peer_token is None:
-            raise SpendstreamError(
-                f"the worker at {stack.url} (pid {stack.pid}) owns {settings.data_dir} and "
-                "accepts no writes (it has no SPENDSTREAM_PEER_TOKEN): stop it, or start it "
-                "with spendstream dev"
-            )
-        peer = PeerClickHouseClient(stack.url, stack.peer_token)
-        try:
-            yield peer  # type: ignore[misc]
-        finally:
-            peer.close()
-        return
-    if not create and settings.resolved_clickhouse_url.startswith("chdb:"):
-        require_data_dir(settings)
-    with clickhouse_session(settings.resolved_clickhouse_url, settings.clickhouse_password) as ch:
-        yield ch.client
 
 
 def require_data_dir(settings: Settings) -> None:

@@ -92,9 +92,11 @@ class PipelineCollector(Collector):
 
 
 class WorkerMetrics:
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    """The worker's registry: sink batch histograms, observed as batches are written,
+    and the pipeline's counters once `collect` names where to read them."""
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(PipelineCollector(snapshot))
         self.sink_batch_seconds = Histogram(
             "spendstream_sink_batch_seconds",
             "Time to make one batch durable in ClickHouse.",
@@ -107,6 +109,10 @@ class WorkerMetrics:
             registry=self.registry,
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 50000),
         )
+
+    def collect(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Read the pipeline's counters from `snapshot()` at each scrape."""
+        self.registry.register(PipelineCollector(snapshot))
 
     def observe_batch(self, seconds: float, rows: int) -> None:
         self.sink_batch_seconds.observe(seconds)

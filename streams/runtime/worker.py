@@ -7,15 +7,15 @@ import gc
 import logging
 import sys
 
+from streams.auth import ensure_tokens, usage_hint
 from streams.cost.catalog import PriceCatalog
 from streams.data_dir import use_private_umask
-from streams.embedded.processes import port_free
 from streams.errors import SpendstreamError
 from streams.faust_ext.worker import StoppingWorker
 from streams.kafka.admin import ensure_topics, wait_for_broker
 from streams.kafka.topics import topic_specs
+from streams.ports import port_free
 from streams.runtime.app import build_app, changelog_topics
-from streams.runtime.auth import ensure_tokens, usage_hint
 from streams.settings import Settings
 from streams.spend.config import load_config
 
@@ -50,8 +50,8 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     if generated:  # after the checks that fail a start in one line
         print(usage_hint(settings.data_dir), file=sys.stderr, flush=True)
     config = load_config(settings)
-    app, runtime = build_app(settings, catalog, config)
-    runtime.connect_in_background()
+    app, resources = build_app(settings, catalog, config)
+    resources.connect_in_background()
     try:
         asyncio.run(
             ensure_topics(
@@ -73,4 +73,4 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
             return int(exit_.code or 0)
         return 0
     finally:
-        runtime.close()
+        resources.close()

@@ -3,17 +3,25 @@ environment. Kept apart from the Faust app so the launcher can validate it cheap
 
 from __future__ import annotations
 
+from schemas.errors import ConfigFileError
 from schemas.spend_config import PagerDutyTarget, SlackTarget, SpendConfig, load_spend_config
+from streams.errors import ConfigError
 from streams.settings import Settings
 
 
 def load_config(settings: Settings) -> SpendConfig:
     """The spend configuration file, with routing secrets from the environment
     (`SPENDSTREAM_ALERTS__SLACK_WEBHOOK_URL`, `..._PAGERDUTY_ROUTING_KEY`) filling
-    routes the file leaves empty, so a deployment keeps secrets out of the file."""
-    config = (
-        SpendConfig() if settings.config_file is None else load_spend_config(settings.config_file)
-    )
+    routes the file leaves empty, so a deployment keeps secrets out of the file. A bad
+    file raises `ConfigError`: one line at the CLI."""
+    try:
+        config = (
+            SpendConfig()
+            if settings.config_file is None
+            else load_spend_config(settings.config_file)
+        )
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
     alerts = settings.alerts
     routing = config.routing
     warning, critical = routing.warning, routing.critical

@@ -3,7 +3,7 @@
 Costed messages arrive keyed by tenant, so every table key starts with the tenant:
 a table's changelog is written to the partition of the event being processed,
 and keying by the stream's own key keeps each key's changelog on the partition
-that owns it (ARCHITECTURE.md, pitfalls). Hourly buckets use explicit event-time
+that owns it (docs/architecture.md, "Faust facts"). Hourly buckets use explicit event-time
 keys instead of Faust windows, whose expiry runs on wall-clock time and would
 sweep replayed hours.
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.errors import ConfigFileError
 from schemas.spend_config import load_spend_config
-from streams.errors import ConfigError
 
 GOOD = """\
 tenants:
@@ -168,7 +168,7 @@ def test_bad_field_is_one_line_naming_file_and_field(
     tmp_path: Path, text: str, expected: str
 ) -> None:
     path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_spend_config(path)
     message = str(caught.value)
     assert message == f"{path}: {expected}"
@@ -178,20 +178,20 @@ def test_bad_field_is_one_line_naming_file_and_field(
 
 def test_several_bad_fields_report_the_first_and_count_the_rest(tmp_path: Path) -> None:
     text = "tenants:\n  acme: {monthly_budget_usd: x}\nalerting: {cooldown_minutes: -1}\n"
-    with pytest.raises(ConfigError, match=r"monthly_budget_usd: .* \(and 1 more\)$"):
+    with pytest.raises(ConfigFileError, match=r"monthly_budget_usd: .* \(and 1 more\)$"):
         load_spend_config(write(tmp_path, text))
 
 
 def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
     with pytest.raises(
-        ConfigError, match=r"config\.yaml: line 2 column 10: mapping values are not"
+        ConfigFileError, match=r"config\.yaml: line 2 column 10: mapping values are not"
     ):
         load_spend_config(write(tmp_path, "tenants:\n  acme: x: y\n"))
 
 
 def test_duplicate_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None:
     text = "tenants:\n  acme: {monthly_budget_usd: 1}\n  acme: {monthly_budget_usd: 2}\n"
-    with pytest.raises(ConfigError, match=r"line 3 column 3: duplicate key 'acme'"):
+    with pytest.raises(ConfigFileError, match=r"line 3 column 3: duplicate key 'acme'"):
         load_spend_config(write(tmp_path, text))
 
 
@@ -199,7 +199,7 @@ def test_missing_environment_variable_names_the_field(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("TEST_PD_KEY")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_spend_config(write(tmp_path, GOOD))
     assert str(caught.value).endswith(
         "config.yaml: routing.critical.pagerduty.routing_key: "
@@ -208,7 +208,7 @@ def test_missing_environment_variable_names_the_field(
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found$"):
+    with pytest.raises(ConfigFileError, match=r"nope\.yaml: file not found$"):
         load_spend_config(tmp_path / "nope.yaml")
 
 

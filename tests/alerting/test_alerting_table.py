@@ -25,7 +25,8 @@ from streams.alerting.lifecycle import AlertLifecycle, alert_from_finding
 from streams.alerting.pagerduty import PagerDutyNotifier
 from streams.alerting.router import AlertRouter
 from streams.alerting.slack import SlackNotifier, default_retry_handlers
-from streams.ledger.connect import ClickHouseHandle, migration_files, split_statements
+from streams.ledger.connect import ClickHouseHandle
+from streams.ledger.migrations import migration_files, split_statements
 from streams.retrying import Backoff
 
 # Recent on purpose: the raw ledger keeps 90 days (sql/040_retention.sql).

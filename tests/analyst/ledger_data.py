@@ -22,7 +22,9 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.ledger import LEDGER_COLUMNS
 from streams.cost.catalog import UnitPrices
-from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
+from streams.ledger.connect import clickhouse_session
+from streams.ledger.migrations import apply_migrations
+from streams.settings import chdb_url_for
 
 D = Decimal
 PRICES: dict[tuple[str, str], UnitPrices] = {

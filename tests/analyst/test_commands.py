@@ -11,9 +11,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from streams.analyst.commands import add_analyst_commands
+from streams.cli.analyst import add_analyst_commands
 from streams.errors import ConfigError
-from streams.ledger.connect import chdb_url_for, clickhouse_session
+from streams.ledger.connect import clickhouse_session
+from streams.settings import chdb_url_for
 from tests.analyst import ledger_data as data
 
 URL_ENV = "SPENDSTREAM_CLICKHOUSE_URL"

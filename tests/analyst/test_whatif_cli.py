@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from schemas.ledger import LEDGER_COLUMNS
-from streams.analyst.commands import add_analyst_commands
+from streams.cli.analyst import add_analyst_commands
 from streams.errors import ConfigError
-from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
+from streams.ledger.connect import clickhouse_session
+from streams.ledger.migrations import apply_migrations
+from streams.settings import chdb_url_for
 from tests.analyst.test_whatif import PRICES, ledger_rows
 
 

@@ -19,9 +19,9 @@ import orjson
 import pytest
 
 from streams.cost.catalog import PriceCatalog
-from streams.embedded.processes import free_port
 from streams.embedded.replay import publish
 from streams.embedded.simulate import TrafficGenerator
+from streams.ports import free_port
 
 pytestmark = pytest.mark.containers
 

@@ -70,7 +70,8 @@ SAMPLE_ROWS = [
 
 
 def main(argv: list[str]) -> int:
-    from streams.ledger.connect import apply_migrations, clickhouse_session
+    from streams.ledger.connect import clickhouse_session
+    from streams.ledger.migrations import apply_migrations
 
     data_dir, dashboards = Path(argv[0]), [Path(p) for p in argv[1:]]
     ran, errors = 0, []

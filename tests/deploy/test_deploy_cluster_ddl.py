@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.ledger.connect import split_statements
+from streams.ledger.migrations import split_statements
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "deploy" / "clickhouse" / "cluster"

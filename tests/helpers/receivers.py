@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from streams.embedded.processes import free_port
+from streams.ports import free_port
 
 T = TypeVar("T")
 

@@ -37,14 +37,14 @@ def write_ndjson(path: Path, lines: list[bytes]) -> Path:
 
 def analyst_headers(data_dir: Path) -> dict[str, str]:
     """The worker's analyst token (generated into the data dir at its first start)."""
-    from streams.runtime.auth import analyst_token_for
+    from streams.auth import analyst_token_for
 
     return {"Authorization": f"Bearer {analyst_token_for(data_dir, None)}"}
 
 
 def analyst_client(url: str, data_dir: Path) -> Any:
+    from streams.auth import analyst_token_for
     from streams.ledger.remote import RemoteQueryClient
-    from streams.runtime.auth import analyst_token_for
 
     return RemoteQueryClient(url, analyst_token_for(data_dir, None))
 

@@ -8,14 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
+from schemas.payload import RAW_PAYLOAD_LIMIT, truncate_payload
 from schemas.usage_event import MAX_MESSAGE_BYTES
-from streams.ingest.decoding import (
-    RAW_PAYLOAD_LIMIT,
-    REASONS,
-    Rejection,
-    decode_message,
-    truncate_payload,
-)
+from streams.ingest.decoding import REASONS, Rejection, decode_message
 
 NOW = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ past event-time hours comes first (tables are by event time), then the incident 
 One incident pages once per tenant: the rolling median fires for the tenant, team,
 workflow and model keys at once, and the retry-storm and run-cost detectors with them;
 the worker's spend agent joins those findings into the tenant's open incident (see
-`streams.spend.agent.CORRELATED`), and the tests count every request the receivers got.
+`streams.spend.incidents.CORRELATED`), and the tests count every request the receivers got.
 
 The incident goes into the hour before the current one. The worker resolves by wall
 clock: an incident in the current hour could only clear once the hour is over, so an

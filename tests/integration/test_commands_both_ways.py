@@ -22,8 +22,9 @@ import orjson
 import pytest
 
 from streams.cli.main import main
-from streams.ledger.connect import chdb_url_for, clickhouse_session
+from streams.ledger.connect import clickhouse_session
 from streams.ledger.remote import DirectReader, running_stack
+from streams.settings import chdb_url_for
 from tests.analyst import ledger_data as data
 from tests.helpers.stack import RunningStack, write_ndjson
 from tests.helpers.waiting import wait_for

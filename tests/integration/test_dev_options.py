@@ -17,8 +17,9 @@ import httpx
 import orjson
 import pytest
 
-from streams.embedded.processes import free_port, port_free, stop
+from streams.embedded.processes import stop
 from streams.ledger.remote import RunningStack, running_stack
+from streams.ports import free_port, port_free
 from tests.helpers.stack import analyst_headers, spendstream, write_ndjson
 from tests.helpers.waiting import wait_for
 

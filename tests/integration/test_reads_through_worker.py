@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from streams.cli.main import main
-from streams.ledger.connect import chdb_url_for, clickhouse_session
+from streams.ledger.connect import clickhouse_session
 from streams.ledger.remote import DirectReader, running_worker_url
+from streams.settings import chdb_url_for
 from tests.analyst import ledger_data as data
 from tests.helpers.stack import RunningStack, analyst_client
 from tests.helpers.waiting import wait_for

@@ -217,7 +217,8 @@ def test_missing_pricing_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_data_dir_in_use_is_one_line(tmp_path: Path) -> None:
-    from streams.ledger.connect import chdb_url_for, open_clickhouse
+    from streams.ledger.connect import open_clickhouse
+    from streams.settings import chdb_url_for
 
     data_dir = tmp_path / "busy"
     handle = open_clickhouse(chdb_url_for(data_dir))

@@ -13,12 +13,11 @@ import pytest
 
 from schemas.ledger import CORRECTION_COLUMNS, DEAD_LETTER_COLUMNS, LEDGER_COLUMNS
 from streams.errors import ConfigError, DataDirInUseError, MigrationChangedError
-from streams.ledger.connect import (
+from streams.ledger.connect import ClickHouseHandle, open_clickhouse
+from streams.ledger.migrations import (
     MIGRATIONS_TABLE,
-    ClickHouseHandle,
     apply_migrations,
     migration_files,
-    open_clickhouse,
     split_statements,
 )
 

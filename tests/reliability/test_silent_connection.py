@@ -3,7 +3,7 @@ broker lets one Produce request of the worker's Faust producer through and then
 forwards nothing more on that connection (tests/reliability/silencing_proxy.py).
 aiokafka keeps one produce request in flight per broker, so every costed publish of
 the ingest and every table write of the spend agent waits on that answer → the
-request times out (streams/runtime/app.py PRODUCER_REQUEST_TIMEOUT_SECONDS, not Faust's 20
+request times out (streams/runtime/faust_config.py PRODUCER_REQUEST_TIMEOUT_SECONDS, not Faust's 20
 minutes), the producer reconnects, the failed step is retried, and the ledger and the
 in-stream totals are exact."""
 
@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from streams.embedded.broker import EmbeddedBroker
-from streams.embedded.processes import free_port
-from streams.runtime.app import PRODUCER_REQUEST_TIMEOUT_SECONDS
+from streams.ports import free_port
+from streams.runtime.faust_config import PRODUCER_REQUEST_TIMEOUT_SECONDS
 from tests.reliability.conftest import Expectation, FaultStack, make_events, tally_ledger
 from tests.reliability.silencing_proxy import SilencingProxy
 

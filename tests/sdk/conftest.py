@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.embedded.broker import EmbeddedBroker
-from streams.embedded.processes import free_port
+from streams.ports import free_port
 
 PARTITIONS = 4
 

@@ -1,7 +1,7 @@
 """Case 8 in process: a tenant overflowing the spend tables' cap of distinct values
 raises one `cardinality_overflow` alert through the real alert lifecycle and router,
 resolves once its overflowing hours expire, and the overflow counts are exposed on
-`SpendRuntime.overflowed`. The spend tables, monitor, lifecycle and delivery queue
+`SpendState.overflowed`. The spend tables, monitor, lifecycle and delivery queue
 are the worker's own classes; only the tables are plain dicts instead of Faust's."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from schemas.alert import Alert, AlertDelivery
 from schemas.spend_config import SpendConfig
 from streams.alerting.router import CONSOLE, SLACK_WARNING
 from streams.alerting.wiring import build_alerting
-from streams.spend.agent import SpendRuntime
 from streams.spend.monitor import SpendMonitor
+from streams.spend.state import SpendState
 from streams.spend.tables import OVERFLOW, SEP, SpendTables
 
 T0 = datetime(2026, 11, 20, 10, 15, tzinfo=UTC)
@@ -67,7 +67,7 @@ def config(detectors: dict[str, Any] | None = None, **sections: Any) -> SpendCon
     )
 
 
-def runtime(spend_config: SpendConfig | None = None) -> tuple[SpendRuntime, Recorded]:
+def runtime(spend_config: SpendConfig | None = None) -> tuple[SpendState, Recorded]:
     spend_config = spend_config or config()
     recorded = Recorded()
     tables = SpendTables({}, {}, {}, max_values_per_dim=CAP, hourly_retention_hours=RETENTION)
@@ -75,10 +75,10 @@ def runtime(spend_config: SpendConfig | None = None) -> tuple[SpendRuntime, Reco
     if monitor.cardinality is not None:
         monitor.cardinality.retention_hours = RETENTION  # as the tables'
     alerting = build_alerting(spend_config, embedded=True, recorder=recorded)
-    return SpendRuntime(spend_config, tables, monitor, alerting), recorded
+    return SpendState(spend_config, tables, monitor, alerting), recorded
 
 
-def feed(rt: SpendRuntime, tenant: str, rows: list[dict[str, Any]], now: datetime) -> None:
+def feed(rt: SpendState, tenant: str, rows: list[dict[str, Any]], now: datetime) -> None:
     """What the spend agent does with one costed message."""
     result = rt.tables.apply(tenant, rows)
     rt.handle_findings(rt.monitor.observe(rt.tables, tenant, result), now)

@@ -11,7 +11,7 @@ from typing import Any
 
 from detectors.finding import Finding
 from streams.alerting.lifecycle import alert_from_finding
-from streams.spend.agent import RESTORED_GRACE
+from streams.spend.incidents import RESTORED_GRACE
 from streams.spend.tables import LedgerBase
 from tests.spend.test_cardinality_alert import feed
 from tests.spend.test_unpriced_spend import T0, priced, runtime

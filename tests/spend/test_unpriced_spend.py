@@ -12,8 +12,8 @@ from typing import Any
 
 from schemas.spend_config import SpendConfig
 from streams.alerting.wiring import build_alerting
-from streams.spend.agent import SpendRuntime
 from streams.spend.monitor import SpendMonitor
+from streams.spend.state import SpendState
 from streams.spend.tables import SpendTables
 from tests.spend.test_cardinality_alert import Recorded, feed, row
 
@@ -21,7 +21,7 @@ T0 = datetime(2026, 11, 20, 10, 15, tzinfo=UTC)
 D = Decimal
 
 
-def runtime(**sections: Any) -> tuple[SpendRuntime, Recorded]:
+def runtime(**sections: Any) -> tuple[SpendState, Recorded]:
     config = SpendConfig.model_validate(
         {
             "tenants": {"acme": {"monthly_budget_usd": 10}},
@@ -31,7 +31,7 @@ def runtime(**sections: Any) -> tuple[SpendRuntime, Recorded]:
     )
     recorded = Recorded()
     alerting = build_alerting(config, embedded=True, recorder=recorded)
-    return SpendRuntime(config, SpendTables({}, {}, {}), SpendMonitor(config), alerting), recorded
+    return SpendState(config, SpendTables({}, {}, {}), SpendMonitor(config), alerting), recorded
 
 
 def priced(offset: int, cost: str) -> dict[str, Any]:

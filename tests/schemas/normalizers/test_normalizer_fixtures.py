@@ -86,7 +86,7 @@ NOVA_LITE_BATCH = prices("0.03", "0.0075", "0.12")
 
 
 def cost(event: UsageEvent, p: UnitPrices) -> Decimal:
-    """The cost engine's formula (ARCHITECTURE.md) on the normalized counts."""
+    """The cost engine's formula (docs/architecture.md, "Cost") on the normalized counts."""
     return p.cost(
         input_tokens=event.input_tokens,
         cached_tokens=event.cached_tokens,

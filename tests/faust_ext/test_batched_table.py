@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.serializers import codecs
 
 from streams.embedded.broker import EmbeddedBroker
+from streams.faust_ext.batched_table import BatchedTable
 from streams.kafka.admin import TopicSpec, ensure_topics
-from streams.spend.batched_table import BatchedTable
 
 pytestmark = pytest.mark.integration
 

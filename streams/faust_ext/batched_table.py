@@ -14,6 +14,10 @@ the broker's acknowledgement. The spend agent flushes before it takes the next
 costed message, so a message's offset is never committed before its table writes are
 durable. Keys and values are encoded with Faust's JSON codec, as the table's own
 recovery decodes them.
+
+INTERNAL (faust-streaming 0.15.3): writing to `Collection.data` (the store) skips the
+changelog that `Table.__setitem__` would send; tests/faust_ext fails if the store stops
+being a plain mapping that Faust reads back.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from streams.analyst.weekly_review import build_weekly_review
 from streams.cli.options import add_data_dir, settings_from
 from streams.cost.catalog import PriceCatalog
 from streams.errors import ConfigError
-from streams.ledger.remote import open_reader, open_writer
+from streams.ledger.peer import open_writer
+from streams.ledger.remote import open_reader
 
 
 def add_analyst_commands(subparsers: Any) -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 from multidict import CIMultiDict
 from pydantic import SecretStr
 
-from streams.http_ingest.keys import IngestKeyStore
-from streams.runtime.auth import (
+from streams.auth import (
     RequestAuth,
     analyst_token_for,
     bearer_token,
     ensure_tokens,
     tokens_path,
 )
+from streams.http_ingest.keys import IngestKeyStore
 
 
 class Headers:

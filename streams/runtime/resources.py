@@ -1,0 +1,347 @@
+"""`WorkerResources`: what one worker process owns, opened once and closed at exit.
+
+The ClickHouse handle and its read-only session, the executor every ClickHouse call
+runs on, the ledger sink, the de-duplication filter (rebuilt from the ledger), the
+ingest pipeline, the alerts table writer and the delivery counts. They open when the
+ingest service (`UsageConsumer`) starts, before it reads its first batch, and close
+after the worker stops. Every change to them is a method here: nothing outside
+writes their fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+
+from streams.alerting.alerts_table import AlertsTableWriter, read_alerts
+from streams.cost.catalog import PriceCatalog
+from streams.ingest.dedupe import RequestIdFilter, hash_request_ids
+from streams.ingest.pipeline import CostedPublisher, DeadLetterPublisher, IngestPipeline, ingest_day
+from streams.ledger.connect import (
+    ClickHouseHandle,
+    ensure_data_dir_free,
+    open_clickhouse,
+    open_session_client,
+)
+from streams.ledger.migrations import apply_migrations
+from streams.ledger.peer import PeerClickHouseClient
+from streams.ledger.query_guard import QueryLimits
+from streams.ledger.query_service import QueryService
+from streams.ledger.remote import write_worker_file
+from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
+from streams.runtime.metrics import DeliveryCounts
+from streams.settings import Settings
+from streams.spend.ledger_state import load_ledger_base
+from streams.spend.state import SpendState
+from streams.spend.tables import LedgerBase
+
+log = logging.getLogger(__name__)
+
+# Alert states read at start: monthly budget pages stay open for their month.
+ALERTS_LOOKBACK = timedelta(days=40)
+# The URL scheme `spendstream dev --workers N` gives its peer workers: ClickHouse
+# through the worker that owns the embedded data dir (streams/ledger/peer.py).
+PEER_SCHEME = "spendstream+http"
+
+
+def open_ledger(url: str, settings: Settings) -> ClickHouseHandle:
+    """ClickHouse for this worker: its own (chdb, a server), or the owner worker's."""
+    parsed = urlparse(url)
+    if parsed.scheme == PEER_SCHEME:
+        password = settings.clickhouse_password
+        token = password.get_secret_value() if password else None
+        peer = PeerClickHouseClient(f"http://{parsed.netloc}", token)
+        return ClickHouseHandle(client=peer, url=url)  # type: ignore[arg-type]
+    return open_clickhouse(url, settings.clickhouse_password)
+
+
+def outage_hook(path: Path | None) -> Callable[[str], None] | None:
+    if path is None:
+        return None
+
+    def fail_while_present(table: str) -> None:
+        if path.exists():
+            raise ConnectionError(f"injected ClickHouse outage ({path} exists)")
+
+    return fail_while_present
+
+
+class WorkerResources:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: PriceCatalog,
+        on_sink_batch: Callable[[float, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.on_sink_batch = on_sink_batch
+        self.handle: ClickHouseHandle | None = None
+        self.reader: Any = None  # a separate session for read-only queries
+        self.queries: QueryService | None = None  # analyst and peer reads, on the reader
+        self.executor: ClickHouseExecutor | None = None
+        self.sink: ClickHouseLedgerSink | None = None
+        self.pipeline: IngestPipeline | None = None
+        self.dedupe = RequestIdFilter()
+        self.delivery_counts = DeliveryCounts()
+        self.alerts_table: AlertsTableWriter | None = None
+        self.loaded_until: datetime | None = None
+        self.rebalanced_at: datetime | None = None
+        self.state_restored_seconds: float | None = None
+        self._connecting: concurrent.futures.Future[list[str]] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def embedded(self) -> bool:
+        """The ledger is chdb in a data dir (this worker's, or the owner's of its peers)."""
+        return self.settings.resolved_clickhouse_url.startswith("chdb:")
+
+    def connect(self) -> list[str]:
+        """Open ClickHouse and apply pending migrations, before Faust starts, so that a
+        data dir in use or an unreachable server fails the command with one line."""
+        self.handle = open_ledger(self.settings.resolved_clickhouse_url, self.settings)
+        self.executor = ClickHouseExecutor(self.handle.client)
+        if self.handle.remote:
+            self.reader = self.handle.client
+            self._open_queries()
+            self._make_sink()
+            return []  # the owner worker applies migrations
+        applied = apply_migrations(self.handle.client)
+        self.reader = open_session_client(self.handle, self.settings.clickhouse_password)
+        self._open_queries()
+        self._make_sink()
+        if self.handle.embedded and self.settings.web_enabled:
+            peer_token = self.settings.peer_token
+            write_worker_file(
+                self.settings.data_dir,
+                self.settings.web_port,
+                self.settings.kafka_bootstrap,
+                peer_token.get_secret_value() if peer_token else None,
+            )
+        return applied
+
+    def _open_queries(self) -> None:
+        settings = self.settings
+        limits = QueryLimits(
+            max_seconds=settings.query_max_seconds,
+            max_memory_bytes=settings.query_max_memory_bytes,
+            max_result_rows=settings.query_max_result_rows,
+            max_threads=settings.query_max_threads,
+        )
+        self.queries = QueryService(self.reader, limits)
+        self.queries.load_objects()
+
+    def _make_sink(self) -> None:
+        assert self.executor is not None
+        self.sink = ClickHouseLedgerSink(
+            self.executor,
+            write_hook=outage_hook(self.settings.fault_sink_outage_file),
+            on_batch=self.on_sink_batch,
+        )
+
+    def connect_in_background(self) -> None:
+        """Open ClickHouse and migrate on a thread while Faust starts and joins its
+        group (seconds either way); the ingest service waits for it before its first batch."""
+        url = self.settings.resolved_clickhouse_url
+        if not url.startswith("chdb:"):
+            self.connect()  # a server that does not answer fails the command in one line
+            return
+        ensure_data_dir_free(url)  # one clear line if another process owns it
+        self._connecting = concurrent.futures.ThreadPoolExecutor(1).submit(self.connect)
+
+    async def connected(self) -> bool:
+        """Wait for the background connect (if any); True once ClickHouse is usable."""
+        if self._connecting is not None:
+            try:
+                await asyncio.wrap_future(self._connecting)
+            except Exception:
+                return False
+        return self.executor is not None and self.reader is not None
+
+    async def connected_sink(self) -> ClickHouseLedgerSink | None:
+        return self.sink if await self.connected() else None
+
+    @property
+    def owns_ledger(self) -> bool:
+        """Connected to ClickHouse itself, not through an owner worker."""
+        return self.executor is not None and self.handle is not None and not self.handle.remote
+
+    async def open_pipeline(
+        self,
+        publish_costed: CostedPublisher,
+        publish_dead_letters: DeadLetterPublisher,
+        spend: SpendState,
+    ) -> IngestPipeline:
+        """The ingest pipeline, once: ClickHouse connected, the de-duplication filter
+        rebuilt from the ledger and the spend state restored first."""
+        async with self._lock:
+            if self.pipeline is not None:
+                return self.pipeline
+            if self._connecting is not None:
+                await asyncio.wrap_future(self._connecting)
+            if self.executor is None:
+                await asyncio.to_thread(self.connect)
+            assert self.executor is not None and self.sink is not None
+            self.dedupe = RequestIdFilter(self.settings.dedupe_horizon_days)
+            loaded = await self.rebuild_dedupe()
+            log.info("de-duplication filter rebuilt from the ledger: %d request ids", loaded)
+            # Before this worker ledgers anything: every row of its epoch is then counted
+            # by the stream, and every row before it by the base.
+            await self.restore_spend_state(spend)
+            self.pipeline = IngestPipeline(
+                self.catalog,
+                self.dedupe,
+                self.sink,
+                log_epoch=self.settings.log_epoch,
+                timestamp_floor=self.settings.timestamp_floor,
+                publish_costed=publish_costed,
+                publish_dead_letters=publish_dead_letters,
+            )
+            return self.pipeline
+
+    async def restore_spend_state(self, spend: SpendState) -> None:
+        """The spend tables' base from the ledger (rows ingested before this log epoch)
+        and the incidents open at the last stop, from the alerts table."""
+        if spend.state_ready.is_set():
+            return
+        assert self.executor is not None
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        before = self.settings.log_epoch_started_at
+        tables = spend.tables
+        base = (
+            LedgerBase()
+            if before is None
+            else await self.executor.run(
+                load_ledger_base,
+                self.reader,
+                before,
+                now,
+                max_values_per_dim=tables.max_values_per_dim,
+                run_retention=timedelta(hours=tables.run_retention_hours),
+            )
+        )
+        alerts = await self.executor.run(read_alerts, self.reader, now - ALERTS_LOOKBACK)
+        spend.restore(base, alerts, now)
+        self.state_restored_seconds = time.perf_counter() - started
+        log.info(
+            "spend state rebuilt from the ledger in %.2f s: %d rows, %d hourly buckets, "
+            "%d open runs; %d open incidents restored",
+            self.state_restored_seconds,
+            base.rows,
+            len(base.hourly),
+            len(base.runs),
+            len(spend.incidents.restored),
+        )
+
+    def on_partitions_assigned(self) -> None:
+        """The ingest group rebalanced: the next batch first refreshes the filter."""
+        if self.loaded_until is not None:
+            self.rebalanced_at = datetime.now(UTC)
+
+    async def refresh_dedupe_if_rebalanced(self) -> None:
+        """After a rebalance, learn the ids other workers ledgered since our last load:
+        a partition we take over may re-deliver them."""
+        if self.rebalanced_at is None:
+            return
+        since, self.rebalanced_at = self.loaded_until, None
+        loaded = await self.rebuild_dedupe(since)
+        log.info("de-duplication filter refreshed after a rebalance: %d ids", loaded)
+
+    async def rebuild_dedupe(self, since: datetime | None = None) -> int:
+        """Load the ids ledgered within the horizon: the durable half of de-duplication."""
+        assert self.executor is not None and self.handle is not None
+        started = datetime.now(UTC)
+        horizon = started - timedelta(days=self.settings.dedupe_horizon_days + 1)
+        # A margin for clock skew and inserts in flight at the previous load.
+        since = max(horizon, since - timedelta(minutes=1)) if since else horizon
+        client = self.handle.client
+
+        def load() -> int:
+            total = 0
+            with client.query_column_block_stream(
+                "SELECT request_id, toUInt32(toRelativeDayNum(ingested_at)) FROM usage_ledger "
+                "WHERE ingested_at >= fromUnixTimestamp64Milli({since_ms:Int64})",
+                parameters={"since_ms": int(since.timestamp() * 1000)},
+            ) as blocks:
+                for request_ids, days in blocks:
+                    hashes = hash_request_ids(request_ids)
+                    day_of = np.asarray(days, dtype=np.int64)
+                    fresh = self.dedupe.new_mask(hashes)  # a refresh overlaps what we hold
+                    for day in np.unique(day_of[fresh]):
+                        self.dedupe.mark(hashes[fresh & (day_of == day)], int(day))
+                    total += int(fresh.sum())
+            return total
+
+        loaded = await self.executor.run(load)
+        self.dedupe.expire(ingest_day(datetime.now(UTC)))
+        self.loaded_until = started
+        return loaded
+
+    def open_alerts_table(self) -> AlertsTableWriter | None:
+        """The alerts table writer once ClickHouse is connected (None before), behind
+        the delivery counts."""
+        if self.alerts_table is None and self.executor is not None and self.handle is not None:
+            self.alerts_table = AlertsTableWriter(self.handle.client)
+            self.delivery_counts.inner = self.alerts_table
+        return self.alerts_table
+
+    async def flush_alert_rows(self) -> None:
+        if (
+            self.alerts_table is not None
+            and self.alerts_table.pending
+            and self.executor is not None
+        ):
+            await self.executor.run(self.alerts_table.flush)
+
+    async def insert_from_peer(
+        self, table: str, batch: pa.Table, insert_settings: dict[str, Any]
+    ) -> None:
+        """A peer worker's ledger batch, into this worker's ClickHouse (`owns_ledger`)."""
+        assert self.executor is not None and self.handle is not None
+        await self.executor.run(
+            self.handle.client.insert_arrow, table, batch, settings=insert_settings
+        )
+
+    async def command_from_peer(self, sql: str, parameters: dict[str, Any] | None) -> None:
+        """A statement from a command that writes through this worker, on the writer's
+        session (`owns_ledger`)."""
+        assert self.executor is not None and self.handle is not None
+        await self.executor.run(self.handle.client.command, sql, parameters)
+
+    def count_http_dead_letters(self, rows: list[dict[str, Any]]) -> None:
+        if self.pipeline is not None:
+            by_reason = self.pipeline.counters.dead_letters_by_reason
+            for row in rows:
+                by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + 1
+
+    @property
+    def healthy(self) -> bool:
+        return self.sink is None or self.sink.healthy
+
+    def close(self) -> None:
+        if self.alerts_table is not None:
+            self.alerts_table.flush()  # the alert states of the last second
+        worker_file = self.settings.data_dir / "worker.json"
+        if self.handle is not None and self.handle.embedded:
+            worker_file.unlink(missing_ok=True)
+        if self.executor is not None:
+            self.executor.shutdown()
+        if self.queries is not None:
+            self.queries.shutdown()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None

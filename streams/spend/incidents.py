@@ -1,0 +1,204 @@
+"""The incident policy: what the spend agent does with detectors' findings.
+
+One incident, one page, per tenant. A runaway loop in one workflow trips the rolling
+median on the tenant, its team, the workflow and the model, the retry-storm detector
+and the run-cost detector at once: six pages for one cause. These detectors' findings
+for a tenant that already has an open incident of at least their severity join that
+incident instead of paging; a more severe one still pages (it reaches PagerDuty).
+Monthly thresholds, forecasts and the online detector are other kinds of news and
+page on their own. After the tenant's incident resolves, the cooldown holds for the
+tenant as the lifecycle holds it for one (detector, key): findings that come back
+within it reopen the incident quietly.
+
+Pure: no Faust, no I/O, the time passed in. `IncidentPolicy` decides which alert
+states to send and returns them; the caller queues them for delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from detectors.finding import Finding
+from schemas.alert import SEVERITY_RANK, Alert
+from streams.alerting.lifecycle import AlertLifecycle
+from streams.alerting.query import parse_key
+
+CORRELATED = frozenset({"rolling_median", "contract_hourly", "retry_storm", "run_cost"})
+# Those that resolve (a run's cost never falls): the tenant's incident resolves when
+# every one of these that joined it has cleared.
+RESOLVING = CORRELATED - {"run_cost"}
+# An incident restored from the alerts table at start is held this long, or until the
+# first costed list is counted, before the detectors are asked whether it still holds:
+# they have not seen the hour's new calls yet.
+RESTORED_GRACE = timedelta(seconds=30)
+
+
+@dataclass
+class TenantIncident:
+    severity: str  # the highest severity paged for it
+    paged: list[str] = field(default_factory=list)  # fingerprints to resolve at the end
+    open_keys: set[tuple[str, str]] = field(default_factory=set)  # (detector, key) not cleared
+
+
+def finding_tenant(finding: Finding) -> str:
+    return str(finding.evidence.get("tenant_id") or parse_key(finding.key).get("tenant", ""))
+
+
+class IncidentPolicy:
+    """Tenant incidents over the alert lifecycle (which holds one incident per
+    (detector, key) with its own cooldown). `resolving`: the detectors whose incidents
+    clear (the others page once and stay open)."""
+
+    def __init__(self, lifecycle: AlertLifecycle, resolving: frozenset[str]) -> None:
+        self.lifecycle = lifecycle
+        self.resolving = resolving
+        self.tenant_incidents: dict[str, TenantIncident] = {}
+        # tenant -> (end of the cooldown, severity paged) after its incident resolved
+        self.tenant_cooldowns: dict[str, tuple[datetime, str]] = {}
+        self.alerts_sent = 0
+        self.findings = 0
+        # (detector, key) open at the last stop, until a detector holds it or it resolves
+        self.restored: set[tuple[str, str]] = set()
+        self.restored_at: datetime | None = None
+        self.counted_since_restore = False  # the detectors have seen new calls
+
+    def restore(self, alerts: Sequence[Alert], now: datetime) -> None:
+        """The incidents open at the last stop and the cooldowns still running, from
+        every recorded alert state (each fingerprint's latest counts), so none is paged
+        again or left unresolved."""
+        latest: dict[str, Alert] = {}
+        for alert in sorted(alerts, key=lambda a: a.recorded_at):
+            latest[alert.fingerprint] = alert
+        self.lifecycle.restore(list(latest.values()), now)
+        cooldown = self.lifecycle.cooldown
+        for alert in latest.values():
+            tenant = alert.tenant_id
+            if not tenant or alert.detector not in RESOLVING:
+                continue
+            if alert.state == "triggered":
+                incident = self.tenant_incidents.setdefault(tenant, TenantIncident(alert.severity))
+                if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[incident.severity]:
+                    incident.severity = alert.severity
+                incident.paged.append(alert.fingerprint)
+                incident.open_keys.add((alert.detector, alert.key))
+            elif alert.resolved_at is not None and alert.resolved_at + cooldown > now:
+                held = self.tenant_cooldowns.get(tenant)
+                until = alert.resolved_at + cooldown
+                if held is None or held[0] < until:
+                    self.tenant_cooldowns[tenant] = (until, alert.severity)
+        self.restored = {(a.detector, a.key) for a in latest.values() if a.state == "triggered"}
+        self.restored_at = now
+
+    def saw_new_calls(self) -> None:
+        """A costed list was counted: the detectors know this hour's calls."""
+        self.counted_since_restore = True
+
+    def caught_up(self, now: datetime) -> bool:
+        """Whether cleared conditions may resolve: restored incidents wait until the
+        detectors have seen new calls (a counted list, or the grace)."""
+        if not self.restored:
+            return True
+        if self.restored_at is None:
+            return False
+        return self.counted_since_restore or now - self.restored_at >= RESTORED_GRACE
+
+    def on_findings(self, findings: list[Finding], now: datetime) -> list[Alert]:
+        """The alert states to send for these findings (triggered or escalated)."""
+        self.findings += len(findings)
+        alerts = []
+        # Most severe first (stable): of one batch's findings, the most severe opens the
+        # tenant's incident and the rest join it, so it pages once at its real severity.
+        for finding in sorted(findings, key=lambda f: -SEVERITY_RANK[f.severity]):
+            tenant = finding_tenant(finding)
+            correlated = bool(tenant) and finding.detector in CORRELATED
+            if correlated and self._joins_open_incident(tenant, finding, now):
+                continue
+            alert = self.lifecycle.observe(finding, now)
+            if alert is None:
+                continue
+            self.alerts_sent += 1
+            alerts.append(alert)
+            if not correlated:
+                continue
+            incident = self.tenant_incidents.get(tenant)
+            if incident is None:
+                if finding.detector not in RESOLVING:
+                    continue  # nothing would ever resolve it: a page of its own
+                incident = self.tenant_incidents[tenant] = TenantIncident(alert.severity)
+            if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[incident.severity]:
+                incident.severity = alert.severity
+            if finding.detector in RESOLVING:
+                if alert.fingerprint not in incident.paged:
+                    incident.paged.append(alert.fingerprint)
+                incident.open_keys.add((finding.detector, finding.key))
+        return alerts
+
+    def _joins_open_incident(self, tenant: str, finding: Finding, now: datetime) -> bool:
+        incident = self.tenant_incidents.get(tenant)
+        cooldown = self.tenant_cooldowns.get(tenant)
+        if incident is None and cooldown is not None and now < cooldown[0]:
+            if finding.detector not in RESOLVING:
+                return False
+            incident = self.tenant_incidents[tenant] = TenantIncident(cooldown[1])  # quiet
+        if incident is None or SEVERITY_RANK[finding.severity] > SEVERITY_RANK[incident.severity]:
+            return False
+        if finding.detector in RESOLVING:
+            incident.open_keys.add((finding.detector, finding.key))
+        return True
+
+    def on_cleared(
+        self,
+        cleared: Iterable[Finding],
+        still_open: Callable[[str, str, datetime], bool],
+        now: datetime,
+    ) -> list[Alert]:
+        """The resolved alert states to send, given the findings whose condition cleared
+        and `still_open(detector, key, now)`, the detectors' view of a key. Call it only
+        once `caught_up(now)`."""
+        held = {key for incident in self.tenant_incidents.values() for key in incident.open_keys}
+        alerts = [
+            alert
+            for finding in cleared
+            if (finding.detector, finding.key) not in held
+            and (alert := self.lifecycle.clear(finding.fingerprint, now)) is not None
+        ]
+        for tenant, incident in list(self.tenant_incidents.items()):
+            # Asking the detectors, not only counting cleared findings, also lets go of
+            # a key a detector evicted (it never reports that one as cleared).
+            incident.open_keys = {key for key in incident.open_keys if still_open(*key, now)}
+            if not incident.open_keys:
+                del self.tenant_incidents[tenant]
+                for fingerprint in incident.paged:
+                    if (alert := self.lifecycle.clear(fingerprint, now)) is not None:
+                        alerts.append(alert)
+                if incident.paged:
+                    until = now + self.lifecycle.cooldown
+                    self.tenant_cooldowns[tenant] = (until, incident.severity)
+        for tenant, (until, _) in list(self.tenant_cooldowns.items()):
+            if now >= until:
+                del self.tenant_cooldowns[tenant]
+        alerts += self._resolve_restored(still_open, now, held)
+        self.lifecycle.prune(now)
+        return alerts
+
+    def _resolve_restored(
+        self,
+        still_open: Callable[[str, str, datetime], bool],
+        now: datetime,
+        held: set[tuple[str, str]],
+    ) -> list[Alert]:
+        """Restored incidents no detector holds (its condition ended before the restart,
+        or it never came back) resolve; those a detector re-detected resolve with it.
+        Monthly budget, forecast, run-cost and online pages never resolve, as in one run."""
+        alerts = []
+        for detector, key in list(self.restored):
+            if (detector, key) in held or still_open(detector, key, now):
+                continue
+            self.restored.discard((detector, key))
+            if detector not in self.resolving:
+                continue
+            if (alert := self.lifecycle.clear_key(detector, key, now)) is not None:
+                alerts.append(alert)
+        return alerts

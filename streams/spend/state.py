@@ -1,0 +1,134 @@
+"""`SpendState`: what the spend agent keeps and does with one tenant's costed rows.
+
+The rows are counted in the spend tables, the monitor runs the detectors on what
+changed, and the incident policy (streams/spend/incidents.py) decides which alert
+states go to the delivery queue. No Faust here: the agent (streams/spend/agent.py)
+feeds it lists of costed messages, and the tables may be plain dicts in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from detectors.finding import Finding
+from schemas.alert import Alert
+from schemas.spend_config import SpendConfig
+from streams.alerting.delivery import DeliveryRecorder
+from streams.alerting.wiring import Alerting
+from streams.spend.incidents import IncidentPolicy
+from streams.spend.monitor import SpendMonitor
+from streams.spend.tables import LedgerBase, SpendTables
+
+EXPIRE_EVERY = timedelta(minutes=10)
+
+
+@dataclass
+class SpendState:
+    config: SpendConfig
+    tables: SpendTables
+    monitor: SpendMonitor
+    alerting: Alerting
+    incidents: IncidentPolicy = field(init=False)
+    last_expiry: dict[str, datetime] = field(default_factory=dict)
+    skipped_redelivered: int = 0
+    rewinds: int = 0  # costed partitions read again after a skip or a stall
+    rows_seen: int = 0  # costed rows taken by the agent, counted or skipped
+    # Set once the ledger's state before this log epoch and the open incidents are
+    # restored (streams/spend/ledger_state.py); until then no list is counted and
+    # /v1/limits answers 503.
+    state_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.incidents = IncidentPolicy(self.alerting.lifecycle, self.monitor.resolving_detectors)
+
+    def restore(self, base: LedgerBase, alerts: Sequence[Alert], now: datetime) -> None:
+        """The spend tables' base from the ledger, and the incidents open at the last stop
+        (`alerts`: every recorded state), so none is paged again or left unresolved."""
+        self.tables.set_base(base)
+        self.incidents.restore(alerts, now)
+        self.state_ready.set()
+
+    def apply(self, tenant_id: str, rows: list[dict[str, Any]]) -> None:
+        """Count one tenant's costed rows, run the detectors on what changed, and
+        expire the tenant's old keys now and then."""
+        result = self.tables.apply(tenant_id, rows)
+        self.rows_seen += len(rows)
+        self.skipped_redelivered += result.skipped
+        now = datetime.now(UTC)
+        if result.counted:
+            self.handle_findings(self.monitor.observe(self.tables, tenant_id, result), now)
+        last = self.last_expiry.get(tenant_id)
+        if last is None or now - last >= EXPIRE_EVERY:
+            self.tables.expire(tenant_id, now)
+            self.last_expiry[tenant_id] = now
+
+    def handle_findings(self, findings: list[Finding], now: datetime) -> None:
+        for alert in self.incidents.on_findings(findings, now):
+            self.alerting.queue.enqueue(alert)
+
+    def resolve_cleared(self, now: datetime) -> None:
+        if not self.incidents.caught_up(now):
+            return  # restored incidents wait for the detectors to see this hour's calls
+        cleared = self.monitor.cleared(now)
+        for alert in self.incidents.on_cleared(cleared, self.monitor.still_open, now):
+            self.alerting.queue.enqueue(alert)
+
+    def record_deliveries(self, recorder: DeliveryRecorder) -> None:
+        """Alert states and delivery attempts go to `recorder` from now on."""
+        self.alerting.queue.recorder = recorder
+
+    @property
+    def alerts_sent(self) -> int:
+        return self.incidents.alerts_sent
+
+    @property
+    def findings(self) -> int:
+        return self.incidents.findings
+
+    @property
+    def overflowed(self) -> dict[str, int]:
+        """Rows counted under the tables' overflow bucket since start, per capped
+        dimension ({"workflow": n, "team": n, "model": n}): values past a tenant's cap
+        of distinct values. The alert names the tenant; this shows the volume."""
+        return dict(self.tables.overflowed_by_dim)
+
+    def limits(self, tenant_id: str, now: datetime) -> dict[str, Any]:
+        """Month-to-date spend against the tenant's budget, for gateways to enforce caps.
+
+        `month_to_date_usd` is the known (priced) spend; `estimated_usd` the estimates
+        of calls to models with no price. With `limits.estimates: count` the status
+        judges their sum; with `unknown` a month with such calls is `unknown`."""
+        month = self.tables.month(tenant_id, now)
+        tenant = self.config.tenants.get(tenant_id)
+        budget = tenant.monthly_budget_usd if tenant else None
+        mode = self.config.limits.estimates
+        counted = month.cost + month.estimated
+        if mode == "unknown" and month.unpriced_requests:
+            status, remaining = "unknown", None
+        elif budget is None:
+            status, remaining = "ok", None
+        else:
+            remaining = max(Decimal(0), budget - counted)
+            status = (
+                "over"
+                if counted >= budget
+                else "warn"
+                if counted >= budget * Decimal("0.8")
+                else "ok"
+            )
+        return {
+            "tenant_id": tenant_id,
+            "month": f"{now:%Y-%m}",
+            "month_to_date_usd": str(month.cost),
+            "estimated_usd": str(month.estimated),
+            "unpriced_requests": month.unpriced_requests,
+            "estimates": mode,
+            "monthly_budget_usd": str(budget) if budget is not None else None,
+            "remaining_usd": str(remaining) if remaining is not None else None,
+            "status": status,
+        }
