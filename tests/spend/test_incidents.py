@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from detectors.finding import Finding, Severity
 from streams.alerting.lifecycle import AlertLifecycle
@@ -17,22 +16,14 @@ from streams.spend.incidents import (
     IncidentPolicy,
     finding_tenant,
 )
+from tests.alerting.conftest import make_finding
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 COOLDOWN = timedelta(hours=1)
 
 
 def finding(detector: str, key: str, severity: Severity = "warning") -> Finding:
-    return Finding(
-        detector=detector,
-        key=key,
-        window_start=T0,
-        window_end=T0 + timedelta(hours=1),
-        severity=severity,
-        summary=f"{detector} on {key}",
-        value=Decimal("12.5"),
-        threshold=Decimal("5"),
-    )
+    return make_finding(detector=detector, key=key, severity=severity, evidence={})
 
 
 def policy() -> IncidentPolicy:
