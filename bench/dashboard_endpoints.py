@@ -33,7 +33,9 @@ from schemas.spend_config import TenantConfig
 from streams.dashboard import panels
 from streams.dashboard.sources import Ledger
 from streams.dashboard.svg import stacked_area
-from streams.ledger.connect import apply_migrations, chdb_url_for, clickhouse_session
+from streams.ledger.connect import clickhouse_session
+from streams.ledger.migrations import apply_migrations
+from streams.settings import chdb_url_for
 
 ALERTS = """
 INSERT INTO alerts
