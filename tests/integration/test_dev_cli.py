@@ -21,11 +21,11 @@ import orjson
 import pytest
 
 from streams.embedded.broker import EmbeddedBroker
-from streams.embedded.processes import free_port
 from streams.embedded.simulate import daily_rhythm
 from streams.ingest.decoding import decode_message
 from streams.kafka.admin import ensure_topics
 from streams.kafka.topics import topic_specs
+from streams.ports import free_port
 from streams.settings import Settings
 from tests.helpers.stack import (
     analyst_headers,

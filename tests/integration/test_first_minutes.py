@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.embedded.processes import free_port, stop
+from streams.embedded.processes import stop
+from streams.ports import free_port
 from tests.helpers.stack import spendstream
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from streams.errors import DataDirInUseError
-from streams.ledger.connect import chdb_url_for, ensure_data_dir_free
+from streams.ledger.connect import ensure_data_dir_free
+from streams.settings import chdb_url_for
 from tests.helpers.stack import write_ndjson
 from tests.helpers.waiting import wait_for
 from tests.integration.test_dev_workers import children_running
