@@ -9,6 +9,9 @@ merges, so expired rows disappear some time after their deadline, not at it.
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+
 from clickhouse_connect.driver.client import Client
 
 from streams.errors import ConfigError
@@ -34,6 +37,14 @@ def current_ttls(client: Reader | Client) -> dict[str, str]:
         _, found, rest = engine.partition(" TTL ")
         ttls[name] = rest.split(" SETTINGS ", 1)[0].strip() if found else "(none)"
     return ttls
+
+
+def raw_retention_of(client: Reader | Client) -> timedelta | None:
+    """The ledger's raw TTL, as ClickHouse has it (None: no TTL)."""
+    # ClickHouse reports `INTERVAL 90 DAY` as `toIntervalDay(90)`.
+    ttl = current_ttls(client).get("usage_ledger", "")
+    found = re.search(r"toIntervalDay\((\d+)\)|INTERVAL (\d+) DAY", ttl)
+    return timedelta(days=int(found.group(1) or found.group(2))) if found else None
 
 
 def set_raw_retention(client: Client, days: int) -> None:

@@ -15,6 +15,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from streams.analyst.retention import raw_retention_of
 from streams.embedded.stack import EmbeddedStack, group_progress, raise_worker_failed
 from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import clickhouse_session
@@ -34,9 +35,16 @@ class LedgerTotals:
 
 def ledger_totals(settings: Settings) -> LedgerTotals:
     with open_reader(settings) as client:
+        retention = raw_retention_of(client)
+        retained = (
+            f"toDateTime(timestamp) + INTERVAL {retention.days} DAY > now()" if retention else "1"
+        )
         rows, unpriced, cost, estimated = client.query(
+            # Only rows within the raw retention: older ones are the TTL's to drop (at
+            # insert or at the next merge) and are reported as rollup_only instead.
             "SELECT count(), countIf(cost_status != 'priced'), sum(cost_usd), "
-            "sum(estimated_cost_usd) FROM usage_ledger FINAL"
+            "sum(estimated_cost_usd) FROM usage_ledger FINAL "
+            f"WHERE {retained}"
         ).result_rows[0]
         (dead,) = client.query("SELECT count() FROM dead_letters FINAL").result_rows[0]
     return LedgerTotals(int(rows), int(unpriced), Decimal(cost), Decimal(estimated), int(dead))
@@ -242,11 +250,11 @@ def run_replay(
     )
     if running is not None:
         before = ledger_totals(settings)
-        duplicates_before = _duplicates(running.url)
+        stats_before = _stats(running.url) or {}
         targets = asyncio.run(publish(running.broker, settings.usage_topic, messages, keys))
         _wait_ledgered(settings, running.broker, targets, len(messages), timeout, lambda: None)
-        wait_for_spend_agent(lambda: _stats(running.url), lambda: None, timeout)
-        duplicates = _duplicates(running.url) - duplicates_before
+        stats = wait_for_spend_agent(lambda: _stats(running.url), lambda: None, timeout)
+        counts = _counted(stats, stats_before)
     else:
         with clickhouse_session(
             settings.resolved_clickhouse_url, settings.clickhouse_password
@@ -265,14 +273,18 @@ def run_replay(
             targets = asyncio.run(publish(stack.bootstrap, settings.usage_topic, messages, keys))
             _wait_ledgered(settings, stack.bootstrap, targets, len(messages), timeout, check_worker)
             stats = wait_for_spend_agent(worker.stats, check_worker, timeout)
-            duplicates = int(stats.get("duplicates", 0))
+            counts = _counted(stats, {})
         finally:
             stack.stop()
     after = ledger_totals(settings)
     return {
         "read": len(lines),
         "ledgered": after.rows - before.rows,
-        "duplicates": duplicates,
+        # Older than the ledger's raw retention: in the rollups (and the detectors'
+        # history where it reaches), not in the raw ledger, whose TTL drops them.
+        "rollup_only": counts["rollup_only"],
+        "rollup_only_cost_usd": format(counts["rollup_only_cost_usd"], "f"),
+        "duplicates": counts["duplicates"],
         "dead_lettered": after.dead_letters - before.dead_letters,
         "unpriced": after.unpriced - before.unpriced,
         "total_cost_usd": format(after.cost - before.cost, "f"),
@@ -285,9 +297,15 @@ def _stats(url: str) -> dict[str, Any] | None:
     return dict(response.json()) if response.status_code == 200 else None
 
 
-def _duplicates(url: str) -> int:
-    """The running worker's count of re-delivered requests it dropped."""
-    return int((_stats(url) or {}).get("duplicates", 0))
+def _counted(stats: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """What the worker counted during the replay: duplicates dropped and rows older
+    than the raw retention (its /stats since `before`)."""
+    return {
+        "duplicates": int(stats.get("duplicates", 0)) - int(before.get("duplicates", 0)),
+        "rollup_only": int(stats.get("rollup_only", 0)) - int(before.get("rollup_only", 0)),
+        "rollup_only_cost_usd": Decimal(str(stats.get("rollup_only_cost_usd", 0)))
+        - Decimal(str(before.get("rollup_only_cost_usd", 0))),
+    }
 
 
 def _wait_ledgered(

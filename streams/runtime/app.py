@@ -67,6 +67,7 @@ def build_app(
         # first second: the table must be recording by then (the timer would be late).
         if await resources.connected():
             wire_alerts_table()
+            resources.start_restoring_spend_state(spend)
 
     auth = request_auth(settings)
     spend = register_spend_agent(

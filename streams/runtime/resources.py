@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -24,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from streams.alerting.alerts_table import AlertsTableWriter, read_alerts
+from streams.analyst.retention import raw_retention_of
 from streams.cost.catalog import PriceCatalog
 from streams.ingest.dedupe import RequestIdFilter, hash_request_ids
 from streams.ingest.pipeline import CostedPublisher, DeadLetterPublisher, IngestPipeline, ingest_day
@@ -39,9 +41,10 @@ from streams.ledger.query_guard import QueryLimits
 from streams.ledger.query_service import QueryService
 from streams.ledger.remote import write_worker_file
 from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
+from streams.retrying import until_done
 from streams.runtime.metrics import DeliveryCounts
 from streams.settings import Settings
-from streams.spend.ledger_state import load_ledger_base
+from streams.spend.ledger_state import LedgerQueries
 from streams.spend.state import SpendState
 from streams.spend.tables import LedgerBase
 
@@ -98,6 +101,8 @@ class WorkerResources:
         self.loaded_until: datetime | None = None
         self.rebalanced_at: datetime | None = None
         self.state_restored_seconds: float | None = None
+        self.limits_ready_seconds: float | None = None
+        self._restoring: asyncio.Future[None] | None = None
         self._connecting: concurrent.futures.Future[list[str]] | None = None
         self._lock = asyncio.Lock()
 
@@ -193,51 +198,71 @@ class WorkerResources:
                 await asyncio.to_thread(self.connect)
             assert self.executor is not None and self.sink is not None
             self.dedupe = RequestIdFilter(self.settings.dedupe_horizon_days)
+            self.start_restoring_spend_state(spend)
             loaded = await self.rebuild_dedupe()
             log.info("de-duplication filter rebuilt from the ledger: %d request ids", loaded)
-            # Before this worker ledgers anything: every row of its epoch is then counted
-            # by the stream, and every row before it by the base.
-            await self.restore_spend_state(spend)
+            assert self.handle is not None
+            raw_retention = await self.executor.run(raw_retention_of, self.handle.client)
             self.pipeline = IngestPipeline(
                 self.catalog,
                 self.dedupe,
                 self.sink,
                 log_epoch=self.settings.log_epoch,
                 timestamp_floor=self.settings.timestamp_floor,
+                raw_retention=raw_retention,
                 publish_costed=publish_costed,
                 publish_dead_letters=publish_dead_letters,
             )
             return self.pipeline
 
+    def start_restoring_spend_state(self, spend: SpendState) -> None:
+        """Once per worker, beside ingest: the base holds only rows ingested before this
+        log epoch began, so it does not matter what this worker ledgers meanwhile."""
+        if self._restoring is None:
+            # Retried while ClickHouse fails: nothing is counted until it is done.
+            self._restoring = asyncio.ensure_future(
+                until_done(
+                    partial(self.restore_spend_state, spend),
+                    log,
+                    "spend state rebuild from the ledger",
+                )
+            )
+
     async def restore_spend_state(self, spend: SpendState) -> None:
         """The spend tables' base from the ledger (rows ingested before this log epoch)
-        and the incidents open at the last stop, from the alerts table."""
+        and the incidents open at the last stop, from the alerts table. Month totals
+        first: `/v1/limits` answers exactly once they are in, while the hourly buckets
+        the detectors need (the larger part) are still being read."""
         if spend.state_ready.is_set():
             return
-        assert self.executor is not None
+        assert self.executor is not None and self.handle is not None
+        # On the writer's session and thread, as the de-duplication rebuild: the reader
+        # session belongs to the query service's thread.
+        client = self.handle.client
         started = time.perf_counter()
         now = datetime.now(UTC)
         before = self.settings.log_epoch_started_at
         tables = spend.tables
-        base = (
-            LedgerBase()
-            if before is None
-            else await self.executor.run(
-                load_ledger_base,
-                self.reader,
-                before,
-                now,
-                max_values_per_dim=tables.max_values_per_dim,
-                run_retention=timedelta(hours=tables.run_retention_hours),
+        base = LedgerBase()
+        if before is not None:
+            queries = LedgerQueries(client, before, now)
+            await self.executor.run(queries.months, base)
+            spend.months_restored(base)
+            self.limits_ready_seconds = time.perf_counter() - started
+            await self.executor.run(
+                queries.hours_and_runs,
+                base,
+                tables.max_values_per_dim,
+                timedelta(hours=tables.run_retention_hours),
             )
-        )
-        alerts = await self.executor.run(read_alerts, self.reader, now - ALERTS_LOOKBACK)
+        alerts = await self.executor.run(read_alerts, client, now - ALERTS_LOOKBACK)
         spend.restore(base, alerts, now)
         self.state_restored_seconds = time.perf_counter() - started
         log.info(
-            "spend state rebuilt from the ledger in %.2f s: %d rows, %d hourly buckets, "
-            "%d open runs; %d open incidents restored",
+            "spend state rebuilt from the ledger in %.2f s (month totals in %.2f s): %d rows, "
+            "%d hourly buckets, %d open runs; %d open incidents restored",
             self.state_restored_seconds,
+            self.limits_ready_seconds or 0.0,
             base.rows,
             len(base.hourly),
             len(base.runs),

@@ -39,6 +39,8 @@ class WorkerStatus:
             "ledgered": counters.ledgered if counters else 0,
             "duplicates": counters.duplicates if counters else 0,
             "unpriced": counters.unpriced if counters else 0,
+            "rollup_only": counters.rollup_only if counters else 0,
+            "rollup_only_cost_usd": str(counters.rollup_only_cost_usd) if counters else "0",
             "dead_letters": dict(counters.dead_letters_by_reason) if counters else {},
             "dedupe_ids": len(dedupe),
             "dedupe_bytes": dedupe.nbytes,
@@ -53,6 +55,7 @@ class WorkerStatus:
             "spend_rows": spend.rows_seen,
             "alerts_pending": self.alerts_pending(),
             "state_restored_seconds": self.resources.state_restored_seconds,
+            "limits_ready_seconds": self.resources.limits_ready_seconds,
         }
 
     def alerts_pending(self) -> int:

@@ -208,7 +208,7 @@ def register_spend_agent(
         # Until the tables are recovered from their changelogs and their base read from
         # the ledger a total would be partial (0 right after a start): a gateway
         # enforcing caps must not read it as spend.
-        if not (tables_ready(app) and state.state_ready.is_set()):
+        if not (tables_ready(app) and state.limits_ready.is_set()):
             body = {
                 "tenant_id": tenant_id,
                 "status": "recovering",

@@ -111,6 +111,85 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+class LedgerQueries:
+    """The base's queries over the ledger's rows ingested before `before` (blocking: run
+    them on the ClickHouse thread). `reader` is a clickhouse-connect client or a peer's
+    remote reader."""
+
+    def __init__(self, reader: Any, before: datetime, now: datetime) -> None:
+        # A peer worker's client reads through the owner; a local one reads directly.
+        self.read: Reader = reader if getattr(reader, "remote", False) else DirectReader(reader)
+        self.before = before
+        self.now = now
+
+    def rows(self, sql: str, **moments: datetime) -> list[tuple[Any, ...]]:
+        moments["before"] = self.before
+        parameters = {f"{name}_ms": _millis(at) for name, at in moments.items()}
+        return self.read.query(sql, parameters).result_rows
+
+    def months(self, base: LedgerBase) -> None:
+        """Month totals: all `/v1/limits` reads, so it answers before the rest is in."""
+        now = self.now
+        since = (now - MONTH_LOOKBACK).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        for tenant, month, count, cost, estimated, unpriced in self.rows(_MONTHS_SQL, since=since):
+            base.months[SEP.join((tenant, "month", f"{month // 100:04d}-{month % 100:02d}"))] = {
+                "cost": Decimal(cost),
+                "estimated": Decimal(estimated),
+                "unpriced": int(unpriced),
+            }
+            base.rows += int(count)
+
+    def hours_and_runs(
+        self,
+        base: LedgerBase,
+        max_values_per_dim: int = 1000,
+        run_retention: timedelta = timedelta(hours=48),
+    ) -> None:
+        """Hourly buckets over the detectors' lookback, and the runs still open."""
+        since_hour = datetime.fromtimestamp(
+            (int(self.now.timestamp()) // HOUR - HOURLY_RETENTION_HOURS) * HOUR, UTC
+        )
+        # Values past a tenant's cap of distinct values count under OVERFLOW, as the
+        # tables count them: admitted in order of first appearance.
+        admitted: dict[tuple[str, str], set[str]] = {}
+        for dim in ("tenant", *CAPPED_DIMENSIONS):
+            for tenant, value, hour, _, cost, requests, users, *counts in self.rows(
+                _hourly_sql(dim), since=since_hour
+            ):
+                if dim != "tenant":
+                    seen = admitted.setdefault((tenant, dim), set())
+                    if value not in seen:
+                        if len(seen) >= max_values_per_dim:
+                            value = OVERFLOW
+                        else:
+                            seen.add(value)
+                inputs, outputs, retries, errors, models, estimated, unpriced = counts
+                bucket = {
+                    "cost": str(cost),
+                    "requests": int(requests),
+                    "users": sorted(users),
+                    "input": int(inputs),
+                    "output": int(outputs),
+                    "retries": int(retries),
+                    "errors": int(errors),
+                    "models": {str(m): int(n) for m, n in dict(models).items()},
+                    "estimated": str(estimated),
+                    "unpriced": int(unpriced),
+                }
+                key = SEP.join((tenant, dim, value, str(hour)))
+                held = base.hourly.get(key)
+                base.hourly[key] = bucket if held is None else merge_buckets(held, bucket)
+
+        for tenant, workflow, run, cost, started, last in self.rows(
+            _RUNS_SQL, since=self.now - RUN_LOOKBACK, open_since=self.now - run_retention
+        ):
+            base.runs[SEP.join((tenant, "run", workflow, run))] = {
+                "cost": Decimal(cost),
+                "started_at": _utc(started),
+                "last_seen": _utc(last),
+            }
+
+
 def load_ledger_base(
     reader: Any,
     before: datetime,
@@ -119,69 +198,9 @@ def load_ledger_base(
     max_values_per_dim: int = 1000,
     run_retention: timedelta = timedelta(hours=48),
 ) -> LedgerBase:
-    """The ledger's rows ingested before `before`, as spend-table values (blocking: run it
-    on the ClickHouse thread). `reader` is a clickhouse-connect client or a peer's
-    remote reader."""
+    """The whole base at once (blocking)."""
     base = LedgerBase()
-    since_hour = datetime.fromtimestamp(
-        (int(now.timestamp()) // HOUR - HOURLY_RETENTION_HOURS) * HOUR, UTC
-    )
-
-    # A peer worker's client reads through the owner; a local one reads directly.
-    read: Reader = reader if getattr(reader, "remote", False) else DirectReader(reader)
-
-    def rows(sql: str, **moments: datetime) -> list[tuple[Any, ...]]:
-        moments["before"] = before
-        parameters = {f"{name}_ms": _millis(at) for name, at in moments.items()}
-        return read.query(sql, parameters).result_rows
-
-    # Values past a tenant's cap of distinct values count under OVERFLOW, as the tables
-    # count them: admitted in order of first appearance.
-    admitted: dict[tuple[str, str], set[str]] = {}
-    for dim in ("tenant", *CAPPED_DIMENSIONS):
-        for tenant, value, hour, _, cost, requests, users, *counts in rows(
-            _hourly_sql(dim), since=since_hour
-        ):
-            if dim != "tenant":
-                seen = admitted.setdefault((tenant, dim), set())
-                if value not in seen:
-                    if len(seen) >= max_values_per_dim:
-                        value = OVERFLOW
-                    else:
-                        seen.add(value)
-            inputs, outputs, retries, errors, models, estimated, unpriced = counts
-            bucket = {
-                "cost": str(cost),
-                "requests": int(requests),
-                "users": sorted(users),
-                "input": int(inputs),
-                "output": int(outputs),
-                "retries": int(retries),
-                "errors": int(errors),
-                "models": {str(m): int(n) for m, n in dict(models).items()},
-                "estimated": str(estimated),
-                "unpriced": int(unpriced),
-            }
-            key = SEP.join((tenant, dim, value, str(hour)))
-            held = base.hourly.get(key)
-            base.hourly[key] = bucket if held is None else merge_buckets(held, bucket)
-
-    month_since = (now - MONTH_LOOKBACK).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    for tenant, month, count, cost, estimated, unpriced in rows(_MONTHS_SQL, since=month_since):
-        base.months[SEP.join((tenant, "month", f"{month // 100:04d}-{month % 100:02d}"))] = {
-            "cost": Decimal(cost),
-            "estimated": Decimal(estimated),
-            "unpriced": int(unpriced),
-        }
-        base.rows += int(count)
-
-    open_since = now - run_retention
-    for tenant, workflow, run, cost, started, last in rows(
-        _RUNS_SQL, since=now - RUN_LOOKBACK, open_since=open_since
-    ):
-        base.runs[SEP.join((tenant, "run", workflow, run))] = {
-            "cost": Decimal(cost),
-            "started_at": _utc(started),
-            "last_seen": _utc(last),
-        }
+    queries = LedgerQueries(reader, before, now)
+    queries.months(base)
+    queries.hours_and_runs(base, max_values_per_dim, run_retention)
     return base

@@ -42,15 +42,23 @@ class SpendState:
     # restored (streams/spend/ledger_state.py); until then no list is counted and
     # /v1/limits answers 503.
     state_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the month totals are: /v1/limits reads nothing else.
+    limits_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.incidents = IncidentPolicy(self.alerting.lifecycle, self.monitor.resolving_detectors)
+
+    def months_restored(self, base: LedgerBase) -> None:
+        """The base's month totals are in (its hours may follow): limits are exact."""
+        self.tables.set_base(base)
+        self.limits_ready.set()
 
     def restore(self, base: LedgerBase, alerts: Sequence[Alert], now: datetime) -> None:
         """The spend tables' base from the ledger, and the incidents open at the last stop
         (`alerts`: every recorded state), so none is paged again or left unresolved."""
         self.tables.set_base(base)
         self.incidents.restore(alerts, now)
+        self.limits_ready.set()
         self.state_ready.set()
 
     def apply(self, tenant_id: str, rows: list[dict[str, Any]]) -> None:
