@@ -30,7 +30,7 @@ import httpx
 import orjson
 
 from bench.common import emit, loadavg, spendstream_command
-from streams.embedded.processes import free_port
+from streams.ports import free_port
 
 TARGET_S = 10.0
 DAYS = 7
@@ -70,7 +70,9 @@ FROM numbers({rows})
 
 
 def fill(data_dir: Path, rows_per_day: int) -> float:
-    from streams.ledger.connect import apply_migrations, chdb_url_for, open_clickhouse
+    from streams.ledger.connect import open_clickhouse
+    from streams.ledger.migrations import apply_migrations
+    from streams.settings import chdb_url_for
 
     started = time.monotonic()
     handle = open_clickhouse(chdb_url_for(data_dir))
@@ -105,7 +107,7 @@ def ledger_month(worker_url: str, tenant: str, auth: dict[str, str]) -> Decimal:
 
 
 def wait_for_token(data_dir: Path, started: float, timeout: float) -> str:
-    from streams.runtime.auth import analyst_token_for
+    from streams.auth import analyst_token_for
 
     while True:
         with contextlib.suppress(OSError, ValueError):

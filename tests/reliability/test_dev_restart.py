@@ -33,7 +33,7 @@ import httpx
 import orjson
 import pytest
 
-from streams.embedded.processes import free_port
+from streams.ports import free_port
 from tests.helpers.stack import analyst_client, analyst_headers
 from tests.helpers.waiting import wait_for
 from tests.reliability.conftest import (
