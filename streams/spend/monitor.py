@@ -108,29 +108,29 @@ class SpendMonitor:
             self.learn_history(tables)
         findings: list[Finding] = []
         overflowing: list[TouchedKey] = []
-        # Per hour, the newest event time counted: the instant a spend figure holds at,
-        # so that its alert's query recomputes it from the ledger.
-        newest: dict[int, datetime] = {}
+        # The list's rows per event-time hour, in event-time order: a spend figure is
+        # judged at the instant it crossed, whatever the list's boundaries.
+        by_hour: dict[int, list[dict[str, Any]]] = {}
         for row in result.counted:
-            at = row["timestamp"]
-            hour_index = int(at.timestamp()) // HOUR
-            if hour_index not in newest or at > newest[hour_index]:
-                newest[hour_index] = at
+            by_hour.setdefault(int(row["timestamp"].timestamp()) // HOUR, []).append(row)
+        for rows in by_hour.values():
+            rows.sort(key=lambda row: row["timestamp"])
         for touched in result.touched:
             if touched.value == OVERFLOW and touched.dim != "tenant":
                 overflowing.append(touched)
             bucket = tables.hour_bucket(tenant_id, touched.dim, touched.value, touched.hour)
             spend = Decimal(bucket["cost"])
             dkey = detector_key(touched.dim, tenant_id, touched.value)
-            as_of = newest.get(int(touched.hour.timestamp()) // HOUR, touched.hour)
-            finding = self.rolling.update(dkey, as_of, spend)
-            if finding is not None:
-                finding = self._with_rolling_query(finding, as_of)
-                findings.append(
-                    self._with_cause(
-                        tables, touched.dim, tenant_id, touched.value, touched.hour, finding
+            rows = _rows_of(by_hour.get(int(touched.hour.timestamp()) // HOUR, []), touched)
+            for as_of, running in self._running_totals(dkey, touched.hour, spend, rows):
+                finding = self.rolling.update(dkey, as_of, running)
+                if finding is not None:
+                    finding = self._with_rolling_query(finding, as_of)
+                    findings.append(
+                        self._with_cause(
+                            tables, touched.dim, tenant_id, touched.value, touched.hour, finding
+                        )
                     )
-                )
             if touched.dim == "workflow":
                 storm = self.retry_storm.update(dkey, touched.hour, bucket_stats(bucket))
                 if storm is not None:
@@ -238,6 +238,23 @@ class SpendMonitor:
                 )
                 findings.append(replace(found, evidence={**found.evidence, "query": query}))
         return findings
+
+    def _running_totals(
+        self, key: str, hour: datetime, spend: Decimal, rows: list[dict[str, Any]]
+    ) -> list[tuple[datetime, Decimal]]:
+        """(event time, the hour's total then) to judge: the final total alone when it
+        does not breach, else every row's running total, so the alert names the instant
+        and the figure at which the hour crossed (the same for any list boundaries)."""
+        as_of = rows[-1]["timestamp"] if rows else hour
+        threshold = self.rolling.threshold(key, hour)
+        if threshold is None or spend <= threshold or spend < self.rolling.spend_floor_usd:
+            return [(as_of, spend)]
+        running = spend - sum((row["cost"] for row in rows), Decimal(0))
+        totals = []
+        for row in rows:
+            running += row["cost"]
+            totals.append((row["timestamp"], running))
+        return totals or [(as_of, spend)]
 
     def _with_rolling_query(self, finding: Finding, as_of: datetime) -> Finding:
         query = rolling_median_query(
@@ -391,6 +408,16 @@ def cardinality_query(tenant_id: str, dim: str, window_start: datetime) -> str:
         "GROUP BY hour\n"
         "ORDER BY hour"
     )
+
+
+def _rows_of(rows: list[dict[str, Any]], touched: TouchedKey) -> list[dict[str, Any]]:
+    """The rows of one hour that count in the touched key's bucket."""
+    if touched.dim == "tenant":
+        return rows
+    if touched.value == OVERFLOW:
+        return []
+    column = FIELD_NAMES[touched.dim]
+    return [row for row in rows if str(row.get(column) or "").replace(SEP, "/") == touched.value]
 
 
 def warm_up_online() -> None:

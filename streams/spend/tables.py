@@ -359,6 +359,8 @@ class SpendTables:
         self._values: dict[str, dict[str, set[str]]] = {}
         # tenant -> the (table, key) pairs it owns, so expiry never scans whole tables.
         self._owned: dict[str, set[tuple[str, str]]] = {}
+        # tenant -> the newest event time counted: expiry's clock (see `expire`).
+        self._newest: dict[str, datetime] = {}
         # dim -> rows counted under OVERFLOW since start (not persisted: a counter).
         self.overflowed_by_dim: dict[str, int] = dict.fromkeys(CAPPED_DIMENSIONS, 0)
         # What the ledger held before this log epoch; reads add it to the tables.
@@ -383,6 +385,9 @@ class SpendTables:
             row = costed_row(raw)
             # One add per row into its group of raw dimension values and hour; the
             # groups, far fewer than rows, then fan out to every table key below.
+            newest = self._newest.get(tenant_id)
+            if newest is None or row["timestamp"] > newest:
+                self._newest[tenant_id] = row["timestamp"]
             group_key = (
                 row.get("workflow_id"),
                 row.get("team_id"),
@@ -551,7 +556,16 @@ class SpendTables:
 
     def expire(self, tenant_id: str, now: datetime) -> int:
         """Drop this tenant's keys past retention; called while processing the tenant's
-        own message, because a table may only change inside its stream's context."""
+        own message, because a table may only change inside its stream's context.
+
+        Retention counts back from the tenant's newest event time when that is earlier
+        than `now`: a replay of weeks-old events must not expire an hour's bucket
+        between two lists of that hour, or the second list would start the bucket
+        again from zero and the detectors would learn its partial total as the hour's
+        spend (a baseline far too low, and a false page)."""
+        newest = self._newest.get(tenant_id)
+        if newest is not None and newest < now:
+            now = newest
         hour_cut = int(now.timestamp()) // HOUR - self.hourly_retention_hours
         day_cut = int(now.timestamp()) // DAY - self.daily_retention_days
         run_cut = now - timedelta(hours=self.run_retention_hours)

@@ -153,3 +153,18 @@ def test_a_crash_that_kept_some_table_writes_neither_drops_nor_double_counts() -
         assert Decimal(run["cost"]) == Decimal("0.0006300"), kept
         # Rows the month total already held are re-deliveries, not new spend.
         assert len(result.counted) == (0 if kept == "totals" else 3), kept
+
+
+def test_a_replay_of_old_events_keeps_each_hours_whole_total_across_lists() -> None:
+    # Events weeks old, counted in two lists of the same hour with an expiry between
+    # them at wall-clock time: retention counts from the newest event time, so the
+    # second list adds to the hour's bucket instead of starting it again from zero.
+    t = tables(hourly_retention_hours=6)
+    t.apply("acme", [row(0), row(1)])
+    assert t.expire("acme", T0 + timedelta(days=30)) == 0
+    t.apply("acme", [row(2)])
+    assert Decimal(t.hour_bucket("acme", "tenant", "acme", T0)["cost"]) == Decimal("0.00063")
+    later = T0 + timedelta(hours=7)
+    t.apply("acme", [row(3, timestamp=later.isoformat())])
+    assert t.expire("acme", T0 + timedelta(days=30)) > 0  # now T0's hour is past retention
+    assert t.hourly.get(hour_key("tenant", "acme")) is None
