@@ -46,6 +46,7 @@ NAMES = [
     "analyst_weekly",
     "dashboard_endpoints",
     "restart_limits",
+    "alert_scenarios",
     "hot_path",
 ]
 
@@ -410,7 +411,54 @@ def rows_for(result: Run) -> list[Row]:
         return [dashboard_row(result, result.quick)]
     if name == "restart_limits":
         return [restart_row(result)]
+    if name == "alert_scenarios":
+        return scenario_rows(result)
     return []  # hot_path: a section, not a row
+
+
+def scenario_rows(result: Run) -> list[Row]:
+    """T9: the labelled scenario suite (bench.scenarios), one row per target."""
+    data = result.data or {}
+    if "precision" not in data:
+        row = Row("T9 alert scenarios", "see bench/scenarios.py", command=result.command)
+        row.result = "error"
+        row.notes.append(result.error or "no result")
+        return [row]
+    size = f"{data['scenarios']} scenarios, {data['incident_tenants']} incidents, "
+    size += f"{data['control_tenants']} control tenants over {data['days']} days"
+    quick = result.quick
+    rows = []
+    for target, goal, measured, passed in (
+        ("T9a page precision", "≥ 0.95", data["precision"], (data["precision"] or 0) >= 0.95),
+        ("T9b page recall", "≥ 0.95", data["recall"], (data["recall"] or 0) >= 0.95),
+        (
+            "T9c cause accuracy",
+            "≥ 0.9",
+            data["cause_accuracy"],
+            (data["cause_accuracy"] or 0) >= 0.9,
+        ),
+        (
+            "T9d median time to page (event time)",
+            "≤ 15 min",
+            f"{data['median_minutes_to_page']} min (p95 {data['p95_minutes_to_page']} min)",
+            data["median_minutes_to_page"] is not None and data["median_minutes_to_page"] <= 15,
+        ),
+        (
+            "T9e pages on controls",
+            "0",
+            f"{data['control_pages']} ({data['control_pages_per_tenant_week']} per tenant-week)",
+            data["control_pages"] == 0,
+        ),
+    ):
+        row = Row(target, goal, measured=str(measured), command=result.command)
+        row.result = verdict(passed, quick)
+        row.notes.append(size)
+        if target.startswith("T9b") and data.get("missed"):
+            row.notes.append("missed: " + ", ".join(data["missed"]))
+        if target.startswith("T9a") and data.get("false_pages"):
+            row.notes.append("false pages: " + "; ".join(data["false_pages"]))
+        rows.append(row)
+    return rows
 
 
 def previous_runs() -> list[Run]:
@@ -629,6 +677,8 @@ def main() -> None:
         step("dashboard_endpoints", size("dashboard_endpoints"), 3600)
     if want("restart_limits"):
         step("restart_limits", size("restart_limits"), 1800)
+    if want("alert_scenarios"):
+        step("alert_scenarios", size("alert_scenarios"), 7200)
     if want("hot_path"):
         step("hot_path", size("hot_path"), 1800)
     runs.sort(key=lambda r: NAMES.index(r.module.removeprefix("bench.")))

@@ -47,7 +47,7 @@ are named as in `schemas.spend_config.RollingMedianParams`.
 >>> detector = RollingMedianDetector()
 >>> start = datetime(2024, 5, 6, tzinfo=UTC)
 >>> for h in range(48):
-...     detector.learn_one("tenant:acme", start + timedelta(hours=h), Decimal("2.00"))
+...     _ = detector.learn_one("tenant:acme", start + timedelta(hours=h), Decimal("2.00"))
 >>> spike = start + timedelta(hours=48)
 >>> detector.update("tenant:acme", spike, Decimal("9.00")) is None   # 4.5x: below k=5
 True
@@ -116,9 +116,18 @@ class RollingMedianDetector:
         self._baselines: dict[str, tuple[int, Baseline]] = {}
         self._incidents = IncidentBook(max_keys)
 
-    def learn_one(self, key: str, hour: datetime, spend: Decimal) -> None:
-        """Record `spend` as the total of `key`'s bucket for the hour containing `hour`."""
+    def learn_one(self, key: str, hour: datetime, spend: Decimal) -> Decimal:
+        """Record `spend` as the total of `key`'s bucket for the hour containing `hour`;
+        returns the total held.
+
+        An hour's total only grows: a smaller one than the total already held is a
+        bucket counted again from zero (a table reset by a rebalance, or expired
+        between two lists of the hour), not less spend, and the larger is kept. A
+        partial total learned as the hour's spend made the baseline far too low."""
         h = epoch_hour(hour)
+        held = self._history.get(key, h)
+        if held is not None and held > spend:
+            spend = held
         evicted = self._history.put(key, h, spend)
         if evicted is not None:
             self._baselines.pop(evicted, None)
@@ -126,6 +135,7 @@ class RollingMedianDetector:
         cached = self._baselines.get(key)
         if cached is not None and h < cached[0]:
             del self._baselines[key]
+        return spend
 
     def baseline(self, key: str, hour: datetime) -> Baseline | None:
         """The baseline for the hour containing `hour`; None before `min_history_hours`."""
@@ -145,7 +155,7 @@ class RollingMedianDetector:
 
     def update(self, key: str, hour: datetime, spend: Decimal) -> Finding | None:
         """Record the bucket, then report a finding if an incident opens or escalates."""
-        self.learn_one(key, hour, spend)
+        spend = self.learn_one(key, hour, spend)
         h = epoch_hour(hour)
         baseline = self._baseline(key, h)
         severity = self._severity(spend, baseline)

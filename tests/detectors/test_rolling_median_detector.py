@@ -186,3 +186,15 @@ def test_state_is_bounded_by_max_keys() -> None:
     assert detector.baseline("tenant:a", hour(1)) is None
     assert detector.baseline("tenant:b", hour(1)) is not None
     assert detector.baseline("tenant:c", hour(1)) is not None
+
+
+def test_a_smaller_total_for_an_hour_already_held_is_not_learned() -> None:
+    # A bucket counted again from zero (a table reset) reports a partial total: the
+    # history keeps the hour's larger total, so the baseline is not pulled down.
+    detector = RollingMedianDetector()
+    run(detector, 48, flat("2"))
+    for n in range(48):
+        assert detector.learn_one(KEY, hour(n), Decimal("0.10")) == Decimal(2)
+    baseline = detector.baseline(KEY, hour(48))
+    assert baseline is not None and baseline.median == Decimal(2)
+    assert detector.update(KEY, hour(48), Decimal(4)) is None

@@ -1,7 +1,7 @@
 """A labelled scenario suite for the alerts: precision and recall of pages, cause
 accuracy, time to page and pages on controls, through the real pipeline.
 
-    python -m bench.scenarios [--scenarios 50] [--days 8] [--seed 19]
+    python -m bench.alert_scenarios [--scenarios 50] [--days 8] [--seed 19]
 
 `generate(count, days, seed)` builds multi-day scenarios of three tenants each: some
 carry an injected incident of known kind, cause and start, the others are controls
@@ -93,9 +93,9 @@ class Scenario:
 
 def generate(
     count: int = 50, days: int = 8, seed: int = 19, end: datetime | None = None
-) -> tuple[list[Scenario], datetime]:
-    """`count` scenarios of three tenants over `days` days ending at `end` (the current
-    hour by default), and the first instant of the series."""
+) -> tuple[list[Scenario], datetime, int]:
+    """`count` scenarios of three tenants over at least `days` days ending at `end`
+    (the current hour by default); the first instant of the series and its days."""
     rng = random.Random(seed)
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     # The series starts on a Monday at least `days` before the end: a tenant's first
