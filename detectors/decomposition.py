@@ -51,9 +51,10 @@ CENT = Decimal("0.01")
 class Usage:
     """One model's totals over one period."""
 
-    calls: int  # every call, retries included
-    retries: int  # calls that were retries of an earlier call
-    tokens: int  # input + output tokens
+    # Counts may be fractions: a baseline is often a mean of several periods.
+    calls: int | Fraction  # every call, retries included
+    retries: int | Fraction  # calls that were retries of an earlier call
+    tokens: int | Fraction  # input + output tokens
     cost: Decimal
     list_cost: Decimal | None = None  # the cost at list price, no cache discount; None: = cost
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from detectors.burn_rate import BurnRateDetector
 from detectors.cardinality import FIELD_NAMES, CardinalityOverflowDetector
 from detectors.contract import ContractDetector
+from detectors.decomposition import Usage, decompose
 from detectors.finding import Finding
 from detectors.retry_storm import RetryStormDetector
 from detectors.rolling_median import RollingMedianDetector
@@ -283,7 +285,10 @@ class SpendMonitor:
         window = bucket_stats(tables.hour_bucket(tenant_id, dim, value, hour))
         history = tables.history(tenant_id, dim, value, hour, hours=7 * 24)
         baseline = WindowStats.median_of(bucket_stats(bucket) for _, bucket in history)
-        return _with_tenant(self.cause.classify(window, baseline).annotate(finding), tenant_id)
+        found = self.cause.classify(window, baseline).annotate(finding)
+        if dim == "tenant":
+            found = _with_why_it_moved(tables, tenant_id, hour, history, found)
+        return _with_tenant(found, tenant_id)
 
     @property
     def resolving_detectors(self) -> frozenset[str]:
@@ -408,6 +413,61 @@ def cardinality_query(tenant_id: str, dim: str, window_start: datetime) -> str:
         "GROUP BY hour\n"
         "ORDER BY hour"
     )
+
+
+def _model_usage(tables: SpendTables, tenant_id: str, hour: datetime) -> dict[str, Usage]:
+    """The tenant's hour per model, from its (tenant, model) buckets."""
+    models = tables.hour_bucket(tenant_id, "tenant", tenant_id, hour)["models"]
+    usage = {}
+    for model in models:
+        b = tables.hour_bucket(tenant_id, "model", str(model).replace(SEP, "/"), hour)
+        usage[model] = Usage(
+            calls=b["requests"],
+            retries=b["retries"],
+            tokens=b["input"] + b["output"],
+            cost=Decimal(b["cost"]),
+        )
+    return usage
+
+
+def _with_why_it_moved(
+    tables: SpendTables,
+    tenant_id: str,
+    hour: datetime,
+    history: list[tuple[datetime, dict[str, Any]]],
+    finding: Finding,
+) -> Finding:
+    """The hour's change against the mean of the same hour of day on the previous days
+    with spend, split into volume, retries, model mix, tokens per call, unit price and
+    cache-hit parts that sum to it (`detectors.decomposition`)."""
+    same_hours = [at for at, bucket in history if at.hour == hour.hour and bucket["requests"]]
+    if not same_hours:
+        return finding
+    n = len(same_hours)
+    summed: dict[str, list[Any]] = {}
+    for at in same_hours:
+        for model, u in _model_usage(tables, tenant_id, at).items():
+            total = summed.setdefault(model, [0, 0, 0, Decimal(0)])
+            total[0] += u.calls
+            total[1] += u.retries
+            total[2] += u.tokens
+            total[3] += u.cost
+    before = {
+        model: Usage(Fraction(calls, n), Fraction(retries, n), Fraction(tokens, n), cost / n)
+        for model, (calls, retries, tokens, cost) in summed.items()
+    }
+    after = _model_usage(tables, tenant_id, hour)
+    parts = decompose(before, after)
+    change = sum((u.cost for u in after.values()), Decimal(0)) - sum(
+        (u.cost for u in before.values()), Decimal(0)
+    )
+    evidence = {
+        **finding.evidence,
+        "why_it_moved_usd": {factor: str(part) for factor, part in parts.items()},
+        "why_it_moved_change_usd": str(change.quantize(Decimal("0.01"))),
+        "why_it_moved_against": f"mean of the same hour on {n} previous days with spend",
+    }
+    return replace(finding, evidence=evidence)
 
 
 def _rows_of(rows: list[dict[str, Any]], touched: TouchedKey) -> list[dict[str, Any]]:

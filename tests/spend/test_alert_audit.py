@@ -107,6 +107,12 @@ def test_every_rolling_median_figure_is_what_its_query_returns(
         assert row["threshold_usd"] == finding.threshold
         assert abs(float(row["ratio"]) - evidence["ratio"]) < 1e-9
         assert row["active_hours"] == evidence["active_hours"]
+        if finding.key == "tenant:steady":
+            # Why it moved: the parts sum to the change to the cent; one model, the
+            # same calls' size and price: the spike is volume (calls).
+            parts = {k: Decimal(v) for k, v in evidence["why_it_moved_usd"].items()}
+            assert sum(parts.values()) == Decimal(evidence["why_it_moved_change_usd"])
+            assert max(parts, key=lambda k: parts[k]) == "volume"
 
 
 def runaway_rows() -> list[dict[str, Any]]:
