@@ -231,7 +231,10 @@ def build(
                 peak = max(tenant.scale * 1.2 * _cost(own[0]), 1.0)
                 tenant.config = {"contracted_hourly_budget_usd": round(peak * 1.5, 2)}
             if tenant.kind == "budget_crossing" and tenant.start is not None:
+                # A tenant new this month (its budget would be crossed in earlier months
+                # otherwise), half its budget spent when the incident starts.
                 month = tenant.start.replace(day=1, hour=0, minute=0)
+                own = [e for e in own if datetime.fromisoformat(e["timestamp"]) >= month]
                 spent = sum(
                     _cost(e)
                     for e in own

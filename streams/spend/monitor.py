@@ -143,6 +143,9 @@ class SpendMonitor:
                 hour_spend = spend + Decimal(bucket.get("estimated", "0"))
                 month_spend = month.cost + month.estimated
                 for found in self.contract.update(tenant_id, touched.hour, hour_spend, month_spend):
+                    # The instant the totals held at (the newest event time counted).
+                    as_of = rows[-1]["timestamp"] if rows else touched.hour
+                    found = replace(found, evidence={**found.evidence, "as_of": as_of.isoformat()})
                     if found.detector == "contract_hourly":
                         found = self._with_cause(
                             tables, "tenant", tenant_id, tenant_id, touched.hour, found
