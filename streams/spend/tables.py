@@ -359,8 +359,10 @@ class SpendTables:
         self._values: dict[str, dict[str, set[str]]] = {}
         # tenant -> the (table, key) pairs it owns, so expiry never scans whole tables.
         self._owned: dict[str, set[tuple[str, str]]] = {}
-        # tenant -> the newest event time counted: expiry's clock (see `expire`).
+        # tenant -> the newest event time counted, and the tenants counted since their
+        # last expiry: expiry's clock (see `expire`).
         self._newest: dict[str, datetime] = {}
+        self._counted_since_expiry: set[str] = set()
         # dim -> rows counted under OVERFLOW since start (not persisted: a counter).
         self.overflowed_by_dim: dict[str, int] = dict.fromkeys(CAPPED_DIMENSIONS, 0)
         # What the ledger held before this log epoch; reads add it to the tables.
@@ -385,6 +387,7 @@ class SpendTables:
             row = costed_row(raw)
             # One add per row into its group of raw dimension values and hour; the
             # groups, far fewer than rows, then fan out to every table key below.
+            self._counted_since_expiry.add(tenant_id)
             newest = self._newest.get(tenant_id)
             if newest is None or row["timestamp"] > newest:
                 self._newest[tenant_id] = row["timestamp"]
@@ -558,14 +561,16 @@ class SpendTables:
         """Drop this tenant's keys past retention; called while processing the tenant's
         own message, because a table may only change inside its stream's context.
 
-        Retention counts back from the tenant's newest event time when that is earlier
-        than `now`: a replay of weeks-old events must not expire an hour's bucket
-        between two lists of that hour, or the second list would start the bucket
-        again from zero and the detectors would learn its partial total as the hour's
-        spend (a baseline far too low, and a false page)."""
+        For a tenant counted since its last expiry, retention counts back from its
+        newest event time when that is earlier than `now`: a replay of weeks-old events
+        must not expire an hour's bucket between two lists of that hour, or the second
+        list would start the bucket again from zero and the detectors would learn its
+        partial total as the hour's spend (a baseline far too low, and a false page).
+        A tenant idle since counts by `now`, so its old hours still go."""
         newest = self._newest.get(tenant_id)
-        if newest is not None and newest < now:
+        if tenant_id in self._counted_since_expiry and newest is not None and newest < now:
             now = newest
+        self._counted_since_expiry.discard(tenant_id)
         hour_cut = int(now.timestamp()) // HOUR - self.hourly_retention_hours
         day_cut = int(now.timestamp()) // DAY - self.daily_retention_days
         run_cut = now - timedelta(hours=self.run_retention_hours)

@@ -168,3 +168,6 @@ def test_a_replay_of_old_events_keeps_each_hours_whole_total_across_lists() -> N
     t.apply("acme", [row(3, timestamp=later.isoformat())])
     assert t.expire("acme", T0 + timedelta(days=30)) > 0  # now T0's hour is past retention
     assert t.hourly.get(hour_key("tenant", "acme")) is None
+    # A tenant idle since its last expiry expires by wall-clock time.
+    assert t.expire("acme", T0 + timedelta(days=30)) > 0
+    assert not t.hourly
