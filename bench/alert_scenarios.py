@@ -25,7 +25,9 @@ morning rush, slow growth (+3 % a day), a daily batch job (one hour at 15x, ever
 day), a tiny tenant (cents an hour, 30x bursts), a one-off burst under the $1 floor.
 
 A page is a triggered alert of severity warning or critical. A page of an incident
-tenant at or after the hour its incident starts is true; any other page is false.
+tenant at or after the hour its incident starts is true (and, for a budget crossing,
+any budget page: a budget half spent by day 3 or 4 is rightly forecast gone earlier);
+any other page is false.
 Time to page is event time: from the incident start to the page's `as_of` (the
 newest event time counted when it fired) or, for detectors without one, the start
 of its window.
@@ -145,7 +147,7 @@ def events(tenant: Tenant, first: datetime, days: int, rng: random.Random) -> li
         calls = _calls(tenant, at, n, rng, holiday)
         users, input_tokens, retrying, chosen = 5, INPUT_TOKENS, False, model
         if tenant.kind == "tiny":
-            input_tokens = 600  # cents an hour; a burst is 30x that and still cents
+            input_tokens = 200  # cents an hour; a burst is 30x that and still under $1
             if rng.random() < 0.02:
                 calls *= 30
         if tenant.kind == "burst_under_floor" and n == days * 24 - 20:
@@ -328,7 +330,14 @@ def score(scenarios: list[Scenario], alerts: list[dict[str, Any]], days: int) ->
             incidents += 1
             assert tenant.start is not None
             hour = tenant.start.replace(minute=0)
-            after = [p for p in pages if _paged_at(p) >= hour]
+            # A budget half spent by day 3 or 4 of the month is gone within the week: a
+            # burn-rate page before the 50 % crossing is the budget alert arriving early.
+            after = [
+                p
+                for p in pages
+                if _paged_at(p) >= hour
+                or (tenant.kind == "budget_crossing" and str(p["detector"]).startswith("budget"))
+            ]
             true_pages += len(after)
             false_pages += len(pages) - len(after)
             false_list += [
