@@ -140,7 +140,8 @@ def _calls(tenant: Tenant, at: datetime, n: int, rng: random.Random, holiday: in
 
 def events(tenant: Tenant, first: datetime, days: int, rng: random.Random) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    holiday = (first + timedelta(days=rng.randint(1, days - 2))).toordinal()
+    # A holiday in the first week, never the day an incident starts.
+    holiday = (first + timedelta(days=rng.randint(1, 4))).toordinal()
     model = "gpt-4o-mini" if tenant.kind == "model_substitution" else "gpt-4o"
     for n in range(days * 24):
         at = first + timedelta(hours=n)
