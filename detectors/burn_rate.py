@@ -37,12 +37,12 @@ $180.00/h over the last 6 hours: at that rate it is gone by 2026-11-02 16:39 UTC
 
 from __future__ import annotations
 
-import calendar
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from detectors.contract import month_bounds
 from detectors.finding import Finding, Severity
 from detectors.history import as_utc
 
@@ -58,12 +58,12 @@ class _Tenant:
 
 
 def hours_in_month(at: datetime) -> int:
-    return calendar.monthrange(at.year, at.month)[1] * 24
+    start, end = month_bounds(at)
+    return (end - start) // timedelta(hours=1)
 
 
 def month_end(at: datetime) -> datetime:
-    days = calendar.monthrange(at.year, at.month)[1]
-    return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=days)
+    return month_bounds(at)[1]
 
 
 class BurnRateDetector:
@@ -158,7 +158,7 @@ class BurnRateDetector:
         budget: Decimal,
         gone_by: datetime,
     ) -> Finding:
-        start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        start = month_bounds(at)[0]
         short_rate = spent[0] / Decimal(self.short_window / timedelta(hours=1))
         long_rate = spent[1] / Decimal(self.long_window / timedelta(hours=1))
         short_label = _window_label(self.short_window)
