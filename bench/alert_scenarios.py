@@ -319,6 +319,7 @@ def score(scenarios: list[Scenario], alerts: list[dict[str, Any]], days: int) ->
     incidents = controls = 0
     misses: list[str] = []
     false_list: list[str] = []
+    wrong_causes: list[str] = []
     for scenario in scenarios:
         for tenant in scenario.tenants:
             pages = sorted(by_tenant.get(tenant.tenant_id, []), key=_paged_at)
@@ -350,7 +351,11 @@ def score(scenarios: list[Scenario], alerts: list[dict[str, Any]], days: int) ->
             detected += 1
             delays.append(max(0.0, (_paged_at(after[0]) - tenant.start).total_seconds() / 60))
             causes_judged += 1
-            causes_right += any(_expected(tenant, p) for p in after[:3])
+            if any(_expected(tenant, p) for p in after[:3]):
+                causes_right += 1
+            else:
+                got = ", ".join(f"{p['detector']}/{p['cause'] or '-'}" for p in after[:3])
+                wrong_causes.append(f"{tenant.tenant_id}: {got}")
     total = true_pages + false_pages
     ordered = sorted(delays)
     return {
@@ -371,6 +376,7 @@ def score(scenarios: list[Scenario], alerts: list[dict[str, Any]], days: int) ->
         else None,
         "missed": misses[:20],
         "false_pages": false_list[:20],
+        "wrong_causes": wrong_causes[:20],
     }
 
 

@@ -457,6 +457,10 @@ def scenario_rows(result: Run) -> list[Row]:
             row.notes.append("missed: " + ", ".join(data["missed"]))
         if target.startswith("T9a") and data.get("false_pages"):
             row.notes.append("false pages: " + "; ".join(data["false_pages"]))
+        if target.startswith("T9c") and data.get("wrong_causes"):
+            row.notes.append(
+                "first pages without the expected cause: " + "; ".join(data["wrong_causes"])
+            )
         rows.append(row)
     return rows
 
