@@ -85,6 +85,8 @@ class TrafficGenerator:
         self.inject = inject
         self._runs: dict[str, tuple[str, int]] = {}
         self._runaway_run = f"run-runaway-{self.random.getrandbits(32):08x}"
+        # The loop re-issues its step: each call names the one before (retry_of).
+        self._runaway_last = ""
 
     def _request_id(self) -> str:
         return str(uuid.UUID(int=self.random.getrandbits(128), version=4))
@@ -117,13 +119,15 @@ class TrafficGenerator:
             retry_count, status = self.random.randint(1, 5), self.random.choice((429, 500, 503))
             retry_of = self._request_id()
             user = "user-000"
-        if incident and self.inject == "runaway-loop" and workflow is WORKFLOWS[0]:
+        runaway = incident and self.inject == "runaway-loop" and workflow is WORKFLOWS[0]
+        if runaway:
             run_id, user, input_mean = self._runaway_run, "user-007", input_mean * 4
+            retry_of, retry_count = self._runaway_last, 1 if self._runaway_last else 0
         input_tokens = self._tokens(input_mean)
         output_tokens = self._tokens(workflow.output_mean)
         cached = int(input_tokens * self.random.choice((0, 0, 0.3, 0.6)))
         reasoning = int(output_tokens * 0.6) if model.startswith("o") else 0
-        return {
+        event: dict[str, Any] = {
             "request_id": self._request_id(),
             "timestamp": now.isoformat(),
             "tenant_id": workflow.tenant_id,
@@ -145,6 +149,9 @@ class TrafficGenerator:
             "retry_count": retry_count,
             "retry_of": retry_of,
         }
+        if runaway:
+            self._runaway_last = event["request_id"]
+        return event
 
 
 async def publish_traffic(
