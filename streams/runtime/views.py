@@ -6,6 +6,7 @@
   from the peers of `dev --workers N` and from commands that write while it runs.
 - `POST /v1/query` (analyst token), `POST /v1/ledger/query` (peer token): one guarded
   SELECT while this worker owns the embedded data dir.
+- `POST /v1/whatif` (analyst token): `spendstream whatif` over HTTP, read-only.
 - `GET /metrics`: Prometheus; `GET /stats`: the same counters as JSON.
 
 `GET /v1/limits/{tenant_id}` belongs to the spend agent (streams/spend/agent.py).
@@ -17,13 +18,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+import orjson
+from pydantic import ValidationError
 
+from schemas.scenario import Scenario
+from streams.analyst import whatif
+from streams.analyst.periods import Period, date_range
 from streams.auth import RequestAuth
+from streams.errors import ConfigError
 from streams.http_ingest import IngestHandler
 from streams.http_ingest.body import BodyTooLarge, read_body
 from streams.ledger.isolation import first_line, is_data_error
 from streams.ledger.peer import decode_insert
-from streams.ledger.remote import ARROW_STREAM, decode_query_request
+from streams.ledger.remote import ARROW_STREAM, DirectReader, decode_query_request
 from streams.runtime.metrics import CONTENT_TYPE, WorkerMetrics
 from streams.runtime.resources import WorkerResources
 from streams.runtime.status import WorkerStatus
@@ -32,6 +39,8 @@ from streams.runtime.status import WorkerStatus
 PEER_INSERT_MAX_BYTES = 512 * 1024 * 1024
 
 PageView = Callable[[Any, Any], Awaitable[Any]]
+# A what-if reads every ledger row of its period: a year at most per request.
+WHATIF_MAX_DAYS = 366
 
 
 async def refuse_peer(
@@ -165,6 +174,47 @@ def peer_query_view(resources: WorkerResources, auth: RequestAuth) -> type[faust
     return PeerQueryView
 
 
+def whatif_request(body: bytes) -> tuple[Period, Scenario]:
+    """`{"from": "2026-11-01", "to": "2026-11-30", "scenario": {...}}`: the scenario
+    file's fields (schemas/scenario.py) but `pricing`, a path the CLI reads on its own
+    machine; over HTTP the worker prices with its own catalog."""
+    request = orjson.loads(body)
+    if not isinstance(request, dict):
+        raise ValueError("expected a JSON object with from, to and scenario")
+    period = date_range(str(request["from"]), str(request["to"]))
+    if len(period.days) > WHATIF_MAX_DAYS:
+        raise ValueError(f"from..to spans more than {WHATIF_MAX_DAYS} days")
+    fields = request.get("scenario") or {}
+    if not isinstance(fields, dict) or "pricing" in fields:
+        raise ValueError("scenario: an object of its levers; pricing files are for the CLI")
+    return period, Scenario.model_validate(fields)
+
+
+def whatif_view(resources: WorkerResources, auth: RequestAuth) -> type[faust.web.View]:
+    class WhatIfView(faust.web.View):
+        """A period of the ledger re-priced under a scenario; the answer is the JSON of
+        `spendstream whatif --format json`. Nothing is written."""
+
+        async def post(self, request: Any) -> Any:
+            if not auth.is_analyst(request):
+                return self.error(401, "analyst token required: Authorization: Bearer <token>")
+            try:
+                period, scenario = whatif_request(await request.read())
+            except (ValueError, KeyError, TypeError, ValidationError, ConfigError) as exc:
+                reason = str(exc).strip().splitlines()
+                return self.error(400, f"whatif: {reason[-1].strip() if reason else exc!r}")
+            if not await resources.connected() or resources.queries is None:
+                return self.error(503, "ClickHouse is not connected")
+            report = await resources.queries.run(
+                lambda client: whatif.what_if(
+                    DirectReader(client), resources.catalog, scenario, period
+                )
+            )
+            return self.json(whatif.as_json(report))
+
+    return WhatIfView
+
+
 def metrics_view(status: WorkerStatus, metrics: WorkerMetrics) -> PageView:
     async def metrics_page(web: Any, request: Any) -> Any:
         status.refresh_lag()
@@ -195,5 +245,6 @@ def register_views(
     app.page("/v1/ledger/command")(peer_command_view(resources, auth))
     app.page("/v1/query")(query_view(resources, auth))
     app.page("/v1/ledger/query")(peer_query_view(resources, auth))
+    app.page("/v1/whatif")(whatif_view(resources, auth))
     app.page("/metrics")(metrics_view(status, metrics))
     app.page("/stats")(stats_view(status))

@@ -15,6 +15,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 
@@ -23,7 +24,7 @@ from streams.ledger.connect import clickhouse_session
 from streams.ledger.remote import DirectReader, running_worker_url
 from streams.settings import chdb_url_for
 from tests.analyst import ledger_data as data
-from tests.helpers.stack import RunningStack, analyst_client
+from tests.helpers.stack import RunningStack, analyst_client, analyst_headers
 from tests.helpers.waiting import wait_for
 from tests.ledger.test_remote import EXPECTED, PARAMETERS, TRICKY
 
@@ -151,6 +152,27 @@ def test_every_read_command_gives_the_same_output_through_the_worker(
         finally:
             remote.close()
         through_worker = run_all(data_dir, tmp_path / "running")
+        swap = {"substitutions": [{"from": "gpt-4o", "to": "gpt-4o-mini"}]}
+        whatif_over_http = httpx.post(
+            f"{stack.url}/v1/whatif",
+            json={"from": DAYS[1], "to": DAYS[3], "scenario": swap},
+            headers=analyst_headers(data_dir),
+            timeout=60,
+        )
+        whatif_refusals = [
+            httpx.post(
+                f"{stack.url}/v1/whatif",
+                json=body,
+                headers=analyst_headers(data_dir) if headers is None else headers,
+                timeout=60,
+            )
+            for body, headers in (
+                ({"from": DAYS[1], "to": DAYS[3]}, {}),  # no token
+                ({"from": DAYS[1], "to": DAYS[3], "scenario": {"pricing": "/etc/passwd"}}, None),
+                ({"from": "2020-01-01", "to": "2026-11-22"}, None),  # over a year
+                ({"from": DAYS[3], "to": DAYS[1]}, None),
+            )
+        ]
         refused = io.StringIO()
         with redirect_stderr(refused):
             code = main(["query", "DROP TABLE usage_ledger", "--data-dir", str(data_dir)])
@@ -168,6 +190,13 @@ def test_every_read_command_gives_the_same_output_through_the_worker(
         )
     for name in direct:
         assert through_worker[name] == direct[name], name
+    # POST /v1/whatif answers what `whatif --format json` prints, and refuses the rest.
+    assert whatif_over_http.status_code == 200, whatif_over_http.text
+    code_printed = direct["whatif swap json"][1]
+    assert isinstance(code_printed, str)
+    assert whatif_over_http.json() == json.loads(code_printed)
+    assert whatif_over_http.json()["total"]["calls_affected"] > 0
+    assert [r.status_code for r in whatif_refusals] == [401, 400, 400, 400]
     # A refusal through the worker is one line, its reason said once.
     assert code == 2
     line = refused.getvalue()
