@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     ingest_keys_required: bool = False
     keys_file: Path | None = None  # default <data_dir>/ingest_keys.json
     http_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # A connection must deliver a complete request head (request line and headers)
+    # within this of opening, or of its previous response; a request body within
+    # http_body_timeout_seconds of its head. A client that stalls is cut off
+    # (streams/runtime/request_timeouts.py).
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=60.0, gt=0)
     # `dev --workers N`: shared secret between the worker that owns the embedded data
     # dir and its peers (POST /v1/ledger/insert and /v1/ledger/query); generated like
     # the analyst token when not set.

@@ -23,7 +23,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 READ_CHUNK = 64 * 1024
 # A body must arrive within this: a client that trickles bytes would otherwise hold a
 # connection and its buffer for as long as it likes.
-BODY_READ_SECONDS = 30.0
+BODY_READ_SECONDS = 60.0  # the worker passes settings.http_body_timeout_seconds
 IDENTITY_ENCODINGS = frozenset({"", "identity"})
 GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
 GZIP_MAGIC = b"\x1f\x8b"

@@ -113,6 +113,7 @@ def build_app(
         ),
         key_store,
         max_body_bytes=settings.http_max_body_bytes,
+        body_read_seconds=settings.http_body_timeout_seconds,
     )
     register_views(app, auth, resources, ingest_handler, status, metrics)
 

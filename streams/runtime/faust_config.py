@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.faust_ext.app import broker_url
+from streams.runtime.request_timeouts import web_application_options
 from streams.settings import Settings
 
 # aiokafka keeps one produce request in flight per broker: a response that never comes
@@ -49,5 +50,7 @@ def faust_app_options(settings: Settings) -> dict[str, Any]:
         "web_host": settings.web_host,
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
+        # Request header and body timeouts (streams/runtime/request_timeouts.py).
+        "web_application_options": web_application_options(settings),
         "datadir": str(settings.data_dir / "faust"),
     }

@@ -9,6 +9,7 @@ tests/http_ingest/test_keys.py and tests/http_ingest/test_events_endpoint.py."""
 from __future__ import annotations
 
 import gzip
+import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -34,6 +35,11 @@ ANALYST_TOKEN = "analyst-TOKEN-7f3a9c1e5b"
 WEBHOOK_SECRET = "HOOKSECRET9b1d3f5e7a"
 CANARY = "CANARY-7c1e-prompt-text"
 EVIL_TENANT = "x' OR 1=1 --"
+HEADER_TIMEOUT = 2.0
+BODY_TIMEOUT = 3.0
+# What a cut may take beyond its timeout: the timer's own rounding (aiohttp ceils
+# timeouts over 5 s), a busy 2-core machine.
+MARGIN = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +74,9 @@ routing:
         "SPENDSTREAM_ANALYST_TOKEN": ANALYST_TOKEN,
         "SPENDSTREAM_CONFIG_FILE": str(config),
         "SPENDSTREAM_QUERY_MAX_SECONDS": "2",
+        # Short, so that the slow-client tests below wait seconds, not a minute.
+        "SPENDSTREAM_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+        "SPENDSTREAM_HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
     }
     stack = SecuredStack(data_dir, env)
     try:
@@ -343,3 +352,136 @@ def test_http_ingest_answers_bad_bodies_in_http(secured: dict[str, Any]) -> None
         headers={"Content-Type": "application/json"},
     )
     assert [e["reason"] for e in repeated.json()["errors"]] == ["duplicate_key"]
+
+
+def connect(stack: FaultStack) -> socket.socket:
+    port = int(stack.url.rsplit(":", 1)[1])
+    return socket.create_connection(("127.0.0.1", port), timeout=30)
+
+
+def until_closed(sock: socket.socket, started: float, limit: float) -> tuple[float, bytes]:
+    """Seconds from `started` until the server closed the connection (an error if it is
+    still open after `limit`), and what it answered before closing."""
+    answer = b""
+    sock.settimeout(0.2)
+    while time.monotonic() - started < limit:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+    else:
+        raise AssertionError(f"still open {limit:.0f}s later; answered {answer[:200]!r}")
+    return time.monotonic() - started, answer
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        pytest.param(b"", id="nothing"),
+        pytest.param(b"POST /v1/eve", id="half-a-request-line"),
+        pytest.param(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Le", id="half-the-headers"),
+    ],
+)
+def test_a_client_that_stalls_in_its_request_head_is_cut_off(
+    secured: dict[str, Any], partial: bytes
+) -> None:
+    with connect(secured["stack"]) as sock:
+        started = time.monotonic()
+        sock.sendall(partial)
+        elapsed, answer = until_closed(sock, started, HEADER_TIMEOUT + MARGIN)
+    assert elapsed >= HEADER_TIMEOUT * 0.9, (elapsed, answer)
+    assert answer == b""
+
+
+def test_a_request_head_that_trickles_in_is_cut_off(secured: dict[str, Any]) -> None:
+    # The slowloris client: a header byte now and then, never the blank line.
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+    with connect(secured["stack"]) as sock:
+        started = time.monotonic()
+        sent = 0
+        try:
+            while time.monotonic() - started < HEADER_TIMEOUT + MARGIN and sent < len(head):
+                sock.sendall(head[sent : sent + 1])
+                sent += 1
+                time.sleep(0.25)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        elapsed, answer = until_closed(sock, started, HEADER_TIMEOUT + MARGIN)
+    assert elapsed <= HEADER_TIMEOUT + MARGIN
+    assert answer == b""
+
+
+@pytest.mark.parametrize(
+    ("path", "authorization"),
+    [
+        pytest.param("/v1/query", f"Bearer {ANALYST_TOKEN}", id="query"),
+        pytest.param("/v1/events", "", id="ingest"),
+    ],
+)
+def test_a_body_slower_than_allowed_is_answered_408_and_closed(
+    secured: dict[str, Any], path: str, authorization: str
+) -> None:
+    body = orjson.dumps({"sql": "SELECT 1", "pad": "x" * 200})
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        + (f"Authorization: {authorization}\r\n" if authorization else "")
+        + "\r\n"
+    ).encode()
+    with connect(secured["stack"]) as sock:
+        sock.sendall(head)
+        started = time.monotonic()
+        sent = 0
+        sock.settimeout(0.25)
+        answer = b""
+        # A byte every quarter second: the body would take a minute.
+        while sent < len(body) and time.monotonic() - started < BODY_TIMEOUT + MARGIN:
+            try:
+                sock.sendall(body[sent : sent + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+            try:
+                answer += sock.recv(65536)
+            except TimeoutError:
+                continue
+            if answer:
+                break
+        elapsed, rest = until_closed(sock, started, BODY_TIMEOUT + MARGIN)
+    answer += rest
+    assert sent < len(body)
+    assert BODY_TIMEOUT * 0.9 <= elapsed <= BODY_TIMEOUT + MARGIN, (elapsed, answer)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+
+
+def test_requests_within_the_timeouts_are_served_on_one_connection(
+    secured: dict[str, Any],
+) -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(secured["stack"]) as sock:
+        for _ in range(2):
+            sock.sendall(request)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+            # Read the rest of the body so the next answer starts clean.
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    line.split(b":", 1)[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+            )
+            while len(rest) < length:
+                rest += sock.recv(65536)
+            time.sleep(HEADER_TIMEOUT / 2)  # idle, but less than the timeout
+    # A body that arrives in time is read whole: the ordinary query answers.
+    response = post_query(secured["stack"], {"sql": "SELECT 1"}, ANALYST_TOKEN)
+    assert response.status_code == 200, response.text
