@@ -130,24 +130,57 @@ class UsageEvent(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _timestamp_in_utc_and_not_future(cls, value: datetime, info: ValidationInfo) -> datetime:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        value = value.astimezone(UTC)
         context = info.context or {}
-        now = context.get("now") or datetime.now(UTC)
-        if value > now + MAX_FUTURE_SKEW:
-            raise ValueError("timestamp is more than 24 hours in the future")
-        floor = context.get("timestamp_floor") or DEFAULT_TIMESTAMP_FLOOR
-        if value < floor:
-            raise ValueError(f"timestamp is too old: before the floor {floor.isoformat()}")
-        return value
+        return timestamp_in_utc_and_bounds(
+            value, context.get("now"), context.get("timestamp_floor")
+        )
 
     @model_validator(mode="after")
     def _token_breakdown_consistent(self) -> UsageEvent:
-        if self.cached_tokens + self.cache_write_tokens > self.input_tokens:
-            raise ValueError("cached_tokens + cache_write_tokens exceeds input_tokens")
-        if self.cache_write_1h_tokens > self.cache_write_tokens:
-            raise ValueError("cache_write_1h_tokens exceeds cache_write_tokens")
-        if self.reasoning_tokens > self.output_tokens:
-            raise ValueError("reasoning_tokens exceeds output_tokens")
+        problem = token_breakdown_problem(
+            self.input_tokens,
+            self.cached_tokens,
+            self.cache_write_tokens,
+            self.cache_write_1h_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+        )
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+# The two checks beyond field types, shared with the compiled batch validator
+# (streams.ingest.batch_validation) so both apply the same rule.
+def timestamp_in_utc_and_bounds(
+    value: datetime, now: datetime | None, floor: datetime | None
+) -> datetime:
+    """`value` in UTC (a naive time is UTC), or ValueError when more than 24 hours
+    after `now` (default: the wall clock) or before `floor` (default: 2020-01-01)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    if value > (now or datetime.now(UTC)) + MAX_FUTURE_SKEW:
+        raise ValueError("timestamp is more than 24 hours in the future")
+    floor = floor or DEFAULT_TIMESTAMP_FLOOR
+    if value < floor:
+        raise ValueError(f"timestamp is too old: before the floor {floor.isoformat()}")
+    return value
+
+
+def token_breakdown_problem(
+    input_tokens: int,
+    cached_tokens: int,
+    cache_write_tokens: int,
+    cache_write_1h_tokens: int,
+    output_tokens: int,
+    reasoning_tokens: int,
+) -> str:
+    """Why the token parts do not fit in their totals, or "" when they do."""
+    if cached_tokens + cache_write_tokens > input_tokens:
+        return "cached_tokens + cache_write_tokens exceeds input_tokens"
+    if cache_write_1h_tokens > cache_write_tokens:
+        return "cache_write_1h_tokens exceeds cache_write_tokens"
+    if reasoning_tokens > output_tokens:
+        return "reasoning_tokens exceeds output_tokens"
+    return ""

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from schemas.usage_event import UsageEvent
 from streams.cost.catalog import (
     STANDARD,
@@ -15,6 +17,10 @@ from streams.cost.catalog import (
     PriceContext,
     UnitPrices,
 )
+from streams.ingest.batch_validation import ValidatedEvent
+
+# A usage event as the model validated it, or as the worker's compiled validator did.
+Event = UsageEvent | ValidatedEvent
 
 _EVENT_FIELDS = (
     "request_id",
@@ -57,7 +63,7 @@ class SourcePosition:
     index: int = 0  # the event's place in its message (a JSON array holds many)
 
 
-def _cost(event: UsageEvent, prices: UnitPrices) -> CostBreakdown:
+def _cost(event: Event, prices: UnitPrices) -> CostBreakdown:
     return prices.cost(
         event.input_tokens,
         event.cached_tokens,
@@ -69,7 +75,7 @@ def _cost(event: UsageEvent, prices: UnitPrices) -> CostBreakdown:
 
 
 def ledger_row(
-    event: UsageEvent,
+    event: Event,
     prices: UnitPrices | None,
     position: SourcePosition,
     ingested_at: datetime,
@@ -81,7 +87,9 @@ def ledger_row(
     `estimate` (a relative's prices) gives `estimated_cost_usd`, kept apart from
     `cost_usd`."""
     # A validated model's __dict__ holds exactly its fields (extra="ignore"): one C-level copy.
-    row = dict(event.__dict__)
+    row = (
+        msgspec.structs.asdict(event) if isinstance(event, ValidatedEvent) else dict(event.__dict__)
+    )
     estimated, estimate_source = ZERO_COST.input, ""
     if prices is None:
         cost, unit, source, status = ZERO_COST, None, "", "unpriced"
@@ -120,7 +128,7 @@ def ledger_row(
 
 
 def price_event(
-    catalog: PriceCatalog, event: UsageEvent, position: SourcePosition, ingested_at: datetime
+    catalog: PriceCatalog, event: Event, position: SourcePosition, ingested_at: datetime
 ) -> dict[str, Any]:
     context = (
         PriceContext.of(event.service_tier, event.batch)

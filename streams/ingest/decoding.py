@@ -214,35 +214,41 @@ def validate_elements(
     events: list[UsageEvent] = []
     rejections: list[Rejection] = []
     context = {"now": now, "timestamp_floor": timestamp_floor}
-    single = len(elements) == 1
     for index, element in enumerate(elements):
-        element_index = -1 if single else index
-        if isinstance(element, Rejection):
-            rejections.append(replace(element, element_index=element_index))
-            continue
-        if not isinstance(element, dict):
-            payload = raw if single and raw is not None else orjson.dumps(element)
-            rejections.append(
-                Rejection(
-                    "not_an_object",
-                    f"array element {index} is {type(element).__name__}, not an object",
-                    truncate_payload(payload),
-                    element_index,
-                )
-            )
-            continue
-        try:
-            events.append(UsageEvent.model_validate(element, context=context))
-        except ValidationError as exc:
-            reason, message = classify(exc)
-            payload = raw if single and raw is not None else orjson.dumps(element)
-            request_id, tenant_id = _identity(element)
-            rejections.append(
-                Rejection(
-                    reason, message, truncate_payload(payload), element_index, request_id, tenant_id
-                )
-            )
+        outcome = validate_element(element, index, len(elements), context, raw)
+        if isinstance(outcome, Rejection):
+            rejections.append(outcome)
+        else:
+            events.append(outcome)
     return DecodedMessage(events, rejections)
+
+
+def validate_element(
+    element: Any, index: int, count: int, context: dict[str, Any], raw: bytes | None
+) -> UsageEvent | Rejection:
+    """Element `index` of a message's `count` elements (`raw` the message's bytes)
+    validated by the model, or its Rejection. `context`: `now`, `timestamp_floor`."""
+    single = count == 1
+    element_index = -1 if single else index
+    if isinstance(element, Rejection):
+        return replace(element, element_index=element_index)
+    if not isinstance(element, dict):
+        payload = raw if single and raw is not None else orjson.dumps(element)
+        return Rejection(
+            "not_an_object",
+            f"array element {index} is {type(element).__name__}, not an object",
+            truncate_payload(payload),
+            element_index,
+        )
+    try:
+        return UsageEvent.model_validate(element, context=context)
+    except ValidationError as exc:
+        reason, message = classify(exc)
+        payload = raw if single and raw is not None else orjson.dumps(element)
+        request_id, tenant_id = _identity(element)
+        return Rejection(
+            reason, message, truncate_payload(payload), element_index, request_id, tenant_id
+        )
 
 
 def decode_message(

@@ -2,7 +2,8 @@
 
 The steps, in the order that keeps the invariants (docs/architecture.md, "Invariants"):
 
-1. decode and validate every message (`streams.ingest.decoding`);
+1. decode and validate every message (`streams.ingest.batch_validation`: compiled,
+   the model deciding what it cannot vouch for);
 2. drop request_ids already ledgered within the horizon, or repeated in the batch;
 3. price the rest (cached resolution, Decimal arithmetic);
 4. publish costed events downstream and wait for the broker's acknowledgement
@@ -28,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from schemas.usage_event import UsageEvent
 from streams.cost.catalog import PriceCatalog
 from streams.cost.rows import SourcePosition, costed_event, price_event
-from streams.ingest.decoding import Rejection, decode_message
+from streams.ingest.batch_validation import ValidatedEvent, decode_batch_message
+from streams.ingest.decoding import Rejection
 from streams.ingest.dedupe import U64, RequestIdFilter, hash_request_ids
 from streams.ledger.isolation import refused_dead_letter
 from streams.ledger.sink import ClickHouseLedgerSink
@@ -118,16 +119,16 @@ class IngestPipeline:
         """Steps 1-3, CPU only. `in_flight`: hashes of a batch still being delivered,
         not yet marked in the filter, whose ids must not be admitted twice."""
         now = self.clock()
-        events: list[tuple[UsageEvent, SourcePosition]] = []
+        events: list[tuple[ValidatedEvent, SourcePosition]] = []
         dead_letters: list[dict[str, Any]] = []
         for message in messages:
-            decoded = decode_message(message.value, now, self.timestamp_floor)
+            decoded, rejections = decode_batch_message(message.value, now, self.timestamp_floor)
             events.extend(
                 (event, SourcePosition(message.topic, message.partition, message.offset, index))
-                for index, event in enumerate(decoded.events)
+                for index, event in enumerate(decoded)
             )
             dead_letters.extend(
-                self._dead_letter(rejection, message, now) for rejection in decoded.rejections
+                self._dead_letter(rejection, message, now) for rejection in rejections
             )
 
         hashes = hash_request_ids(event.request_id for event, _ in events)

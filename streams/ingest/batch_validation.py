@@ -1,0 +1,250 @@
+"""A message's events validated by a compiled validator (msgspec), the pydantic model
+deciding every element that validator cannot vouch for.
+
+`UsageEvent` (and its JSON Schema) stays the contract. msgspec checks the field types
+and bounds of a whole message's elements in one C call, about 25 times faster than
+the model; an element is accepted on that path only when the model would accept it
+with the same values: its strings carry no whitespace to strip, its timestamp and
+reported cost pass the model's own field validators (pydantic TypeAdapters over the
+same annotated types), and its token parts fit their totals (the model's rule,
+`token_breakdown_problem`). Any element that fails a check, and every element of a
+message that is not a list of objects, is validated by the model
+(`decoding.validate_element`), so a rejected element gets exactly the model's reason
+and message. tests/ingest/test_batch_validation.py checks both agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import msgspec
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.usage_event import (
+    MAX_TOKENS_PER_CALL,
+    ReportedCost,
+    Timestamp,
+    UsageEvent,
+    timestamp_in_utc_and_bounds,
+    token_breakdown_problem,
+)
+from streams.ingest.decoding import Rejection, parse_message, validate_element
+
+_Required = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+_Optional = Annotated[str, msgspec.Meta(max_length=256)]
+_Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS_PER_CALL)]
+_Tags = Annotated[dict[_Optional, _Optional], msgspec.Meta(max_length=64)]
+
+
+class ValidatedEvent(msgspec.Struct, frozen=True, gc=False):
+    """A `UsageEvent`'s fields, as the model would hold them (same names, order and
+    defaults: tests/ingest/test_batch_validation.py), without a model per event."""
+
+    request_id: str
+    timestamp: datetime
+    tenant_id: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    service_tier: str = ""
+    batch: bool = False
+    team_id: str = ""
+    user_id: str = ""
+    feature_name: str = ""
+    workflow_id: str = ""
+    workflow_run_id: str = ""
+    workflow_name: str = ""
+    prompt_template_version: str = ""
+    environment: str = ""
+    api_key_id: str = ""
+    request_count: int = 1
+    latency_ms: int | None = None
+    status_code: int | None = None
+    retry_count: int = 0
+    retry_of: str = ""
+    reported_cost_usd: Decimal | None = None
+    tags: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, event: UsageEvent) -> ValidatedEvent:
+        return cls(**event.__dict__)
+
+
+class _Wire(msgspec.Struct, gc=False):
+    """An element as msgspec checks it: the bounds of `UsageEvent`, strict types
+    (no bool for an int, no float for an int), unknown fields ignored. The timestamp
+    and the reported cost are checked afterwards by the model's own validators."""
+
+    request_id: _Required
+    timestamp: str | int
+    tenant_id: _Required
+    provider: _Required
+    model: _Required
+    input_tokens: _Tokens
+    output_tokens: _Tokens = 0
+    cached_tokens: _Tokens = 0
+    cache_write_tokens: _Tokens = 0
+    reasoning_tokens: _Tokens = 0
+    cache_write_1h_tokens: _Tokens = 0
+    service_tier: Annotated[str, msgspec.Meta(max_length=32)] = ""
+    batch: bool = False
+    team_id: _Optional = ""
+    user_id: _Optional = ""
+    feature_name: _Optional = ""
+    workflow_id: _Optional = ""
+    workflow_run_id: _Optional = ""
+    workflow_name: _Optional = ""
+    prompt_template_version: _Optional = ""
+    environment: _Optional = ""
+    api_key_id: _Optional = ""
+    request_count: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
+    latency_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    status_code: Annotated[int, msgspec.Meta(ge=0, le=999)] | None = None
+    retry_count: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    retry_of: _Optional = ""
+    reported_cost_usd: Any = None
+    tags: _Tags = {}
+
+
+_STRING_FIELDS = tuple(name for name, f in UsageEvent.model_fields.items() if f.annotation is str)
+_TIMESTAMPS = TypeAdapter(list[Timestamp])
+_REPORTED_COST = TypeAdapter(ReportedCost)
+
+
+def decode_batch_message(
+    raw: bytes, now: datetime, timestamp_floor: datetime | None = None
+) -> tuple[list[ValidatedEvent], list[Rejection]]:
+    """`decoding.decode_message`'s outcome for one message (the same events, the same
+    rejections in the same order), with events as `ValidatedEvent`s."""
+    parsed = parse_message(raw)
+    if isinstance(parsed, Rejection):
+        return [], [parsed]
+    vouched = _vouched(parsed, now, timestamp_floor, _plainly_spaced(raw))
+    events: list[ValidatedEvent] = []
+    rejections: list[Rejection] = []
+    context: dict[str, Any] = {"now": now, "timestamp_floor": timestamp_floor}
+    for index, event in enumerate(vouched):
+        if event is not None:
+            events.append(event)
+            continue
+        outcome = validate_element(parsed[index], index, len(parsed), context, raw)
+        if isinstance(outcome, Rejection):
+            rejections.append(outcome)
+        else:
+            events.append(ValidatedEvent.of(outcome))
+    return events, rejections
+
+
+def _plainly_spaced(raw: bytes) -> bool:
+    """True when no string in `raw` can start or end with whitespace: ASCII, no escape
+    (JSON escapes every ASCII whitespace but the space) and no space beside a quote."""
+    return raw.isascii() and b"\\" not in raw and b'" ' not in raw and b' "' not in raw
+
+
+def _vouched(
+    elements: list[Any], now: datetime, floor: datetime | None, plainly_spaced: bool
+) -> list[ValidatedEvent | None]:
+    """Per element, its event when the compiled checks vouch for it, else None."""
+    wires: list[_Wire | None]
+    try:
+        wires = list(msgspec.convert(elements, list[_Wire]))
+    except msgspec.ValidationError:
+        wires = [_wire(element) for element in elements]
+    stamps: list[Any] = [w.timestamp if w is not None else 0 for w in wires]
+    try:
+        times: list[datetime | None] = list(_TIMESTAMPS.validate_python(stamps))
+    except ValidationError as exc:
+        bad = {error["loc"][0] for error in exc.errors(include_url=False)}
+        times = [
+            None if index in bad else _TIMESTAMPS.validate_python([stamp])[0]
+            for index, stamp in enumerate(stamps)
+        ]
+    return [
+        _event(wire, at, now, floor, plainly_spaced)
+        if wire is not None and at is not None
+        else None
+        for wire, at in zip(wires, times, strict=True)
+    ]
+
+
+def _wire(element: Any) -> _Wire | None:
+    try:
+        return msgspec.convert(element, _Wire)
+    except msgspec.ValidationError:
+        return None
+
+
+def _event(
+    wire: _Wire, at: datetime, now: datetime, floor: datetime | None, plainly_spaced: bool
+) -> ValidatedEvent | None:
+    if not plainly_spaced and not _unspaced(wire):
+        return None
+    try:
+        at = timestamp_in_utc_and_bounds(at, now, floor)
+    except ValueError:
+        return None
+    if token_breakdown_problem(
+        wire.input_tokens,
+        wire.cached_tokens,
+        wire.cache_write_tokens,
+        wire.cache_write_1h_tokens,
+        wire.output_tokens,
+        wire.reasoning_tokens,
+    ):
+        return None
+    reported = wire.reported_cost_usd
+    if reported is not None:
+        try:
+            reported = _REPORTED_COST.validate_python(reported)
+        except ValidationError:
+            return None
+    tier = wire.service_tier
+    if tier and not tier.isascii():
+        return None  # lower-casing may change its length: the model decides
+    return ValidatedEvent(
+        wire.request_id,
+        at,
+        wire.tenant_id,
+        wire.provider,
+        wire.model,
+        wire.input_tokens,
+        wire.output_tokens,
+        wire.cached_tokens,
+        wire.cache_write_tokens,
+        wire.reasoning_tokens,
+        wire.cache_write_1h_tokens,
+        tier.lower(),
+        wire.batch,
+        wire.team_id,
+        wire.user_id,
+        wire.feature_name,
+        wire.workflow_id,
+        wire.workflow_run_id,
+        wire.workflow_name,
+        wire.prompt_template_version,
+        wire.environment,
+        wire.api_key_id,
+        wire.request_count,
+        wire.latency_ms,
+        wire.status_code,
+        wire.retry_count,
+        wire.retry_of,
+        reported,
+        wire.tags,
+    )
+
+
+def _unspaced(wire: _Wire) -> bool:
+    """No string of `wire` (its timestamp and reported cost as text, its tags) would
+    change when stripped, as the model strips every string."""
+    texts = [getattr(wire, name) for name in _STRING_FIELDS]
+    texts += [*wire.tags, *wire.tags.values()]
+    texts += [v for v in (wire.timestamp, wire.reported_cost_usd) if isinstance(v, str)]
+    return all(text == text.strip() for text in texts)
