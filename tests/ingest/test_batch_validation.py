@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from schemas.usage_event import UsageEvent
 from streams.ingest.batch_validation import ValidatedEvent, _vouched, decode_batch_message
 from streams.ingest.decoding import decode_message
-from tests.ingest.test_decoding import BAD_MESSAGES
+from tests.ingest.test_decoding import BAD_MESSAGES, NOW, event
 from tests.reliability.test_poison import (
     DUPLICATE_KEYS,
     HUGE_BEYOND_64BIT,
@@ -25,22 +25,6 @@ from tests.reliability.test_poison import (
     hostile_messages,
     json_values,
 )
-
-NOW = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
-
-
-def event(**fields: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "request_id": "req-1",
-        "timestamp": "2025-03-04T10:00:00Z",
-        "tenant_id": "acme",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "input_tokens": 1200,
-        "output_tokens": 300,
-    }
-    data.update(fields)
-    return data
 
 
 def assert_agree(raw: bytes, now: datetime = NOW, floor: datetime | None = None) -> None:
