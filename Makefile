@@ -29,15 +29,12 @@ test-containers: install
 	$(BIN)/python -m pytest -m containers -q -rs
 
 # The whole fault-injection suite (its fast cases also run in `make test`), then
-# RELIABILITY.md from the cases' tallies. Case 16 (test_dev_restart.py: SIGKILL and Ctrl-C of the
-# whole dev, then a restart) errored once on a fresh clone and is run by hand until diagnosed
-# (issue 16): .venv/bin/python -m pytest tests/reliability/test_dev_restart.py -s
+# RELIABILITY.md from the cases' tallies.
 RELIABILITY_DIR := .spendstream/reliability
 reliability: install
 	mkdir -p $(RELIABILITY_DIR) && rm -f $(RELIABILITY_DIR)/results.jsonl
 	set -o pipefail; SPENDSTREAM_RELIABILITY_REPORT=$(CURDIR)/$(RELIABILITY_DIR)/results.jsonl \
 		$(BIN)/python -m pytest tests/reliability -q -p no:cacheprovider -rfExXs \
-		--ignore=tests/reliability/test_dev_restart.py \
 		| tee $(RELIABILITY_DIR)/pytest.log; status=$$?; \
 	$(BIN)/python -m tests.reliability.report $(RELIABILITY_DIR)/results.jsonl \
 		--command "make reliability" --outcome "$$(tail -1 $(RELIABILITY_DIR)/pytest.log)"; \

@@ -15,11 +15,15 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    # Linux: the kernel sends SIGTERM to the child when the parent dies, even by
-    # SIGKILL, so a killed `spendstream dev` leaves no orphan broker or worker.
+    # Linux: the kernel kills the child when the parent dies, even by SIGKILL, so a
+    # killed `spendstream dev` leaves no orphan broker or worker. SIGKILL, not SIGTERM:
+    # the in-memory broker dies with the parent, so a worker's graceful stop has nothing
+    # to commit to and only held the data dir's lock (and the web port) for 2-4 s after
+    # the parent was gone; a `dev` started again at once found the data dir "in use".
+    # The ledger is safe under SIGKILL (a chdb insert is one atomic part).
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def spawn(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,13 +60,16 @@ def ensure_data_dir_free(url: str) -> None:
         lock.close()
 
 
+# An owner killed a moment ago (a `dev` SIGKILLed takes its workers with it) frees the
+# lock as the kernel tears it down, some milliseconds after its parent is reaped.
+OWNER_EXIT_GRACE_S = 2.0
+
+
 def _lock_data_path(path: Path) -> IO[str]:
     private_dir(path.parent)
     private_dir(path)
     lock_file = open(path.parent / f".{path.name}.lock", "a+")  # noqa: SIM115 - held open on purpose
-    try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _flock_within(lock_file, OWNER_EXIT_GRACE_S):
         lock_file.seek(0)
         owner = lock_file.read().strip() or "another process"
         lock_file.close()
@@ -77,6 +81,18 @@ def _lock_data_path(path: Path) -> IO[str]:
     lock_file.write(f"pid {os.getpid()}")
     lock_file.flush()
     return lock_file
+
+
+def _flock_within(lock_file: IO[str], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def open_clickhouse(url: str, password: SecretStr | None = None) -> ClickHouseHandle:

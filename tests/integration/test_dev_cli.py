@@ -25,8 +25,9 @@ from streams.embedded.simulate import daily_rhythm
 from streams.ingest.decoding import decode_message
 from streams.kafka.admin import ensure_topics
 from streams.kafka.topics import topic_specs
+from streams.ledger.connect import ensure_data_dir_free
 from streams.ports import free_port
-from streams.settings import Settings
+from streams.settings import Settings, chdb_url_for
 from tests.helpers.stack import (
     analyst_headers,
     children_running,
@@ -168,6 +169,10 @@ def test_children_die_with_dev_on_sigkill(tmp_path: Path, dev_factory: list[Dev]
     pids = dev.children()
     os.kill(dev.process.pid, signal.SIGKILL)  # no handler runs in the parent
     dev.process.wait(timeout=30)
+    # The data dir is free for the next `dev` as soon as the parent is reaped: its
+    # worker is killed with it, not left stopping gracefully with the lock held
+    # (what failed case 16's restart right after a SIGKILL with "data dir in use").
+    ensure_data_dir_free(chdb_url_for(tmp_path / "data"))
     wait_for(lambda: all(gone(pid) for pid in pids.values()), timeout=60)
 
 
