@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -86,10 +88,6 @@ def ledger_row(
     Without `prices`, the cost is 0 and the call is 'unpriced', or 'estimated' when
     `estimate` (a relative's prices) gives `estimated_cost_usd`, kept apart from
     `cost_usd`."""
-    # A validated model's __dict__ holds exactly its fields (extra="ignore"): one C-level copy.
-    row = (
-        msgspec.structs.asdict(event) if isinstance(event, ValidatedEvent) else dict(event.__dict__)
-    )
     estimated, estimate_source = ZERO_COST.input, ""
     if prices is None:
         cost, unit, source, status = ZERO_COST, None, "", "unpriced"
@@ -102,44 +100,125 @@ def ledger_row(
     else:
         cost = _cost(event, prices)
         unit, source, status = prices.for_input(event.input_tokens), prices.source, "priced"
-    row.update(
-        cost_input_usd=cost.input,
-        cost_cached_input_usd=cost.cached_input,
-        cost_cache_write_usd=cost.cache_write,
-        cost_output_usd=cost.output,
-        cost_reasoning_usd=cost.reasoning,
-        cost_usd=cost.total,
-        price_input_per_mtok=unit.input if unit else ZERO_COST.input,
-        price_cached_input_per_mtok=unit.cached_input if unit else ZERO_COST.input,
-        price_cache_write_per_mtok=unit.cache_write if unit else ZERO_COST.input,
-        price_output_per_mtok=unit.output if unit else ZERO_COST.input,
-        price_reasoning_per_mtok=unit.reasoning if unit else ZERO_COST.input,
-        price_cache_write_1h_per_mtok=unit.cache_write_1h_price if unit else ZERO_COST.input,
-        price_source=source,
-        cost_status=status,
-        source_topic=position.topic,
-        source_partition=position.partition,
-        source_offset=position.offset,
-        ingested_at=ingested_at,
-        estimated_cost_usd=estimated,
-        estimate_source=estimate_source,
-    )
+    row = _event_columns(event)
+    row.update(_price_columns(unit, source, status, position.topic, ingested_at, estimate_source))
+    row.update(_cost_columns(cost, position, estimated))
     return row
+
+
+def _event_columns(event: Event) -> dict[str, Any]:
+    if isinstance(event, ValidatedEvent):
+        return msgspec.structs.asdict(event)
+    # A validated model's __dict__ holds exactly its fields (extra="ignore"): one C-level copy.
+    return dict(event.__dict__)
+
+
+def _price_columns(
+    unit: UnitPrices | None,
+    source: str,
+    status: str,
+    topic: str,
+    ingested_at: datetime,
+    estimate_source: str,
+) -> dict[str, Any]:
+    """The columns every call priced (or left unpriced) by the same prices shares."""
+    return {
+        "price_input_per_mtok": unit.input if unit else ZERO_COST.input,
+        "price_cached_input_per_mtok": unit.cached_input if unit else ZERO_COST.input,
+        "price_cache_write_per_mtok": unit.cache_write if unit else ZERO_COST.input,
+        "price_output_per_mtok": unit.output if unit else ZERO_COST.input,
+        "price_reasoning_per_mtok": unit.reasoning if unit else ZERO_COST.input,
+        "price_cache_write_1h_per_mtok": unit.cache_write_1h_price if unit else ZERO_COST.input,
+        "price_source": source,
+        "cost_status": status,
+        "source_topic": topic,
+        "ingested_at": ingested_at,
+        "estimate_source": estimate_source,
+    }
+
+
+def _cost_columns(
+    cost: CostBreakdown, position: SourcePosition, estimated: Decimal
+) -> dict[str, Any]:
+    return {
+        "cost_input_usd": cost.input,
+        "cost_cached_input_usd": cost.cached_input,
+        "cost_cache_write_usd": cost.cache_write,
+        "cost_output_usd": cost.output,
+        "cost_reasoning_usd": cost.reasoning,
+        "cost_usd": cost.total,
+        "source_partition": position.partition,
+        "source_offset": position.offset,
+        "estimated_cost_usd": estimated,
+    }
+
+
+def _context(event: Event) -> PriceContext:
+    return (
+        PriceContext.of(event.service_tier, event.batch)
+        if event.service_tier or event.batch
+        else STANDARD
+    )
 
 
 def price_event(
     catalog: PriceCatalog, event: Event, position: SourcePosition, ingested_at: datetime
 ) -> dict[str, Any]:
-    context = (
-        PriceContext.of(event.service_tier, event.batch)
-        if event.service_tier or event.batch
-        else STANDARD
-    )
+    context = _context(event)
     prices = catalog.resolve(event.provider, event.model, event.timestamp, context)
     if prices is not None:
         return ledger_row(event, prices, position, ingested_at)
     estimate = catalog.estimate(event.provider, event.model, event.timestamp, context)
     return ledger_row(event, None, position, ingested_at, estimate)
+
+
+def price_events(
+    catalog: PriceCatalog,
+    events: Sequence[Event],
+    positions: Sequence[SourcePosition],
+    ingested_at: datetime,
+) -> list[dict[str, Any]]:
+    """`price_event` for each of a batch's events (the same rows), resolving each
+    distinct (provider, model, price context, UTC minute) once per batch: no price in
+    the catalog, the overrides or the estimates changes within a minute (the finest
+    period `CatalogPrices` resolves by). The shared price columns are built once per
+    resolution; a call whose prices have input tiers, or that is not priced, takes
+    `price_event`'s own path."""
+    resolved: dict[tuple[Any, ...], UnitPrices | None] = {}
+    shared: dict[tuple[int, str], dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    for event, position in zip(events, positions, strict=True):
+        at = event.timestamp
+        # The minute of `at` (with its time zone: UTC from either validator).
+        key = (
+            event.provider,
+            event.model,
+            event.service_tier,
+            event.batch,
+            at.date(),
+            at.hour,
+            at.minute,
+            at.tzinfo,
+        )
+        if key in resolved:
+            prices = resolved[key]
+        else:
+            prices = resolved[key] = catalog.resolve(
+                event.provider, event.model, at, _context(event)
+            )
+        if prices is None or prices.tiers:
+            rows.append(price_event(catalog, event, position, ingested_at))
+            continue
+        columns = shared.get((id(prices), position.topic))
+        if columns is None:
+            columns = shared[(id(prices), position.topic)] = _price_columns(
+                prices, prices.source, "priced", position.topic, ingested_at, ""
+            )
+        row = _event_columns(event)
+        row.update(columns)
+        row.update(_cost_columns(_cost(event, prices), position, ZERO_COST.input))
+        rows.append(row)
+    return rows
 
 
 # What the spend agent needs of a ledger row; the costed topic carries only these.

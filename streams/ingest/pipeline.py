@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from streams.cost.catalog import PriceCatalog
-from streams.cost.rows import SourcePosition, costed_event, price_event
+from streams.cost.rows import SourcePosition, costed_event, price_events
 from streams.ingest.batch_validation import ValidatedEvent, decode_batch_message
 from streams.ingest.decoding import Rejection
 from streams.ingest.dedupe import U64, RequestIdFilter, hash_request_ids
@@ -136,7 +136,12 @@ class IngestPipeline:
         if in_flight is not None and len(in_flight):
             fresh &= ~np.isin(hashes, in_flight)
         admitted = [pair for pair, is_new in zip(events, fresh, strict=True) if is_new]
-        rows = [price_event(self.catalog, event, position, now) for event, position in admitted]
+        rows = price_events(
+            self.catalog,
+            [event for event, _ in admitted],
+            [position for _, position in admitted],
+            now,
+        )
         by_tenant: dict[str, list[dict[str, Any]]] = {}
         if self.publish_costed is not None:
             for row, (_, position) in zip(rows, admitted, strict=True):
