@@ -1,6 +1,7 @@
 """Retention: how long raw ledger rows and hourly detail are kept.
 
-Raw rows expire after `raw_days` (default 90); `ledger_day_check`, the duplicate
+Raw rows expire after `raw_days` (default 90), hourly rollups after `hourly_days`
+(default 400); `ledger_day_check`, the duplicate
 detector of the rollups, expires one day earlier, so that a day is never
 recomputed from a ledger that has started to drop its rows (022_ledger_day_check.sql).
 Daily rollups and corrections have no TTL. TTLs are applied by ClickHouse during
@@ -22,7 +23,8 @@ DEFAULT_HOURLY_DAYS = 400
 # Duplicates arrive within the pipeline's dedupe horizon (7 days); the duplicate
 # detector must outlive it for the rollup views to stay exact.
 MIN_RAW_DAYS = 8
-TTL_TABLES = ("usage_ledger", "ledger_day_check", "tenant_hourly_state")
+HOURLY_TABLES = ("tenant_hourly_state", "attribution_hourly_state")
+TTL_TABLES = ("usage_ledger", "ledger_day_check", *HOURLY_TABLES)
 
 
 def current_ttls(client: Reader | Client) -> dict[str, str]:
@@ -62,4 +64,5 @@ def set_raw_retention(client: Client, days: int) -> None:
 def set_hourly_retention(client: Client, days: int) -> None:
     if days < 1:
         raise ConfigError(f"hourly retention must be at least 1 day, not {days}")
-    client.command(f"ALTER TABLE tenant_hourly_state MODIFY TTL hour + INTERVAL {days} DAY")
+    for table in HOURLY_TABLES:
+        client.command(f"ALTER TABLE {table} MODIFY TTL hour + INTERVAL {days} DAY")

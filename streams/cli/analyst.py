@@ -96,7 +96,9 @@ def add_analyst_commands(subparsers: Any) -> None:
 
     keep = subparsers.add_parser("retention", help="show or change how long raw rows are kept")
     keep.add_argument("--raw-days", type=int, help="days of raw ledger rows (default 90)")
-    keep.add_argument("--hourly-days", type=int, help="days of tenant_hourly (default 400)")
+    keep.add_argument(
+        "--hourly-days", type=int, help="days of tenant_hourly and attribution_hourly (default 400)"
+    )
     add_data_dir(keep)
     keep.set_defaults(func=cmd_retention)
 

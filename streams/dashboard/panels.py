@@ -28,7 +28,7 @@ from streams.dashboard.sources import (
     USER_DAILY,
     Ledger,
     Rollup,
-    ledger_source,
+    attribution_source,
     rollup_source,
 )
 
@@ -95,9 +95,11 @@ def window(period: Period, now: datetime) -> tuple[datetime, datetime]:
 
 @dataclass(frozen=True)
 class Grouping:
-    """How one dimension is read: its rollup, the columns it groups by (the last is the
-    key; a tenant column first, where there is one, tells whose), and its label."""
+    """How one dimension is read: its name, its daily rollup, the columns it groups by
+    (the last is the key; a tenant column first, where there is one, tells whose), and
+    its label."""
 
+    dimension: Dimension
     daily: Rollup
     columns: tuple[str, ...]
     label: str  # a SQL expression over the grouped rows
@@ -108,25 +110,25 @@ class Grouping:
 
 
 GROUPINGS: dict[Dimension, Grouping] = {
-    "tenant": Grouping(SPEND_DAILY, ("tenant_id",), "tenant_id"),
-    "team": Grouping(SPEND_DAILY, ("tenant_id", "team_id"), "team_id"),
+    "tenant": Grouping("tenant", SPEND_DAILY, ("tenant_id",), "tenant_id"),
+    "team": Grouping("team", SPEND_DAILY, ("tenant_id", "team_id"), "team_id"),
     "workflow": Grouping(
+        "workflow",
         SPEND_DAILY,
         ("tenant_id", "workflow_id"),
         "if(any(workflow_name) IN ('', workflow_id), workflow_id, "
         "concat(any(workflow_name), ' (', workflow_id, ')'))",
     ),
-    "model": Grouping(SPEND_DAILY, ("provider", "model"), "concat(provider, '/', model)"),
-    "user": Grouping(USER_DAILY, ("tenant_id", "user_id"), "user_id"),
-    "feature": Grouping(SPEND_DAILY, ("tenant_id", "feature_name"), "feature_name"),
+    "model": Grouping("model", SPEND_DAILY, ("provider", "model"), "concat(provider, '/', model)"),
+    "user": Grouping("user", USER_DAILY, ("tenant_id", "user_id"), "user_id"),
+    "feature": Grouping("feature", SPEND_DAILY, ("tenant_id", "feature_name"), "feature_name"),
 }
 
 
 def grain(period: Period) -> Literal["hour", "day"]:
-    """Hourly figures for the hour, daily ones (from the daily rollups) otherwise: a day
-    the period reaches into counts whole, and so does its counterpart a week earlier.
-    Only the tenant has an hourly rollup; the hour of any other dimension is read from
-    the ledger, whose month partitions are scanned whole, so the day stays daily."""
+    """Hourly figures for the hour (from tenant_hourly and attribution_hourly), daily
+    ones (from the daily rollups) otherwise: a day the period reaches into counts whole,
+    and so does its counterpart a week earlier."""
     return "hour" if period == "hour" else "day"
 
 
@@ -134,18 +136,19 @@ def _source(
     grouping: Grouping,
     extra: tuple[str, ...],
     step: Literal["hour", "day"],
-    parameters: Mapping[str, Any],
+    compared: bool = False,
 ) -> tuple[str, str]:
-    """A source of the grouping's (and `extra`) columns at the grain `step`, over the
-    window of `parameters` (from `window_parameters`), and its time column."""
+    """A source of the grouping's (and `extra`) columns at the grain `step` and its time
+    column (`compared`: see `rollup_source`). Hourly, a dimension's own columns and its
+    tenant only (one attribution_hourly dimension at a time)."""
     columns = tuple(dict.fromkeys(grouping.columns + extra))
     if "workflow_id" in columns:
         columns += ("workflow_name",)
     if step == "day":
-        return rollup_source(grouping.daily, columns), grouping.daily.time
+        return rollup_source(grouping.daily, columns, compared), grouping.daily.time
     if set(columns) <= set(TENANT_HOURLY.dimensions):
-        return rollup_source(TENANT_HOURLY, columns), "hour"
-    return ledger_source(columns, final=bool(parameters["dirty"])), "hour"
+        return rollup_source(TENANT_HOURLY, columns, compared), "hour"
+    return attribution_source(grouping.dimension, columns, compared), "hour"
 
 
 # -- Who -------------------------------------------------------------------------
@@ -164,7 +167,7 @@ def who(
     start, end = window(period, now)
     extra: tuple[str, ...] = ("tenant_id",) if tenant is not None else ()
     parameters = ledger.window(start - WEEK, end)
-    source, time = _source(grouping, extra, grain(period), parameters)
+    source, time = _source(grouping, extra, grain(period), compared=True)
     parameters.update(current=int(start.timestamp()), previous_end=int((end - WEEK).timestamp()))
     where = "WHERE tenant_id = {tenant:String}" if tenant is not None else ""
     if tenant is not None:
@@ -406,7 +409,7 @@ def movers(
     columns = ("tenant_id", "workflow_id", "provider", "model")
     parameters = ledger.window(previous_start, end)
     parameters.update(current=int(start.timestamp()), previous_end=int(previous_end.timestamp()))
-    source, time = _source(GROUPINGS["tenant"], columns, grain(period), parameters)
+    source, time = _source(GROUPINGS["tenant"], columns, grain(period), compared=True)
     rows = ledger.query(
         f"""
         SELECT {time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
@@ -419,7 +422,7 @@ def movers(
         """,
         parameters=parameters,
     ).result_rows
-    users_source, users_time = _source(GROUPINGS["user"], (), grain(period), parameters)
+    users_source, users_time = _source(GROUPINGS["user"], (), grain(period), compared=True)
     user_rows = ledger.query(
         f"""
         SELECT {users_time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
@@ -554,7 +557,7 @@ def series(ledger: Ledger, by: Dimension, period: Period, now: datetime) -> dict
     else:
         start, step = window("week" if period in ("hour", "day") else period, now)[0], DAY
     parameters = ledger.window(start, end)
-    source, time = _source(grouping, (), "hour" if step == HOUR else "day", parameters)
+    source, time = _source(grouping, (), "hour" if step == HOUR else "day")
     group = ", ".join(grouping.columns)
     # Keys ranked by their total over the range; the first SERIES_KEYS keep their own
     # slot (1…), the others share slot 0.

@@ -8,9 +8,9 @@ only its own days once, then reads what those views union: the rollup state for
 clean days, the recompute from the deduplicated ledger for dirty days, and the
 re-pricing deltas. tests/dashboard/test_sources.py checks the result against the views.
 
-A rollup with no hourly grain (every dimension but the tenant) is read for an hour
-from the ledger itself: `usage_ledger`, with FINAL when the day is dirty, plus the
-hour's re-pricing deltas.
+Hourly figures come from `tenant_hourly` for tenants and from `attribution_hourly`
+(sql/044_attribution_hourly.sql: team, workflow, model, user and feature in one table)
+for the other dimensions, by the same rules.
 """
 
 from __future__ import annotations
@@ -32,6 +32,23 @@ MEASURES = (
 # Bounds as epoch seconds: no time zone to interpret on either side.
 START = "toDateTime({start:UInt32}, 'UTC')"
 END = "toDateTime({end:UInt32}, 'UTC')"
+# A period and the same span a week earlier, without the time between them (an hour
+# and its counterpart are two hours of the week between): `[start, previous_end)` and
+# `[current, end)`.
+PREVIOUS_END = "toDateTime({previous_end:UInt32}, 'UTC')"
+CURRENT = "toDateTime({current:UInt32}, 'UTC')"
+
+
+def in_range(time: str, compared: bool) -> str:
+    """`time` within the source's bounds (`compared`: the period and its counterpart)."""
+    if compared:
+        return (
+            f"({time} >= {START} AND {time} < {PREVIOUS_END} "
+            f"OR {time} >= {CURRENT} AND {time} < {END})"
+        )
+    return f"{time} >= {START} AND {time} < {END}"
+
+
 # The rules of the ledger_dirty_days view (sql/022_ledger_day_check.sql), in two steps.
 _DAY_PARTS = (
     "SELECT partition_id, max_block_number, min_date, max_date FROM system.parts "
@@ -50,6 +67,8 @@ class Rollup:
     name: str
     time: str  # "day" or "hour"
     dimensions: tuple[str, ...]
+    # Where its re-pricing deltas are read: `cost_corrections`' columns, by its dimensions.
+    corrections: str = "cost_corrections FINAL"
 
 
 SPEND_DAILY = Rollup(
@@ -68,6 +87,20 @@ SPEND_DAILY = Rollup(
 )
 USER_DAILY = Rollup("user_daily", "day", ("tenant_id", "user_id"))
 TENANT_HOURLY = Rollup("tenant_hourly", "hour", ("tenant_id",))
+ATTRIBUTION_HOURLY = Rollup(
+    "attribution_hourly",
+    "hour",
+    ("dimension", "tenant_id", "value", "detail"),
+    corrections="attribution_corrections",
+)
+# Each dimension's columns (as spend_daily names them) in attribution_hourly.
+ATTRIBUTION_COLUMNS: dict[str, dict[str, str]] = {
+    "team": {"tenant_id": "tenant_id", "team_id": "value"},
+    "workflow": {"tenant_id": "tenant_id", "workflow_id": "value", "workflow_name": "detail"},
+    "model": {"tenant_id": "tenant_id", "provider": "detail", "model": "value"},
+    "user": {"tenant_id": "tenant_id", "user_id": "value"},
+    "feature": {"tenant_id": "tenant_id", "feature_name": "value"},
+}
 
 
 class Ledger:
@@ -121,16 +154,17 @@ class Ledger:
         }
 
 
-def rollup_source(rollup: Rollup, dimensions: tuple[str, ...]) -> str:
+def rollup_source(rollup: Rollup, dimensions: tuple[str, ...], compared: bool = False) -> str:
     """A subquery of `time, *dimensions, *MEASURES` rows over `[{start}, {end})`
-    (epoch-second parameters), taking `{dirty:Array(Date)}` from `Ledger.window`."""
+    (epoch-second parameters), taking `{dirty:Array(Date)}` from `Ledger.window`;
+    `compared`: only `[{start}, {previous_end})` and `[{current}, {end})` of it."""
     missing = set(dimensions) - set(rollup.dimensions)
     if missing:
         raise ValueError(f"{rollup.name} has no {', '.join(sorted(missing))}")
     time = rollup.time
     dims = "".join(f"{d}, " for d in dimensions)
     measures = ", ".join(MEASURES)
-    in_range = f"{time} >= {START} AND {time} < {END}"
+    within = in_range(time, compared)
     # `IN {dirty}` (not has()) lets an empty list skip the recompute's ledger read.
     correction_time = (
         "toDate(timestamp)" if time == "day" else "toDateTime(toStartOfHour(timestamp), 'UTC')"
@@ -138,33 +172,28 @@ def rollup_source(rollup: Rollup, dimensions: tuple[str, ...]) -> str:
     zeros = ", ".join(f"toUInt64(0) AS {m}" for m in MEASURES[1:])
     return f"""
     SELECT {time}, {dims}{measures} FROM {rollup.name}_state
-    WHERE {in_range} AND toDate({time}) NOT IN {{dirty:Array(Date)}}
+    WHERE {within} AND toDate({time}) NOT IN {{dirty:Array(Date)}}
     UNION ALL
     SELECT {time}, {dims}{measures} FROM {rollup.name}_recompute
-    WHERE {in_range} AND toDate({time}) IN {{dirty:Array(Date)}}
+    WHERE {within} AND toDate({time}) IN {{dirty:Array(Date)}}
     UNION ALL
     SELECT {correction_time} AS {time}, {dims}delta_cost_usd AS cost_usd, {zeros}
-    FROM cost_corrections FINAL
-    WHERE {correction_time} >= {START} AND {correction_time} < {END}
+    FROM {rollup.corrections}
+    WHERE {in_range(correction_time, compared)}
     """
 
 
-def ledger_source(dimensions: tuple[str, ...], final: bool) -> str:
-    """The same rows as `rollup_source` at hourly grain, from the ledger itself.
-    `final`: the range has a dirty day (a duplicate the plain read would count)."""
-    dims = "".join(f"{d}, " for d in dimensions)
-    hour = "toDateTime(toStartOfHour(timestamp), 'UTC') AS hour"
-    in_range = f"timestamp >= {START} AND timestamp < {END}"
-    zeros = ", ".join(f"toUInt64(0) AS {m}" for m in MEASURES[1:])
+def attribution_source(dimension: str, columns: tuple[str, ...], compared: bool = False) -> str:
+    """`rollup_source` of one dimension of `attribution_hourly`, its columns named as
+    spend_daily names them (`team_id`, `provider`, `model`, …)."""
+    names = ATTRIBUTION_COLUMNS[dimension]
+    missing = set(columns) - set(names)
+    if missing:
+        raise ValueError(f"attribution_hourly has no {', '.join(sorted(missing))} by {dimension}")
+    read = tuple(dict.fromkeys(names[c] for c in columns))
+    renamed = "".join(f"{names[c]} AS {c}, " for c in columns)
     return f"""
-    SELECT {hour}, {dims}cost_usd, toUInt64(request_count) AS requests,
-        toUInt64(if(ifNull(status_code BETWEEN 200 AND 299, 1), 0, request_count)) AS errors,
-        toUInt64(retry_of != '' OR retry_count > 0) AS retries,
-        toUInt64(input_tokens) AS input_tokens, toUInt64(output_tokens) AS output_tokens
-    FROM usage_ledger{" FINAL" if final else ""}
-    WHERE {in_range}
-    UNION ALL
-    SELECT {hour}, {dims}delta_cost_usd AS cost_usd, {zeros}
-    FROM cost_corrections FINAL
-    WHERE {in_range}
+    SELECT hour, {renamed}{", ".join(MEASURES)}
+    FROM ({rollup_source(ATTRIBUTION_HOURLY, ("dimension", *read), compared)})
+    WHERE dimension = '{dimension}'
     """

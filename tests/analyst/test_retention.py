@@ -17,6 +17,7 @@ def test_migrations_set_a_90_day_raw_ttl_and_keep_rollups(ch: Client) -> None:
     assert ttls["usage_ledger"] == "toDateTime(timestamp) + toIntervalDay(90)"
     assert ttls["ledger_day_check"] == "day + toIntervalDay(89)"
     assert ttls["tenant_hourly_state"] == "hour + toIntervalDay(400)"
+    assert ttls["attribution_hourly_state"] == "hour + toIntervalDay(400)"
     rollups = ch.query(
         "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() "
         "AND name IN ('tenant_daily_state', 'spend_daily_state', 'cost_corrections')"
@@ -55,6 +56,7 @@ def test_retention_is_configurable(ch: Client) -> None:
     assert ttls["usage_ledger"] == "toDateTime(timestamp) + toIntervalDay(30)"
     assert ttls["ledger_day_check"] == "day + toIntervalDay(29)"
     assert ttls["tenant_hourly_state"] == "hour + toIntervalDay(60)"
+    assert ttls["attribution_hourly_state"] == "hour + toIntervalDay(60)"
     with pytest.raises(ConfigError, match="shorter than the 8 days"):
         set_raw_retention(ch, 5)
     set_raw_retention(ch, 90)

@@ -76,7 +76,39 @@ def view_rows(ch: Client, view: str, key: tuple[str, ...], columns: tuple[str, .
     return rows
 
 
+# attribution_hourly: dimension -> (value, detail) of an event.
+ATTRIBUTION = {
+    "team": lambda e: (e["team_id"], ""),
+    "workflow": lambda e: (e["workflow_id"], e["workflow_name"]),
+    "model": lambda e: (e["model"], e["provider"]),
+    "user": lambda e: (e["user_id"], ""),
+    "feature": lambda e: (e["feature_name"], ""),
+}
+ATTRIBUTION_KEY = ("hour", "dimension", "tenant_id", "value", "detail")
+ATTRIBUTION_METRICS = ("requests", "errors", "retries", "input_tokens", "output_tokens", "cost_usd")
+
+
+def assert_attribution_matches(ch: Client, events: list[dict[str, Any]]) -> None:
+    """attribution_hourly: every dimension's hourly rows equal the distinct events' sums."""
+    expected = {}
+    for dimension, attribute in ATTRIBUTION.items():
+        grouped = data.group(
+            events,
+            lambda e, a=attribute: (  # type: ignore[misc]
+                e["timestamp"].replace(minute=0, second=0, microsecond=0),
+                e["tenant_id"],
+                *a(e),
+            ),
+        )
+        for (hour, tenant, value, detail), sums in grouped.items():
+            key = (hour, dimension, tenant, value, detail)
+            expected[key] = {m: sums[m] for m in ATTRIBUTION_METRICS}
+    actual = view_rows(ch, "attribution_hourly", ATTRIBUTION_KEY, ATTRIBUTION_METRICS)
+    assert actual == expected
+
+
 def assert_view_matches(ch: Client, events: list[dict[str, Any]]) -> None:
+    assert_attribution_matches(ch, events)
     for view, (key, key_of) in VIEWS.items():
         expected = data.group(events, key_of)
         actual = view_rows(ch, view, key, METRICS + LATENCY)
