@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 from streams.embedded.processes import spawn, stop
@@ -47,6 +48,10 @@ class EmbeddedBroker:
                 f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
+                # Each start is a new, empty log: a new cluster id says so to the
+                # clients that lived through the restart (streams/ingest/consumer.py).
+                "--cluster-id",
+                f"embedded-{uuid.uuid4().hex[:12]}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -20,11 +20,21 @@ were revoked while it was being published is prepared again from the partitions 
 held; the new owner ledgers the rest. Costed events published twice carry the same
 source position, and the spend tables count each position once.
 
-A log that ends before the consumer's position is a new log behind the same address:
-the embedded in-memory broker restarted. That broker answers fetches past its end with
-no records and no error, and takes commits past its end from a member it does not
-know. So the consumer reads such a partition again from its beginning, as Kafka's
-out-of-range reset would, and commits no offset past the log end of the last fetch.
+A new log can appear behind the same address: the embedded in-memory broker restarted
+under a running worker, offsets from 0 again. That broker answers fetches past its end
+with no records and no error, and takes commits from a member it does not know. Two
+signs, both followed:
+- a log that ends before the consumer's position: that partition is read again from
+  its beginning, as Kafka's out-of-range reset would, and no offset past the log end of
+  the last fetch is committed;
+- another cluster id at the address (the embedded broker takes a new one at each
+  start): a new log may already have grown past the position, where a fetch finds
+  records and nothing says they are not the ones after it. Checked with each batch
+  and at each assignment; on a change every assigned partition is read from its
+  beginning (what was ledgered already is dropped as duplicates), committed offsets
+  written before the assignment that followed are not trusted (the worker may have
+  committed old-log positions into the new broker), and dead letters take a log epoch
+  of the new cluster, so the new log's positions do not collide with the old one's.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from mode import Service
 
 from streams.ingest.dedupe import U64
 from streams.ingest.pipeline import IngestPipeline, PreparedBatch, UsageMessage
+from streams.kafka.admin import ClusterIdentity
 from streams.kafka.topics import INGEST_GROUP
 from streams.kafka.tuning import FETCH_MAX_WAIT_MS
 from streams.retrying import until_done
@@ -93,6 +104,12 @@ class UsageConsumer(Service):
         self.failures = 0
         self.lag: dict[tuple[str, int], int] = {}
         self._loops: list[asyncio.Future[Any]] = []
+        self.identity: ClusterIdentity | None = None
+        # The cluster whose logs the positions refer to, and the one the group's
+        # committed offsets were read from at the last assignment.
+        self.cluster_id: str | None = None
+        self.assigned_cluster_id: str | None = None
+        self.log_epoch = settings.log_epoch
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self.consumer is not None else set()
@@ -113,6 +130,8 @@ class UsageConsumer(Service):
             # The embedded broker holds a fetch for its whole max wait (streams/kafka/tuning.py).
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
+        self.identity = ClusterIdentity(self.settings.kafka_bootstrap, f"{INGEST_GROUP}-identity")
+        await self.identity.start()
         self.consumer.subscribe([self.settings.usage_topic], listener=_Rebalance(self))
         await self.consumer.start()
         self._loops = [self.add_future(self._consume()), self.add_future(self._write())]
@@ -137,10 +156,13 @@ class UsageConsumer(Service):
                 )
         if self.consumer is not None:
             await self.consumer.stop()
+        if self.identity is not None:
+            await self.identity.stop()
 
     async def _consume(self) -> None:
         assert self.consumer is not None
         pipeline = self.pipeline = await self.open_pipeline()
+        pipeline.log_epoch = self.log_epoch
         timeout_ms = int(self.settings.batch_within_seconds * 1000)
         loop = asyncio.get_running_loop()
         next_batch = loop.time()
@@ -153,6 +175,9 @@ class UsageConsumer(Service):
             await self._rewind_past_log_end()
             if not records:
                 continue
+            # These records may be the new log's, from the old position on: they are
+            # ledgered all the same, and the new log is read again from its start.
+            await self._until_done(self._follow_cluster)
             self._note_lag(records)
             await self.before_batch()
             batch = pipeline.prepare(_messages(records), self._in_flight())
@@ -223,6 +248,46 @@ class UsageConsumer(Service):
             # Durable but not committed: re-delivered later and dropped as duplicates.
             log.warning("ingest commit failed (%s): the batch will be re-delivered", exc)
 
+    async def _follow_cluster(self) -> None:
+        assert self.identity is not None
+        cluster = await self.identity.cluster_id()
+        if self.cluster_id is not None and cluster != self.cluster_id:
+            self._read_new_log_from_start(cluster)
+            await self._seek_to_beginning(self.assignment())
+        self.cluster_id = cluster
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        await self._until_done(partial(self._check_assigned_cluster, partitions))
+
+    async def _check_assigned_cluster(self, partitions: set[TopicPartition]) -> None:
+        """The group's committed offsets were just read: under a cluster other than at
+        the last assignment, they are not the new log's to trust."""
+        assert self.identity is not None
+        cluster = await self.identity.cluster_id()
+        if self.assigned_cluster_id is not None and cluster != self.assigned_cluster_id:
+            if cluster != self.cluster_id:  # no batch has seen it yet
+                self._read_new_log_from_start(cluster)
+            await self._seek_to_beginning(partitions)
+        self.cluster_id = self.assigned_cluster_id = cluster
+
+    def _read_new_log_from_start(self, cluster: str) -> None:
+        log.warning(
+            "the broker at %s is another cluster (%s, was %s): a new log; reading every "
+            "usage partition from its start",
+            self.settings.kafka_bootstrap,
+            cluster,
+            self.cluster_id,
+        )
+        self.log_epoch = f"{self.settings.log_epoch}/{cluster}"
+        if self.pipeline is not None:
+            self.pipeline.log_epoch = self.log_epoch
+
+    async def _seek_to_beginning(self, partitions: set[TopicPartition]) -> None:
+        assert self.consumer is not None
+        held = [tp for tp in partitions if tp in self.assignment()]
+        if held:
+            await self.consumer.seek_to_beginning(*held)
+
     async def _rewind_past_log_end(self) -> None:
         assert self.consumer is not None
         # A high-water mark is known once a fetch answered, so the position is valid.
@@ -242,9 +307,7 @@ class UsageConsumer(Service):
                     position,
                 )
                 past_end.append(tp)
-        held = [tp for tp in past_end if tp in self.assignment()]
-        if held:
-            await self.consumer.seek_to_beginning(*held)
+        await self._seek_to_beginning(set(past_end))
 
     async def _until_done(self, step: Callable[[], Awaitable[None]]) -> None:
         """The sink retries its own writes for ever; this covers the rest (publishing).
@@ -277,6 +340,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("usage partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        await self.owner.assigned(set(assigned))
         self.owner.on_assigned()
 
 

@@ -1,8 +1,12 @@
-"""`SilencingProxy`: a TCP proxy in front of the real broker that, once armed, lets the
-next Produce request of a chosen client through and then forwards nothing more to that
-connection: the broker answered, the client never hears. Kafka frames are a 4-byte
-big-endian size and a body; a request body starts with api_key (int16), api_version
-(int16), correlation_id (int32) and client_id (int16 length, bytes)."""
+"""`SilencingProxy`: a TCP proxy in front of the real broker with two faults for a chosen
+client (by client id prefix):
+- once armed, it lets the client's next Produce request through and then forwards
+  nothing more to that connection: the broker answered, the client never hears;
+- while held, every request of the client waits in the proxy (on every connection, new
+  ones included) and goes on, in order, once released: the client is stalled, not cut.
+Kafka frames are a 4-byte big-endian size and a body; a request body starts with
+api_key (int16), api_version (int16), correlation_id (int32) and client_id (int16
+length, bytes)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import asyncio
 import contextlib
 import struct
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 PRODUCE = 0
 
@@ -22,6 +28,8 @@ class SilencingProxy:
     client_prefix: bytes  # whose connection to silence (Faust's clients: b"faust")
     silenced: list[int] = field(default_factory=list)  # correlation ids never answered
     _armed: threading.Event = field(default_factory=threading.Event)
+    _held: bool = False
+    _released: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
 
@@ -52,6 +60,26 @@ class SilencingProxy:
     def arm(self) -> None:
         self._armed.set()
 
+    def hold(self) -> None:
+        """From now on the client's requests wait in the proxy until `release()`."""
+        self._on_loop(self._hold())
+
+    def release(self) -> None:
+        self._on_loop(self._release())
+
+    def _on_loop(self, step: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(step, self._loop).result(10)
+
+    async def _hold(self) -> None:
+        self._held = True
+        self._released = asyncio.Event()
+
+    async def _release(self) -> None:
+        self._held = False
+        if self._released is not None:
+            self._released.set()
+
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.broker_port)
@@ -67,6 +95,7 @@ class SilencingProxy:
         _, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         for pump in pending:
             pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)  # a closed side ends its pump
         for writer in (client_w, broker_w):
             writer.close()
 
@@ -77,12 +106,10 @@ class SilencingProxy:
             frame = await _frame(source)
             api_key, _, correlation_id, id_length = struct.unpack(">hhih", frame[4:14])
             client_id = frame[14 : 14 + max(0, id_length)]
-            if (
-                api_key == PRODUCE
-                and client_id.startswith(self.client_prefix)
-                and self._armed.is_set()
-                and not silent.is_set()
-            ):
+            ours = client_id.startswith(self.client_prefix)
+            if ours and self._held and self._released is not None:
+                await self._released.wait()
+            if api_key == PRODUCE and ours and self._armed.is_set() and not silent.is_set():
                 self._armed.clear()
                 self.silenced.append(correlation_id)
                 silent.set()

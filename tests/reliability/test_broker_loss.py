@@ -11,11 +11,17 @@ started again on the same port while the worker keeps running.
   answers fetches past its end with no records and no error, and takes commits past
   its end: the worker reads such a partition again from its start and never commits
   past the log's end (streams/ingest/consumer.py).
+- The new broker's log has grown past the worker's positions before its first fetch
+  (the worker's ingest consumer held in a proxy meanwhile): the fetch at the old
+  position finds records; the new cluster id tells the worker the log is new, and it
+  reads it from its start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import signal
@@ -27,6 +33,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.embedded.broker import EmbeddedBroker
+from streams.kafka.topics import INGEST_GROUP
+from streams.ports import free_port
 from streams.sdk import SpendstreamProducer
 from tests.helpers.waiting import WaitTimeout, wait_for
 from tests.reliability.conftest import (
@@ -39,6 +48,7 @@ from tests.reliability.conftest import (
     publish_positions,
     targets_of,
 )
+from tests.reliability.silencing_proxy import SilencingProxy
 
 # Several stack restarts (~2 min): run by `make reliability` only. The strict xfails
 # pin the open bugs of docs/reliability.md's broker-restart findings (issue 16).
@@ -338,14 +348,87 @@ def test_the_worker_never_commits_past_the_new_log_end(shorter_log: dict[str, An
         )
 
 
+# -- a new log that grew past the old positions before the worker's first fetch ------
+
+
+@pytest.fixture(scope="module")
+def grown_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """400 events consumed (about 100 per usage partition). The worker's ingest consumer
+    is then held in a proxy (its requests wait, its connections stay up) while the
+    broker is restarted under it and 1,200 new events fill the new log far past every
+    position the worker holds; then it is released. Its first fetch from the new log
+    asks for its old position, where the new log has records: nothing in the fetch
+    answer tells it the log is a new one."""
+    data_dir = tmp_path_factory.mktemp("grown-log") / "data"
+    data_dir.mkdir()
+    proxy = SilencingProxy(free_port(), free_port(), client_prefix=INGEST_GROUP.encode())
+    proxy.start()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            "streams.embedded.stack.EmbeddedBroker",
+            functools.partial(
+                EmbeddedBroker, port=proxy.broker_port, advertised_port=proxy.listen_port
+            ),
+        )
+        stack = FaultStack(data_dir)
+    try:
+        old = make_events(400, seed=921, prefix="grown-old-")
+        new = make_events(1_200, seed=922, prefix="grown-new-")
+        stack.publish([orjson.dumps(e) for e in old])
+        stack.wait_consumed()
+        wait_for(lambda: len(stack.ledger_rows_by_id("grown-old-%")) == len(old), timeout=60)
+        consumed = dict(stack.targets)
+        proxy.hold()
+        try:
+            kill_broker(stack)
+            restart_broker(stack)
+            stack.publish([orjson.dumps(e) for e in new])
+            new_log_ends = dict(stack.targets)
+        finally:
+            proxy.release()
+        with contextlib.suppress(WaitTimeout):
+            wait_for(lambda: len(stack.ledger_rows_by_id("grown-new-%")) >= len(new), timeout=120)
+        yield {
+            "stack": stack,
+            "new": new,
+            "consumed_from_old_log": consumed,
+            "new_log_ends": new_log_ends,
+            "ledgered": stack.ledger_rows_by_id("grown-new-%"),
+        }
+    finally:
+        stack.stop()
+        proxy.stop()
+
+
+def test_the_worker_reads_a_new_log_grown_past_its_position_from_its_start(
+    grown_log: dict[str, Any],
+) -> None:
+    run = grown_log
+    old, ends = run["consumed_from_old_log"], run["new_log_ends"]
+    if not all(ends.get(p, 0) > position for p, position in old.items()):
+        raise RuntimeError(f"the new log must end past the old positions: {old} {ends}")
+    new = {e["request_id"] for e in run["new"]}
+    Tally(
+        "broker restarted, new log grown past the old positions before the first fetch",
+        events_in=len(new),
+        events_out=len(new & set(run["ledgered"])),
+        lost=len(new - set(run["ledgered"])),
+        double_counted=sum(n - 1 for n in run["ledgered"].values()),
+        extra={"old positions": old, "new ends": ends},
+    ).report()
+    assert len(new - set(run["ledgered"])) == 0
+    assert all(n == 1 for n in run["ledgered"].values())
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
     reason="open bug, docs/reliability.md finding 4, issue 16: after a broker restart under "
-    "a running worker the in-stream tables skip "
-    "events: the spend agent's high-water marks per (tenant, source partition) in "
-    "streams/spend/tables.py (and its costed-topic positions) refer to the old log, whose "
-    "offsets restart at 0 on the new in-memory broker",
+    "a running worker the in-stream tables skip events: the ingest consumer reads the new "
+    "log from its start (new cluster id) and ledgers it, but the costed events carry only "
+    "their source (partition, offset), and the spend agent's high-water marks per (tenant, "
+    "source partition) in streams/spend/tables.py refer to the old log, whose offsets "
+    "restart at 0 on the new in-memory broker",
 )
 def test_in_stream_totals_equal_the_ledger_after_a_broker_restart(
     shorter_log: dict[str, Any],
@@ -368,19 +451,12 @@ def require_complete_ledger(run: dict[str, Any]) -> None:
         raise IncompleteLedger("the worker missed events after the broker restart")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="open bug, docs/reliability.md finding 4, issue 16: dead letters are keyed "
-    "(log_epoch, topic, partition, offset, element_index) "
-    "and a worker that lives through a restart of the in-memory broker keeps its log_epoch "
-    "while offsets start again at 0: the new dead letter at an old position is dropped as a "
-    "duplicate insert (streams/ledger/sink.py dedup token) or replaced under FINAL "
-    "(sql/002_dead_letters.sql ORDER BY)",
-)
 def test_dead_letters_before_and_after_a_broker_restart_are_both_kept(
     shorter_log: dict[str, Any],
 ) -> None:
+    """Dead letters are keyed (log_epoch, topic, partition, offset, element_index): the
+    worker takes a log epoch of the new cluster when the broker's cluster id changes, so
+    the new log's dead letter at the old one's position is a row of its own."""
     stack: FaultStack = shorter_log["stack"]
     before, after = shorter_log["poison_positions"]
     require_complete_ledger(shorter_log)
