@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import struct
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pytest
+
+from streams.embedded.broker import EmbeddedBroker
+from tests.reliability.conftest import FaultStack
 
 PRODUCE = 0
 
@@ -125,6 +132,19 @@ class SilencingProxy:
                 continue  # read and dropped: the connection stays open and says nothing
             sink.write(frame)
             await sink.drain()
+
+
+def fault_stack_behind(proxy: SilencingProxy, data_dir: Path) -> FaultStack:
+    """A `FaultStack` whose broker advertises the proxy: every client, the worker's
+    included, reaches the broker through it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            "streams.embedded.stack.EmbeddedBroker",
+            functools.partial(
+                EmbeddedBroker, port=proxy.broker_port, advertised_port=proxy.listen_port
+            ),
+        )
+        return FaultStack(data_dir)
 
 
 async def _frame(reader: asyncio.StreamReader) -> bytes:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -33,7 +32,6 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.embedded.broker import EmbeddedBroker
 from streams.kafka.topics import INGEST_GROUP
 from streams.ports import free_port
 from streams.sdk import SpendstreamProducer
@@ -48,7 +46,7 @@ from tests.reliability.conftest import (
     publish_positions,
     targets_of,
 )
-from tests.reliability.silencing_proxy import SilencingProxy
+from tests.reliability.silencing_proxy import SilencingProxy, fault_stack_behind
 
 # Several stack restarts (~2 min): run by `make reliability` only. The strict xfails
 # pin the open bugs of docs/reliability.md's broker-restart findings (issue 16).
@@ -363,14 +361,7 @@ def grown_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     data_dir.mkdir()
     proxy = SilencingProxy(free_port(), free_port(), client_prefix=INGEST_GROUP.encode())
     proxy.start()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            "streams.embedded.stack.EmbeddedBroker",
-            functools.partial(
-                EmbeddedBroker, port=proxy.broker_port, advertised_port=proxy.listen_port
-            ),
-        )
-        stack = FaultStack(data_dir)
+    stack = fault_stack_behind(proxy, data_dir)
     try:
         old = make_events(400, seed=921, prefix="grown-old-")
         new = make_events(1_200, seed=922, prefix="grown-new-")

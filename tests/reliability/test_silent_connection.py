@@ -9,18 +9,16 @@ in-stream totals are exact."""
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from streams.embedded.broker import EmbeddedBroker
 from streams.ports import free_port
 from streams.runtime.faust_config import PRODUCER_REQUEST_TIMEOUT_SECONDS
 from tests.reliability.conftest import Expectation, FaultStack, make_events, tally_ledger
-from tests.reliability.silencing_proxy import SilencingProxy
+from tests.reliability.silencing_proxy import SilencingProxy, fault_stack_behind
 
 pytestmark = pytest.mark.integration
 
@@ -34,20 +32,14 @@ def publish(stack: FaultStack, events: list[dict[str, object]]) -> None:
 
 
 def test_a_producer_connection_that_stops_answering_costs_one_request_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     prefix = "silent-"
     events = make_events(FIRST + SECOND, seed=91, prefix=prefix)
     proxy = SilencingProxy(free_port(), free_port(), client_prefix=b"faust").start()
-    monkeypatch.setattr(
-        "streams.embedded.stack.EmbeddedBroker",
-        functools.partial(
-            EmbeddedBroker, port=proxy.broker_port, advertised_port=proxy.listen_port
-        ),
-    )
-    stack = FaultStack(data_dir)
+    stack = fault_stack_behind(proxy, data_dir)
     try:
         assert stack.bootstrap.endswith(f":{proxy.listen_port}")
         publish(stack, events[:FIRST])
