@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-scenarios test-containers reliability lint bench clean
+.PHONY: install run test test-containers reliability lint bench clean
 
 install: $(STAMP)
 
@@ -19,11 +19,7 @@ run: install
 	$(BIN)/spendstream dev --simulate --rate 0.3 --backfill 14d
 
 test: install
-	$(BIN)/python -m pytest -m "not reliability and not scenarios" -q
-
-# The small alert scenario suite through the real replay (issue 19: not deterministic yet).
-test-scenarios: install
-	$(BIN)/python -m pytest -m scenarios -q -rs
+	$(BIN)/python -m pytest -m "not reliability" -q
 
 test-containers: install
 	$(BIN)/python -m pytest -m containers -q -rs

@@ -36,6 +36,15 @@ never pages, and Monday is compared with a median dominated by weekdays.
 
 Severity: "warning" above k x baseline, "critical" above critical_k x baseline.
 
+Early pages: a spike starting on the hour at 6x crosses 5x only 50 minutes in, so the
+hour is also judged at its projection, the spend so far at the rate so far
+(spend / elapsed fraction of the hour). With guards against a small sample: only once
+`project_after` (10 minutes) of the hour has passed and the spend so far is already
+at least `project_min_ratio` (1.5) x baseline, i.e. the hour has spent more than one
+and a half usual hours (an hourly job that front-loads a usual hour's work does not
+page) and above the spend floor. A projected page is a warning; critical needs the
+spend itself above critical_k x baseline. Its evidence says so (`projected_usd`).
+
 State: at most `max_keys` keys (least recently updated evicted), each with at
 most `lookback_days + 1` days of hourly buckets (8 by default).
 
@@ -71,6 +80,8 @@ from detectors.finding import Finding, Severity
 from detectors.history import HourlyHistory, as_utc, epoch_hour, hour_start
 from detectors.incidents import IncidentBook
 
+HOUR_SECONDS = Decimal(3600)
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -98,6 +109,8 @@ class RollingMedianDetector:
         min_history_hours: int = 24,
         max_keys: int = 10_000,
         resolve_after: timedelta = timedelta(minutes=15),
+        project_after: timedelta = timedelta(minutes=10),
+        project_min_ratio: Decimal = Decimal("1.5"),
     ) -> None:
         self.k = k
         self.critical_k = critical_k
@@ -107,6 +120,8 @@ class RollingMedianDetector:
         self.min_history_hours = min_history_hours
         self.max_keys = max_keys
         self.resolve_after = resolve_after
+        self.project_after = project_after
+        self.project_min_ratio = project_min_ratio
         # One extra day beyond the baseline, so late events for yesterday's
         # hours can still be judged against their own full baseline.
         self._lookback_hours = lookback_days * 24
@@ -146,6 +161,16 @@ class RollingMedianDetector:
         baseline = self._baseline(key, epoch_hour(hour))
         return None if baseline is None else self.k * self._level(baseline)
 
+    def watch_from(self, key: str, hour: datetime) -> Decimal | None:
+        """The spend so far from which the hour containing `hour` may breach, at its
+        total or its projection (an hour's total only grows: below this at its last
+        call, it breached at none of them); None without history."""
+        baseline = self._baseline(key, epoch_hour(hour))
+        if baseline is None:
+            return None
+        level = self._level(baseline)
+        return max(self.spend_floor_usd, min(self.k, self.project_min_ratio) * level)
+
     def score_one(self, key: str, hour: datetime, spend: Decimal) -> float:
         """Spend divided by the baseline: above `k` is anomalous. 0.0 without history."""
         baseline = self._baseline(key, epoch_hour(hour))
@@ -159,14 +184,33 @@ class RollingMedianDetector:
         h = epoch_hour(hour)
         baseline = self._baseline(key, h)
         severity = self._severity(spend, baseline)
+        projected = None
+        if severity is None and baseline is not None:
+            projected = self._projection(spend, baseline, as_utc(hour) - hour_start(h))
+            severity = None if projected is None else "warning"
         if severity is None or baseline is None:
             return None
         return self._incidents.breach(
             key,
             h,
             severity,
-            lambda start: self._finding(key, start, as_utc(hour), spend, baseline, severity),
+            lambda start: self._finding(
+                key, start, as_utc(hour), spend, baseline, severity, projected
+            ),
         )
+
+    def _projection(self, spend: Decimal, baseline: Baseline, elapsed: timedelta) -> Decimal | None:
+        """The hour's spend at the rate so far, if that breaches and the sample is large
+        enough to say so (see the module's "Early pages"); else None."""
+        level = self._level(baseline)
+        if (
+            elapsed < self.project_after
+            or spend < self.spend_floor_usd
+            or spend < self.project_min_ratio * level
+        ):
+            return None
+        projected = spend * HOUR_SECONDS / Decimal(elapsed.total_seconds())
+        return projected if projected > self.k * level else None
 
     def is_resolved(self, key: str, now: datetime) -> bool:
         """Whether `key` has no open incident or its condition has cleared at `now`.
@@ -238,10 +282,24 @@ class RollingMedianDetector:
         spend: Decimal,
         baseline: Baseline,
         severity: Severity,
+        projected: Decimal | None = None,
     ) -> Finding:
         h = epoch_hour(as_of)
         level = self._level(baseline)
         ratio = spend / level
+        elapsed = as_of - hour_start(h)
+        on_course = (
+            ""
+            if projected is None
+            else f", on course for ${projected:,.2f} ({projected / level:.1f}x) at its rate "
+            f"over the first {elapsed.total_seconds() / 60:.0f} minutes"
+        )
+        evidence: dict[str, object] = {}
+        if projected is not None:
+            evidence = {
+                "projected_usd": projected.quantize(Decimal("0.01")),
+                "elapsed_minutes": round(elapsed.total_seconds() / 60, 1),
+            }
         return Finding(
             detector=self.name,
             key=key,
@@ -250,7 +308,7 @@ class RollingMedianDetector:
             severity=severity,
             summary=(
                 f"{key} spent ${spend:,.2f} in the hour from {hour_start(h):%Y-%m-%d %H:00} UTC, "
-                f"{ratio:.1f}x its usual hourly ${level:,.2f}"
+                f"{ratio:.1f}x its usual hourly ${level:,.2f}{on_course}"
             ),
             value=spend,
             threshold=self.k * level,
@@ -266,5 +324,6 @@ class RollingMedianDetector:
                 "active_hours": baseline.active_hours,
                 "ratio": float(ratio),
                 "k": self.k,
+                **evidence,
             },
         )

@@ -84,6 +84,10 @@ class RollingMedianParams(_DetectorParams):
     min_history_hours: int = Field(default=24, ge=1)  # a tenant's first day has no baseline
     max_keys: int = Field(default=10_000, ge=1)
     resolve_after: ResolveAfter = timedelta(minutes=15)
+    # Judge the hour at its projection once this much of it passed and it has spent
+    # project_min_ratio x the usual hour (a small sample projects wildly).
+    project_after: ResolveAfter = timedelta(minutes=10)
+    project_min_ratio: Ratio = Decimal("1.5")
 
     @model_validator(mode="after")
     def _critical_above_warning(self) -> RollingMedianParams:

@@ -33,6 +33,7 @@ RESOLVING = CORRELATED - {"run_cost"}
 # first costed list is counted, before the detectors are asked whether it still holds:
 # they have not seen the hour's new calls yet.
 RESTORED_GRACE = timedelta(seconds=30)
+MILLISECOND = timedelta(milliseconds=1)
 
 
 @dataclass
@@ -40,6 +41,15 @@ class TenantIncident:
     severity: str  # the highest severity paged for it
     paged: list[str] = field(default_factory=list)  # fingerprints to resolve at the end
     open_keys: set[tuple[str, str]] = field(default_factory=set)  # (detector, key) not cleared
+
+
+def _instant(finding: Finding) -> datetime:
+    """When the finding's condition was seen: its `as_of` (the newest event time
+    counted), else the start of its window."""
+    as_of = finding.evidence.get("as_of")
+    if isinstance(as_of, str):
+        return datetime.fromisoformat(as_of)
+    return as_of if isinstance(as_of, datetime) else finding.window_start
 
 
 def finding_tenant(finding: Finding) -> str:
@@ -107,15 +117,21 @@ class IncidentPolicy:
     def on_findings(self, findings: list[Finding], now: datetime) -> list[Alert]:
         """The alert states to send for these findings (triggered or escalated)."""
         self.findings += len(findings)
-        alerts = []
-        # Most severe first (stable): of one batch's findings, the most severe opens the
-        # tenant's incident and the rest join it, so it pages once at its real severity.
-        for finding in sorted(findings, key=lambda f: -SEVERITY_RANK[f.severity]):
+        alerts: list[Alert] = []
+        # In event-time order, the most severe first among those of one instant: of
+        # findings at once, the most severe opens the tenant's incident and the rest
+        # join it, so it pages once at its real severity; an earlier warning still pages
+        # first, whether the list held a minute of calls or (a replay) the whole hour.
+        for finding in sorted(findings, key=lambda f: (_instant(f), -SEVERITY_RANK[f.severity])):
             tenant = finding_tenant(finding)
             correlated = bool(tenant) and finding.detector in CORRELATED
             if correlated and self._joins_open_incident(tenant, finding, now):
                 continue
-            alert = self.lifecycle.observe(finding, now)
+            # The states one list decides are recorded a millisecond apart, in the order
+            # decided: an escalation decided with its trigger (a replay's list may hold
+            # the whole hour) would otherwise share the alerts table's key
+            # (fingerprint, state, recorded_at) with it and replace it.
+            alert = self.lifecycle.observe(finding, now + len(alerts) * MILLISECOND)
             if alert is None:
                 continue
             self.alerts_sent += 1

@@ -10,6 +10,7 @@ dimension's distinct values per hour instead of the spend query.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -90,11 +91,24 @@ class SpendMonitor:
         spike = d.spike_cause.model_dump(exclude={"rate_floor"})
         self.cause = SpikeCauseClassifier(**spike)
 
-    def learn_history(self, tables: SpendTables) -> int:
+    def learn_history(self, tables: SpendTables, judged: Iterable[TouchedKey] = ()) -> int:
         """Feed every hourly bucket already in the tables: recovered from their changelogs
-        or read from the ledger at start (the baselines follow from them)."""
+        or read from the ledger at start (the baselines follow from them).
+
+        The buckets of `judged` (those the list being observed changed) are left to the
+        observation, which feeds them hour by hour in event-time order: learned here,
+        a list holding days of a tenant's calls (a replay) would put its last hours in
+        the history before its first ones were judged. Their baselines would then be
+        cut to the retention counted back from the last hour, and each hour judged at
+        its final total instead of its running one: the false pages of issue 19."""
+        skip = {
+            SEP.join((t.tenant_id, t.dim, t.value, str(int(t.hour.timestamp()) // HOUR)))
+            for t in judged
+        }
         learned = 0
         for key, bucket in tables.hourly_buckets():
+            if key in skip:
+                continue
             tenant_id, dim, value, hour_text = key.split(SEP, 3)
             hour = datetime.fromtimestamp(int(hour_text) * HOUR, UTC)
             dkey = detector_key(dim, tenant_id, value)
@@ -107,7 +121,7 @@ class SpendMonitor:
 
     def observe(self, tables: SpendTables, tenant_id: str, result: BatchResult) -> list[Finding]:
         if not self._learned:
-            self.learn_history(tables)
+            self.learn_history(tables, result.touched)
         findings: list[Finding] = []
         overflowing: list[TouchedKey] = []
         # The list's rows per event-time hour, in event-time order: a spend figure is
@@ -117,7 +131,8 @@ class SpendMonitor:
             by_hour.setdefault(int(row["timestamp"].timestamp()) // HOUR, []).append(row)
         for rows in by_hour.values():
             rows.sort(key=lambda row: row["timestamp"])
-        for touched in result.touched:
+        # Hour by hour: each hour is judged against the hours before it, complete.
+        for touched in sorted(result.touched, key=lambda t: t.hour):
             if touched.value == OVERFLOW and touched.dim != "tenant":
                 overflowing.append(touched)
             bucket = tables.hour_bucket(tenant_id, touched.dim, touched.value, touched.hour)
@@ -248,11 +263,12 @@ class SpendMonitor:
         self, key: str, hour: datetime, spend: Decimal, rows: list[dict[str, Any]]
     ) -> list[tuple[datetime, Decimal]]:
         """(event time, the hour's total then) to judge: the final total alone when it
-        does not breach, else every row's running total, so the alert names the instant
+        cannot breach (below where the detector starts to look, at its total or its
+        projection), else every row's running total, so the alert names the instant
         and the figure at which the hour crossed (the same for any list boundaries)."""
         as_of = rows[-1]["timestamp"] if rows else hour
-        threshold = self.rolling.threshold(key, hour)
-        if threshold is None or spend <= threshold or spend < self.rolling.spend_floor_usd:
+        watch_from = self.rolling.watch_from(key, hour)
+        if watch_from is None or spend < watch_from:
             return [(as_of, spend)]
         running = spend - sum((row["cost"] for row in rows), Decimal(0))
         totals = []

@@ -198,3 +198,54 @@ def test_a_smaller_total_for_an_hour_already_held_is_not_learned() -> None:
     baseline = detector.baseline(KEY, hour(48))
     assert baseline is not None and baseline.median == Decimal(2)
     assert detector.update(KEY, hour(48), Decimal(4)) is None
+
+
+def steady_history(detector: RollingMedianDetector, amount: str = "2.00") -> None:
+    for n in range(48):
+        detector.learn_one(KEY, hour(n), Decimal(amount))
+
+
+def test_an_hour_on_course_to_breach_pages_early_as_a_warning() -> None:
+    """8x the usual rate from the hour's start: $4.00 after 15 minutes (2x a usual hour
+    already) projects to $16 > 5 x $2: paged a quarter of the way in, not at 38 minutes."""
+    detector = RollingMedianDetector()
+    steady_history(detector)
+    at = hour(48) + timedelta(minutes=15)
+    finding = detector.update(KEY, at, Decimal("4.00"))
+    assert finding is not None and finding.severity == "warning"
+    assert finding.evidence["projected_usd"] == Decimal("16.00")
+    assert finding.evidence["elapsed_minutes"] == 15.0
+    assert finding.value == Decimal("4.00") and finding.threshold == Decimal("10.00")
+    assert "on course for $16.00 (8.0x) at its rate over the first 15 minutes" in finding.summary
+    # Critical still needs the spend itself over 10x.
+    assert detector.update(KEY, at + timedelta(minutes=10), Decimal("12.00")) is None
+    escalated = detector.update(KEY, at + timedelta(minutes=40), Decimal("20.01"))
+    assert escalated is not None and escalated.severity == "critical"
+    assert "projected_usd" not in escalated.evidence
+
+
+def test_no_projection_from_a_small_sample() -> None:
+    cases = [
+        (9, "5.00"),  # 9 minutes in: too little of the hour, however fast it spends
+        (10, "2.90"),  # a usual hour's work in the first 10 minutes (an hourly job): < 1.5x
+        (40, "6.00"),  # 1.5 usual hours spent, at a rate that projects under 5x
+    ]
+    for minutes, spend in cases:
+        detector = RollingMedianDetector()
+        steady_history(detector)
+        assert detector.update(KEY, hour(48) + timedelta(minutes=minutes), Decimal(spend)) is None
+
+
+def test_no_projection_under_the_spend_floor() -> None:
+    """A $0.30-an-hour key spending
+    $0.90 in 10 minutes projects to $5.40, 18x, but $0.90 is under the $1 floor."""
+    detector = RollingMedianDetector()
+    steady_history(detector, "0.30")
+    assert detector.update(KEY, hour(48) + timedelta(minutes=10), Decimal("0.90")) is None
+
+
+def test_watch_from_is_where_a_total_or_its_projection_can_breach() -> None:
+    detector = RollingMedianDetector()
+    assert detector.watch_from(KEY, hour(48)) is None
+    steady_history(detector)
+    assert detector.watch_from(KEY, hour(48)) == Decimal("3.00")  # 1.5 x $2.00

@@ -1,0 +1,115 @@
+"""The spend monitor decides by event time, whatever the lists the worker takes the
+rows in: two weeks of an office-hours tenant and a steady tenant that spikes once,
+counted in lists of 25 rows, of one hour, and all at once (a replay hands the worker
+days of a tenant's calls in one list), give the same findings with the same figures.
+
+Before: the monitor learned the tables' buckets, the list's own included, at its first
+list. Given two weeks at once, the history held the last days first and the retention
+cut the first week off; every hour was judged at its final total against a baseline of
+a weekend's quiet hours, and the office-hours tenant was paged on Monday morning (issue
+19's control pages, in whichever tenant came first)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from schemas.spend_config import SpendConfig
+from streams.spend.monitor import SpendMonitor
+from streams.spend.tables import SpendTables
+
+MONDAY = datetime(2026, 11, 2, tzinfo=UTC)
+DAYS = 14
+SPIKE = MONDAY + timedelta(days=12, hours=14)
+
+
+def hour_calls(tenant: str, at: datetime, rng: random.Random) -> int:
+    if tenant == "steady":
+        return 24 if SPIKE <= at < SPIKE + timedelta(hours=1) else 2
+    if at.weekday() >= 5 or not 8 <= at.hour < 19:
+        return 1  # a call every quiet hour: a weekend's baseline is a call an hour
+    return rng.randint(8, 12)
+
+
+def costed_rows(tenant: str) -> list[dict[str, Any]]:
+    rng = random.Random(tenant)
+    rows = []
+    for n in range(DAYS * 24):
+        at = MONDAY + timedelta(hours=n)
+        calls = hour_calls(tenant, at, rng)
+        for i in range(calls):
+            rows.append(
+                {
+                    "request_id": f"{tenant}-{n}-{i}",
+                    "timestamp": (at + timedelta(seconds=3600 * i // calls)).isoformat(),
+                    "tenant_id": tenant,
+                    "team_id": "core",
+                    "workflow_id": "answer",
+                    "workflow_run_id": "",
+                    "user_id": f"u{i % 5}",
+                    "provider": "openai",
+                    "model": "gpt-4o",
+                    "input_tokens": 60_000,
+                    "output_tokens": 4_000,
+                    "request_count": 1,
+                    "retry_count": 0,
+                    "retry_of": "",
+                    "status_code": 200,
+                    "latency_ms": 900,
+                    "cost_usd": "0.19",
+                    "cost_status": "priced",
+                    "source_partition": 0,
+                    "source_offset": len(rows),
+                }
+            )
+    return rows
+
+
+def findings_in_lists(size: int) -> list[tuple[Any, ...]]:
+    config = SpendConfig.model_validate({"detectors": {"online": {"enabled": False}}})
+    tables, monitor = SpendTables({}, {}, {}), SpendMonitor(config)
+    found = []
+    for tenant in ("office", "steady"):
+        rows = costed_rows(tenant)
+        for start in range(0, len(rows), size):
+            result = tables.apply(tenant, rows[start : start + size])
+            for f in monitor.observe(tables, tenant, result):
+                found.append(
+                    (
+                        f.detector,
+                        f.key,
+                        f.window_start,
+                        f.severity,
+                        f.evidence.get("as_of"),
+                        f.value,
+                        f.evidence.get("cause"),
+                    )
+                )
+    return sorted(found, key=str)
+
+
+def test_findings_do_not_depend_on_how_the_rows_are_split_into_lists() -> None:
+    in_25s = findings_in_lists(25)
+    assert in_25s == findings_in_lists(10)
+    assert in_25s == findings_in_lists(10**6)  # each tenant's two weeks in one list
+
+
+def test_the_office_tenant_is_never_paged_and_the_spike_is_at_its_crossing() -> None:
+    found = findings_in_lists(10**6)
+    assert {key for _, key, *_ in found} <= {
+        "tenant:steady",
+        "tenant:steady/workflow:answer",
+        "tenant:steady/team:core",
+        "tenant:steady/model:gpt-4o",
+    }
+    tenant_page = [f for f in found if f[1] == "tenant:steady" and f[0] == "rolling_median"]
+    assert tenant_page, found
+    # Judged at each call's running total: a warning at the first call over the $1
+    # floor (6 calls, 12.5 minutes in, on course for $5.47 > 5 x $0.38) and critical at
+    # the first over 10 x, not both at the hour's final $4.56.
+    assert [(f[2], f[3], f[5]) for f in sorted(tenant_page, key=lambda f: f[5])] == [
+        (SPIKE, "warning", Decimal("1.14")),
+        (SPIKE, "critical", Decimal("3.99")),
+    ]
