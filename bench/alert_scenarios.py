@@ -316,6 +316,7 @@ def score(scenarios: list[Scenario], alerts: list[dict[str, Any]], days: int) ->
     true_pages = false_pages = control_pages = 0
     detected = causes_right = causes_judged = 0
     delays: list[float] = []
+    delays_by_kind: dict[str, list[float]] = {}
     incidents = controls = 0
     misses: list[str] = []
     false_list: list[str] = []
@@ -349,7 +350,9 @@ def score(scenarios: list[Scenario], alerts: list[dict[str, Any]], days: int) ->
                 misses.append(tenant.tenant_id)
                 continue
             detected += 1
-            delays.append(max(0.0, (_paged_at(after[0]) - tenant.start).total_seconds() / 60))
+            delay = max(0.0, (_paged_at(after[0]) - tenant.start).total_seconds() / 60)
+            delays.append(delay)
+            delays_by_kind.setdefault(tenant.kind, []).append(delay)
             causes_judged += 1
             if any(_expected(tenant, p) for p in after[:3]):
                 causes_right += 1
@@ -370,6 +373,10 @@ def score(scenarios: list[Scenario], alerts: list[dict[str, Any]], days: int) ->
         "p95_minutes_to_page": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1)
         if ordered
         else None,
+        "median_minutes_to_page_by_kind": {
+            kind: round(statistics.median(found), 1)
+            for kind, found in sorted(delays_by_kind.items())
+        },
         "control_pages": control_pages,
         "control_pages_per_tenant_week": round(control_pages / (controls * days / 7), 3)
         if controls

@@ -457,6 +457,12 @@ def scenario_rows(result: Run) -> list[Row]:
             row.notes.append("missed: " + ", ".join(data["missed"]))
         if target.startswith("T9a") and data.get("false_pages"):
             row.notes.append("false pages: " + "; ".join(data["false_pages"]))
+        if target.startswith("T9d") and data.get("median_minutes_to_page_by_kind"):
+            by_kind = data["median_minutes_to_page_by_kind"].items()
+            row.notes.append(
+                "median minutes by incident kind: "
+                + ", ".join(f"{kind} {minutes}" for kind, minutes in by_kind)
+            )
         if target.startswith("T9c") and data.get("wrong_causes"):
             row.notes.append(
                 "first pages without the expected cause: " + "; ".join(data["wrong_causes"])

@@ -18,8 +18,9 @@ requests, proportionally more retries) is not a storm:
 - `retry_rate`: retries per request / the baseline's (at least `rate_floor`)
   >= `surge_factor`, with at least `min_retries` retries in the hour;
 - `error_rate`: the same for errors, with at least `min_errors`;
-- `requests_per_user`: requests per distinct user / the baseline's >=
-  `amplification`, with at least `min_requests` requests. A loop or a retry
+- `requests_per_user`: requests per distinct user / the baseline period's (its
+  requests over its hours' users, pooled) >= `amplification`, with at least
+  `min_requests` requests. A loop or a retry
   storm multiplies requests while the users stay the same. Skipped when the
   key has no user ids.
 
@@ -92,8 +93,9 @@ class RetryStormDetector:
         self._history: HourlyHistory[WindowStats] = HourlyHistory(
             self._lookback_hours + 24, max_keys
         )
-        # Per key, (hour, active hours, baseline) of its newest hour; see RollingMedianDetector.
-        self._baselines: dict[str, tuple[int, int, WindowStats]] = {}
+        # Per key, (hour, active hours, baseline, requests per user) of its newest hour;
+        # see RollingMedianDetector.
+        self._baselines: dict[str, tuple[int, int, WindowStats, float | None]] = {}
         self._incidents = IncidentBook(max_keys)
 
     def learn_one(self, key: str, hour: datetime, stats: WindowStats) -> None:
@@ -112,8 +114,9 @@ class RetryStormDetector:
 
     def signals(self, key: str, hour: datetime, stats: WindowStats) -> dict[str, float]:
         """Each signal's ratio to the baseline (no minimum counts applied)."""
-        baseline = self._baseline(key, epoch_hour(hour))
-        return {} if baseline is None else self._ratios(stats, baseline)
+        h = epoch_hour(hour)
+        baseline = self._baseline(key, h)
+        return {} if baseline is None else self._ratios(stats, baseline, self._usual_rpu(key, h))
 
     def score_one(self, key: str, hour: datetime, stats: WindowStats) -> float:
         return max(self.signals(key, hour, stats).values(), default=0.0)
@@ -126,14 +129,15 @@ class RetryStormDetector:
         # whatever its ratios (a $0.10-an-hour workflow calling 3.5x as often).
         if baseline is None or stats.cost < self.spend_floor_usd:
             return None
-        tripped = self._tripped(stats, baseline, count_scale=1.0)
+        usual_rpu = self._usual_rpu(key, h)
+        tripped = self._tripped(stats, baseline, usual_rpu, count_scale=1.0)
         if not tripped:
             return None
         return self._incidents.breach(
             key,
             h,
             self.severity,
-            lambda start: self._finding(key, start, h, stats, baseline, tripped),
+            lambda start: self._finding(key, start, h, stats, baseline, usual_rpu, tripped),
         )
 
     def is_resolved(self, key: str, now: datetime) -> bool:
@@ -154,22 +158,29 @@ class RetryStormDetector:
             return False
         # Rates need no projection; the minimum counts shrink with the part of
         # the hour elapsed, so a storm still running early in the hour counts.
-        return bool(self._tripped(stats, baseline, count_scale=elapsed_fraction))
+        usual_rpu = self._usual_rpu(key, h)
+        return bool(self._tripped(stats, baseline, usual_rpu, count_scale=elapsed_fraction))
 
-    def _ratios(self, stats: WindowStats, baseline: WindowStats) -> dict[str, float]:
+    def _ratios(
+        self, stats: WindowStats, baseline: WindowStats, base_rpu: float | None
+    ) -> dict[str, float]:
         ratios = {
             "retry_rate": stats.retry_rate / max(baseline.retry_rate, self.rate_floor),
             "error_rate": stats.error_rate / max(baseline.error_rate, self.rate_floor),
         }
-        rpu, base_rpu = stats.requests_per_user, baseline.requests_per_user
+        rpu = stats.requests_per_user
         if rpu is not None and base_rpu:
             ratios["requests_per_user"] = rpu / base_rpu
         return ratios
 
     def _tripped(
-        self, stats: WindowStats, baseline: WindowStats, count_scale: float
+        self,
+        stats: WindowStats,
+        baseline: WindowStats,
+        usual_rpu: float | None,
+        count_scale: float,
     ) -> dict[str, float]:
-        ratios = self._ratios(stats, baseline)
+        ratios = self._ratios(stats, baseline, usual_rpu)
         tripped = {}
         if (
             stats.retries >= self.min_retries * count_scale
@@ -190,16 +201,31 @@ class RetryStormDetector:
         return tripped
 
     def _baseline(self, key: str, h: int) -> WindowStats | None:
+        active, baseline, _ = self._period(key, h)
+        return baseline if active >= self.min_history_hours else None
+
+    def _usual_rpu(self, key: str, h: int) -> float | None:
+        return self._period(key, h)[2]
+
+    def _period(self, key: str, h: int) -> tuple[int, WindowStats, float | None]:
+        """(active hours, the median hour, requests per user) of the baseline period.
+
+        Requests per user is the period's requests over the sum of each hour's users,
+        not the median hour's requests over its median users: the two medians come from
+        different hours (a quiet hour's one call by one user, a busy hour's users), and
+        their ratio made a busy hour of ordinary growth read as users calling 4x as
+        often (a genuine adoption paged as a retry storm)."""
         cached = self._baselines.get(key)
         if cached is not None and cached[0] == h:
-            active, baseline = cached[1], cached[2]
-        else:
-            past = [s for _, s in self._history.between(key, h - self._lookback_hours, h)]
-            active = sum(1 for s in past if s.requests > 0)
-            baseline = WindowStats.median_of(past)
-            if cached is None or h >= cached[0]:
-                self._baselines[key] = (h, active, baseline)
-        return baseline if active >= self.min_history_hours else None
+            return cached[1], cached[2], cached[3]
+        past = [s for _, s in self._history.between(key, h - self._lookback_hours, h)]
+        active = [s for s in past if s.requests > 0]
+        baseline = WindowStats.median_of(active)
+        users = sum(s.distinct_users for s in active)
+        rpu = sum(s.requests for s in active) / users if users else None
+        if cached is None or h >= cached[0]:
+            self._baselines[key] = (h, len(active), baseline, rpu)
+        return len(active), baseline, rpu
 
     def _finding(
         self,
@@ -208,6 +234,7 @@ class RetryStormDetector:
         h: int,
         stats: WindowStats,
         baseline: WindowStats,
+        usual_rpu: float | None,
         tripped: dict[str, float],
     ) -> Finding:
         # The headline is the strongest signal; all tripped ones go in evidence.
@@ -216,7 +243,7 @@ class RetryStormDetector:
         signal, ratio = max(tripped.items(), key=lambda item: item[1])
         if signal == "requests_per_user":
             value = stats.requests
-            usual = (baseline.requests_per_user or 0.0) * stats.distinct_users
+            usual = (usual_rpu or 0.0) * stats.distinct_users
             factor = self.amplification
             what = f"{stats.requests:.0f} requests from {stats.distinct_users:.0f} users"
         elif signal == "retry_rate":
@@ -252,6 +279,7 @@ class RetryStormDetector:
                 "errors": stats.errors,
                 "baseline_requests": baseline.requests,
                 "baseline_distinct_users": baseline.distinct_users,
+                "baseline_requests_per_user": usual_rpu,
                 "baseline_retry_rate": baseline.retry_rate,
                 "baseline_error_rate": baseline.error_rate,
             },

@@ -1,12 +1,14 @@
 """The incident policy: what the spend agent does with detectors' findings.
 
 One incident, one page, per tenant. A runaway loop in one workflow trips the rolling
-median on the tenant, its team, the workflow and the model, the retry-storm detector
-and the run-cost detector at once: six pages for one cause. These detectors' findings
-for a tenant that already has an open incident of at least their severity join that
-incident instead of paging; a more severe one still pages (it reaches PagerDuty).
-Monthly thresholds, forecasts and the online detector are other kinds of news and
-page on their own. After the tenant's incident resolves, the cooldown holds for the
+median on the tenant, its team, the workflow and the model and the retry-storm
+detector at once: five pages for one cause. These detectors' findings for a tenant
+that already has an open incident of at least their severity join that incident
+instead of paging; a more severe one still pages (it reaches PagerDuty). A workflow
+run over its threshold (it names the run and its workflow), the contracted hourly
+budget crossed (a contract), monthly thresholds, forecasts and the online detector
+are other kinds of news and page on their own: folded into the tenant's spike, the
+run was never named (issue 19). After the tenant's incident resolves, the cooldown holds for the
 tenant as the lifecycle holds it for one (detector, key): findings that come back
 within it reopen the incident quietly.
 
@@ -25,10 +27,9 @@ from schemas.alert import SEVERITY_RANK, Alert
 from streams.alerting.lifecycle import AlertLifecycle
 from streams.alerting.query import parse_key
 
-CORRELATED = frozenset({"rolling_median", "contract_hourly", "retry_storm", "run_cost"})
-# Those that resolve (a run's cost never falls): the tenant's incident resolves when
-# every one of these that joined it has cleared.
-RESOLVING = CORRELATED - {"run_cost"}
+# Both resolve: the tenant's incident resolves when every one of them that joined it
+# has cleared.
+CORRELATED = frozenset({"rolling_median", "retry_storm"})
 # An incident restored from the alerts table at start is held this long, or until the
 # first costed list is counted, before the detectors are asked whether it still holds:
 # they have not seen the hour's new calls yet.
@@ -85,7 +86,7 @@ class IncidentPolicy:
         cooldown = self.lifecycle.cooldown
         for alert in latest.values():
             tenant = alert.tenant_id
-            if not tenant or alert.detector not in RESOLVING:
+            if not tenant or alert.detector not in CORRELATED:
                 continue
             if alert.state == "triggered":
                 incident = self.tenant_incidents.setdefault(tenant, TenantIncident(alert.severity))
@@ -140,28 +141,22 @@ class IncidentPolicy:
                 continue
             incident = self.tenant_incidents.get(tenant)
             if incident is None:
-                if finding.detector not in RESOLVING:
-                    continue  # nothing would ever resolve it: a page of its own
                 incident = self.tenant_incidents[tenant] = TenantIncident(alert.severity)
             if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[incident.severity]:
                 incident.severity = alert.severity
-            if finding.detector in RESOLVING:
-                if alert.fingerprint not in incident.paged:
-                    incident.paged.append(alert.fingerprint)
-                incident.open_keys.add((finding.detector, finding.key))
+            if alert.fingerprint not in incident.paged:
+                incident.paged.append(alert.fingerprint)
+            incident.open_keys.add((finding.detector, finding.key))
         return alerts
 
     def _joins_open_incident(self, tenant: str, finding: Finding, now: datetime) -> bool:
         incident = self.tenant_incidents.get(tenant)
         cooldown = self.tenant_cooldowns.get(tenant)
         if incident is None and cooldown is not None and now < cooldown[0]:
-            if finding.detector not in RESOLVING:
-                return False
             incident = self.tenant_incidents[tenant] = TenantIncident(cooldown[1])  # quiet
         if incident is None or SEVERITY_RANK[finding.severity] > SEVERITY_RANK[incident.severity]:
             return False
-        if finding.detector in RESOLVING:
-            incident.open_keys.add((finding.detector, finding.key))
+        incident.open_keys.add((finding.detector, finding.key))
         return True
 
     def on_cleared(

@@ -303,8 +303,7 @@ class SpendMonitor:
     ) -> Finding:
         window = bucket_stats(tables.hour_bucket(tenant_id, dim, value, hour))
         history = tables.history(tenant_id, dim, value, hour, hours=7 * 24)
-        baseline = WindowStats.median_of(bucket_stats(bucket) for _, bucket in history)
-        found = self.cause.classify(window, baseline).annotate(finding)
+        found = self.cause.classify(window, _typical_hour(history, hour)).annotate(finding)
         if dim == "tenant":
             found = _with_why_it_moved(tables, tenant_id, hour, history, found)
         return _with_tenant(found, tenant_id)
@@ -487,6 +486,23 @@ def _with_why_it_moved(
         "why_it_moved_against": f"mean of the same hour on {n} previous days with spend",
     }
     return replace(finding, evidence=evidence)
+
+
+# Same hours of day with spend needed before the cause compares with them alone.
+MIN_SAME_HOURS = 3
+
+
+def _typical_hour(history: list[tuple[datetime, dict[str, Any]]], hour: datetime) -> WindowStats:
+    """What the hour is compared with to name a cause: the median of the same hour of
+    day over the previous days with spend (at least MIN_SAME_HOURS), else of every
+    active hour. A median over every hour mixes a night's one call by one user with a
+    working hour's users, so a busy hour read as "users 5x" and "requests per user 4x"
+    whatever happened (a contract breach named genuine adoption)."""
+    stats = [(at, bucket_stats(bucket)) for at, bucket in history]
+    same = [s for at, s in stats if at.hour == hour.hour and s.requests > 0]
+    if len(same) >= MIN_SAME_HOURS:
+        return WindowStats.median_of(same)
+    return WindowStats.median_of(s for _, s in stats)
 
 
 def _rows_of(rows: list[dict[str, Any]], touched: TouchedKey) -> list[dict[str, Any]]:

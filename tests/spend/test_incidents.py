@@ -11,7 +11,6 @@ from detectors.finding import Finding, Severity
 from streams.alerting.lifecycle import AlertLifecycle
 from streams.spend.incidents import (
     CORRELATED,
-    RESOLVING,
     RESTORED_GRACE,
     IncidentPolicy,
     finding_tenant,
@@ -27,7 +26,8 @@ def finding(detector: str, key: str, severity: Severity = "warning") -> Finding:
 
 
 def policy() -> IncidentPolicy:
-    return IncidentPolicy(AlertLifecycle(cooldown=COOLDOWN), resolving=RESOLVING)
+    resolving = CORRELATED | {"contract_hourly"}
+    return IncidentPolicy(AlertLifecycle(cooldown=COOLDOWN), resolving=resolving)
 
 
 def nothing_open(detector: str, key: str, now: datetime) -> bool:
@@ -56,12 +56,11 @@ def test_one_cause_on_many_keys_pages_once_at_its_highest_severity() -> None:
             finding("rolling_median", "tenant:acme"),
             finding("rolling_median", "tenant:acme/workflow:loop"),
             finding("retry_storm", "tenant:acme/workflow:loop", "critical"),
-            finding("run_cost", "tenant:acme/workflow:loop/run:r1"),
         ],
         T0,
     )
     assert [(a.detector, a.severity) for a in alerts] == [("retry_storm", "critical")]
-    assert (incidents.alerts_sent, incidents.findings) == (1, 4)
+    assert (incidents.alerts_sent, incidents.findings) == (1, 3)
     incident = incidents.tenant_incidents["acme"]
     assert incident.severity == "critical"
     assert incident.open_keys == {
@@ -76,7 +75,8 @@ def test_a_more_severe_finding_pages_and_raises_the_incident() -> None:
     first = incidents.on_findings([finding("rolling_median", "tenant:acme")], T0)
     assert len(first) == 1
     later = T0 + timedelta(minutes=5)
-    assert incidents.on_findings([finding("contract_hourly", "tenant:acme")], later) == []
+    joined = [finding("rolling_median", "tenant:acme/workflow:wf")]
+    assert incidents.on_findings(joined, later) == []
     escalated = incidents.on_findings(
         [finding("retry_storm", "tenant:acme/workflow:wf", "critical")], later
     )
@@ -98,13 +98,24 @@ def test_other_kinds_of_news_and_other_tenants_page_on_their_own() -> None:
     assert "contract_monthly" not in CORRELATED
 
 
-def test_a_run_cost_page_alone_opens_no_tenant_incident() -> None:
-    # A run's cost never falls: nothing would resolve a tenant incident it opened.
-    assert "run_cost" in CORRELATED and "run_cost" not in RESOLVING
+def test_a_costly_run_and_a_contract_breach_page_beside_the_tenants_spike() -> None:
+    """A run over its threshold names the run and its workflow, a contract breach the
+    contract: folded into the tenant's spike, neither was ever named (issue 19)."""
     incidents = policy()
-    alerts = incidents.on_findings([finding("run_cost", "tenant:acme/run:r1")], T0)
-    assert len(alerts) == 1
-    assert incidents.tenant_incidents == {}
+    incidents.on_findings([finding("rolling_median", "tenant:acme", "critical")], T0)
+    alerts = incidents.on_findings(
+        [
+            finding("run_cost", "tenant:acme/workflow:digest/run:r1"),
+            finding("contract_hourly", "tenant:acme"),
+        ],
+        T0,
+    )
+    assert sorted(a.detector for a in alerts) == ["contract_hourly", "run_cost"]
+    assert incidents.tenant_incidents["acme"].open_keys == {("rolling_median", "tenant:acme")}
+    # And alone they open no tenant incident (a run's cost never falls).
+    alone = policy()
+    assert len(alone.on_findings([finding("run_cost", "tenant:acme/run:r1")], T0)) == 1
+    assert alone.tenant_incidents == {}
 
 
 def test_the_incident_resolves_when_every_resolving_key_has_cleared() -> None:
