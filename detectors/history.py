@@ -24,8 +24,10 @@ and at most `max_keys` keys, evicting the key written least recently.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Generic, TypeVar
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,6 +48,12 @@ def epoch_hour(ts: datetime) -> int:
     # Integer timedelta division is exact; float timestamps would not be for
     # instants a microsecond before an hour boundary.
     return (as_utc(ts) - EPOCH) // HOUR
+
+
+def floor_of(floors: Mapping[str, Decimal], key: str, default: Decimal) -> Decimal:
+    """The spend floor of `key`: `floors` names keys by their first '/'-separated part,
+    so "tenant:acme" covers "tenant:acme/workflow:summarize" (a tenant's own floor)."""
+    return floors.get(key.split("/", 1)[0], default)
 
 
 def hour_start(hour: int) -> datetime:

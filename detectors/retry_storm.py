@@ -47,11 +47,12 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from detectors.finding import Finding, Severity
-from detectors.history import HourlyHistory, epoch_hour, hour_start
+from detectors.history import HourlyHistory, epoch_hour, floor_of, hour_start
 from detectors.incidents import IncidentBook
 from detectors.stats import WindowStats
 
@@ -75,6 +76,7 @@ class RetryStormDetector:
         max_keys: int = 2_000,
         severity: Severity = "warning",
         resolve_after: timedelta = timedelta(minutes=15),
+        floors: Mapping[str, Decimal] | None = None,
     ) -> None:
         # Ratios are floats; the config file gives Decimals.
         self.surge_factor = float(surge_factor)
@@ -89,6 +91,7 @@ class RetryStormDetector:
         self.max_keys = max_keys
         self.severity = severity
         self.resolve_after = resolve_after
+        self.floors = dict(floors or {})
         self._lookback_hours = lookback_days * 24
         self._history: HourlyHistory[WindowStats] = HourlyHistory(
             self._lookback_hours + 24, max_keys
@@ -127,7 +130,7 @@ class RetryStormDetector:
         baseline = self._baseline(key, h)
         # The dollars at stake: an hour spending less than the floor never pages,
         # whatever its ratios (a $0.10-an-hour workflow calling 3.5x as often).
-        if baseline is None or stats.cost < self.spend_floor_usd:
+        if baseline is None or stats.cost < floor_of(self.floors, key, self.spend_floor_usd):
             return None
         usual_rpu = self._usual_rpu(key, h)
         tripped = self._tripped(stats, baseline, usual_rpu, count_scale=1.0)

@@ -28,7 +28,7 @@ the peak is its own baseline; a spike at an unusual time still pages.
 
 Guards, so that pages are rare and right: nothing pages before the key has
 `min_history_hours` active hours of baseline (a tenant's first day); an hour
-below `spend_floor_usd` never pages and the baseline is at least
+below `spend_floor_usd` (or the key's own in `floors`) never pages and the baseline is at least
 `min_baseline_usd` (so $0.02 -> $0.11 never pages). A slow ramp does not page
 because the median trails the current level by only half the window (+30 % a
 day is 2.5x after 3.5 days, under k). A weekend dip does not page: lower spend
@@ -72,12 +72,13 @@ False
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from detectors.finding import Finding, Severity
-from detectors.history import HourlyHistory, as_utc, epoch_hour, hour_start
+from detectors.history import HourlyHistory, as_utc, epoch_hour, floor_of, hour_start
 from detectors.incidents import IncidentBook
 
 HOUR_SECONDS = Decimal(3600)
@@ -111,6 +112,7 @@ class RollingMedianDetector:
         resolve_after: timedelta = timedelta(minutes=15),
         project_after: timedelta = timedelta(minutes=10),
         project_min_ratio: Decimal = Decimal("1.5"),
+        floors: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.k = k
         self.critical_k = critical_k
@@ -122,6 +124,7 @@ class RollingMedianDetector:
         self.resolve_after = resolve_after
         self.project_after = project_after
         self.project_min_ratio = project_min_ratio
+        self.floors = dict(floors or {})
         # One extra day beyond the baseline, so late events for yesterday's
         # hours can still be judged against their own full baseline.
         self._lookback_hours = lookback_days * 24
@@ -169,7 +172,8 @@ class RollingMedianDetector:
         if baseline is None:
             return None
         level = self._level(baseline)
-        return max(self.spend_floor_usd, min(self.k, self.project_min_ratio) * level)
+        floor = floor_of(self.floors, key, self.spend_floor_usd)
+        return max(floor, min(self.k, self.project_min_ratio) * level)
 
     def score_one(self, key: str, hour: datetime, spend: Decimal) -> float:
         """Spend divided by the baseline: above `k` is anomalous. 0.0 without history."""
@@ -183,10 +187,11 @@ class RollingMedianDetector:
         spend = self.learn_one(key, hour, spend)
         h = epoch_hour(hour)
         baseline = self._baseline(key, h)
-        severity = self._severity(spend, baseline)
+        floor = floor_of(self.floors, key, self.spend_floor_usd)
+        severity = self._severity(spend, baseline, floor)
         projected = None
         if severity is None and baseline is not None:
-            projected = self._projection(spend, baseline, as_utc(hour) - hour_start(h))
+            projected = self._projection(spend, baseline, as_utc(hour) - hour_start(h), floor)
             severity = None if projected is None else "warning"
         if severity is None or baseline is None:
             return None
@@ -199,15 +204,13 @@ class RollingMedianDetector:
             ),
         )
 
-    def _projection(self, spend: Decimal, baseline: Baseline, elapsed: timedelta) -> Decimal | None:
+    def _projection(
+        self, spend: Decimal, baseline: Baseline, elapsed: timedelta, floor: Decimal
+    ) -> Decimal | None:
         """The hour's spend at the rate so far, if that breaches and the sample is large
         enough to say so (see the module's "Early pages"); else None."""
         level = self._level(baseline)
-        if (
-            elapsed < self.project_after
-            or spend < self.spend_floor_usd
-            or spend < self.project_min_ratio * level
-        ):
+        if elapsed < self.project_after or spend < floor or spend < self.project_min_ratio * level:
             return None
         projected = spend * HOUR_SECONDS / Decimal(elapsed.total_seconds())
         return projected if projected > self.k * level else None
@@ -232,13 +235,16 @@ class RollingMedianDetector:
     def _still_breaching(self, key: str, h: int, elapsed_fraction: float) -> bool:
         spend = self._history.get(key, h) or Decimal(0)
         projected = spend / Decimal(elapsed_fraction)
-        return self._severity(projected, self._baseline(key, h)) is not None
+        floor = floor_of(self.floors, key, self.spend_floor_usd)
+        return self._severity(projected, self._baseline(key, h), floor) is not None
 
     def _level(self, baseline: Baseline) -> Decimal:
         return max(baseline.level, self.min_baseline_usd)
 
-    def _severity(self, spend: Decimal, baseline: Baseline | None) -> Severity | None:
-        if baseline is None or spend < self.spend_floor_usd:
+    def _severity(
+        self, spend: Decimal, baseline: Baseline | None, floor: Decimal
+    ) -> Severity | None:
+        if baseline is None or spend < floor:
             return None
         level = self._level(baseline)
         if spend > self.critical_k * level:

@@ -44,11 +44,20 @@ class _Strict(BaseModel):
 class TenantConfig(_Strict):
     contracted_hourly_budget_usd: PositiveUsd | None = None
     monthly_budget_usd: PositiveUsd | None = None
+    # The tenant's own spend floor for rolling_median and retry_storm: an hour spending
+    # less never pages it (the detectors' spend_floor_usd otherwise).
+    spend_floor_usd: NonNegativeUsd | None = None
 
     @model_validator(mode="after")
-    def _has_a_budget(self) -> TenantConfig:
-        if self.contracted_hourly_budget_usd is None and self.monthly_budget_usd is None:
-            raise ValueError("give contracted_hourly_budget_usd, monthly_budget_usd, or both")
+    def _has_a_setting(self) -> TenantConfig:
+        if (
+            self.contracted_hourly_budget_usd is None
+            and self.monthly_budget_usd is None
+            and self.spend_floor_usd is None
+        ):
+            raise ValueError(
+                "give contracted_hourly_budget_usd, monthly_budget_usd, spend_floor_usd, or several"
+            )
         return self
 
 

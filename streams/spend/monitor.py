@@ -71,10 +71,16 @@ class SpendMonitor:
 
     def __post_init__(self) -> None:
         d = self.config.detectors
-        self.rolling = RollingMedianDetector(**d.rolling_median.kwargs())
+        # A tenant's own floor covers its tenant, workflow, team and model keys.
+        floors = {
+            detector_key("tenant", tenant_id, tenant_id): tenant.spend_floor_usd
+            for tenant_id, tenant in self.config.tenants.items()
+            if tenant.spend_floor_usd is not None
+        }
+        self.rolling = RollingMedianDetector(**d.rolling_median.kwargs(), floors=floors)
         self.contract = ContractDetector(self.config.tenants, **d.contract.kwargs())
         self.run_cost = RunCostDetector(**self.config.workflows.model_dump())
-        self.retry_storm = RetryStormDetector(**d.retry_storm.kwargs())
+        self.retry_storm = RetryStormDetector(**d.retry_storm.kwargs(), floors=floors)
         self.cardinality = (
             CardinalityOverflowDetector(
                 **d.cardinality.kwargs(), retention_hours=HOURLY_RETENTION_HOURS

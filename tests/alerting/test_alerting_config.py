@@ -90,7 +90,8 @@ BAD_FIELDS = [
     ),
     (
         "tenants:\n  acme: {}\n",
-        "tenants.acme: give contracted_hourly_budget_usd, monthly_budget_usd, or both",
+        "tenants.acme: give contracted_hourly_budget_usd, monthly_budget_usd, "
+        "spend_floor_usd, or several",
     ),
     (
         "tenants:\n  acme:\n    montly_budget_usd: 100\n",

@@ -121,3 +121,14 @@ def test_an_hour_below_the_spend_floor_never_pages() -> None:
     assert detector.update(KEY, hour(48), storm) is None
     dear = WindowStats(cost=Decimal("3.50"), requests=1400, distinct_users=0, retries=700)
     assert detector.update(KEY, hour(48), dear) is not None
+
+
+def test_a_tenants_own_floor_covers_its_workflows() -> None:
+    key = "tenant:acme/workflow:triage"
+    detector = RetryStormDetector(floors={"tenant:acme": Decimal(10)})
+    for n in range(48):
+        detector.update(key, hour(n), WindowStats(cost=Decimal("1.00"), requests=400, retries=4))
+    storm = WindowStats(cost=Decimal("3.50"), requests=1400, distinct_users=0, retries=700)
+    assert detector.update(key, hour(48), storm) is None  # $3.50 is under acme's $10
+    dear = WindowStats(cost=Decimal("12.00"), requests=1400, distinct_users=0, retries=700)
+    assert detector.update(key, hour(48), dear) is not None

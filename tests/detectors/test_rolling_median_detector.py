@@ -249,3 +249,20 @@ def test_watch_from_is_where_a_total_or_its_projection_can_breach() -> None:
     assert detector.watch_from(KEY, hour(48)) is None
     steady_history(detector)
     assert detector.watch_from(KEY, hour(48)) == Decimal("3.00")  # 1.5 x $2.00
+
+
+def test_a_tenants_own_floor_covers_its_keys() -> None:
+    """acme's own $50 floor: its $40 hour (20x) does not page, on the tenant or its
+    workflow; another tenant's does, under the default $1."""
+    detector = RollingMedianDetector(floors={"tenant:acme": Decimal(50)})
+    keys = ("tenant:acme", "tenant:acme/workflow:summarize", "tenant:globex")
+    for key in keys:
+        for n in range(48):
+            detector.learn_one(key, hour(n), Decimal("2.00"))
+    at = hour(48) + timedelta(minutes=59)
+    assert [detector.update(key, at, Decimal(40)) is not None for key in keys] == [
+        False,
+        False,
+        True,
+    ]
+    assert detector.watch_from("tenant:acme/workflow:summarize", at) == Decimal(50)

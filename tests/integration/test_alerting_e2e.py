@@ -101,8 +101,8 @@ EXPECTED_CAUSE = {
 INCIDENT_CONFIG = """
 workflows:
   run_threshold_usd:
-    # The runaway run (~$0.70) crosses 3x this, so a critical run-cost finding joins
-    # the incident; a normal three-call run costs about $0.002.
+    # The runaway run (~$0.70) crosses 3x this, so a critical run-cost finding pages
+    # beside the incident; a normal three-call run costs about $0.002.
     answer-question: "0.20"
 detectors:
   rolling_median:
@@ -347,6 +347,14 @@ def slack_fingerprint(message: dict[str, Any]) -> str:
     return ""
 
 
+def slack_detector(message: dict[str, Any]) -> str:
+    """The detector named in the message's header (":red_circle: CRITICAL · run_cost · …")."""
+    for block in message.get("blocks", []):
+        if block.get("type") == "header":
+            return str(block["text"]["text"].split(" · ")[1])
+    return ""
+
+
 def is_resolve(message: dict[str, Any]) -> bool:
     return str(message.get("text", "")).startswith("Resolved:")
 
@@ -420,51 +428,74 @@ def inject(running: AlertingStack, kind: str) -> list[dict[str, Any]]:
 # --- the incidents --------------------------------------------------------------------------
 
 
-def test_runaway_loop_pages_once_with_its_cause_and_resolves(
+def spend_incident_rows(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [a for a in alerts if a["detector"] in ("rolling_median", "retry_storm")]
+
+
+def assert_one_spend_incident(alerts: list[dict[str, Any]], cause: str) -> None:
+    """The tenant's spend findings make one incident: paged at the crossing, then at
+    most an escalation to critical (the incident's most severe key), each with the cause;
+    any later row resolves a page of it."""
+    rows = spend_incident_rows(alerts)
+    paged = [a for a in rows if a["state"] == "triggered"]
+    assert [a["cause"] for a in paged] == [cause] * len(paged), rows
+    assert [a["severity"] for a in paged] in (["warning"], ["critical"], ["warning", "critical"])
+    fingerprints = {a["fingerprint"] for a in paged}
+    assert {a["fingerprint"] for a in rows if a["state"] == "resolved"} <= fingerprints, rows
+
+
+def test_runaway_loop_pages_with_its_cause_names_its_run_and_resolves(
     stacks: dict[str, AlertingStack],
 ) -> None:
     running = stacks["runaway-loop"]
     inject(running, "runaway-loop")
 
-    # One critical page for acme: a PagerDuty trigger and one Slack message.
-    triggers = wait_for(
-        lambda: [e for e in running.pagerduty_events() if e["event_action"] == "trigger"],
-        timeout=60,
-    )
-    trigger = triggers[0]
-    assert trigger["payload"]["severity"] == "critical"
-    assert trigger["payload"]["group"] == "acme"
-    assert trigger["payload"]["custom_details"]["cause"] == "retry_storm"
-    assert trigger["routing_key"] == ROUTING_KEY
+    # Critical pages for acme: the spend incident (a retry storm) and the runaway run
+    # over 3x its threshold, a page of its own that names the run and its workflow.
+    def triggers() -> list[dict[str, Any]]:
+        return [e for e in running.pagerduty_events() if e["event_action"] == "trigger"]
+
+    wait_for(lambda: {e["payload"]["component"] == "run_cost" for e in triggers()} == {True, False})
+    [run] = [e for e in triggers() if e["payload"]["component"] == "run_cost"]
+    spend = [e for e in triggers() if e["payload"]["component"] != "run_cost"]
+    assert "of workflow answer-question has cost" in run["payload"]["summary"]
+    for trigger in spend:
+        assert trigger["payload"]["severity"] == "critical"
+        assert trigger["payload"]["group"] == "acme"
+        assert trigger["payload"]["custom_details"]["cause"] == "retry_storm"
+        assert trigger["routing_key"] == ROUTING_KEY
 
     # The resolve comes after the loop stopped: nothing is spent in the current hour,
-    # so the worker's next resolve tick (every 15 s) finds the condition cleared.
+    # so the worker's next resolve tick (every 15 s) finds the condition cleared. A
+    # run's cost never falls: its page does not resolve.
     resolves = wait_for(
         lambda: [e for e in running.pagerduty_events() if e["event_action"] == "resolve"],
         timeout=60,
     )
-    assert [r["dedup_key"] for r in resolves] == [trigger["dedup_key"]]
+    assert {r["dedup_key"] for r in resolves} <= {t["dedup_key"] for t in spend}
     arrivals = {r.body["event_action"]: r.at for r in running.pagerduty.requests}
     assert arrivals["resolve"] > arrivals["trigger"]
 
-    # Every receiver request so far, not only acme's: nothing else paged.
-    assert [e["event_action"] for e in running.pagerduty_events()] == ["trigger", "resolve"]
-    messages = wait_for(lambda: len(running.slack_messages()) >= 2 and running.slack_messages())
-    assert [slack_tenant(m) for m in messages] == ["acme", "acme"]
-    assert [is_resolve(m) for m in messages] == [False, True]
-    assert {slack_fingerprint(m) for m in messages} == {trigger["dedup_key"]}
-    slack_text = orjson.dumps(messages[0]).decode()
-    assert "CRITICAL" in messages[0]["text"]
-    assert "*Likely cause:* Retry storm" in slack_text
+    messages = wait_for(
+        lambda: any(is_resolve(m) for m in running.slack_messages()) and (running.slack_messages())
+    )
+    assert {slack_tenant(m) for m in messages} == {"acme"}
+    spend_pages = [m for m in messages if not is_resolve(m) and slack_detector(m) != "run_cost"]
+    assert spend_pages
+    for page in spend_pages:
+        assert "*Likely cause:* Retry storm" in orjson.dumps(page).decode()
 
-    # The alerts table: one incident for acme, triggered then resolved, and the other
-    # detectors' findings of the same incident joined it instead of paging.
-    alerts = wait_for(lambda: len(rows := running.alerts("acme")) >= 2 and rows)
-    assert [(a["state"], a["severity"], a["cause"]) for a in alerts] == [
-        ("triggered", "critical", "retry_storm"),
-        ("resolved", "critical", "retry_storm"),
+    # The alerts table: one spend incident for acme, paged then resolved, the other
+    # detectors' findings of it joined it instead of paging; and the run's own page.
+    def resolved_rows() -> list[dict[str, Any]]:
+        rows = running.alerts("acme")
+        return rows if any(a["state"] == "resolved" for a in rows) else []
+
+    alerts = wait_for(resolved_rows)
+    assert_one_spend_incident(alerts, "retry_storm")
+    assert [(a["detector"], a["state"]) for a in alerts if a["detector"] == "run_cost"] == [
+        ("run_cost", "triggered")
     ]
-    assert alerts[0]["fingerprint"] == trigger["dedup_key"]
     assert running.stats()["findings"] >= 3  # rolling median (several keys), run cost, retries
 
 
@@ -477,33 +508,30 @@ def test_each_injection_is_labelled_with_its_cause(
     expected = EXPECTED_CAUSE[kind]
 
     wait_for(lambda: running.slack_messages() and running.alerts("acme"), timeout=60)
-    # All of the hour's findings come from one batch, so any second page would be
+    # All of the hour's findings come from one batch, so any later page would be
     # queued with the first: 2 s (two alert-table flushes) is enough to see it. The
     # incident lies in a past hour, so the worker's resolve tick (every 15 s) may
-    # already have resolved it: a resolve of the same incident is not a second page.
+    # already have resolved it: a resolve of the same incident is not another page.
     time.sleep(2)
     messages, alerts = running.slack_messages(), running.alerts("acme")
     pages = [m for m in messages if not is_resolve(m)]
     assert [(a["state"], a["cause"]) for a in alerts][:1] == [("triggered", expected)], alerts
-    assert [(a["state"], a["fingerprint"]) for a in alerts[1:]] in (
-        [],
-        [("resolved", alerts[0]["fingerprint"])],
-    ), alerts
+    assert_one_spend_incident(alerts, expected)
     assert {slack_tenant(m) for m in messages} == {"acme"}
-    assert len(pages) == 1
-    messages = pages
-    assert messages[0]["text"].startswith(("WARNING", "CRITICAL"))
+    assert 1 <= len(pages) <= 2  # paged at the crossing, perhaps escalated
+    assert pages[0]["text"].startswith(("WARNING", "CRITICAL"))
     label = {
         "model_substitution": "Model substitution",
         "prompt_expansion": "Prompt expansion",
         "retry_storm": "Retry storm",
     }[expected]
-    assert f"*Likely cause:* {label}" in orjson.dumps(messages[0]).decode()
-    if alerts[0]["severity"] == "critical":
-        [trigger] = [e for e in running.pagerduty_events() if e["event_action"] == "trigger"]
+    for page in pages:
+        assert f"*Likely cause:* {label}" in orjson.dumps(page).decode()
+    critical = [a for a in alerts if a["state"] == "triggered" and a["severity"] == "critical"]
+    triggers = [e for e in running.pagerduty_events() if e["event_action"] == "trigger"]
+    assert len(triggers) == len(critical)
+    for trigger in triggers:
         assert trigger["payload"]["custom_details"]["cause"] == expected
-    else:
-        assert running.pagerduty_events() == []
 
 
 # --- delivery -------------------------------------------------------------------------------

@@ -113,3 +113,18 @@ def test_the_office_tenant_is_never_paged_and_the_spike_is_at_its_crossing() -> 
         (SPIKE, "warning", Decimal("1.14")),
         (SPIKE, "critical", Decimal("3.99")),
     ]
+
+
+def test_a_tenants_floor_from_the_configuration_reaches_its_detectors() -> None:
+    config = SpendConfig.model_validate(
+        {
+            "tenants": {"steady": {"spend_floor_usd": "5"}},
+            "detectors": {"online": {"enabled": False}},
+        }
+    )
+    tables, monitor = SpendTables({}, {}, {}), SpendMonitor(config)
+    rows = costed_rows("steady")
+    found = monitor.observe(tables, "steady", tables.apply("steady", rows))
+    # The $4.56 spike hour is under steady's own $5 floor: no spend page at all.
+    assert [f for f in found if f.detector in ("rolling_median", "retry_storm")] == []
+    assert monitor.rolling.watch_from("tenant:steady/workflow:answer", SPIKE) == Decimal(5)
