@@ -14,6 +14,9 @@ def free_port() -> int:
 def port_free(host: str, port: int) -> bool:
     """True if this process could listen on host:port now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the web server binds (aiohttp sets it): a port left in TIME_WAIT by the
+        # last stop's connections is free to listen on; one with a listener is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

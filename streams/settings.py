@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # The embedded broker answers JoinGroup after half of this: it is start-up time.
     # Heartbeats run on Faust's consumer thread, so a busy event loop does not miss them.
     session_timeout_seconds: float = Field(default=4.0, gt=0)
+    # A stop (SIGTERM/SIGINT) first ledgers what the broker holds for this worker's
+    # usage partitions, for at most this long (streams/runtime/drain.py); 0 skips it.
+    stop_drain_seconds: float = Field(default=30.0, ge=0)
 
     web_host: str = "127.0.0.1"
     web_port: int = 6066

@@ -23,6 +23,7 @@ from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import ensure_data_dir_free
 from streams.ledger.remote import WORKER_FILE
 from streams.ports import free_port, port_free
+from streams.runtime.drain import usage_backlog
 from streams.settings import Settings
 from streams.spend.config import load_config
 
@@ -100,6 +101,30 @@ def web_port_for(settings: Settings) -> int:
         flush=True,
     )
     return port
+
+
+def drain_stop(stack: EmbeddedStack) -> None:
+    """A clean stop: the workers refuse HTTP ingest (503 with Retry-After) and ledger
+    what the broker holds before they exit; the broker stops after them."""
+    bootstrap, topic = stack.bootstrap, stack.settings.usage_topic
+    left = asyncio.run(usage_backlog(bootstrap, topic))
+    print(
+        f"\nstopping: HTTP ingest answers 503 from now; draining {left:,} usage messages "
+        f"into the ledger (at most {stack.settings.stop_drain_seconds:g} s)…",
+        flush=True,
+    )
+    started = time.monotonic()
+    stack.stop_workers()
+    left = asyncio.run(usage_backlog(bootstrap, topic))
+    took = time.monotonic() - started
+    if left:
+        print(
+            f"stopped in {took:.1f} s with {left:,} usage messages not ledgered: the "
+            "in-memory broker loses them (raise SPENDSTREAM_STOP_DRAIN_SECONDS to wait longer)",
+            flush=True,
+        )
+    else:
+        print(f"stopped in {took:.1f} s: every usage message is ledgered", flush=True)
 
 
 def run_dev(
@@ -187,7 +212,10 @@ def run_dev(
                 # Above the status line: clear it, print the alert, redraw below.
                 print(f"\r\x1b[K{alert}" if tty else alert, flush=True)
             print(f"\r\x1b[K{line}" if tty else line, end="" if tty else "\n", flush=True)
-        print("\nstopping…", flush=True)
+        if simulator is not None:
+            simulator.stop()  # before the drain: what it sends next would not be drained
+            simulator = None
+        drain_stop(stack)
         return 0
     finally:
         if watcher is not None:

@@ -24,6 +24,7 @@ from streams.data_dir import open_private_log, private_dir, use_private_umask
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.processes import child_env, spawn, stop
 from streams.errors import SpendstreamError
+from streams.faust_ext.worker import STOP_DEADLINE_SECONDS
 from streams.kafka.admin import ensure_topics
 from streams.kafka.group_progress import GroupProgress, GroupProgressReader
 from streams.kafka.topics import INGEST_GROUP, topic_specs
@@ -134,10 +135,16 @@ class EmbeddedStack:
                 raise TimeoutError("worker did not start")
             time.sleep(0.1)
 
-    def stop(self) -> None:
+    def stop_workers(self) -> None:
+        """SIGTERM each worker (the last started first) and wait while it drains what
+        the broker holds (streams/runtime/drain.py) and stops."""
+        timeout = self.settings.stop_drain_seconds + STOP_DEADLINE_SECONDS + 5
         for worker in reversed(self.workers):
-            stop(worker.process, timeout=30)
+            stop(worker.process, timeout=timeout)
         self.workers.clear()
+
+    def stop(self) -> None:
+        self.stop_workers()
         self.broker.stop()
 
 

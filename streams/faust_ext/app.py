@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import faust
@@ -134,6 +134,8 @@ class SpendstreamApp(faust.App):
     to their true end."""
 
     ingest: ServiceT | None = None
+    # Awaited on the first stop signal, before any service stops (StoppingWorker).
+    drain: Callable[[], Awaitable[object]] | None = None
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         # `app.service` would start it after the tables recover (seconds: a group join

@@ -1,4 +1,9 @@
-"""`StoppingWorker`: a Faust worker that is gone within seconds of SIGTERM or SIGINT.
+"""`StoppingWorker`: a Faust worker that drains, then is gone within seconds of SIGTERM
+or SIGINT.
+
+Drain. On the first stop signal the app's `drain` is awaited before Faust stops a
+service (the runtime's drain ledgers what the broker holds, bounded by its own wait:
+streams/runtime/drain.py); the deadline below counts from its end at the latest.
 
 Faust stops its services one by one, and some wait on the broker: with the broker
 gone (the embedded one dies with `dev`), stopping the Kafka consumer and producer
@@ -28,17 +33,34 @@ FORCED_EXIT_CODE = 3
 class StoppingWorker(faust.Worker):
     _deadline: threading.Timer | None = None
 
+    def __init__(self, *args: Any, drain_seconds: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.drain_seconds = drain_seconds
+
     def _schedule_shutdown(self, signal: Any) -> None:
         if self._deadline is None:
-            self._deadline = threading.Timer(STOP_DEADLINE_SECONDS, _exit_now)
-            self._deadline.daemon = True
-            self._deadline.start()
+            # The drain bounds its own wait; this covers a loop that never gets there.
+            self._set_deadline(STOP_DEADLINE_SECONDS + self.drain_seconds)
         super()._schedule_shutdown(signal)
 
+    def _set_deadline(self, seconds: float) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = threading.Timer(seconds, _exit_now, (seconds,))
+        self._deadline.daemon = True
+        self._deadline.start()
 
-def _exit_now() -> None:
-    log.error(
-        "worker still stopping %.0fs after the stop signal: exiting now", STOP_DEADLINE_SECONDS
-    )
+    # PRIVATE (mode-streaming 0.7.1): `Worker._schedule_shutdown` runs this as the stop's future on
+    # the first signal; a second signal finds it running and does nothing.
+    async def _stop_on_signal(self, signal: Any) -> None:
+        drain = getattr(self.app, "drain", None)
+        if drain is not None:
+            await drain()
+            self._set_deadline(STOP_DEADLINE_SECONDS)  # the services' stop, from now
+        await super()._stop_on_signal(signal)
+
+
+def _exit_now(seconds: float) -> None:
+    log.error("worker still stopping %.0fs after the stop began: exiting now", seconds)
     sys.stderr.flush()
     os._exit(FORCED_EXIT_CODE)

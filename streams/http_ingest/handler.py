@@ -78,8 +78,13 @@ QUERY_FIELDS = frozenset(
 JSON_TYPES = frozenset({"application/json"})
 PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
 
-Publish = Callable[[list[dict[str, Any]], list[dict[str, Any]]], Awaitable[None]]
+Publish = Callable[[list[dict[str, Any]], list[dict[str, Any]]], Awaitable[Any]]
 """`publish(events, dead_letters)`: see `IngestHandler`."""
+WaitLedgered = Callable[[Sequence[tuple[int, int]], float], Awaitable[bool]]
+"""`wait_ledgered(positions, seconds)`: see `IngestHandler`."""
+# `?ack=ledger`: how long a request waits for its events to be ledgered before 504.
+DURABLE_ACK_SECONDS = 30.0
+ACKS = ("broker", "ledger")
 
 
 class Refusal(Exception):
@@ -126,10 +131,14 @@ class IngestHandler:
         rate_limit_per_key: tuple[float, int] | None = DEFAULT_RATE_LIMIT_PER_KEY,
         body_read_seconds: float = BODY_READ_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        wait_ledgered: WaitLedgered | None = None,
+        durable_ack_seconds: float = DURABLE_ACK_SECONDS,
     ) -> None:
         if max_body_bytes < 1 or max_events_per_request < 1:
             raise ValueError("max_body_bytes and max_events_per_request must be at least 1")
         self.publish = publish
+        self.wait_ledgered = wait_ledgered
+        self.durable_ack_seconds = durable_ack_seconds
         self.key_store = key_store
         self.max_body_bytes = max_body_bytes
         self.max_events_per_request = max_events_per_request
@@ -138,14 +147,29 @@ class IngestHandler:
         self._limiter = (
             RateLimiter(*rate_limit_per_key, clock=clock) if rate_limit_per_key else None
         )
+        # Set when the worker begins a clean stop (streams/runtime/drain.py): what the
+        # broker holds is being ledgered, and nothing more is taken in.
+        self.stopping = False
+        # Requests admitted and not yet answered: a stop waits for them, so that what
+        # they publish is in the log the drain reads to its end.
+        self.in_flight = 0
 
     # -- POST /v1/events ---------------------------------------------------
 
     async def handle_events(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        try:
+            return await self._events(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _events(self, request: web.Request) -> web.Response:
         received_at = datetime.now(UTC)
         try:
             scope = self._admit(request)
-            format, fields = _query(request, allow_format=True)
+            format, fields, ack = _query(request, allow_format=True)
+            if ack == "ledger" and self.wait_ledgered is None:
+                raise Refusal(400, "bad_parameter", "ack=ledger is not available on this server")
             body = await self._read(request)
         except Refusal as refusal:
             return _refused(refusal)
@@ -165,20 +189,44 @@ class IngestHandler:
 
         if isinstance(prepared, Rejection):
             letter = _dead_letter(prepared, EVENTS_PATH, scope, len(body), received_at)
-            if not await self._deliver([], [letter]):
+            if await self._deliver([], [letter]) is None:
                 return _unavailable({"error": "publish_failed", "message": _PUBLISH_FAILED})
             return _json(400, _answer(0, [prepared]))
 
         letters = [
             _dead_letter(r, EVENTS_PATH, scope, len(body), received_at) for r in prepared.rejections
         ]
-        if not await self._deliver(prepared.events, letters):
+        positions = await self._deliver(prepared.events, letters)
+        if positions is None:
             return _unavailable({"error": "publish_failed", "message": _PUBLISH_FAILED})
-        return _json(202, _answer(len(prepared.events), prepared.rejections))
+        answer = _answer(len(prepared.events), prepared.rejections)
+        if ack != "ledger":
+            return _json(202, answer)
+        # Dead letters of the request are written before `publish` returns; its events
+        # are durable once the ingest consumer has ledgered their messages.
+        assert self.wait_ledgered is not None
+        if not await self.wait_ledgered(positions, self.durable_ack_seconds):
+            return _json(
+                504,
+                {
+                    "error": "not_yet_ledgered",
+                    "message": f"the events were published but not ledgered within "
+                    f"{self.durable_ack_seconds:g} s; sending the request again is safe "
+                    "(events already ledgered are dropped as duplicates by request_id)",
+                },
+            )
+        return _json(200, answer)
 
     # -- POST /v1/traces (OTLP/HTTP) ----------------------------------------
 
     async def handle_traces(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        try:
+            return await self._traces(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _traces(self, request: web.Request) -> web.Response:
         received_at = datetime.now(UTC)
         protobuf = request.content_type in PROTOBUF_TYPES
         try:
@@ -190,7 +238,7 @@ class IngestHandler:
                     f"Content-Type {request.content_type!r} is not OTLP; "
                     "send application/json or application/x-protobuf",
                 )
-            _, fields = _query(request, allow_format=False)
+            _, fields, _ = _query(request, allow_format=False)
             body = await self._read(request)
         except Refusal as refusal:
             return _status(refusal.status, refusal.message, refusal.headers, protobuf=protobuf)
@@ -209,7 +257,7 @@ class IngestHandler:
                 truncate_payload(body),
             )
             letter = _dead_letter(rejection, TRACES_PATH, scope, len(body), received_at)
-            if not await self._deliver([], [letter]):
+            if await self._deliver([], [letter]) is None:
                 return _status(503, _PUBLISH_FAILED, _retry_after(), protobuf=protobuf)
             return _status(400, rejection.message, protobuf=protobuf)
 
@@ -226,7 +274,7 @@ class IngestHandler:
         letters = [
             _dead_letter(r, TRACES_PATH, scope, len(body), received_at) for r in outcome.rejections
         ]
-        if not await self._deliver(outcome.events, letters):
+        if await self._deliver(outcome.events, letters) is None:
             return _status(503, _PUBLISH_FAILED, _retry_after(), protobuf=protobuf)
         rejected = len(outcome.rejections)
         message = _summary(outcome.rejections)
@@ -245,7 +293,15 @@ class IngestHandler:
     # -- shared steps ------------------------------------------------------
 
     def _admit(self, request: web.Request) -> KeyScope | None:
-        """The caller's key scope; raises `Refusal` for 401 and 429."""
+        """The caller's key scope; raises `Refusal` for 401, 429 and 503 (stopping)."""
+        if self.stopping:
+            raise Refusal(
+                503,
+                "stopping",
+                "this worker is stopping and takes no more events; send them again shortly "
+                "(to another worker, or to this one once restarted)",
+                _retry_after(),
+            )
         if self.key_store is None:
             return None
         scope = self.key_store.authenticate(bearer_token(request))
@@ -285,11 +341,12 @@ class IngestHandler:
 
     async def _deliver(
         self, events: list[dict[str, Any]], dead_letters: list[dict[str, Any]]
-    ) -> bool:
+    ) -> list[tuple[int, int]] | None:
+        """The usage messages' positions once published (None if publishing failed)."""
         if not events and not dead_letters:
-            return True
+            return []
         try:
-            await self.publish(events, dead_letters)
+            positions = await self.publish(events, dead_letters)
         except Exception as exc:
             log.warning(
                 "HTTP ingest could not publish %d events and %d dead letters: %r",
@@ -297,8 +354,8 @@ class IngestHandler:
                 len(dead_letters),
                 exc,
             )
-            return False
-        return True
+            return None
+        return list(positions or [])
 
 
 _PUBLISH_FAILED = "the events could not be published; retry the request"
@@ -308,11 +365,19 @@ async def _run(work: Callable[[], Any], *, offload: bool) -> Any:
     return await asyncio.to_thread(work) if offload else work()
 
 
-def _query(request: web.Request, *, allow_format: bool) -> tuple[str | None, dict[str, str]]:
+def _query(request: web.Request, *, allow_format: bool) -> tuple[str | None, dict[str, str], str]:
+    """The request's format, its query fields and its `ack` (`broker` unless asked)."""
     format: str | None = None
     fields: dict[str, str] = {}
+    ack = "broker"
     for name, value in request.query.items():
-        if name == "format" and allow_format:
+        if name == "ack" and allow_format:
+            if value not in ACKS:
+                raise Refusal(
+                    400, "bad_parameter", f"unknown ack {value!r}; expected one of: broker, ledger"
+                )
+            ack = value
+        elif name == "format" and allow_format:
             if value not in FORMATS:
                 raise Refusal(
                     400,
@@ -324,13 +389,13 @@ def _query(request: web.Request, *, allow_format: bool) -> tuple[str | None, dic
             if value.strip():
                 fields[name] = value.strip()
         else:
-            known = sorted(QUERY_FIELDS | ({"format"} if allow_format else set()))
+            known = sorted(QUERY_FIELDS | ({"format", "ack"} if allow_format else set()))
             raise Refusal(
                 400,
                 "bad_parameter",
                 f"unknown query parameter {name!r}; known: {', '.join(known)}",
             )
-    return format, fields
+    return format, fields, ack
 
 
 def _dead_letter(

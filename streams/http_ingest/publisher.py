@@ -74,17 +74,20 @@ class HttpIngestPublisher:
 
     async def __call__(
         self, events: list[dict[str, Any]], dead_letters: list[dict[str, Any]]
-    ) -> None:
+    ) -> list[tuple[int, int]]:
+        """Returns the (partition, offset) of each usage message, as the broker
+        acknowledged it: what a durable-ack request waits to see ledgered."""
         usage = self.app.topic(
             self.settings.usage_topic, value_serializer="raw", key_serializer="raw"
         )
-        pending = [
+        sent = [
             await usage.send(
                 key=str(chunk[0]["request_id"]).encode(),
                 value=orjson.dumps(chunk, default=str),
             )
             for chunk in chunk_events(events)
         ]
+        pending = list(sent)
         if dead_letters:
             rows = [
                 http_dead_letter_row(letter, self.settings.log_epoch) for letter in dead_letters
@@ -99,4 +102,5 @@ class HttpIngestPublisher:
             await sink.write([], rows)
             if self.count_dead_letters is not None:
                 self.count_dead_letters(rows)
-        await asyncio.gather(*pending)
+        acknowledged = await asyncio.gather(*pending)
+        return [(int(m.partition), int(m.offset)) for m in acknowledged[: len(sent)]]

@@ -40,6 +40,7 @@ signs, both followed:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ MIN_BATCH_INTERVAL_SECONDS = 0.2
 # Waiting longer would keep a stopped worker, and the data dir it holds, alive for as
 # long as the outage lasts.
 STOP_WRITE_SECONDS = 5.0
+# How often a durable-ack wait reads the group's committed offsets for a partition
+# another worker holds.
+COMMITTED_POLL_SECONDS = 0.25
 
 
 @dataclass
@@ -103,6 +107,12 @@ class UsageConsumer(Service):
         self.changed = asyncio.Condition()
         self.failures = 0
         self.lag: dict[tuple[str, int], int] = {}
+        # Set at the first assignment (empty or not): the group is joined.
+        self.joined = asyncio.Event()
+        # partition -> the next offset of the usage topic ledgered by this worker; set
+        # (and replaced) after each ledger write, for `wait_ledgered`.
+        self.ledgered_to: dict[int, int] = {}
+        self._ledgered = asyncio.Event()
         self._loops: list[asyncio.Future[Any]] = []
         self.identity: ClusterIdentity | None = None
         # The cluster whose logs the positions refer to, and the one the group's
@@ -216,6 +226,7 @@ class UsageConsumer(Service):
         try:
             if batches:
                 await self._until_done(partial(pipeline.write, [q.batch for q in batches]))
+                self._note_ledgered(batches)
                 await self._commit(batches)
         except asyncio.CancelledError:
             self.queued[:0] = batches  # unwritten: `on_stop` writes them
@@ -224,6 +235,49 @@ class UsageConsumer(Service):
             async with self.changed:
                 self.writing = []
                 self.changed.notify_all()
+
+    def _note_ledgered(self, batches: list[Queued]) -> None:
+        for queued in batches:
+            for tp, offset in queued.offsets.items():
+                if offset > self.ledgered_to.get(tp.partition, 0):
+                    self.ledgered_to[tp.partition] = offset
+        self._ledgered.set()
+        self._ledgered = asyncio.Event()
+
+    async def wait_ledgered(self, positions: Sequence[tuple[int, int]], seconds: float) -> bool:
+        """Wait until every usage message at `positions` ((partition, offset), as the
+        producer's acknowledgement gave them) is ledger or dead-letter rows; False if
+        that takes more than `seconds`. A partition this worker does not hold (another
+        worker's, or moved by a rebalance) is read from the group's committed offsets,
+        which follow the ledger write."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        waiting: dict[int, int] = {}
+        for partition, offset in positions:
+            waiting[partition] = max(waiting.get(partition, 0), offset + 1)
+        while True:
+            waiting = {p: o for p, o in waiting.items() if self.ledgered_to.get(p, 0) < o}
+            held = {tp.partition for tp in self.assignment()}  # of the usage topic only
+            for partition in [p for p in waiting if p not in held]:
+                committed = await self._committed(partition)
+                if committed >= waiting[partition]:
+                    del waiting[partition]
+            if not waiting:
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ledgered.wait(), min(left, COMMITTED_POLL_SECONDS))
+
+    async def _committed(self, partition: int) -> int:
+        if self.consumer is None:
+            return 0
+        try:
+            tp = TopicPartition(self.settings.usage_topic, partition)
+            return int(await self.consumer.committed(tp) or 0)
+        except KafkaError:
+            return 0
 
     async def _commit(self, batches: list[Queued]) -> None:
         assert self.consumer is not None
@@ -279,6 +333,7 @@ class UsageConsumer(Service):
             self.cluster_id,
         )
         self.log_epoch = f"{self.settings.log_epoch}/{cluster}"
+        self.ledgered_to.clear()  # offsets of the old log
         if self.pipeline is not None:
             self.pipeline.log_epoch = self.log_epoch
 
@@ -341,6 +396,7 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("usage partitions assigned: %s", sorted(tp.partition for tp in assigned))
         await self.owner.assigned(set(assigned))
+        self.owner.joined.set()
         self.owner.on_assigned()
 
 

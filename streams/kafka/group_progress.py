@@ -8,7 +8,7 @@ broker closes the connection on the admin client's ListConsumerGroupOffsets."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -36,6 +36,18 @@ class GroupProgressReader:
 
     async def stop(self) -> None:
         await self._consumer.stop()
+
+    async def listed_ends(self, partitions: Collection[int] | None = None) -> dict[int, int]:
+        """partition → the log end ListOffsets answers, for `partitions` or the topic's
+        all. Short on the embedded broker (see above): check it with a fetch."""
+        if partitions is None:
+            await self._consumer.topics()  # the metadata that names the partitions
+            partitions = self._consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        if not tps:
+            return {}
+        ends = await self._consumer.end_offsets(tps)
+        return {tp.partition: int(end) for tp, end in ends.items()}
 
     async def read(self, targets: Mapping[int, int]) -> GroupProgress:
         """`targets`: partition → the offset after the last record that must be processed."""

@@ -25,6 +25,7 @@ from streams.ingest.consumer import UsageConsumer
 from streams.ingest.pipeline import IngestPipeline
 from streams.ingest.publishing import publish_costed, publish_dead_letters
 from streams.kafka.topics import APP_ID
+from streams.runtime.drain import ShutdownDrain
 from streams.runtime.faust_config import faust_app_options
 from streams.runtime.metrics import WorkerMetrics
 from streams.runtime.resources import WorkerResources
@@ -114,8 +115,10 @@ def build_app(
         key_store,
         max_body_bytes=settings.http_max_body_bytes,
         body_read_seconds=settings.http_body_timeout_seconds,
+        wait_ledgered=consumer.wait_ledgered,
     )
     register_views(app, auth, resources, ingest_handler, status, metrics)
+    app.drain = ShutdownDrain(settings, consumer, ingest_handler, lambda: resources.healthy)
 
     async def read_ledger(query: Callable[[Any], Any]) -> Any:
         """The read path of the dashboard: the reader session, on the readers' thread

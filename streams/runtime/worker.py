@@ -60,7 +60,13 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
                 settings.replication_factor,
             )
         )
-        worker = StoppingWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        worker = StoppingWorker(
+            app,
+            loglevel=loglevel,
+            quiet=True,
+            redirect_stdouts=False,
+            drain_seconds=settings.stop_drain_seconds,
+        )
         if not sys.stdout.isatty():
             # Faust's start-up spinner writes cursor escape codes into worker.log.
             worker.spinner = None

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode.worker import Worker
 
 from streams.faust_ext.app import (
     LogEndConsumer,
@@ -105,3 +106,15 @@ def test_a_batched_write_lands_in_the_tables_store_with_no_changelog_record_yet(
     del batched["acme"]
     assert "acme" not in table.data
     assert batched.pending == {"acme": None}
+
+
+def test_the_first_stop_signal_runs_stop_on_signal_as_the_stop_future() -> None:
+    # StoppingWorker drains inside `_stop_on_signal`: it must be what the first signal
+    # schedules, once, and what the worker waits on before its loop closes.
+    schedule = inspect.getsource(Worker._schedule_shutdown)
+    assert "if not self._signal_stop_time" in schedule
+    assert "self._stop_on_signal(signal)" in schedule
+    assert list(inspect.signature(Worker._stop_on_signal).parameters) == ["self", "signal"]
+    assert "run_until_complete(self._signal_stop_future)" in inspect.getsource(
+        Worker.stop_and_shutdown
+    )
