@@ -254,17 +254,19 @@ class WorkerResources:
                 base,
                 tables.max_values_per_dim,
                 timedelta(hours=tables.run_retention_hours),
+                tables.daily_retention_days,
             )
         alerts = await self.executor.run(read_alerts, client, now - ALERTS_LOOKBACK)
         spend.restore(base, alerts, now)
         self.state_restored_seconds = time.perf_counter() - started
         log.info(
             "spend state rebuilt from the ledger in %.2f s (month totals in %.2f s): %d rows, "
-            "%d hourly buckets, %d open runs; %d open incidents restored",
+            "%d hourly buckets, %d daily totals, %d open runs; %d open incidents restored",
             self.state_restored_seconds,
             self.limits_ready_seconds or 0.0,
             base.rows,
             len(base.hourly),
+            len(base.days),
             len(base.runs),
             len(spend.incidents.restored),
         )

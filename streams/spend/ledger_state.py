@@ -6,7 +6,8 @@ tables that would be empty while the ledger holds every priced call. So at start
 worker reads, with a few GROUP BY queries over `usage_ledger FINAL`, the rows ingested
 before its log epoch began (`ingested_at < log_epoch_started_at`): hourly buckets over
 the detectors' lookback per tenant/workflow/team/model with every field the detectors
-read, month totals, and the workflow runs still open. That is the base; the tables
+read, month totals, daily totals per tenant/workflow/team/model over the tables' daily
+retention, and the workflow runs still open. That is the base; the tables
 count this epoch's costed events on top of it and reads add the two.
 
 No row is in both: a row of this epoch is priced (`ingested_at`) after the epoch began,
@@ -26,6 +27,7 @@ from typing import Any
 from streams.ledger.remote import DirectReader, Reader
 from streams.spend.tables import (
     CAPPED_DIMENSIONS,
+    DAY,
     HOUR,
     HOURLY_RETENTION_HOURS,
     MAX_USERS_TRACKED,
@@ -86,6 +88,28 @@ WHERE ingested_at < fromUnixTimestamp64Milli(%(before_ms)s)
 GROUP BY tenant_id, month
 """
 
+# Every dimension in one scan: each row once per dimension it has a value for.
+_DAYS_SQL = f"""
+SELECT
+    tenant_id,
+    d.1 AS dim,
+    replaceAll(d.2, '|', '/') AS value,
+    intDiv(toUnixTimestamp(timestamp), {DAY}) AS day,
+    min(timestamp) AS first_seen,
+    sum(cost_usd) AS cost,
+    sumIf(estimated_cost_usd, cost_status != 'priced') AS estimated,
+    sumIf(toUInt64(request_count), cost_status != 'priced') AS unpriced
+FROM usage_ledger FINAL
+ARRAY JOIN arrayZip(
+    ['tenant', 'workflow', 'team', 'model'], [tenant_id, workflow_id, team_id, model]
+) AS d
+WHERE ingested_at < fromUnixTimestamp64Milli(%(before_ms)s)
+  AND timestamp >= fromUnixTimestamp64Milli(%(since_ms)s)
+  AND d.2 != ''
+GROUP BY tenant_id, dim, value, day
+ORDER BY tenant_id, first_seen, value
+"""
+
 _RUNS_SQL = """
 SELECT
     tenant_id,
@@ -144,25 +168,32 @@ class LedgerQueries:
         base: LedgerBase,
         max_values_per_dim: int = 1000,
         run_retention: timedelta = timedelta(hours=48),
+        daily_retention_days: int = 40,
     ) -> None:
-        """Hourly buckets over the detectors' lookback, and the runs still open."""
+        """Hourly buckets over the detectors' lookback, daily totals, and the runs
+        still open."""
         since_hour = datetime.fromtimestamp(
             (int(self.now.timestamp()) // HOUR - HOURLY_RETENTION_HOURS) * HOUR, UTC
         )
         # Values past a tenant's cap of distinct values count under OVERFLOW, as the
         # tables count them: admitted in order of first appearance.
         admitted: dict[tuple[str, str], set[str]] = {}
+
+        def capped(tenant: str, dim: str, value: str) -> str:
+            if dim == "tenant":
+                return value
+            seen = admitted.setdefault((tenant, dim), set())
+            if value not in seen:
+                if len(seen) >= max_values_per_dim:
+                    return OVERFLOW
+                seen.add(value)
+            return value
+
         for dim in ("tenant", *CAPPED_DIMENSIONS):
             for tenant, value, hour, _, cost, requests, users, *counts in self.rows(
                 _hourly_sql(dim), since=since_hour
             ):
-                if dim != "tenant":
-                    seen = admitted.setdefault((tenant, dim), set())
-                    if value not in seen:
-                        if len(seen) >= max_values_per_dim:
-                            value = OVERFLOW
-                        else:
-                            seen.add(value)
+                value = capped(tenant, dim, value)
                 inputs, outputs, retries, errors, models, estimated, unpriced = counts
                 bucket = {
                     "cost": str(cost),
@@ -179,6 +210,22 @@ class LedgerQueries:
                 key = SEP.join((tenant, dim, value, str(hour)))
                 held = base.hourly.get(key)
                 base.hourly[key] = bucket if held is None else merge_buckets(held, bucket)
+
+        # The days the tables keep, as they key them (UTC days since the epoch); the
+        # values the hours admitted first, as the stream met them.
+        since_day = datetime.fromtimestamp(
+            (int(self.now.timestamp()) // DAY - daily_retention_days) * DAY, UTC
+        )
+        for tenant, dim, value, day, _, cost, estimated, unpriced in self.rows(
+            _DAYS_SQL, since=since_day
+        ):
+            key = SEP.join((tenant, dim, capped(tenant, dim, value), f"d{day}"))
+            held = base.days.get(key)  # values past the cap share OVERFLOW's key
+            base.days[key] = {
+                "cost": Decimal(cost) + (held["cost"] if held else 0),
+                "estimated": Decimal(estimated) + (held["estimated"] if held else 0),
+                "unpriced": int(unpriced) + (held["unpriced"] if held else 0),
+            }
 
         for tenant, workflow, run, cost, started, last in self.rows(
             _RUNS_SQL, since=self.now - RUN_LOOKBACK, open_since=self.now - run_retention
@@ -197,10 +244,11 @@ def load_ledger_base(
     *,
     max_values_per_dim: int = 1000,
     run_retention: timedelta = timedelta(hours=48),
+    daily_retention_days: int = 40,
 ) -> LedgerBase:
     """The whole base at once (blocking)."""
     base = LedgerBase()
     queries = LedgerQueries(reader, before, now)
     queries.months(base)
-    queries.hours_and_runs(base, max_values_per_dim, run_retention)
+    queries.hours_and_runs(base, max_values_per_dim, run_retention, daily_retention_days)
     return base

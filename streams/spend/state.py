@@ -133,6 +133,8 @@ class SpendState:
             "tenant_id": tenant_id,
             "month": f"{now:%Y-%m}",
             "month_to_date_usd": str(month.cost),
+            # Priced spend of the UTC day so far, for gateways with daily caps.
+            "today_usd": str(self.tables.tenant_day(tenant_id, now).cost),
             "estimated_usd": str(month.estimated),
             "unpriced_requests": month.unpriced_requests,
             "estimates": mode,

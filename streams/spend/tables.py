@@ -154,6 +154,7 @@ class LedgerBase:
 
     hourly: dict[str, dict[str, Any]] = field(default_factory=dict)
     months: dict[str, dict[str, Any]] = field(default_factory=dict)
+    days: dict[str, dict[str, Any]] = field(default_factory=dict)  # "tenant|dim|value|dDAY"
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: int = 0  # ledger rows behind the month totals (for the log line)
 
@@ -202,7 +203,9 @@ class RunUpdate:
 
 
 @dataclass(frozen=True)
-class MonthSpend:
+class PeriodSpend:
+    """A month's or a day's spend."""
+
     cost: Decimal  # priced calls
     estimated: Decimal  # estimates of calls to models with no price
     unpriced_requests: int  # calls to models with no price, estimated or not
@@ -519,12 +522,25 @@ class SpendTables:
         """The month's known (priced) spend."""
         return self.month(tenant_id, at).cost
 
-    def month(self, tenant_id: str, at: datetime) -> MonthSpend:
+    def month(self, tenant_id: str, at: datetime) -> PeriodSpend:
         """The month's known spend, its estimates and its calls with no price."""
         key = f"{tenant_id}{SEP}month{SEP}{at:%Y-%m}"
+        return self._total(key, self.base.months.get(key) or {})
+
+    def day(self, tenant_id: str, dim: str, value: str, at: datetime) -> PeriodSpend:
+        """The UTC day's spend of a tenant (dim "tenant", value the tenant) or of one
+        of its workflows, teams or models."""
+        key = SEP.join((tenant_id, dim, value, f"d{int(at.timestamp()) // DAY}"))
+        return self._total(key, self.base.days.get(key) or {})
+
+    def tenant_day(self, tenant_id: str, at: datetime) -> PeriodSpend:
+        """The tenant's spend on the UTC day of `at`."""
+        return self.day(tenant_id, "tenant", tenant_id.replace(SEP, "/"), at)
+
+    def _total(self, key: str, held: dict[str, Any]) -> PeriodSpend:
+        """This epoch's counts of a `totals` key plus the ledger's before it."""
         bucket = self.totals.get(key) or {}
-        held = self.base.months.get(key) or {}
-        return MonthSpend(
+        return PeriodSpend(
             Decimal(bucket.get("cost", "0")) + held.get("cost", Decimal(0)),
             Decimal(bucket.get("estimated", "0")) + held.get("estimated", Decimal(0)),
             int(bucket.get("unpriced", 0)) + held.get("unpriced", 0),

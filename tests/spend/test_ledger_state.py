@@ -15,7 +15,7 @@ from streams.cost.rows import costed_event
 from streams.ledger.arrow import table_schema, to_arrow
 from streams.ledger.connect import ClickHouseHandle
 from streams.spend.ledger_state import load_ledger_base
-from streams.spend.tables import SEP, SpendTables
+from streams.spend.tables import DAY, HOUR, SEP, SpendTables
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CUT = NOW - timedelta(minutes=30)  # the log epoch began here
@@ -105,6 +105,12 @@ def test_ledger_before_the_epoch_plus_the_stream_equals_one_uninterrupted_stream
     for tenant in ("acme", "globex", "a|b"):
         assert restarted.month(tenant, NOW) == uninterrupted.month(tenant, NOW)
     assert restarted.month("acme", NOW).cost > 0
+    days = [key for key in uninterrupted.totals if key.rsplit(SEP, 1)[1].startswith("d")]
+    assert len(days) > 20
+    for key in days:
+        tenant, dim, value, day = key.rsplit(SEP, 3)  # a tenant may hold '|'
+        at = datetime.fromtimestamp(int(day[1:]) * DAY, UTC)
+        assert restarted.day(tenant, dim, value, at) == uninterrupted.day(tenant, dim, value, at)
     assert sorted(runs, key=str) == sorted(expected_runs, key=str)
 
 
@@ -123,7 +129,61 @@ def test_month_to_date_equals_the_ledger_sum_to_the_decimal(ledger_db: ClickHous
         assert tables.month(tenant, NOW).cost == Decimal(cost)
 
 
+def test_every_rebuilt_total_equals_the_ledger_sum_to_the_decimal(
+    ledger_db: ClickHouseHandle,
+) -> None:
+    # Every row before the log epoch: the in-stream state is the ledger's alone.
+    insert(ledger_db, ledger_rows(500, seed=13))
+    tables = SpendTables({}, {}, {})
+    tables.set_base(load_ledger_base(ledger_db.client, NOW + timedelta(days=1), NOW))
+
+    def ledger(column: str, period: str, extra: str = "") -> dict[tuple[Any, ...], Decimal]:
+        rows = ledger_db.client.query(
+            f"SELECT tenant_id, {column}, {period} AS p, sum(cost_usd) FROM usage_ledger FINAL "
+            f"WHERE {column} != '' {extra} GROUP BY tenant_id, {column}, p"
+        ).result_rows
+        return {(t, v.replace(SEP, "/"), int(p)): Decimal(c) for t, v, p, c in rows}
+
+    compared = 0
+    for dim, column in (
+        ("tenant", "tenant_id"),
+        ("workflow", "workflow_id"),
+        ("team", "team_id"),
+        ("model", "model"),
+    ):
+        by_day = ledger(column, f"intDiv(toUnixTimestamp(timestamp), {DAY})")
+        for (tenant, value, day), cost in by_day.items():
+            at = datetime.fromtimestamp(day * DAY, UTC)
+            assert tables.day(tenant, dim, value, at).cost == cost, (tenant, dim, value, day)
+        by_hour = ledger(column, f"intDiv(toUnixTimestamp(timestamp), {HOUR})")
+        for (tenant, value, hour), cost in by_hour.items():
+            at = datetime.fromtimestamp(hour * HOUR, UTC)
+            assert Decimal(tables.hour_bucket(tenant, dim, value, at)["cost"]) == cost
+        compared += len(by_day) + len(by_hour)
+    # A run's cost: its calls of the last 8 days, for runs seen in the last 48 h.
+    runs = ledger_db.client.query(
+        "SELECT tenant_id, workflow_id, workflow_run_id, sum(cost_usd) FROM usage_ledger FINAL "
+        "WHERE workflow_run_id != '' AND timestamp >= %(since)s "
+        "GROUP BY tenant_id, workflow_id, workflow_run_id HAVING max(timestamp) >= %(open)s",
+        parameters={
+            "since": (NOW - timedelta(days=8)).replace(tzinfo=None),
+            "open": (NOW - timedelta(hours=48)).replace(tzinfo=None),
+        },
+    ).result_rows
+    for tenant, workflow, run, cost in runs:
+        held = tables.base.runs[SEP.join((tenant, "run", workflow, run))]
+        assert held["cost"] == Decimal(cost)
+    assert len(tables.base.runs) == len(runs)
+    assert compared > 100 and runs
+    (today,) = ledger_db.client.query(
+        "SELECT sum(cost_usd) FROM usage_ledger FINAL WHERE tenant_id = 'a|b' "
+        "AND toDate(timestamp, 'UTC') = toDate(%(now)s)",
+        parameters={"now": NOW.replace(tzinfo=None)},
+    ).result_rows[0]
+    assert tables.tenant_day("a|b", NOW).cost == Decimal(today)
+
+
 def test_an_empty_ledger_gives_an_empty_base(ledger_db: ClickHouseHandle) -> None:
     base = load_ledger_base(ledger_db.client, NOW, NOW)
-    assert (base.hourly, base.months, base.runs) == ({}, {}, {})
+    assert (base.hourly, base.months, base.days, base.runs) == ({}, {}, {}, {})
     assert SEP not in "acme"
