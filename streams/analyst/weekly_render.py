@@ -57,6 +57,15 @@ def summary(review: WeeklyReview) -> str:
     return text
 
 
+def why_it_moved(parts: dict[str, Decimal], shown: int = 2) -> str:
+    """The largest parts of a change, e.g. "volume +$12.00, model mix +$3.10"."""
+    largest = sorted((p for p in parts.items() if p[1]), key=lambda p: -abs(p[1]))[:shown]
+    return ", ".join(
+        f"{name.replace('_', ' ')} {'+' if part > 0 else '-'}{usd(abs(part))}"
+        for name, part in largest
+    )
+
+
 def sections(review: WeeklyReview) -> list[Section]:
     change_headers = ["", "this week", "last week", "change"]
 
@@ -69,9 +78,14 @@ def sections(review: WeeklyReview) -> list[Section]:
     return [
         Section(
             f"Top {TOP_N} tenants by spend",
-            "",
-            ["tenant", *change_headers[1:]],
-            change_rows(review.top_tenants),
+            "Why it moved: the change split into volume, retries, model mix, tokens per "
+            "call, unit price and cache-hit rate (Shapley decomposition; the parts sum "
+            "to the change), the two largest shown.",
+            ["tenant", *change_headers[1:], "why it moved"],
+            [
+                [*row, why_it_moved(c.why)]
+                for row, c in zip(change_rows(review.top_tenants), review.top_tenants, strict=True)
+            ],
         ),
         Section(
             f"Top {TOP_N} workflows by spend",

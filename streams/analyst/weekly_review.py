@@ -9,11 +9,12 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
 
+from detectors.decomposition import Usage, decompose
 from streams.analyst.money import ZERO
 from streams.analyst.periods import Period, previous_week
 from streams.ledger.remote import Reader
@@ -25,12 +26,17 @@ MTOK = Decimal(1_000_000)
 
 @dataclass(frozen=True)
 class SpendChange:
-    """One tenant's, workflow's or model's spend this week against last week."""
+    """One tenant's, workflow's or model's spend this week against last week.
+
+    `why` (tenants only): the change split into additive parts that sum to it to the
+    cent, by `detectors.decomposition` (volume, retries, model mix, tokens per call,
+    unit price, cache-hit rate)."""
 
     key: str
     label: str
     current: Decimal
     previous: Decimal
+    why: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,8 @@ _DIRTY_DAYS = "SELECT day FROM ledger_dirty_days WHERE day BETWEEN {start:Date} 
 _SPEND = """
 SELECT
     multiIf(
-        grouping(tenant_id) = 0, 'tenant',
+        grouping(tenant_id) = 0 AND grouping(day) = 0, 'tenant',
+        grouping(tenant_id) = 0, 'tenant_usage',
         grouping(day) = 1, 'usage',
         grouping(workflow_id) = 0, 'workflow',
         'model'
@@ -171,18 +178,21 @@ SELECT
     day, day >= {week_start:Date} AS this_week, tenant_id, workflow_id, any(workflow_name),
     provider, model, sum(cost_usd),
     sum(input_tokens - cached_tokens - cache_write_tokens), sum(cached_tokens),
-    sum(cache_write_tokens), sum(output_tokens - reasoning_tokens), sum(reasoning_tokens)
+    sum(cache_write_tokens), sum(output_tokens - reasoning_tokens), sum(reasoning_tokens),
+    sum(requests), sum(retries)
 FROM
 (
     SELECT
         day, tenant_id, workflow_id, workflow_name, provider, model, cost_usd,
-        input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens
+        input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+        requests, retries
     FROM spend_daily_state
     WHERE day BETWEEN {start:Date} AND {end:Date} AND day NOT IN {dirty:Array(Date)}
     UNION ALL
     SELECT
         day, tenant_id, workflow_id, workflow_name, provider, model, cost_usd,
-        input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens
+        input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+        requests, retries
     FROM spend_daily_recompute
     WHERE day BETWEEN {start:Date} AND {end:Date} AND day IN {dirty:Array(Date)}
     UNION ALL
@@ -190,7 +200,7 @@ FROM
         toDate(timestamp) AS day, tenant_id, workflow_id, workflow_name, provider, model,
         delta_cost_usd AS cost_usd, toUInt64(0) AS input_tokens, toUInt64(0) AS cached_tokens,
         toUInt64(0) AS cache_write_tokens, toUInt64(0) AS output_tokens,
-        toUInt64(0) AS reasoning_tokens
+        toUInt64(0) AS reasoning_tokens, toUInt64(0) AS requests, toUInt64(0) AS retries
     FROM cost_corrections FINAL
     WHERE day BETWEEN {start:Date} AND {end:Date}
 )
@@ -198,7 +208,8 @@ GROUP BY GROUPING SETS (
     (day, tenant_id),
     (day, workflow_id),
     (day, provider, model),
-    (this_week, workflow_id, provider, model)
+    (this_week, workflow_id, provider, model),
+    (this_week, tenant_id, provider, model)
 )
 """
 
@@ -236,7 +247,7 @@ GROUP BY workflow_id
 
 
 class _SpendRow(NamedTuple):
-    kind: str  # tenant, workflow or model (per day); usage (per week)
+    kind: str  # tenant, workflow or model (per day); usage, tenant_usage (per week)
     day: date
     this_week: bool
     tenant_id: str
@@ -250,10 +261,12 @@ class _SpendRow(NamedTuple):
     cache_write_tokens: int
     output_tokens: int  # without reasoning
     reasoning_tokens: int
+    requests: int
+    retries: int
 
     @property
     def tokens(self) -> tuple[int, ...]:
-        return self[9:]
+        return self[9:14]
 
 
 def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
@@ -285,7 +298,7 @@ def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
     models = _daily((f"{row.provider}/{row.model}", "", row.day, row.cost) for row in rows["model"])
     tenant_changes = tenants.changes(week, previous)
     model_changes = models.changes(week, previous)
-    top_tenants = tenant_changes[:TOP_N]
+    top_tenants = _with_why(tenant_changes[:TOP_N], rows["tenant_usage"])
     days = previous.days + week.days
     return WeeklyReview(
         week=week,
@@ -311,6 +324,31 @@ def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
         },
         estimated=_estimated(client, week),
     )
+
+
+def _with_why(changes: list[SpendChange], usage: list[_SpendRow]) -> list[SpendChange]:
+    """Each tenant's change split into why it moved, from its week's calls, retries,
+    tokens and spend per model against last week's."""
+    periods: dict[tuple[str, bool], dict[str, Usage]] = defaultdict(dict)
+    for row in usage:
+        model = f"{row.provider}/{row.model}"
+        held = periods[row.tenant_id, row.this_week].get(model)
+        summed = Usage(row.requests, row.retries, sum(row.tokens), row.cost)
+        if held is not None:  # a model's row per workflow name: add them up
+            summed = Usage(
+                held.calls + summed.calls,
+                held.retries + summed.retries,
+                held.tokens + summed.tokens,
+                held.cost + summed.cost,
+            )
+        periods[row.tenant_id, row.this_week][model] = summed
+    return [
+        replace(
+            change,
+            why=decompose(periods[change.key, False], periods[change.key, True]),
+        )
+        for change in changes
+    ]
 
 
 def _estimated(client: Reader, week: Period) -> list[EstimatedModel]:

@@ -19,9 +19,10 @@ from clickhouse_connect.driver.client import Client
 from matplotlib import image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from detectors.decomposition import FACTORS
 from streams.analyst import charts
 from streams.analyst.periods import iso_week
-from streams.analyst.weekly_render import render, write_report
+from streams.analyst.weekly_render import render, why_it_moved, write_report
 from streams.analyst.weekly_review import WeeklyReview, build_weekly_review
 from tests.analyst import ledger_data as data
 
@@ -143,7 +144,23 @@ def test_text_and_markdown_reports(review: WeeklyReview) -> None:
     assert "hooli" in text.split("median day")[1]
     markdown, _ = render(review, "md")
     assert markdown.startswith("# Weekly review 2026-W47")
-    assert "| tenant | this week | last week | change |" in markdown
+    assert "| tenant | this week | last week | change | why it moved |" in markdown
+
+
+def test_each_top_tenants_change_is_split_into_parts_that_sum_to_it(
+    review: WeeklyReview, events: list[dict[str, Any]]
+) -> None:
+    """Why it moved (Shapley, detectors.decomposition) from the week's calls, retries,
+    tokens and spend per model: the parts sum to the change to the cent. hooli ran ten
+    times its runs on one day this week: its largest part is volume (more calls)."""
+    for change in review.top_tenants:
+        assert set(change.why) == set(FACTORS)
+        change_cents = (change.current - change.previous).quantize(D("0.01"))
+        assert sum(change.why.values()) == change_cents, change
+    hooli = next(c for c in review.top_tenants if c.key == data.SPIKE[0])
+    assert max(hooli.why, key=lambda factor: abs(hooli.why[factor])) == "volume"
+    text, _ = render(review, "table")
+    assert why_it_moved(hooli.why).startswith("volume +$") and why_it_moved(hooli.why) in text
 
 
 def test_an_empty_week_still_renders(module_ch: Client, events: list, tmp_path: Path) -> None:
