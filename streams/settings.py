@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # Fault injection for the reliability suite: while this file exists, every ledger
     # write fails as if ClickHouse were down (the sink's real retry path runs).
     fault_sink_outage_file: Path | None = None
+    # ... and while this one exists, every costed publish fails as if the broker refused
+    # it (after the ledger write: the ingest's real retry path runs).
+    fault_costed_outage_file: Path | None = None
 
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 

@@ -7,18 +7,21 @@ reach the throughput targets, so the usage topic is consumed here directly, in i
 consumer group. The spend agent and its tables stay on Faust.
 
 Two stages, like a batching sink with backpressure. The reading loop decodes,
-de-duplicates and prices a batch, publishes its costed events at once (the detectors
-see it within milliseconds, not after the ledger write) and queues it. A writer task
-takes every queued batch at once, writes them to ClickHouse in one insert and only
-then commits their offsets: commit after durable write. At most `MAX_QUEUED` batches
-wait; the reader waits when that many do. Ids of queued batches are not yet in the
-filter, so the next batch's preparation excludes them explicitly (`in_flight`).
+de-duplicates and prices a batch and queues it. A writer task takes every queued batch
+at once, writes them to ClickHouse in one insert, then publishes their costed events
+(of the rows the ledger took) and dead letters, and only then commits their offsets:
+commit after durable write and publish (streams/ingest/pipeline.py says why in that
+order). At most `MAX_QUEUED` batches wait; the reader waits when that many do. Ids of
+queued batches are not yet in the filter, so the next batch's preparation excludes
+them explicitly (`in_flight`).
 
 On a rebalance, the revoked-partitions callback waits until every queued batch is
-written and committed, so the next owner starts after them. A batch whose partitions
-were revoked while it was being published is prepared again from the partitions still
-held; the new owner ledgers the rest. Costed events published twice carry the same
-source position, and the spend tables count each position once.
+written, published and committed, so the next owner starts after them. A batch whose
+partitions were revoked while it was being prepared is prepared again from the
+partitions still held; the new owner ledgers the rest. When partitions are assigned,
+the ledger rows at or after their committed offsets (written by a worker that stopped
+before publishing them) are looked up first, to be published again when their
+messages come back (streams/ingest/unpublished.py).
 
 A new log can appear behind the same address: the embedded in-memory broker restarted
 under a running worker, offsets from 0 again. That broker answers fetches past its end
@@ -44,6 +47,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -54,6 +58,7 @@ from mode import Service
 
 from streams.ingest.dedupe import U64
 from streams.ingest.pipeline import IngestPipeline, PreparedBatch, UsageMessage
+from streams.ingest.unpublished import load_unpublished
 from streams.kafka.admin import ClusterIdentity
 from streams.kafka.topics import INGEST_GROUP
 from streams.kafka.tuning import FETCH_MAX_WAIT_MS
@@ -120,6 +125,9 @@ class UsageConsumer(Service):
         self.cluster_id: str | None = None
         self.assigned_cluster_id: str | None = None
         self.log_epoch = settings.log_epoch
+        # Assigned since the last look for ledgered rows whose costed events may
+        # never have been published (streams/ingest/unpublished.py).
+        self.to_look_up: set[TopicPartition] = set()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self.consumer is not None else set()
@@ -190,20 +198,59 @@ class UsageConsumer(Service):
             await self._until_done(self._follow_cluster)
             self._note_lag(records)
             await self.before_batch()
+            if self.to_look_up:
+                await self._until_done(partial(self._look_up_unpublished, pipeline))
             batch = pipeline.prepare(_messages(records), self._in_flight())
-            await self._until_done(partial(pipeline.publish, batch))
             held = self.assignment()
             if any(tp not in held for tp in records):
-                # Revoked while publishing (the callback has written what was queued).
+                # Revoked meanwhile (the callback has written what was queued).
                 records = {tp: rs for tp, rs in records.items() if tp in held}
                 if not records:
                     continue
-                # Its costed events went out with the rest; only the ledger rows change.
                 batch = pipeline.prepare(_messages(records), self._in_flight())
             offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
             async with self.changed:
                 self.queued.append(Queued(batch, offsets))
                 self.changed.notify_all()
+
+    async def _look_up_unpublished(self, pipeline: IngestPipeline) -> None:
+        """The ledger rows of the partitions assigned since the last look, at or after
+        their committed offsets: written, perhaps never published."""
+        assert self.consumer is not None
+        assigned = set(self.to_look_up)
+        # A worker writes at most the batches queued and the one being written past
+        # the committed offset, each of at most `batch_max_events` messages: the look
+        # stays that small whatever the ledger holds (no committed offset: from the
+        # log's start).
+        most = (MAX_QUEUED + 1) * self.settings.batch_max_events
+        windows: dict[int, tuple[int, int]] = {}
+        for tp in assigned:
+            if tp in self.assignment():
+                start = await self.consumer.committed(tp)
+                if start is None:
+                    start = (await self.consumer.beginning_offsets([tp]))[tp]
+                windows[tp.partition] = (start, start + most)
+        # Rows of an earlier in-memory log share its offsets: only this log's count. On
+        # Kafka, a re-delivery after the de-duplication horizon is a new event anyway.
+        since = self.settings.log_epoch_started_at or datetime.now(UTC) - timedelta(
+            days=self.settings.dedupe_horizon_days + 1
+        )
+        found = await pipeline.sink.executor.run(
+            load_unpublished,
+            pipeline.sink.executor.client,
+            self.settings.usage_topic,
+            windows,
+            since,
+        )
+        pipeline.unpublished = found
+        self.to_look_up -= assigned  # only once found: a failed look is retried whole
+        if found:
+            log.info(
+                "%d ledgered events at or after the committed offsets of usage partitions %s: "
+                "published again when re-delivered",
+                len(found),
+                sorted(windows),
+            )
 
     def _in_flight(self) -> U64 | None:
         waiting = [q.batch.hashes for q in (*self.writing, *self.queued)]
@@ -225,11 +272,13 @@ class UsageConsumer(Service):
         batches = self.writing
         try:
             if batches:
-                await self._until_done(partial(pipeline.write, [q.batch for q in batches]))
+                prepared = [q.batch for q in batches]
+                await self._until_done(partial(pipeline.write, prepared))
                 self._note_ledgered(batches)
+                await self._until_done(partial(pipeline.publish, prepared))
                 await self._commit(batches)
         except asyncio.CancelledError:
-            self.queued[:0] = batches  # unwritten: `on_stop` writes them
+            self.queued[:0] = batches  # unwritten or unpublished: `on_stop` finishes them
             raise
         finally:
             async with self.changed:
@@ -312,6 +361,7 @@ class UsageConsumer(Service):
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         await self._until_done(partial(self._check_assigned_cluster, partitions))
+        self.to_look_up |= partitions
 
     async def _check_assigned_cluster(self, partitions: set[TopicPartition]) -> None:
         """The group's committed offsets were just read: under a cluster other than at
@@ -365,9 +415,10 @@ class UsageConsumer(Service):
         await self._seek_to_beginning(set(past_end))
 
     async def _until_done(self, step: Callable[[], Awaitable[None]]) -> None:
-        """The sink retries its own writes for ever; this covers the rest (publishing).
-        Repeating a step is safe: inserts carry a deduplication token and the spend
-        tables skip costed rows by source position."""
+        """The sink retries its own writes for ever; this covers the rest (publishing,
+        the look-up at assignment). Repeating a step is safe: a written batch is not
+        written again, inserts carry a deduplication token, and the spend tables skip
+        costed rows by source position."""
         await until_done(step, log, "ingest batch", on_failure=self._count_failure)
 
     def _count_failure(self, exc: Exception) -> None:

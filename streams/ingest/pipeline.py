@@ -1,4 +1,4 @@
-"""`IngestPipeline`: one batch of usage messages → costed events, ledger rows, dead letters.
+"""`IngestPipeline`: one batch of usage messages → ledger rows, costed events, dead letters.
 
 The steps, in the order that keeps the invariants (docs/architecture.md, "Invariants"):
 
@@ -6,16 +6,27 @@ The steps, in the order that keeps the invariants (docs/architecture.md, "Invari
    the model deciding what it cannot vouch for);
 2. drop request_ids already ledgered within the horizon, or repeated in the batch;
 3. price the rest (cached resolution, Decimal arithmetic);
-4. publish costed events downstream and wait for the broker's acknowledgement
-   (`publish`, at once: the detectors see a batch before its ledger write);
-5. write ledger and dead-letter rows and wait until ClickHouse holds them (`write`,
-   one insert for the batches published meanwhile);
+4. write ledger and dead-letter rows and wait until ClickHouse holds them (`write`,
+   one insert for the batches queued meanwhile); rows ClickHouse refuses for their
+   data become dead letters (`ledger_insert_failed`, streams/ledger/isolation.py);
+5. publish the costed events of the rows the ledger took, and every dead letter (the
+   refused rows' too), and wait for the broker's acknowledgement (`publish`);
 6. only then return, so the caller lets Kafka commit the batches' offsets.
 
-A crash before 5 re-delivers the batch: nothing was ledgered, the rebuilt filter has
-not seen the ids, so they are processed again; downstream spend tables skip costed
-events they already counted by source offset. A crash after 5 re-delivers ids that
-the filter, rebuilt from the ledger at start, knows: counted as duplicates, dropped.
+Costed events go out after the ledger write, as a Quix Streams sink flushes before its
+checkpoint commits: the spend tables, /v1/limits and the detectors count only what the
+ledger, the system of record, holds. Published first, a row the ledger then refused
+would stay in every in-stream total. A compensating record instead would have to undo
+a row in every table (hours, days, months, runs, users, model mix), with marks of its
+own, after the detectors had already seen it.
+
+A crash before 4 re-delivers the batch: nothing was ledgered, the rebuilt filter has
+not seen the ids, so they are processed again. A crash between 4 and 5 re-delivers ids
+that the filter, rebuilt from the ledger at start, knows; their costed events may never
+have gone out, so the events ledgered at the re-delivered message's own position are
+published again from their ledger rows (streams/ingest/unpublished.py), and the spend
+tables skip a source position they already counted. A crash after 5 is the same, with
+every position already counted.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from streams.cost.rows import SourcePosition, costed_event, price_events
 from streams.ingest.batch_validation import ValidatedEvent, decode_batch_message
 from streams.ingest.decoding import Rejection
 from streams.ingest.dedupe import U64, RequestIdFilter, hash_request_ids
+from streams.ingest.unpublished import Unpublished
 from streams.ledger.isolation import refused_dead_letter
 from streams.ledger.sink import ClickHouseLedgerSink
 
@@ -58,16 +70,30 @@ DeadLetterPublisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 @dataclass
 class PreparedBatch:
-    """A decoded, de-duplicated and priced batch, not yet published or written."""
+    """A decoded, de-duplicated and priced batch, not yet written or published."""
 
     messages: int
     events: int
-    hashes: U64  # of the admitted request_ids, marked in the filter once durable
+    hashes: U64  # of `rows`' request_ids, marked in the filter once durable
     rows: list[dict[str, Any]]
-    costed_by_tenant: dict[str, list[dict[str, Any]]]
+    # In message order: (index in `rows`, or -1 for an event ledgered before and
+    # published again, see streams/ingest/unpublished.py; its costed event).
+    costed: list[tuple[int, dict[str, Any]]]
     dead_letters: list[dict[str, Any]]
     day: int
     positions: list[SourcePosition] = field(default_factory=list)  # of `rows`, in order
+    written: bool = False
+    # Rows ClickHouse refused for their data (indexes in `rows`) and their dead letters.
+    refused: set[int] = field(default_factory=set)
+    refused_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    def costed_by_tenant(self) -> dict[str, list[dict[str, Any]]]:
+        """The costed events to publish, by tenant: none of a refused row."""
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        for index, event in self.costed:
+            if index not in self.refused:
+                by_tenant.setdefault(event["tenant_id"], []).append(event)
+        return by_tenant
 
 
 @dataclass
@@ -77,6 +103,9 @@ class IngestCounters:
     ledgered: int = 0
     duplicates: int = 0
     unpriced: int = 0
+    # Events ledgered before a stop and published again when re-delivered (their
+    # costed events may not have gone out).
+    republished: int = 0
     # Ledgered rows older than the ledger's raw retention: its TTL drops them, the
     # rollups keep them (counted in `ledgered` too).
     rollup_only: int = 0
@@ -112,6 +141,8 @@ class IngestPipeline:
         self.timestamp_floor = timestamp_floor
         self.raw_retention = raw_retention
         self.counters = IngestCounters()
+        # Set by the consumer at assignment (streams/ingest/unpublished.py).
+        self.unpublished: Unpublished = {}
 
     def prepare(
         self, messages: Sequence[UsageMessage], in_flight: U64 | None = None
@@ -136,59 +167,81 @@ class IngestPipeline:
         if in_flight is not None and len(in_flight):
             fresh &= ~np.isin(hashes, in_flight)
         admitted = [pair for pair, is_new in zip(events, fresh, strict=True) if is_new]
-        rows = price_events(
-            self.catalog,
-            [event for event, _ in admitted],
-            [position for _, position in admitted],
-            now,
-        )
-        by_tenant: dict[str, list[dict[str, Any]]] = {}
-        if self.publish_costed is not None:
-            for row, (_, position) in zip(rows, admitted, strict=True):
-                by_tenant.setdefault(row["tenant_id"], []).append(costed_event(row, position.index))
+        positions = [position for _, position in admitted]
+        rows = price_events(self.catalog, [event for event, _ in admitted], positions, now)
+        # In message order: each admitted event's costed event, and each event ledgered
+        # at this very position before a stop (streams/ingest/unpublished.py).
+        costed: list[tuple[int, dict[str, Any]]] = []
+        priced = iter(enumerate(rows))
+        for (event, position), is_new in zip(events, fresh, strict=True):
+            if is_new:
+                index, row = next(priced)
+                costed.append((index, costed_event(row, position.index)))
+            elif self.unpublished:
+                key = (position.topic, position.partition, position.offset, event.request_id)
+                ledgered = self.unpublished.get(key)
+                if ledgered is not None:
+                    costed.append((-1, costed_event(ledgered, position.index)))
         return PreparedBatch(
             messages=len(messages),
             events=len(events),
             hashes=hashes[fresh],
             rows=rows,
-            costed_by_tenant=by_tenant,
+            costed=costed,
             dead_letters=dead_letters,
             day=ingest_day(now),
-            positions=[position for _, position in admitted],
+            positions=positions,
         )
-
-    async def publish(self, batch: PreparedBatch) -> None:
-        """Step 4: returns once the broker acknowledged the costed events and dead
-        letters. Safe to repeat: the spend tables skip costed events by source position."""
-        if self.publish_costed is not None and batch.costed_by_tenant:
-            await self.publish_costed(batch.costed_by_tenant)
-        if self.publish_dead_letters is not None and batch.dead_letters:
-            await self.publish_dead_letters(batch.dead_letters)
 
     async def write(self, batches: Sequence[PreparedBatch]) -> None:
-        """Step 5 for published batches, in one insert: returns once the rows are
-        durable and the ids marked."""
-        rows = [row for batch in batches for row in batch.rows]
-        positions = [position for batch in batches for position in batch.positions]
-        dead_letters = [letter for batch in batches for letter in batch.dead_letters]
-        refused = await self.sink.write(
-            rows,
-            dead_letters,
-            lambda index, error: refused_dead_letter(
+        """Step 4, in one insert for the batches not written yet: returns once their rows
+        are durable, as ledger rows or dead letters, and the ledgered ids marked."""
+        todo = [batch for batch in batches if not batch.written]
+        if not todo:
+            return
+        rows = [row for batch in todo for row in batch.rows]
+        positions = [position for batch in todo for position in batch.positions]
+        dead_letters = [letter for batch in todo for letter in batch.dead_letters]
+        refused_at: list[int] = []
+
+        def refused_letter(index: int, error: str) -> dict[str, Any]:
+            refused_at.append(index)
+            return refused_dead_letter(
                 rows[index], error, log_epoch=self.log_epoch, element_index=positions[index].index
-            ),
-        )
-        # Marked only now: a batch that is never written (its partition revoked before
-        # the write, or the process stopped) leaves its ids free for re-delivery.
-        for batch in batches:
-            self.dedupe.mark(batch.hashes, batch.day)
+            )
+
+        letters = await self.sink.write(rows, dead_letters, refused_letter)
+        refused = dict(zip(refused_at, letters, strict=True))
+        start = 0
+        for batch in todo:
+            mine = {i - start: refused[i] for i in refused if start <= i < start + len(batch.rows)}
+            start += len(batch.rows)
+            batch.refused = set(mine)
+            batch.refused_letters = list(mine.values())
+            # Marked only now, and only what the ledger holds: a batch that is never
+            # written (its partition revoked before the write, or the process stopped)
+            # leaves its ids free for re-delivery, and so does a refused row.
+            ledgered = np.ones(len(batch.rows), dtype=bool)
+            ledgered[list(batch.refused)] = False
+            self.dedupe.mark(batch.hashes[ledgered], batch.day)
             self._count(batch)
-        self.dedupe.expire(batches[-1].day)
-        # Rows ClickHouse refused for their data are dead letters, not ledger rows.
-        self.counters.ledgered -= len(refused)
-        for letter in refused:
-            by_reason = self.counters.dead_letters_by_reason
-            by_reason[letter["reason"]] = by_reason.get(letter["reason"], 0) + 1
+            batch.written = True
+        self.dedupe.expire(todo[-1].day)
+
+    async def publish(self, batches: Sequence[PreparedBatch]) -> None:
+        """Step 5, for written batches: returns once the broker acknowledged their costed
+        events and dead letters. Safe to repeat: the spend tables skip costed events by
+        source position, and a dead letter is keyed by its position."""
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        letters: list[dict[str, Any]] = []
+        for batch in batches:
+            for tenant, events in batch.costed_by_tenant().items():
+                by_tenant.setdefault(tenant, []).extend(events)
+            letters += batch.dead_letters + batch.refused_letters
+        if self.publish_costed is not None and by_tenant:
+            await self.publish_costed(by_tenant)
+        if self.publish_dead_letters is not None and letters:
+            await self.publish_dead_letters(letters)
 
     def _dead_letter(
         self, rejection: Rejection, message: UsageMessage, now: datetime
@@ -212,14 +265,16 @@ class IngestPipeline:
         c = self.counters
         c.messages += batch.messages
         c.events += batch.events
-        c.ledgered += len(batch.rows)
+        ledgered = [row for i, row in enumerate(batch.rows) if i not in batch.refused]
+        c.ledgered += len(ledgered)
         c.duplicates += batch.events - len(batch.rows)
-        c.unpriced += sum(1 for row in batch.rows if row["cost_status"] != "priced")
+        c.republished += sum(1 for index, _ in batch.costed if index < 0)
+        c.unpriced += sum(1 for row in ledgered if row["cost_status"] != "priced")
         if self.raw_retention is not None:
             expired = self.clock() - self.raw_retention
-            old = [row for row in batch.rows if row["timestamp"] < expired]
+            old = [row for row in ledgered if row["timestamp"] < expired]
             c.rollup_only += len(old)
             c.rollup_only_cost_usd += sum((row["cost_usd"] for row in old), Decimal(0))
-        for letter in batch.dead_letters:
+        for letter in [*batch.dead_letters, *batch.refused_letters]:
             reason = letter["reason"]
             c.dead_letters_by_reason[reason] = c.dead_letters_by_reason.get(reason, 0) + 1

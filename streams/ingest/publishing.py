@@ -23,6 +23,9 @@ async def publish_costed(
 ) -> None:
     """Messages of up to COSTED_ROWS_PER_MESSAGE rows per tenant, keyed by tenant:
     downstream tables are per tenant. Small enough for any broker's message limit."""
+    outage = settings.fault_costed_outage_file
+    if outage is not None and outage.exists():
+        raise ConnectionError(f"injected costed publish failure ({outage} exists)")
     topic = app.topic(settings.costed_topic, value_serializer="raw", key_serializer="raw")
     pending = []
     for tenant, rows in by_tenant.items():

@@ -38,6 +38,8 @@ class WorkerStatus:
             "events": counters.events if counters else 0,
             "ledgered": counters.ledgered if counters else 0,
             "duplicates": counters.duplicates if counters else 0,
+            # Ledgered before a stop, published again when re-delivered.
+            "republished": counters.republished if counters else 0,
             "unpriced": counters.unpriced if counters else 0,
             "rollup_only": counters.rollup_only if counters else 0,
             "rollup_only_cost_usd": str(counters.rollup_only_cost_usd) if counters else "0",

@@ -166,10 +166,11 @@ async def test_nothing_is_committed_while_clickhouse_refuses_the_write(running: 
     try:
         held = [f"w-b{i:02d}" for i in range(20)]
         later = await publish(bootstrap, topic, [line(i) for i in held])
-        # Published downstream (step 4), then the write fails on ClickHouse's own error.
-        await wait_until(lambda: set(held) <= set(running.costed), timeout=60)
+        # The write fails on ClickHouse's own error: nothing of the batch goes downstream
+        # (costed events follow the durable write) and nothing is committed.
         await wait_until(lambda: running.sink.stats.failures >= 3, timeout=60)
         assert "(UNKNOWN_TABLE)" in running.sink.stats.last_error
+        assert not set(held) & set(running.costed)
         assert await running.committed() == ends  # nothing committed past the durable rows
     finally:
         await running.executor.run(client.command, "ATTACH TABLE usage_ledger")
@@ -178,6 +179,7 @@ async def test_nothing_is_committed_while_clickhouse_refuses_the_write(running: 
         return await running.ledger_ids() == sorted(first + held)
 
     await wait_until(landed, timeout=60, interval=0.1)
+    await wait_until(lambda: set(held) <= set(running.costed), timeout=30)
     ends.update(later)
 
     async def committed() -> bool:

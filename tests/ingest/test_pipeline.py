@@ -1,8 +1,10 @@
 """`IngestPipeline` on the real ClickHouse (chdb): the order that keeps the invariants.
 
-Costed events are published before the ledger write, and request ids are marked as
-seen only once the write is durable, so a crash (or a ClickHouse error) between the
-two re-delivers events that are processed again, never dropped as duplicates.
+Costed events are published after the ledger write, of the rows the ledger took only,
+and request ids are marked as seen once the write is durable: a crash (or a ClickHouse
+error) before the write re-delivers events that are processed again, never dropped as
+duplicates; a crash after it re-delivers events whose costed rows are published again
+from the ledger; a row ClickHouse refuses is a dead letter and counts nowhere.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import orjson
 import pytest
 
 from streams.cost.catalog import PriceCatalog
-from streams.ingest.dedupe import RequestIdFilter
-from streams.ingest.pipeline import IngestPipeline, UsageMessage
+from streams.ingest.dedupe import RequestIdFilter, hash_request_ids
+from streams.ingest.pipeline import IngestPipeline, UsageMessage, ingest_day
+from streams.ingest.unpublished import load_unpublished
 from streams.ledger.connect import ClickHouseHandle
+from streams.ledger.isolation import REFUSED_REASON
 from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
 from tests.helpers.waiting import wait_until
 
@@ -87,7 +91,7 @@ def pipeline(executor: ClickHouseExecutor, published: Published) -> IngestPipeli
     )
 
 
-async def test_costed_events_go_out_before_the_ledger_write_and_ids_are_marked_after(
+async def test_costed_events_go_out_after_the_ledger_write_and_ids_are_marked_with_it(
     executor: ClickHouseExecutor,
 ) -> None:
     published = Published(executor)
@@ -100,10 +104,16 @@ async def test_costed_events_go_out_before_the_ledger_write_and_ids_are_marked_a
         )
     )
     assert (batch.messages, batch.events, len(batch.rows)) == (3, 3, 3)
+    # Not yet durable: the same messages are admitted again (nothing marked as seen).
+    again = ingest.prepare(messages(orjson.dumps(event("p-1"))))
+    assert [row["request_id"] for row in again.rows] == ["p-1"]
 
-    await ingest.publish(batch)
+    await ingest.write([batch])
+    assert await ledger_ids(executor) == ["p-1", "p-2", "p-3"]
+    assert published.costed == []  # nothing goes out before the write
+    await ingest.publish([batch])
     [(by_tenant, ledger_at_publish)] = published.costed
-    assert ledger_at_publish == []  # published first: the ledger had none of them
+    assert ledger_at_publish == ["p-1", "p-2", "p-3"]  # the ledger held every one
     assert {t: [e["request_id"] for e in rows] for t, rows in by_tenant.items()} == {
         "acme": ["p-1", "p-3"],
         "globex": ["p-2"],
@@ -111,12 +121,6 @@ async def test_costed_events_go_out_before_the_ledger_write_and_ids_are_marked_a
     assert {e["cost_usd"] for rows in by_tenant.values() for e in rows} == {COST}
     [[letter]] = published.dead_letters
     assert (letter["reason"], letter["partition"], letter["offset"]) == ("malformed_json", 0, 2)
-    # Not yet durable: the same messages are admitted again (nothing marked as seen).
-    again = ingest.prepare(messages(orjson.dumps(event("p-1"))))
-    assert [row["request_id"] for row in again.rows] == ["p-1"]
-
-    await ingest.write([batch])
-    assert await ledger_ids(executor) == ["p-1", "p-2", "p-3"]
     # Durable: now they are duplicates, within a batch and across batches.
     after = ingest.prepare(messages(orjson.dumps(event("p-1")), orjson.dumps(event("p-2"))))
     assert (after.events, after.rows) == (2, [])
@@ -143,7 +147,6 @@ async def test_a_clickhouse_error_before_the_write_leaves_the_ids_free_for_redel
     ingest = pipeline(executor, published)
     await ingest.write([ingest.prepare(messages(orjson.dumps(event("c-0"))))])  # schema read
     batch = ingest.prepare(messages(orjson.dumps(event("c-1")), orjson.dumps(event("c-2"))))
-    await ingest.publish(batch)
     await executor.run(executor.client.command, "DETACH TABLE usage_ledger")
     try:
         write = asyncio.create_task(ingest.write([batch]))
@@ -154,17 +157,107 @@ async def test_a_clickhouse_error_before_the_write_leaves_the_ids_free_for_redel
             await write
     finally:
         await executor.run(executor.client.command, "ATTACH TABLE usage_ledger")
+    assert not batch.written
 
     redelivered = ingest.prepare(
         messages(orjson.dumps(event("c-1")), orjson.dumps(event("c-2")), partition=0)
     )
     assert sorted(row["request_id"] for row in redelivered.rows) == ["c-1", "c-2"]
-    await ingest.publish(redelivered)
     await ingest.write([redelivered])
+    await ingest.publish([redelivered])
     assert await ledger_ids(executor) == ["c-0", "c-1", "c-2"]
-    # Published twice, from the same source positions: the spend tables count each once.
-    positions = [
-        [(e["source_partition"], e["source_offset"], e["source_index"]) for e in rows["acme"]]
-        for rows, _ in published.costed[-2:]
-    ]
-    assert positions[0] == positions[1]
+    [(by_tenant, _)] = published.costed  # the failed batch published nothing
+    assert [e["request_id"] for e in by_tenant["acme"]] == ["c-1", "c-2"]
+
+
+REFUSE = (
+    "ALTER TABLE usage_ledger ADD CONSTRAINT refuse_poison "
+    "CHECK NOT startsWith(request_id, 'poison-')"
+)
+
+
+async def test_a_row_the_ledger_refuses_is_a_dead_letter_and_counts_nowhere(
+    executor: ClickHouseExecutor,
+) -> None:
+    """A real ClickHouse data error (a CHECK constraint, VIOLATED_CONSTRAINT) on one row of
+    a batch: the others are ledgered and published as costed events; the refused one is a
+    dead letter in the table and on the dead-letter topic, with ClickHouse's error, has
+    no costed event (no in-stream total counts it), and its id stays free."""
+    published = Published(executor)
+    ingest = pipeline(executor, published)
+    await executor.run(executor.client.command, REFUSE)
+    try:
+        batch = ingest.prepare(
+            messages(
+                orjson.dumps(event("g-1")),
+                orjson.dumps([event("g-2"), event("poison-1", "globex"), event("g-3")]),
+            )
+        )
+        await ingest.write([batch])
+    finally:
+        await executor.run(
+            executor.client.command, "ALTER TABLE usage_ledger DROP CONSTRAINT refuse_poison"
+        )
+    await ingest.publish([batch])
+    assert await ledger_ids(executor) == ["g-1", "g-2", "g-3"]
+    [(by_tenant, _)] = published.costed
+    assert {t: [e["request_id"] for e in rows] for t, rows in by_tenant.items()} == {
+        "acme": ["g-1", "g-2", "g-3"]
+    }
+    [[letter]] = published.dead_letters
+    assert (letter["reason"], letter["request_id"], letter["tenant_id"]) == (
+        REFUSED_REASON,
+        "poison-1",
+        "globex",
+    )
+    assert (letter["partition"], letter["offset"], letter["element_index"]) == (0, 1, 1)
+    assert "VIOLATED_CONSTRAINT" in letter["message"], letter["message"]
+    stored = await executor.run(
+        executor.client.query, "SELECT request_id, reason, message FROM dead_letters"
+    )
+    [(request_id, reason, message)] = stored.result_rows
+    assert (request_id, reason, message) == ("poison-1", REFUSED_REASON, letter["message"])
+    counters = ingest.counters
+    assert (counters.ledgered, counters.dead_letters_by_reason) == (3, {REFUSED_REASON: 1})
+    # Not ledgered, so not a duplicate: sent again (fixed), it is admitted.
+    again = ingest.prepare(messages(orjson.dumps(event("poison-1", "globex"))))
+    assert [row["request_id"] for row in again.rows] == ["poison-1"]
+
+
+async def test_rows_ledgered_before_a_crash_are_published_again_when_redelivered(
+    executor: ClickHouseExecutor,
+) -> None:
+    """The worker wrote a batch and died before publishing it. Its successor's filter,
+    rebuilt from the ledger, takes the re-delivered ids for duplicates; the rows at
+    those very positions are published again from the ledger, each with its index in
+    its message; a duplicate from another position is not."""
+    first = pipeline(executor, Published(executor))
+    sent = messages(
+        orjson.dumps(event("k-1")),
+        b"not json",
+        orjson.dumps([event("k-2", "globex"), event("k-3")]),
+    )
+    batch = first.prepare(sent)
+    await first.write([batch])  # ... and the process is killed here
+
+    published = Published(executor)
+    successor = pipeline(executor, published)
+    ids = await ledger_ids(executor)
+    successor.dedupe.mark(hash_request_ids(ids), ingest_day(NOW))  # rebuilt from the ledger
+    successor.unpublished = await executor.run(
+        load_unpublished, executor.client, TOPIC, {0: (0, 100)}, NOW - timedelta(days=1)
+    )
+    duplicate = UsageMessage(orjson.dumps(event("k-1")), TOPIC, 0, 3)
+    redelivered = successor.prepare([*sent, duplicate])
+    assert redelivered.rows == []
+    await successor.write([redelivered])
+    await successor.publish([redelivered])
+    [(by_tenant, _)] = published.costed
+    positions = {
+        e["request_id"]: (e["source_offset"], e["source_index"], Decimal(str(e["cost_usd"])))
+        for rows in by_tenant.values()
+        for e in rows
+    }
+    assert positions == {"k-1": (0, 0, COST), "k-2": (2, 0, COST), "k-3": (2, 1, COST)}
+    assert successor.counters.republished == 3
+    assert await ledger_ids(executor) == ["k-1", "k-2", "k-3"]  # nothing written twice

@@ -74,7 +74,7 @@ def test_limits_show_and_judge_estimates(stack: tuple[RunningStack, str]) -> Non
     body = wait_for(lambda: limits(running))
     assert Decimal(body["month_to_date_usd"]) == Decimal("0.0021")
     estimated = Decimal(body["estimated_usd"])
-    # The in-stream tables see the costed events before the ledger write lands.
+    # The in-stream tables count the costed events once the ledger holds them.
     ledger = wait_for(
         lambda: (
             (

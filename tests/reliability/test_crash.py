@@ -45,18 +45,16 @@ VARIANTS = [
         id="20-kills",
         marks=[pytest.mark.reliability, pytest.mark.timeout(1800)],
     ),
-    # Unkeyed duplicates: the ledger only. Their in-stream totals are off when a kill
-    # lands in one window (docs/reliability.md finding 1), which random kills hit in
-    # some runs; test_an_unkeyed_twin_admitted_first_after_a_crash_is_counted_once
-    # reproduces that window every time.
+    # Unkeyed duplicates: a duplicate lands in any partition. Their in-stream totals were
+    # off when a kill landed in one window (docs/reliability.md finding 1, fixed);
+    # test_an_unkeyed_twin_admitted_first_after_a_crash_is_counted_once reproduces
+    # that window every time.
     pytest.param(
         (4_000, 3, False),
         id="3-kills-unkeyed",
         marks=[pytest.mark.reliability, pytest.mark.timeout(1800)],
     ),
 ]
-
-KEYED = VARIANTS[:2]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -65,7 +63,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "crashed" in metafunc.fixturenames:
         variants = {
             "test_ledger_is_exactly_the_expected_set_after_sigkills": VARIANTS,
-            "test_in_stream_month_totals_equal_the_ledger_after_sigkills": KEYED,
+            "test_in_stream_month_totals_equal_the_ledger_after_sigkills": VARIANTS,
             "test_limits_after_a_restart_answer_the_totals_from_before": [FAST],
         }[metafunc.function.__name__]
         metafunc.parametrize("crashed", variants, indirect=True, scope="module")
@@ -177,23 +175,15 @@ def test_limits_after_a_restart_answer_the_totals_from_before(crashed: dict[str,
 
 
 @pytest.mark.reliability
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="open bug, docs/reliability.md finding 1: an unkeyed duplicate is counted twice "
-    "in-stream across a crash. Copy A was priced and its costed row published, the worker "
-    "died before the ledger write; after the restart copy B (another partition) is admitted "
-    "first, and the spend tables skip re-deliveries by source position only, so B's new "
-    "position is counted again. Designed fix: ledger first, then publish costed "
-    "(streams/ingest/pipeline.py)",
-)
 def test_an_unkeyed_twin_admitted_first_after_a_crash_is_counted_once(
     fault_stack: Any, tmp_path: Path
 ) -> None:
-    """The window of finding 1, made certain. The ledger write fails (outage hook) after
-    the costed rows of copies A went out; SIGKILL; each twin B waits on another partition.
-    Two events, crossed: A1 and B2 on partition 0, A2 and B1 on partition 1. Whichever
-    partition the restarted worker reads first, one twin B is admitted before its A."""
+    """The window of finding 1 (fixed). The ledger write fails (outage hook) while copies
+    A wait to be written; SIGKILL; each twin B waits on another partition. Two events,
+    crossed: A1 and B2 on partition 0, A2 and B1 on partition 1. Whichever partition the
+    restarted worker reads first, one twin B is admitted before its A. Costed rows go out
+    only after the ledger write, so nothing of A was counted before the kill, and the
+    twin that comes second is a duplicate from another position: counted once."""
     outage = tmp_path / "sink-outage"
     stack: FaultStack = fault_stack({OUTAGE_FILE_ENV: str(outage)})
     first, second = make_events(2, seed=313, prefix="twin-")
@@ -203,18 +193,16 @@ def test_an_unkeyed_twin_admitted_first_after_a_crash_is_counted_once(
         positions = publish_to(stack, orjson.dumps(event), partition)
         merge_targets(stack.targets, targets_of(positions))
 
+    _, health = stack.health()
+    failures = health["sink_failures"]
     outage.touch()
     publish(first, 0)
     publish(second, 1)
-    # Priced, published downstream and counted in-stream; not in the ledger.
-    wait_for(
-        lambda: (
-            stack.in_stream_month_by_tenant(expected.cost_by_tenant) == (expected.cost_by_tenant)
-        ),
-        timeout=90,
-    )
-    if stack.ledger_rows_by_id("twin-%"):
-        raise RuntimeError("a copy A was ledgered: the window was missed")
+    # Priced and held by the failing write: neither ledgered nor counted in-stream.
+    wait_for(lambda: stack.health()[1]["sink_failures"] >= failures + 2, timeout=90)
+    assert not stack.ledger_rows_by_id("twin-%")
+    zero = dict.fromkeys(expected.cost_by_tenant, Decimal(0))
+    assert stack.in_stream_month_by_tenant(expected.cost_by_tenant) == zero
     stack.kill_worker()
     outage.unlink()
     publish(first, 1)
@@ -224,14 +212,48 @@ def test_an_unkeyed_twin_admitted_first_after_a_crash_is_counted_once(
 
     ledger = stack.ledger_month_by_tenant("twin-%")
     rows = stack.ledger_rows_by_id("twin-%")
-    if ledger != expected.cost_by_tenant or rows != dict.fromkeys(expected.ids, 1):
-        raise RuntimeError(f"the ledger is not exact: {rows}")
-    # Read once the spend agent has committed every costed message: the totals pass
-    # through the ledger's value on their way to the double count.
+    assert ledger == expected.cost_by_tenant
+    assert rows == dict.fromkeys(expected.ids, 1)
+    # Read once the spend agent has committed every costed message: a double count would
+    # pass through the ledger's value on its way.
     wait_for(lambda: spend_agent_caught_up(stack), timeout=60)
     in_stream = stack.in_stream_month_by_tenant(ledger)
     if any(total.is_nan() for total in in_stream.values()):
         raise WaitTimeout("the in-stream tables were still recovering")
+    assert in_stream == ledger
+
+
+def test_rows_ledgered_before_a_kill_but_never_published_are_counted_after_it(
+    fault_stack: Any, tmp_path: Path
+) -> None:
+    """The window between the ledger write and the costed publish, made certain: the
+    publish fails (fault hook) after the write landed; SIGKILL. The restarted worker's
+    filter, rebuilt from the ledger, knows the re-delivered ids; their rows, ledgered at
+    these very positions, are published again from the ledger
+    (streams/ingest/unpublished.py): the in-stream totals equal the ledger, which holds
+    each event once."""
+    outage = tmp_path / "costed-outage"
+    stack: FaultStack = fault_stack({"SPENDSTREAM_FAULT_COSTED_OUTAGE_FILE": str(outage)})
+    events = make_events(60, seed=314, prefix="unpub-")
+    expected = Expectation.of(events)
+    outage.touch()
+    stack.publish([orjson.dumps(e) for e in events])
+    # Ledgered, but neither published nor committed: counted nowhere in-stream.
+    wait_for(lambda: set(stack.ledger_rows_by_id("unpub-%")) == expected.ids, timeout=120)
+    time.sleep(1.0)  # a publish attempt or two more
+    assert stack.lag() > 0
+    zero = dict.fromkeys(expected.cost_by_tenant, Decimal(0))
+    assert stack.in_stream_month_by_tenant(expected.cost_by_tenant) == zero
+    stack.kill_worker()
+    outage.unlink()
+    stack.start_worker()
+    stack.wait_consumed()
+
+    rows = stack.ledger_rows_by_id("unpub-%")
+    assert rows == dict.fromkeys(expected.ids, 1)  # nothing written twice
+    ledger = stack.ledger_month_by_tenant("unpub-%")
+    assert sum(ledger.values()) > 0
+    in_stream = stack.wait_in_stream(ledger)
     assert in_stream == ledger
 
 
