@@ -163,15 +163,18 @@ class SpendMonitor:
                 month = tables.month(tenant_id, touched.hour)
                 hour_spend = spend + Decimal(bucket.get("estimated", "0"))
                 month_spend = month.cost + month.estimated
-                for found in self.contract.update(tenant_id, touched.hour, hour_spend, month_spend):
-                    # The instant the totals held at (the newest event time counted).
-                    as_of = rows[-1]["timestamp"] if rows else touched.hour
-                    found = replace(found, evidence={**found.evidence, "as_of": as_of.isoformat()})
-                    if found.detector == "contract_hourly":
-                        found = self._with_cause(
-                            tables, "tenant", tenant_id, tenant_id, touched.hour, found
-                        )
-                    findings.append(found)
+                for as_of, hour_total, month_total in self._budget_totals(
+                    tenant_id, touched.hour, hour_spend, month_spend, rows, result.counted
+                ):
+                    for found in self.contract.update(tenant_id, as_of, hour_total, month_total):
+                        # The instant the totals held at (the newest event time counted).
+                        evidence = {**found.evidence, "as_of": as_of.isoformat()}
+                        found = replace(found, evidence=evidence)
+                        if found.detector == "contract_hourly":
+                            found = self._with_cause(
+                                tables, "tenant", tenant_id, tenant_id, touched.hour, found
+                            )
+                        findings.append(found)
         budget = self.config.tenants.get(tenant_id)
         if self.burn_rate is not None and budget is not None and budget.monthly_budget_usd:
             findings.extend(
@@ -282,6 +285,51 @@ class SpendMonitor:
             running += row["cost"]
             totals.append((row["timestamp"], running))
         return totals or [(as_of, spend)]
+
+    def _budget_totals(
+        self,
+        tenant_id: str,
+        hour: datetime,
+        hour_spend: Decimal,
+        month_spend: Decimal,
+        rows: list[dict[str, Any]],
+        counted: list[dict[str, Any]],
+    ) -> list[tuple[datetime, Decimal, Decimal]]:
+        """(event time, the hour's and the month's totals then) to judge the tenant's
+        budgets at: the final totals alone when they cross none of its budgets, else
+        every row's running totals, so a contract or monthly threshold alert names the
+        instant and the figures at which it crossed, whatever the list's boundaries (a
+        replay's list holds the whole hour: it was paged at the hour's last call)."""
+        as_of = rows[-1]["timestamp"] if rows else hour
+        budget = self.config.tenants.get(tenant_id)
+        hourly = budget.contracted_hourly_budget_usd if budget else None
+        monthly = budget.monthly_budget_usd if budget else None
+        crossing = (hourly is not None and hour_spend > hourly) or (
+            monthly is not None and month_spend >= min(self.contract.monthly_thresholds) * monthly
+        )
+        if not crossing or not rows:
+            return [(as_of, hour_spend, month_spend)]
+        # The month's total at a row: less the list's later rows of the same month.
+        month_rows = sorted(
+            (row for row in counted if f"{row['timestamp']:%Y-%m}" == f"{hour:%Y-%m}"),
+            key=lambda row: row["timestamp"],
+        )
+        later = sum((row["cost"] + row["estimated"] for row in month_rows), Decimal(0))
+        hour_total = hour_spend - sum((row["cost"] + row["estimated"] for row in rows), Decimal(0))
+        month_total = month_spend - later
+        totals = []
+        next_month_row = 0
+        for row in rows:
+            while (
+                next_month_row < len(month_rows)
+                and month_rows[next_month_row]["timestamp"] <= row["timestamp"]
+            ):
+                month_row = month_rows[next_month_row]
+                month_total += month_row["cost"] + month_row["estimated"]
+                next_month_row += 1
+            hour_total += row["cost"] + row["estimated"]
+            totals.append((row["timestamp"], hour_total, month_total))
+        return totals
 
     def _with_rolling_query(self, finding: Finding, as_of: datetime) -> Finding:
         query = rolling_median_query(
