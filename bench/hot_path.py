@@ -4,7 +4,7 @@
 
 In one process, on the same realistic events as T1/T2 (N = 20,000; --quick 5,000), in
 batches of 2,000 events: decoding and validation as the worker does it
-(`streams.ingest.batch_validation.decode_batch_message`, compiled; the pydantic model's
+(`streams.ingest.batch_validation.decode_batch` on 2,000 events' messages; the model's
 `decode_message` beside it for reference) of 100-event and of single-event messages,
 de-duplication (hash, `new_mask`, `mark`), pricing (`price_events`, a batch at a time),
 the costed messages (`orjson` of the rows grouped by tenant, as `publish_costed` sends
@@ -100,7 +100,7 @@ def main() -> None:
     from schemas.spend_config import SpendConfig
     from streams.cost.catalog import PriceCatalog
     from streams.cost.rows import SourcePosition, price_events
-    from streams.ingest.batch_validation import decode_batch_message
+    from streams.ingest.batch_validation import decode_batch
     from streams.ingest.decoding import decode_message
     from streams.ingest.dedupe import RequestIdFilter, hash_request_ids
     from streams.ingest.publishing import json_bytes
@@ -112,9 +112,17 @@ def main() -> None:
     now = datetime.now(UTC)
     stages: dict[str, Any] = {}
 
-    decoded, wall, cpu = timed(lambda: [decode_batch_message(m, now) for m in batched])
+    def decode_all(messages: list[bytes], per_message: int) -> list[Any]:
+        step = BATCH // per_message
+        return [
+            outcome
+            for start in range(0, len(messages), step)
+            for outcome in decode_batch(messages[start : start + step], now)
+        ]
+
+    decoded, wall, cpu = timed(lambda: decode_all(batched, 100))
     stages["decode_validate_100_per_message"] = (per_event(wall, count), per_event(cpu, count))
-    _, wall, cpu = timed(lambda: [decode_batch_message(m, now) for m in single])
+    _, wall, cpu = timed(lambda: decode_all(single, 1))
     stages["decode_validate_1_per_message"] = (per_event(wall, count), per_event(cpu, count))
     _, wall, cpu = timed(lambda: [decode_message(m, now) for m in batched])
     reference = {

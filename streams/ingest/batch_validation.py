@@ -15,6 +15,7 @@ and message. tests/ingest/test_batch_validation.py checks both agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -123,23 +124,42 @@ def decode_batch_message(
 ) -> tuple[list[ValidatedEvent], list[Rejection]]:
     """`decoding.decode_message`'s outcome for one message (the same events, the same
     rejections in the same order), with events as `ValidatedEvent`s."""
-    parsed = parse_message(raw)
-    if isinstance(parsed, Rejection):
-        return [], [parsed]
-    vouched = _vouched(parsed, now, timestamp_floor, _plainly_spaced(raw))
-    events: list[ValidatedEvent] = []
-    rejections: list[Rejection] = []
+    return decode_batch([raw], now, timestamp_floor)[0]
+
+
+def decode_batch(
+    raws: Sequence[bytes], now: datetime, timestamp_floor: datetime | None = None
+) -> list[tuple[list[ValidatedEvent], list[Rejection]]]:
+    """`decode_batch_message` for each of `raws`, the compiled checks run once over the
+    elements of every message (one C call for a batch of one-event messages too)."""
+    parsed = [parse_message(raw) for raw in raws]
+    elements: list[Any] = []
+    spaced: list[bool] = []
+    for raw, message in zip(raws, parsed, strict=True):
+        if not isinstance(message, Rejection):
+            elements += message
+            spaced += [_plainly_spaced(raw)] * len(message)
+    vouched = iter(_vouched(elements, now, timestamp_floor, spaced))
     context: dict[str, Any] = {"now": now, "timestamp_floor": timestamp_floor}
-    for index, event in enumerate(vouched):
-        if event is not None:
-            events.append(event)
+    decoded: list[tuple[list[ValidatedEvent], list[Rejection]]] = []
+    for raw, message in zip(raws, parsed, strict=True):
+        if isinstance(message, Rejection):
+            decoded.append(([], [message]))
             continue
-        outcome = validate_element(parsed[index], index, len(parsed), context, raw)
-        if isinstance(outcome, Rejection):
-            rejections.append(outcome)
-        else:
-            events.append(ValidatedEvent.of(outcome))
-    return events, rejections
+        events: list[ValidatedEvent] = []
+        rejections: list[Rejection] = []
+        for index, element in enumerate(message):
+            event = next(vouched)
+            if event is not None:
+                events.append(event)
+                continue
+            outcome = validate_element(element, index, len(message), context, raw)
+            if isinstance(outcome, Rejection):
+                rejections.append(outcome)
+            else:
+                events.append(ValidatedEvent.of(outcome))
+        decoded.append((events, rejections))
+    return decoded
 
 
 def _plainly_spaced(raw: bytes) -> bool:
@@ -149,29 +169,41 @@ def _plainly_spaced(raw: bytes) -> bool:
 
 
 def _vouched(
-    elements: list[Any], now: datetime, floor: datetime | None, plainly_spaced: bool
+    elements: list[Any], now: datetime, floor: datetime | None, plainly_spaced: list[bool]
 ) -> list[ValidatedEvent | None]:
-    """Per element, its event when the compiled checks vouch for it, else None."""
+    """Per element, its event when the compiled checks vouch for it, else None.
+    `plainly_spaced`: per element, whether its message passed `_plainly_spaced`."""
     wires: list[_Wire | None]
     try:
         wires = list(msgspec.convert(elements, list[_Wire]))
     except msgspec.ValidationError:
         wires = [_wire(element) for element in elements]
-    stamps: list[Any] = [w.timestamp if w is not None else 0 for w in wires]
-    try:
-        times: list[datetime | None] = list(_TIMESTAMPS.validate_python(stamps))
-    except ValidationError as exc:
-        bad = {error["loc"][0] for error in exc.errors(include_url=False)}
-        times = [
-            None if index in bad else _TIMESTAMPS.validate_python([stamp])[0]
-            for index, stamp in enumerate(stamps)
-        ]
+    times = _timestamps([w.timestamp if w is not None else None for w in wires])
     return [
-        _event(wire, at, now, floor, plainly_spaced)
-        if wire is not None and at is not None
-        else None
-        for wire, at in zip(wires, times, strict=True)
+        _event(wire, at, now, floor, spaced) if wire is not None and at is not None else None
+        for wire, at, spaced in zip(wires, times, plainly_spaced, strict=True)
     ]
+
+
+def _timestamps(stamps: list[str | int | None]) -> list[datetime | None]:
+    """Each timestamp as the model's field validator reads it, None where it refuses
+    it (or for None): one call for all, again for the rest after a refusal."""
+    valid = [index for index, stamp in enumerate(stamps) if stamp is not None]
+    times: list[datetime | None] = [None] * len(stamps)
+    while valid:
+        try:
+            parsed = _TIMESTAMPS.validate_python([stamps[index] for index in valid])
+        except ValidationError as exc:
+            refused = {error["loc"][0] for error in exc.errors(include_url=False) if error["loc"]}
+            kept = [index for n, index in enumerate(valid) if n not in refused]
+            if len(kept) == len(valid):
+                return times  # a refusal of no one element: the model decides them all
+            valid = kept
+            continue
+        for index, at in zip(valid, parsed, strict=True):
+            times[index] = at
+        break
+    return times
 
 
 def _wire(element: Any) -> _Wire | None:

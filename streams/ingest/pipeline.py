@@ -42,7 +42,7 @@ import numpy as np
 
 from streams.cost.catalog import PriceCatalog
 from streams.cost.rows import SourcePosition, costed_event, price_events
-from streams.ingest.batch_validation import ValidatedEvent, decode_batch_message
+from streams.ingest.batch_validation import ValidatedEvent, decode_batch
 from streams.ingest.decoding import Rejection
 from streams.ingest.dedupe import U64, RequestIdFilter, hash_request_ids
 from streams.ingest.unpublished import Unpublished
@@ -152,8 +152,8 @@ class IngestPipeline:
         now = self.clock()
         events: list[tuple[ValidatedEvent, SourcePosition]] = []
         dead_letters: list[dict[str, Any]] = []
-        for message in messages:
-            decoded, rejections = decode_batch_message(message.value, now, self.timestamp_floor)
+        decoded_messages = decode_batch([m.value for m in messages], now, self.timestamp_floor)
+        for message, (decoded, rejections) in zip(messages, decoded_messages, strict=True):
             events.extend(
                 (event, SourcePosition(message.topic, message.partition, message.offset, index))
                 for index, event in enumerate(decoded)

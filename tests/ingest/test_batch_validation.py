@@ -15,7 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.usage_event import UsageEvent
-from streams.ingest.batch_validation import ValidatedEvent, _vouched, decode_batch_message
+from streams.ingest.batch_validation import (
+    ValidatedEvent,
+    _vouched,
+    decode_batch,
+    decode_batch_message,
+)
 from streams.ingest.decoding import decode_message
 from tests.ingest.test_decoding import BAD_MESSAGES, NOW, event
 from tests.reliability.test_poison import (
@@ -32,6 +37,16 @@ def assert_agree(raw: bytes, now: datetime = NOW, floor: datetime | None = None)
     events, rejections = decode_batch_message(raw, now, floor)
     assert [msgspec.structs.asdict(e) for e in events] == [e.__dict__ for e in expected.events]
     assert rejections == expected.rejections
+
+
+def assert_batch_agrees(raws: list[bytes], now: datetime = NOW) -> None:
+    """Decoded together, each message is decoded as the model decodes it alone."""
+    expected = [decode_message(raw, now) for raw in raws]
+    decoded = decode_batch(raws, now)
+    assert [[msgspec.structs.asdict(e) for e in events] for events, _ in decoded] == [
+        [e.__dict__ for e in message.events] for message in expected
+    ]
+    assert [rejections for _, rejections in decoded] == [m.rejections for m in expected]
 
 
 def test_the_struct_has_the_models_fields_in_order_with_its_defaults() -> None:
@@ -60,7 +75,7 @@ CANONICAL = [
 
 @pytest.mark.parametrize("fields", CANONICAL)
 def test_canonical_events_are_vouched_for_without_the_model(fields: dict[str, Any]) -> None:
-    [vouched] = _vouched([fields], NOW, None, plainly_spaced=True)
+    [vouched] = _vouched([fields], NOW, None, plainly_spaced=[True])
     assert vouched is not None
     assert (
         msgspec.structs.asdict(vouched)
@@ -189,3 +204,25 @@ def test_a_reported_cost_is_held_at_the_ledgers_scale_on_both_paths() -> None:
         orjson.dumps(event(reported_cost_usd=0.00022500000000000002)), NOW
     )
     assert events[0].reported_cost_usd == Decimal("0.000225000000000000")
+
+
+def test_a_batch_of_messages_is_decoded_as_each_message_alone() -> None:
+    raws = [raw for _, raw in BAD_MESSAGES]
+    raws += [orjson.dumps(fields) for fields in CANONICAL + WHITESPACE_AND_TEXT]
+    raws += [orjson.dumps(CANONICAL), orjson.dumps(WHITESPACE_AND_TEXT)]
+    assert_batch_agrees(raws)
+    assert_batch_agrees(raws[::-1])
+
+
+def test_one_refused_timestamp_leaves_the_others_to_the_compiled_checks() -> None:
+    fields = [event(request_id=f"r{n}") for n in range(5)]
+    fields[2]["timestamp"] = "last tuesday"
+    [vouched] = [_vouched(fields, NOW, None, plainly_spaced=[True] * 5)]
+    assert [v is not None for v in vouched] == [True, True, False, True, True]
+    assert_batch_agrees([orjson.dumps(f) for f in fields] + [orjson.dumps(fields)])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(hostile_messages | events_with_fields_drawn().map(orjson.dumps), max_size=8))
+def test_random_batches_of_messages_get_the_same_outcomes(raws: list[bytes]) -> None:
+    assert_batch_agrees(raws, now=datetime.now(UTC))
