@@ -132,3 +132,27 @@ def test_a_tenants_own_floor_covers_its_workflows() -> None:
     assert detector.update(key, hour(48), storm) is None  # $3.50 is under acme's $10
     dear = WindowStats(cost=Decimal("12.00"), requests=1400, distinct_users=0, retries=700)
     assert detector.update(key, hour(48), dear) is not None
+
+
+def test_a_genuine_adoption_over_busy_days_and_quiet_nights_is_not_a_storm() -> None:
+    """Busy hours of 15 calls by 5 users, quiet hours of one call by one user: the
+    median hour's requests over its median users read as 1 call per user, so 6x the
+    users and their calls (120 calls, 30 users: 4 per user) looked 4x. The period's
+    requests per user, pooled, is about 2.6: the adoption is 1.5x, not a storm; a loop
+    of the same 5 users calling 8x as often still is."""
+    detector = RetryStormDetector()
+    for n in range(7 * 24):
+        busy = 8 <= n % 24 < 19
+        stats = WindowStats(
+            cost=Decimal("2.85") if busy else Decimal("0.19"),
+            requests=15 if busy else 1,
+            distinct_users=5 if busy else 1,
+        )
+        detector.learn_one(KEY, hour(n), stats)
+    at = hour(7 * 24 + 14)
+    adoption = WindowStats(cost=Decimal("22.80"), requests=120, distinct_users=30)
+    assert detector.update(KEY, at, adoption) is None
+    loop = WindowStats(cost=Decimal("22.80"), requests=120, distinct_users=5)
+    finding = detector.update(KEY, at + timedelta(hours=1), loop)
+    assert finding is not None and "requests_per_user" in finding.evidence["tripped"]
+    assert 2 < finding.evidence["baseline_requests_per_user"] < 3  # busy hours' calls weigh

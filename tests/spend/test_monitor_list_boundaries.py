@@ -154,3 +154,31 @@ def test_budget_alerts_name_the_instant_they_crossed_whatever_the_lists() -> Non
         percent = detector.removeprefix("budget_").removesuffix("pct")
         threshold = Decimal(40) * Decimal(percent) / 100
         assert threshold <= value < threshold + Decimal("0.19")
+
+
+def test_a_contract_breach_by_the_same_users_is_not_named_genuine_adoption() -> None:
+    """The office tenant's 14:00 hour at 4x its calls, by its same five users, over its
+    contracted hour. Compared with the median of every hour (a night's one call by one
+    user), it read "users 5x: genuine adoption"; compared with the same hour of day on
+    the previous days, the users are flat, and no cause is named for the volume."""
+    tenants = {"office": {"contracted_hourly_budget_usd": "5.00"}}
+    detectors = {"online": {"enabled": False}, "contract": {"forecast": False}}
+    config = SpendConfig.model_validate({"tenants": tenants, "detectors": detectors})
+    tables, monitor = SpendTables({}, {}, {}), SpendMonitor(config)
+    rows = costed_rows("office")
+    breach = MONDAY + timedelta(days=11, hours=14)  # a Friday
+    extra = [
+        {**row, "request_id": f"{row['request_id']}-x{k}", "source_offset": 10**6 + 3 * n + k}
+        for n, row in enumerate(
+            r for r in rows if r["timestamp"].startswith(f"{breach:%Y-%m-%dT%H}")
+        )
+        for k in range(3)
+    ]
+    rows = sorted(rows + extra, key=lambda r: r["timestamp"])
+    for n, row in enumerate(rows):
+        row["source_offset"] = n
+    found = monitor.observe(tables, "office", tables.apply("office", rows))
+    [contract] = [f for f in found if f.detector == "contract_hourly"]
+    assert contract.window_start == breach
+    assert contract.evidence["cause"] == "unexplained"
+    assert 0.8 < contract.evidence["cause_ratios"]["users"] < 1.25
