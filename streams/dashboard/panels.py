@@ -13,10 +13,11 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
 from detectors.contract import month_bounds, month_end_projection
+from detectors.decomposition import CENT, FACTORS, Usage, decompose
 from detectors.history import as_utc
 from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
@@ -400,10 +401,11 @@ def movers(
     ledger: Ledger, classifier: SpikeCauseClassifier, period: Period, now: datetime
 ) -> dict[str, Any]:
     """The tenants and workflows whose spend moved most against the same span a week
-    earlier, each change split into its drivers by the spike-cause factors
-    (`SpikeCauseClassifier.ratios`, the figures an alert's cause evidence carries)."""
+    earlier, each change (to the cent) split into volume, retries, model mix, tokens per
+    call, unit price and cache-hit parts that sum to it (`detectors.decomposition`, as
+    an alert's `why_it_moved_usd`), with the spike-cause label an alert would carry."""
     if period == "hour":
-        period = "day"  # an hour's split by workflow and model would scan the ledger
+        period = "day"  # a workflow's models are kept by day only (spend_daily)
     start, end = window(period, now)
     previous_start, previous_end = start - WEEK, end - WEEK
     columns = ("tenant_id", "workflow_id", "provider", "model")
@@ -422,23 +424,9 @@ def movers(
         """,
         parameters=parameters,
     ).result_rows
-    users_source, users_time = _source(GROUPINGS["user"], (), grain(period), compared=True)
-    user_rows = ledger.query(
-        f"""
-        SELECT {users_time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
-            tenant_id, uniqExactIf(user_id, user_id != '' AND requests > 0)
-        FROM ({users_source})
-        WHERE {users_time} >= toDateTime({{current:UInt32}}, 'UTC')
-            OR {users_time} < toDateTime({{previous_end:UInt32}}, 'UTC')
-        GROUP BY this_period, tenant_id
-        """,
-        parameters=parameters,
-    ).result_rows
 
-    # (kind, key, this period) -> the WindowStats fields, summed over models.
-    totals: dict[tuple[str, str, bool], dict[str, Any]] = defaultdict(
-        lambda: dict.fromkeys(_COUNTS, 0) | {"cost": ZERO, "model_mix": {}}
-    )
+    # (kind, key, this period) -> model -> its totals.
+    usage: dict[tuple[str, str, bool], dict[str, _ModelTotals]] = defaultdict(dict)
     labels: dict[tuple[str, str], str] = {}
     for this, tenant, workflow, name, provider, model, cost, *counts in rows:
         keys = [("tenant", tenant)]
@@ -448,98 +436,136 @@ def movers(
                 workflow if name in ("", workflow) else f"{name} ({workflow})"
             )
         for kind, key in keys:
-            fields = totals[(kind, key, bool(this))]
-            fields["cost"] += cost
-            for field_name, count in zip(_COUNTS, counts, strict=True):
-                fields[field_name] += count
-            mix = fields["model_mix"]
-            mix[f"{provider}/{model}"] = mix.get(f"{provider}/{model}", 0) + counts[0]
-    for this, tenant, users in user_rows:
-        totals[("tenant", tenant, bool(this))]["distinct_users"] = users
+            models = usage[(kind, key, bool(this))]
+            totals = models.setdefault(f"{provider}/{model}", _ModelTotals())
+            totals.add(cost, *counts)
 
-    entities = {(kind, key) for kind, key, _ in totals}
+    def cost_of(kind: str, key: str, this: bool) -> Decimal:
+        return sum((m.cost for m in usage.get((kind, key, this), {}).values()), ZERO)
+
+    # The largest changes first; only those are decomposed (the split is exact
+    # arithmetic over every order of the factors: too slow for every workflow).
     changes = []
-    for kind, key in entities:
-        window_stats = WindowStats(**totals[(kind, key, True)])
-        baseline = WindowStats(**totals[(kind, key, False)])
-        if window_stats.cost == baseline.cost:
-            continue
-        cause = classifier.classify(window_stats, baseline)
-        change = window_stats.cost - baseline.cost
-        changes.append(
+    for kind, key in {(kind, key) for kind, key, _ in usage}:
+        current, previous = cost_of(kind, key, True), cost_of(kind, key, False)
+        if current != previous:
+            changes.append((-abs(current - previous), kind, key, current, previous))
+    changes.sort()
+    top = [c for c in changes if c[1] == "tenant"][:MOVERS]
+    top += [c for c in changes if c[1] == "workflow"][:MOVERS]
+    users = _distinct_users(
+        ledger, period, parameters, [key for _, kind, key, *_ in top if kind == "tenant"]
+    )
+
+    entries = []
+    for _, kind, key, current, previous in top:
+        after = usage.get((kind, key, True), {})
+        before = usage.get((kind, key, False), {})
+        parts = decompose(
+            {model: totals.usage() for model, totals in before.items()},
+            {model: totals.usage() for model, totals in after.items()},
+        )
+        change = (current - previous).quantize(CENT, rounding=ROUND_HALF_EVEN)
+        cause = classifier.classify(
+            _window_stats(after, users.get((key, True), 0)),
+            _window_stats(before, users.get((key, False), 0)),
+        )
+        entries.append(
             {
                 "kind": kind,
                 "key": key,
                 "label": labels.get((kind, key), key),
-                "cost_usd": money(window_stats.cost),
-                "previous_cost_usd": money(baseline.cost),
+                "cost_usd": money(current),
+                "previous_cost_usd": money(previous),
                 "change_usd": money(change),
                 "drivers": [
-                    {"driver": name, "change_usd": money(amount)}
-                    for name, amount in drivers(change, cause.ratios)
+                    {
+                        "driver": factor,
+                        "change_usd": money(parts[factor]),
+                        "share": share(parts[factor], change),
+                    }
+                    for factor in FACTORS
                 ],
                 "cause": cause.cause,
                 "cause_explanation": cause.explanation,
                 "cause_ratios": cause.ratios,
             }
         )
-    changes.sort(key=lambda c: (-abs(Decimal(str(c["change_usd"]))), c["kind"], c["key"]))
-    top = [c for c in changes if c["kind"] == "tenant"][:MOVERS]
-    top += [c for c in changes if c["kind"] == "workflow"][:MOVERS]
     return {
         "period": period,
         "start": start.isoformat(),
         "end": end.isoformat(),
         "previous_start": previous_start.isoformat(),
         "previous_end": previous_end.isoformat(),
-        "movers": top,
+        "movers": entries,
     }
 
 
-_COUNTS = ("requests", "input_tokens", "output_tokens", "retries", "errors")
+@dataclass
+class _ModelTotals:
+    """One model's totals of an entity over one period."""
 
-# The factors whose product is the cost ratio (see detectors/spike_cause.py), by the
-# name the dashboard gives each driver; users are known only where producers send them.
-_WITH_USERS = (
-    ("users", "users"),
-    ("calls per user", "requests_per_user"),
-    ("tokens per call", "tokens_per_request"),
-    ("cost per token", "cost_per_token"),
-)
-_WITHOUT_USERS = (
-    ("calls", "requests"),
-    ("tokens per call", "tokens_per_request"),
-    ("cost per token", "cost_per_token"),
-)
-_PLACES = Decimal("0.000001")
+    cost: Decimal = ZERO
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    retries: int = 0
+    errors: int = 0
+
+    def add(
+        self, cost: Decimal, requests: int, inp: int, out: int, retries: int, errors: int
+    ) -> None:
+        self.cost += cost
+        self.requests += requests
+        self.input_tokens += inp
+        self.output_tokens += out
+        self.retries += retries
+        self.errors += errors
+
+    def usage(self) -> Usage:
+        return Usage(
+            calls=self.requests,
+            retries=self.retries,
+            tokens=self.input_tokens + self.output_tokens,
+            cost=self.cost,
+        )
 
 
-def drivers(change: Decimal, ratios: Mapping[str, float]) -> list[tuple[str, Decimal]]:
-    """`change` (dollars) split over the cost factors in proportion to the logarithm of
-    each factor's ratio: the factors multiply to the cost ratio, so their logarithms add
-    up to its logarithm and the parts add up to `change` exactly (the last part takes
-    the rounding). Spend that is new or gone has no ratio: it is all volume.
+def _window_stats(models: Mapping[str, _ModelTotals], users: int) -> WindowStats:
+    """The spike-cause classifier's view of an entity's models over one period."""
+    totals = models.values()
+    return WindowStats(
+        cost=sum((m.cost for m in totals), ZERO),
+        requests=sum(m.requests for m in totals),
+        input_tokens=sum(m.input_tokens for m in totals),
+        output_tokens=sum(m.output_tokens for m in totals),
+        retries=sum(m.retries for m in totals),
+        errors=sum(m.errors for m in totals),
+        distinct_users=users,
+        model_mix={model: m.requests for model, m in models.items()},
+    )
 
-    >>> drivers(Decimal(300), {"cost": 4.0, "requests": 2.0, "tokens_per_request": 1.0,
-    ...                        "cost_per_token": 2.0})  # doctest: +NORMALIZE_WHITESPACE
-    [('calls', Decimal('150.000000')), ('tokens per call', Decimal('0.000000')),
-     ('cost per token', Decimal('150.000000'))]
-    """
-    cost = ratios.get("cost")
-    if not cost or cost <= 0:
-        return [("new or stopped spend", change)]
-    factors: tuple[tuple[str, str], ...] = _WITH_USERS if "users" in ratios else _WITHOUT_USERS
-    if "tokens_per_request" not in ratios:
-        factors = (factors[0], ("cost per call", "cost_per_request"))
-    total = Decimal(repr(cost)).ln()
-    if not total:
-        return [("unexplained", change)]
-    parts = []
-    for name, ratio in factors[:-1]:
-        weight = Decimal(repr(ratios[ratio])).ln() / total
-        parts.append((name, (change * weight).quantize(_PLACES)))
-    parts.append((factors[-1][0], change - sum((amount for _, amount in parts), ZERO)))
-    return parts
+
+def _distinct_users(
+    ledger: Ledger, period: Period, parameters: dict[str, Any], tenants: list[str]
+) -> dict[tuple[str, bool], int]:
+    """(tenant, this period) -> its distinct users, for the given tenants."""
+    if not tenants:
+        return {}
+    source, time = _source(GROUPINGS["user"], (), grain(period), compared=True)
+    rows = ledger.query(
+        f"""
+        SELECT {time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
+            tenant_id, uniqExactIf(user_id, user_id != '' AND requests > 0)
+        FROM ({source})
+        WHERE tenant_id IN {{tenants:Array(String)}}
+            AND ({time} >= toDateTime({{current:UInt32}}, 'UTC')
+                OR {time} < toDateTime({{previous_end:UInt32}}, 'UTC'))
+        GROUP BY this_period, tenant_id
+        """,
+        parameters={**parameters, "tenants": tenants},
+    ).result_rows
+    return {(tenant, bool(this)): users for this, tenant, users in rows}
 
 
 # -- Charts ----------------------------------------------------------------------

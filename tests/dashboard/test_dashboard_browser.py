@@ -26,6 +26,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from detectors.decomposition import FACTORS
 from streams.embedded.stack import EmbeddedStack, WorkerProcess
 from streams.ledger.remote import RemoteQueryClient
 from streams.settings import Settings
@@ -297,6 +298,22 @@ def test_drills_down_from_a_tenant_to_its_workflows_and_models(browser: Any, sta
     assert "acme" in page.locator("#drill-tenant").inner_text()
     page.click("#drill-back")
     page.wait_for_selector("[data-testid=who-tenant]")
+    page.close()
+    assert dashboard.problems == []
+
+
+def test_why_it_moved_shows_drivers_that_sum_to_the_change(browser: Any, stack: Stack) -> None:
+    dashboard = open_dashboard(browser, stack.url)
+    page = dashboard.page
+    page.wait_for_selector("#mover-list .mover")
+    movers = page.locator("#mover-list .mover").all()
+    assert movers
+    for mover in movers:
+        change = Decimal(mover.locator("[data-testid=mover-change]").get_attribute("data-value"))
+        drivers = mover.locator(".driver").all()
+        assert [d.get_attribute("data-driver") for d in drivers] == list(FACTORS)
+        parts = [Decimal(d.locator(".num").first.get_attribute("data-value")) for d in drivers]
+        assert sum(parts, Decimal(0)) == change != 0
     page.close()
     assert dashboard.problems == []
 

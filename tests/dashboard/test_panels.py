@@ -15,6 +15,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from detectors.contract import month_end_projection
+from detectors.decomposition import FACTORS, Usage, decompose
 from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
 from schemas.alert import Alert, AlertDelivery
@@ -215,19 +216,56 @@ def view_window(client: Client, tenant: str, start: datetime, end: datetime) -> 
     )
 
 
-def test_movers_split_the_change_by_the_spike_cause_ratios(ch: Client, tmp_path: Path) -> None:  # noqa: F811
-    load(ch, "clean", tmp_path)
+def view_usage(client: Client, where: str) -> dict[str, Usage]:
+    """Each model's usage over whole days from spend_daily, for the decomposition."""
+    rows = client.query(
+        "SELECT concat(provider, '/', model), sum(requests), sum(retries), "
+        "sum(input_tokens) + sum(output_tokens), sum(cost_usd) FROM spend_daily "
+        f"WHERE {where} GROUP BY provider, model"
+    ).result_rows
+    return {
+        model: Usage(calls=calls, retries=retries, tokens=tokens, cost=cost)
+        for model, calls, retries, tokens, cost in rows
+    }
+
+
+@pytest.mark.parametrize("scenario", ["clean", "repriced"])
+def test_movers_split_the_change_into_the_decompositions_parts(
+    ch: Client,  # noqa: F811
+    tmp_path: Path,
+    scenario: str,
+) -> None:
+    load(ch, scenario, tmp_path)
     classifier = SpikeCauseClassifier()
     answer = panels.movers(Ledger(ch), classifier, "week", NOW)
-    hooli = next(m for m in answer["movers"] if m["kind"] == "tenant" and m["key"] == "hooli")
     start, end = panels.window("week", NOW)
+    assert {m["kind"] for m in answer["movers"]} == {"tenant", "workflow"}
+    for mover in answer["movers"]:
+        column = "tenant_id" if mover["kind"] == "tenant" else "workflow_id"
+        key = f"{column} = '{mover['key']}'"
+
+        def days(first: datetime, last: datetime, key: str = key) -> str:
+            return f"{key} AND day >= '{first.date()}' AND day <= '{last.date()}'"
+
+        before = view_usage(ch, days(start - panels.WEEK, end - panels.WEEK))
+        after = view_usage(ch, days(start, end))
+        change = sum((u.cost for u in after.values()), Decimal(0)) - sum(
+            (u.cost for u in before.values()), Decimal(0)
+        )
+        shown = Decimal(mover["change_usd"])
+        parts = {d["driver"]: Decimal(d["change_usd"]) for d in mover["drivers"]}
+        # The parts shown sum to the change shown, which is the views' change to the cent.
+        assert sum(parts.values(), Decimal(0)) == shown, mover["key"]
+        assert shown == change.quantize(Decimal("0.01")), mover["key"]
+        assert parts == decompose(before, after), mover["key"]
+        assert list(parts) == list(FACTORS)
+        shares = [Decimal(d["share"]) for d in mover["drivers"]]
+        assert abs(sum(shares, Decimal(0)) - 1) <= Decimal("0.0001") * len(shares)
+    hooli = next(m for m in answer["movers"] if m["kind"] == "tenant" and m["key"] == "hooli")
     window = view_window(ch, "hooli", start, end)
     baseline = view_window(ch, "hooli", start - panels.WEEK, end - panels.WEEK)
     assert hooli["cause_ratios"] == classifier.ratios(window, baseline)
     assert hooli["cause"] == classifier.classify(window, baseline).cause
-    change = window.cost - baseline.cost
-    assert Decimal(hooli["change_usd"]) == change
-    assert sum((Decimal(d["change_usd"]) for d in hooli["drivers"]), Decimal(0)) == change
     changes = [abs(Decimal(m["change_usd"])) for m in answer["movers"] if m["kind"] == "tenant"]
     assert changes == sorted(changes, reverse=True)
 

@@ -198,21 +198,26 @@ function drawAlerts(data) {
 }
 
 // -- Why it moved -----------------------------------------------------------------
+const DRIVERS = {
+  volume: "volume (first calls)", retries: "retries", model_mix: "model mix",
+  tokens_per_call: "tokens per call", unit_price: "unit price", cache_hit_rate: "cache hit rate",
+};
 function drawMovers(data) {
   const span = state.period === "hour" ? "today" : describePeriod();
-  $("movers-note").textContent = `(${span} against the same span a week earlier; drivers from the spike-cause factors)`;
+  $("movers-note").textContent = `(${span} against the same span a week earlier, split into its drivers: Shapley decomposition, parts to the cent)`;
   const items = data.movers.map((m) => {
     const scale = Math.max(...m.drivers.map((d) => Math.abs(Number(d.change_usd))), 1e-9);
     return el("div", { class: "mover", "data-key": m.key },
       el("div", {}, el("strong", {}, `${m.kind} ${m.label}`), " ",
-        el("span", { class: Number(m.change_usd) > 0 ? "bad" : "good" }, signedUsd(m.change_usd)),
+        el("span", { class: Number(m.change_usd) > 0 ? "bad" : "good", "data-testid": "mover-change", "data-value": m.change_usd }, signedUsd(m.change_usd)),
         el("span", { class: "muted" }, ` (${usd(m.previous_cost_usd)} → ${usd(m.cost_usd)}; cause ${m.cause})`)),
       m.drivers.map((d) => {
         const n = Number(d.change_usd);
         const width = `${Math.round(Math.abs(n) / scale * 50)}%`;
-        return el("div", { class: "driver" }, el("span", {}, d.driver),
+        return el("div", { class: "driver", "data-driver": d.driver }, el("span", {}, DRIVERS[d.driver] || d.driver),
           el("div", { class: "diverging" }, el("div", { class: n >= 0 ? "up" : "down", style: `width:${width}` })),
-          el("span", { class: "num" }, signedUsd(d.change_usd)));
+          el("span", { class: "num", "data-value": d.change_usd }, signedUsd(d.change_usd)),
+          el("span", { class: "num muted" }, pct(d.share)));
       }));
   });
   $("mover-list").replaceChildren(...(items.length ? items : [el("p", { class: "muted" }, "Nothing moved.")]));
