@@ -368,6 +368,10 @@ def dashboard_row(result: Run | None, quick: bool) -> Row:
     row.result = verdict(float(slowest) <= 200 if full else None, not full)
     if over:
         row.notes.append(f"{len(over)} of {len(endpoints)} above 200 ms: {', '.join(over)}")
+    row.notes.append(
+        "median / max ms per endpoint: "
+        + "; ".join(f"{name} {ms['median']} / {ms['max']}" for name, ms in endpoints.items())
+    )
     return row
 
 

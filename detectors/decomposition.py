@@ -64,17 +64,15 @@ def decompose(before: Mapping[str, Usage], after: Mapping[str, Usage]) -> dict[s
     (rounded to the cent)."""
     old, new = _factors(before, after), _factors(after, before)
     n = len(FACTORS)
+    totals = _totals(old, new)
     exact: dict[str, Fraction] = {}
     for k, factor in enumerate(FACTORS):
         others = [i for i in range(n) if i != k]
         part = Fraction(0)
         for size in range(n):
             weight = Fraction(factorial(size) * factorial(n - size - 1), factorial(n))
-            for moved in combinations(others, size):
-                moved_set = set(moved)
-                with_k = _total(old, new, moved_set | {k})
-                without_k = _total(old, new, moved_set)
-                part += weight * (with_k - without_k)
+            for moved in map(frozenset, combinations(others, size)):
+                part += weight * (totals[moved | {k}] - totals[moved])
         exact[factor] = part
     change = _cost(after) - _cost(before)
     return _to_cents(exact, change)
@@ -116,19 +114,36 @@ def _per_call(usage: Usage | None) -> tuple[Fraction, Fraction, Fraction] | None
     return Fraction(tokens, usage.calls), price, cache
 
 
-def _total(old: _Factors, new: _Factors, moved: set[int]) -> Fraction:
-    """Total cost with the factors in `moved` at their new values, the others at old."""
+def _totals(old: _Factors, new: _Factors) -> dict[frozenset[int], Fraction]:
+    """Total cost for each set of factors (indexes into FACTORS) moved to their new
+    values, the others at their old ones: all 2^n of them, each needed by every factor.
+    The sum over models depends on the model factors only, so it is made once for each
+    of their subsets and then scaled by volume and retries."""
 
-    def pick(i: int, a: Fraction, b: Fraction) -> Fraction:
+    def pick(i: int, moved: frozenset[int], a: Fraction, b: Fraction) -> Fraction:
         return b if i in moved else a
 
-    volume = pick(0, old[0], new[0])
-    retry = pick(1, old[1], new[1])
-    total = Fraction(0)
-    for model, (s0, t0, p0, c0) in old[2].items():
-        s1, t1, p1, c1 = new[2][model]
-        total += pick(2, s0, s1) * pick(3, t0, t1) * pick(4, p0, p1) * pick(5, c0, c1)
-    return volume * retry * total
+    model_factors = range(2, len(FACTORS))
+    model_sums: dict[frozenset[int], Fraction] = {}
+    for size in range(len(model_factors) + 1):
+        for moved in map(frozenset, combinations(model_factors, size)):
+            total = Fraction(0)
+            for model, (s0, t0, p0, c0) in old[2].items():
+                s1, t1, p1, c1 = new[2][model]
+                total += (
+                    pick(2, moved, s0, s1)
+                    * pick(3, moved, t0, t1)
+                    * pick(4, moved, p0, p1)
+                    * pick(5, moved, c0, c1)
+                )
+            model_sums[moved] = total
+    totals = {}
+    for size in range(3):
+        for scale in map(frozenset, combinations((0, 1), size)):
+            factor = pick(0, scale, old[0], new[0]) * pick(1, scale, old[1], new[1])
+            for moved, total in model_sums.items():
+                totals[scale | moved] = factor * total
+    return totals
 
 
 def _to_cents(exact: Mapping[str, Fraction], change: Decimal) -> dict[str, Decimal]:
