@@ -585,26 +585,27 @@ def series(ledger: Ledger, by: Dimension, period: Period, now: datetime) -> dict
     parameters = ledger.window(start, end)
     source, time = _source(grouping, (), "hour" if step == HOUR else "day")
     group = ", ".join(grouping.columns)
-    # Keys ranked by their total over the range; the first SERIES_KEYS keep their own
-    # slot (1…), the others share slot 0.
+    # Keys ranked by their total over the range (ties by key); the first SERIES_KEYS
+    # keep their own slot (1…), the others share slot 0. Ranking the keys, not every
+    # (time, key) row, keeps the window function to one row per key.
     rows = ledger.query(
         f"""
-        SELECT t, if(rank <= {SERIES_KEYS}, rank, 0) AS slot, any(key), any(label), sum(cost),
-            max(rank)
-        FROM
-        (
-            SELECT t, key, label, cost, dense_rank() OVER (ORDER BY total DESC, key) AS rank
+        WITH (
+            SELECT (groupArrayIf(key, rank <= {SERIES_KEYS}), count())
             FROM
             (
-                SELECT t, key, label, cost, sum(cost) OVER (PARTITION BY key) AS total
-                FROM
-                (
-                    SELECT toDateTime({time}, 'UTC') AS t, tuple({group}) AS key,
-                        {grouping.label} AS label, sum(cost_usd) AS cost
-                    FROM ({source})
-                    GROUP BY t, {group}
-                )
+                SELECT key, row_number() OVER (ORDER BY total DESC, key) AS rank
+                FROM (SELECT tuple({group}) AS key, sum(cost_usd) AS total
+                    FROM ({source}) GROUP BY {group})
             )
+        ) AS ranked
+        SELECT t, indexOf(ranked.1, key) AS slot, any(key), any(label), sum(cost), ranked.2
+        FROM
+        (
+            SELECT toDateTime({time}, 'UTC') AS t, tuple({group}) AS key,
+                {grouping.label} AS label, sum(cost_usd) AS cost
+            FROM ({source})
+            GROUP BY t, {group}
         )
         GROUP BY t, slot
         """,

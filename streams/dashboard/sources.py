@@ -6,7 +6,7 @@ sql/022_ledger_day_check.sql); on a large ledger that check is most of a query's
 time. As the weekly review does (streams/analyst/weekly_review.py), a panel checks
 only its own days once, then reads what those views union: the rollup state for
 clean days, the recompute from the deduplicated ledger for dirty days, and the
-re-pricing deltas. tests/dashboard/test_sources.py checks the result against the views.
+re-pricing deltas. tests/dashboard/test_panels.py checks the result against the views.
 
 Hourly figures come from `tenant_hourly` for tenants and from `attribution_hourly`
 (sql/044_attribution_hourly.sql: team, workflow, model, user and feature in one table)
@@ -16,7 +16,7 @@ for the other dimensions, by the same rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 # Measures every source below yields, in this order, after its dimension columns.
@@ -50,9 +50,9 @@ def in_range(time: str, compared: bool) -> str:
 
 
 # The rules of the ledger_dirty_days view (sql/022_ledger_day_check.sql), in two steps.
-_DAY_PARTS = (
-    "SELECT partition_id, max_block_number, min_date, max_date FROM system.parts "
-    "WHERE active AND database = currentDatabase() AND table = 'ledger_day_check'"
+_DAY_ROWS = (
+    "SELECT day, sum(ledger_rows) FROM ledger_day_check "
+    "WHERE day >= {first:Date} AND day <= {last:Date} GROUP BY day"
 )
 _DAY_CHECK = (
     "SELECT day, sum(ledger_rows), uniqExactMerge(distinct_requests) FROM ledger_day_check "
@@ -108,42 +108,29 @@ class Ledger:
 
     A day is dirty when its rollups received more rows than it has distinct request
     ids (`ledger_dirty_days`). Its verdict can change only when rows are inserted for
-    it. Every insert into `ledger_day_check` makes a part with a new block number,
-    covering the days of its rows (`system.parts`: min_date … max_date); merges and
-    mutations keep block numbers. So a part whose blocks are newer than any seen
-    before marks its days for a new check, and every other day keeps its verdict: a
-    live ledger re-checks today, not the month. (Reading the day counts of
-    `ledger_day_check` instead would read its id sets too: small parts store every
-    column together.) Use one `Ledger` per client, from one thread at a time (the
-    worker's ClickHouse thread).
+    it, and every insert adds to its row count (`ledger_rows`). So each day's verdict
+    is kept with the row count it was made at, and only a day whose count has moved
+    since is checked again (the distinct count merges the day's id sets: tens of
+    milliseconds a day on a large ledger, against a few for the counts of a month): a
+    live ledger re-checks today, not the month, whatever the merges do. Use one
+    `Ledger` per client, from one thread at a time (the worker's ClickHouse thread).
     """
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self._dirty: dict[date, bool] = {}
-        self._seen_block: dict[str, int] = {}  # partition -> newest block already seen
+        self._verdicts: dict[date, tuple[int, bool]] = {}  # day -> (rows, dirty)
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         return self.client.query(sql, parameters=parameters)
 
     def dirty_days(self, first: date, last: date) -> list[date]:
-        covered: set[date] = set()
-        newest: dict[str, int] = {}
-        for partition, block, low, high in self.query(_DAY_PARTS).result_rows:
-            days = {low + timedelta(days=n) for n in range((high - low).days + 1)}
-            if block > self._seen_block.get(partition, -1):
-                for day in days:
-                    self._dirty.pop(day, None)
-            newest[partition] = max(block, newest.get(partition, -1))
-            covered |= {day for day in days if first <= day <= last}
-        self._seen_block.update(newest)
-        unknown = [day for day in covered if day not in self._dirty]
-        if unknown:
-            checked = self.query(_DAY_CHECK, {"days": unknown}).result_rows
-            verdicts = {day: rows != distinct for day, rows, distinct in checked}
-            for day in unknown:
-                self._dirty[day] = verdicts.get(day, False)
-        return sorted(day for day in covered if self._dirty[day])
+        counts = self.query(_DAY_ROWS, {"first": first, "last": last}).result_rows
+        moved = [day for day, rows in counts if self._verdicts.get(day, (None,))[0] != rows]
+        if moved:
+            # A verdict goes with the count it was made at (rows may arrive in between).
+            for day, rows, distinct in self.query(_DAY_CHECK, {"days": moved}).result_rows:
+                self._verdicts[day] = (rows, rows != distinct)
+        return sorted(day for day, _ in counts if self._verdicts.get(day, (0, False))[1])
 
     def window(self, start: datetime, end: datetime) -> dict[str, Any]:
         """Parameters of a source over `[start, end)`: its bounds and its dirty days."""
