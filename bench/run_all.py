@@ -369,8 +369,11 @@ def dashboard_row(result: Run | None, quick: bool) -> Row:
     if over:
         row.notes.append(f"{len(over)} of {len(endpoints)} above 200 ms: {', '.join(over)}")
     row.notes.append(
-        "median / max ms per endpoint: "
-        + "; ".join(f"{name} {ms['median']} / {ms['max']}" for name, ms in endpoints.items())
+        "median / max wall ms (median CPU ms) per endpoint: "
+        + "; ".join(
+            f"{name} {ms['median']} / {ms['max']} ({ms.get('cpu_median', '?')})"
+            for name, ms in endpoints.items()
+        )
     )
     return row
 
