@@ -447,7 +447,7 @@ class FaultStack(RunningStack):
         columns: dict[str, set[str]] = {}
         for table, column in self.query(
             "SELECT table, name FROM system.columns WHERE database = currentDatabase() "
-            "AND name IN ('cost_usd', 'requests', 'BilledCost')"
+            "AND name IN ('cost_usd', 'requests', 'BilledCost', 'dimension')"
         ):
             columns.setdefault(str(table), set()).add(str(column))
         parts = []
@@ -459,7 +459,15 @@ class FaultStack(RunningStack):
             if engine == "MaterializedView" or not cost:
                 continue
             requests = "toInt64(sum(requests))" if "requests" in have else "toInt64(-1)"
-            parts.append(f"SELECT '{name}', toString(sum({cost})), {requests} FROM {name}")
+            if "dimension" in have:
+                # attribution_hourly counts each ledger row once per dimension: each
+                # dimension on its own must total the ledger.
+                parts.append(
+                    f"SELECT concat('{name}[', dimension, ']'), toString(sum({cost})), "
+                    f"{requests} FROM {name} GROUP BY dimension"
+                )
+            else:
+                parts.append(f"SELECT '{name}', toString(sum({cost})), {requests} FROM {name}")
         rows = self.query(" UNION ALL ".join(parts))
         return {
             str(name): (Decimal(cost), None if int(requests) < 0 else int(requests))
