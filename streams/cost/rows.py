@@ -250,9 +250,12 @@ COSTED_FIELDS = (
 )
 
 
-def costed_event(row: dict[str, Any], source_index: int) -> dict[str, Any]:
+def costed_event(row: dict[str, Any], source_index: int, source_log: str = "") -> dict[str, Any]:
     """A ledger row as the costed topic carries it, with the event's place in its
-    source message (the spend tables' re-delivery check needs offset and index)."""
+    source message and the log it was read from (the cluster id of the usage topic's
+    broker): the spend tables' re-delivery check needs all three, because a new log
+    behind the same address (an in-memory broker restarted) starts its offsets at 0."""
     event = {name: row[name] for name in COSTED_FIELDS}
     event["source_index"] = source_index
+    event["source_log"] = source_log
     return event

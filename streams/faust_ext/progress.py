@@ -1,15 +1,19 @@
-"""What the Faust app knows of its own progress, read where Faust keeps it.
+"""What the Faust app knows of its own progress, read where Faust keeps it (and
+forgotten when the log it refers to is gone).
 
-`TableManager.recovery` and the monitor's offset maps are not in Faust's typed
-interfaces (`TableManagerT`, `SensorT`): checked against faust-streaming 0.15.3;
-tests/faust_ext fails if one moves.
+`TableManager.recovery`, the monitor's offset maps and the consumer's acknowledgement
+bookkeeping are not in Faust's typed interfaces (`TableManagerT`, `SensorT`,
+`ConsumerT`): checked against faust-streaming 0.15.3; tests/faust_ext fails if one
+moves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 import faust
+from faust.types import TP
 
 
 def tables_ready(app: faust.App) -> bool:
@@ -31,3 +35,21 @@ def offset_lag(app: faust.App) -> dict[tuple[str, int], int]:
         (tp.topic, tp.partition): max(0, end - committed.get(tp, 0))
         for tp, end in (monitor.tp_end_offsets or {}).items()
     }
+
+
+async def read_new_log(app: faust.App, starts: Mapping[TP, int]) -> None:
+    """Faust's consumer reads each partition again from `starts`, the first offsets of
+    a new log behind the same address (an in-memory broker restarted): what it knew of
+    the old log's offsets is dropped, or it would never acknowledge nor commit the new
+    log's offsets below the old committed one."""
+    consumer = cast(Any, app.consumer)
+    for tp, offset in starts.items():
+        # INTERNAL (faust-streaming 0.15.3): `Consumer._committed_offset` (ack() ignores
+        # offsets below it), `_acked` and `_acked_index` (acknowledged, not yet
+        # committed) and `_gap` (offsets skipped in delivery, counted as acknowledged),
+        # per partition; every one a mapping that a partition may be missing from.
+        consumer._committed_offset.pop(tp, None)
+        consumer._acked.pop(tp, None)
+        consumer._acked_index.pop(tp, None)
+        consumer._gap.pop(tp, None)
+        await consumer.seek(tp, offset)

@@ -189,13 +189,19 @@ class UsageConsumer(Service):
                 await self.changed.wait_for(lambda: len(self.queued) < MAX_QUEUED)
             await asyncio.sleep(next_batch - loop.time())
             records = await self.consumer.getmany(timeout_ms=timeout_ms)
+            # The log the positions fetched from belong to: `cluster_id` changes with
+            # every seek to a new log's start, before the seek.
+            source_log = self.cluster_id
             next_batch = loop.time() + MIN_BATCH_INTERVAL_SECONDS
             await self._rewind_past_log_end()
             if not records:
                 continue
             # These records may be the new log's, from the old position on: they are
-            # ledgered all the same, and the new log is read again from its start.
+            # ledgered all the same, and the new log is read again from its start,
+            # where their ids are duplicates. Their costed events name the old log,
+            # whose marks in the spend tables are all below these positions.
             await self._until_done(self._follow_cluster)
+            pipeline.source_log = source_log or self.cluster_id or ""
             self._note_lag(records)
             await self.before_batch()
             if self.to_look_up:
@@ -356,6 +362,7 @@ class UsageConsumer(Service):
         cluster = await self.identity.cluster_id()
         if self.cluster_id is not None and cluster != self.cluster_id:
             self._read_new_log_from_start(cluster)
+            self.cluster_id = cluster
             await self._seek_to_beginning(self.assignment())
         self.cluster_id = cluster
 
@@ -371,6 +378,7 @@ class UsageConsumer(Service):
         if self.assigned_cluster_id is not None and cluster != self.assigned_cluster_id:
             if cluster != self.cluster_id:  # no batch has seen it yet
                 self._read_new_log_from_start(cluster)
+                self.cluster_id = cluster
             await self._seek_to_beginning(partitions)
         self.cluster_id = self.assigned_cluster_id = cluster
 
@@ -412,6 +420,10 @@ class UsageConsumer(Service):
                     position,
                 )
                 past_end.append(tp)
+        if past_end:
+            # A new log: its cluster id is learnt before any of its records are read,
+            # so that their costed events name it (the old log's marks would skip them).
+            await self._until_done(self._follow_cluster)
         await self._seek_to_beginning(set(past_end))
 
     async def _until_done(self, step: Callable[[], Awaitable[None]]) -> None:

@@ -135,6 +135,9 @@ class IngestPipeline:
         self.dedupe = dedupe
         self.sink = sink
         self.log_epoch = log_epoch
+        # The log the next batch's messages were read from (the usage broker's cluster
+        # id): costed events carry it with their source position (UsageConsumer sets it).
+        self.source_log = ""
         self.publish_costed = publish_costed
         self.publish_dead_letters = publish_dead_letters
         self.clock = clock
@@ -176,12 +179,12 @@ class IngestPipeline:
         for (event, position), is_new in zip(events, fresh, strict=True):
             if is_new:
                 index, row = next(priced)
-                costed.append((index, costed_event(row, position.index)))
+                costed.append((index, costed_event(row, position.index, self.source_log)))
             elif self.unpublished:
                 key = (position.topic, position.partition, position.offset, event.request_id)
                 ledgered = self.unpublished.get(key)
                 if ledgered is not None:
-                    costed.append((-1, costed_event(ledgered, position.index)))
+                    costed.append((-1, costed_event(ledgered, position.index, self.source_log)))
         return PreparedBatch(
             messages=len(messages),
             events=len(events),

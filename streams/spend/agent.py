@@ -28,7 +28,8 @@ from faust.types import TP, EventT, StreamT
 from schemas.spend_config import SpendConfig
 from streams.alerting.wiring import build_alerting
 from streams.faust_ext.batched_table import BatchedTable
-from streams.faust_ext.progress import tables_ready
+from streams.faust_ext.progress import read_new_log, tables_ready
+from streams.kafka.admin import ClusterIdentity
 from streams.retrying import until_done
 from streams.settings import Settings
 from streams.spend.monitor import SpendMonitor, warm_up_online
@@ -58,12 +59,17 @@ def tenant_rows(
     skip what earlier lists held."""
     grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
     repeated = 0
-    seen: set[tuple[Any, Any, Any]] = set()
+    seen: set[tuple[Any, ...]] = set()
     for event in events:
         key = (bytes(event.key or b"").decode(), event.message.partition)
         rows = grouped.setdefault(key, [])
         for row in orjson.loads(event.value):
-            position = (row["source_partition"], row["source_offset"], row.get("source_index", 0))
+            position = (
+                row.get("source_log", ""),
+                row["source_partition"],
+                row["source_offset"],
+                row.get("source_index", 0),
+            )
             if position in seen:
                 repeated += 1
                 continue
@@ -76,6 +82,8 @@ def tenant_rows(
 class ListFlags:
     counting: bool = False  # inside a list: waiting on its table writes is no stall
     needs_index: bool = True  # tables recovered (start, rebalance): index them first
+    # The cluster whose costed log the agent's positions and progress record refer to.
+    costed_cluster: str | None = None
 
 
 def register_spend_agent(
@@ -107,6 +115,10 @@ def register_spend_agent(
         alerting=build_alerting(config, embedded=embedded),
     )
     costed_topic = app.topic(settings.costed_topic, value_serializer="raw", key_serializer="raw")
+    identity: ClusterIdentity | None = None  # made on the worker's loop, at first use
+    # A list is counted, or the costed log followed to a new one, never both at once:
+    # a list's progress record written after a restart would name the old log's offsets.
+    one_at_a_time = asyncio.Lock()
 
     async def durably(*flushes: Callable[[], Awaitable[None]]) -> None:
         # Retried in place, never raised: a failed flush keeps its records for the next
@@ -129,6 +141,8 @@ def register_spend_agent(
     @app.agent(costed_topic, name="spend")
     async def spend(stream: StreamT[bytes]) -> None:
         await state.alerting.queue.start()
+        # The cluster whose costed log this start's positions and progress refer to.
+        await until_done(note_costed_cluster, log, "broker cluster id")
         if before_first_list is not None:
             await before_first_list()
         # Faust acks a taken list's events only after this body is done with it, so
@@ -139,7 +153,8 @@ def register_spend_agent(
         async for events in taken:
             flags.counting = True
             try:
-                await count(events)
+                async with one_at_a_time:
+                    await count(events)
             finally:
                 flags.counting = False
 
@@ -179,6 +194,46 @@ def register_spend_agent(
 
     last_expected: dict[int, int | None] = {}
 
+    async def costed_cluster() -> str:
+        nonlocal identity
+        if identity is None:
+            identity = ClusterIdentity(settings.kafka_bootstrap, "spendstream-spend-identity")
+        await identity.start()  # once: it returns at once when started
+        return await identity.cluster_id()
+
+    async def note_costed_cluster() -> None:
+        flags.costed_cluster = await costed_cluster()
+
+    async def follow_costed_log(partitions: list[TP]) -> bool:
+        """True if the broker is another cluster than at the last look: a new costed log
+        (the embedded in-memory broker restarted under this worker), whose offsets start
+        again below the ones the agent holds. Every assigned partition is then read from
+        the new log's start; the tables' marks, per source log, skip only what they
+        counted of it."""
+        known = flags.costed_cluster
+        try:
+            cluster = await costed_cluster()
+            if known is None or cluster == known:
+                flags.costed_cluster = cluster
+                return False
+            starts = await app.consumer.earliest_offsets(*partitions)
+        except Exception as exc:  # a timer that raises stops the worker: look next time
+            log.warning("costed log identity unavailable (%s); checking again later", exc)
+            return False
+        flags.costed_cluster = cluster
+        progress.restart({tp.partition: offset for tp, offset in starts.items()})
+        for tp in starts:
+            await durably(partial(progress_table.flush, app, tp.partition))
+        await read_new_log(app, starts)
+        log.warning(
+            "the broker is another cluster (%s, was %s): a new costed log; reading "
+            "costed partitions %s from its start",
+            cluster,
+            known,
+            sorted(tp.partition for tp in starts),
+        )
+        return True
+
     @app.timer(STALL_CHECK_SECONDS)
     async def read_stalled_partitions_again() -> None:
         if not tables_ready(app):
@@ -189,6 +244,10 @@ def register_spend_agent(
         partitions = [tp for tp in app.consumer.assignment() if tp.topic == settings.costed_topic]
         if not partitions:
             return
+        async with one_at_a_time:
+            if await follow_costed_log(partitions):
+                last_expected.clear()
+                return
         try:
             ends = await app.consumer.highwaters(*partitions)
         except Exception as exc:  # a timer that raises stops the worker: look next time

@@ -18,6 +18,10 @@ partition, the next costed offset it expects per partition, and:
   progress, asks the consumer to read again from the expected offset.
 
 A partition with no record yet takes what Faust delivers first.
+
+A new costed log behind the same address (the embedded in-memory broker restarted under
+a running worker: another cluster id, offsets from 0 again) makes every expected offset
+one of the old log: `restart` sets each to the new log's first offset.
 """
 
 from __future__ import annotations
@@ -72,6 +76,12 @@ class CostedProgress:
             if want is not None and highest >= want:
                 admitted.rewind[partition] = want
         return admitted
+
+    def restart(self, starts: dict[int, int]) -> None:
+        """partition -> the first offset of a new log: expected next, whatever the old
+        log's record said; the caller writes each to its changelog partition."""
+        for partition, offset in starts.items():
+            self.table[str(partition)] = offset
 
     @staticmethod
     def reached(events: Sequence[Positioned]) -> dict[int, int]:

@@ -13,8 +13,9 @@ Tables (values are JSON-able dicts; money as Decimal strings):
 - `totals`: "tenant|dim|value|dDAY" daily (40 days) and "tenant|month|YYYY-MM";
 - `runs`: "tenant|run|workflow|run_id" → run cost, dropped 2 days after last seen.
 
-Every value also holds `seen`: per source partition, the highest source position
-(offset and index in the message) it has counted. A costed event re-published after
+Every value also holds `seen`: per source partition (of each source log: the usage
+broker's cluster id), the highest source position (offset and index in the message)
+it has counted. A costed event re-published after
 a crash (same position) is skipped by each value that already holds it. The mark
 lives in the value it guards, so both are one changelog record: a crash that loses
 some of a batch's table writes and not others can neither drop nor double-count.
@@ -233,9 +234,19 @@ def costed_row(raw: dict[str, Any]) -> dict[str, Any]:
     row["cost"] = Decimal(str(raw["cost_usd"]))
     row["estimated"] = Decimal(str(raw.get("estimated_cost_usd") or 0))
     row["timestamp"] = _parse_time(raw["timestamp"])
-    row["_partition"] = str(raw["source_partition"])
+    row["_partition"] = _source_partition(raw)
     row["_sequence"] = _sequence(raw)
     return row
+
+
+def _source_partition(row: dict[str, Any]) -> str:
+    """The mark a row's position is kept under: its source partition within its source
+    log. Positions of two logs are not comparable (a new in-memory broker's offsets
+    start at 0 again), so each log's partitions have marks of their own. Rows with no
+    log named keep the partition alone, as marks written before logs were named."""
+    log = row.get("source_log")
+    partition = str(row["source_partition"])
+    return f"{log}{SEP}{partition}" if log else partition
 
 
 def _sequence(row: dict[str, Any]) -> int:

@@ -48,8 +48,7 @@ from tests.reliability.conftest import (
 )
 from tests.reliability.silencing_proxy import SilencingProxy, fault_stack_behind
 
-# Several stack restarts (~2 min): run by `make reliability` only. The strict xfails
-# pin the open bugs of docs/reliability.md's broker-restart findings (issue 16).
+# Several stack restarts (~2 min): run by `make reliability` only.
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 
@@ -411,19 +410,12 @@ def test_the_worker_reads_a_new_log_grown_past_its_position_from_its_start(
     assert all(n == 1 for n in run["ledgered"].values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="open bug, docs/reliability.md finding 4, issue 16: after a broker restart under "
-    "a running worker the in-stream tables skip events: the ingest consumer reads the new "
-    "log from its start (new cluster id) and ledgers it, but the costed events carry only "
-    "their source (partition, offset), and the spend agent's high-water marks per (tenant, "
-    "source partition) in streams/spend/tables.py refer to the old log, whose offsets "
-    "restart at 0 on the new in-memory broker",
-)
 def test_in_stream_totals_equal_the_ledger_after_a_broker_restart(
     shorter_log: dict[str, Any],
 ) -> None:
+    """The new log's costed events name their source log (the broker's cluster id), so
+    the tables' marks of the old log, at higher positions, do not skip them; the spend
+    agent reads the new costed log from its start (streams/spend/agent.py)."""
     require_complete_ledger(shorter_log)
     if any(total.is_nan() for total in shorter_log["in_stream"].values()):
         raise WaitTimeout("the in-stream tables were still recovering")
@@ -431,13 +423,13 @@ def test_in_stream_totals_equal_the_ledger_after_a_broker_restart(
 
 
 class IncompleteLedger(Exception):
-    """The precondition of a strict xfail did not hold: not the bug it pins."""
+    """The ledger missed events: a failure of its own, not the one a case names."""
 
 
 def require_complete_ledger(run: dict[str, Any]) -> None:
-    """The cases above pin bugs that show on a complete ledger. An incomplete one is a
-    failure of its own (test_the_worker_reads_a_new_shorter_log_from_its_start), raised
-    as another exception type so that the strict xfail fails instead of passing."""
+    """The cases above compare with a complete ledger. An incomplete one is a failure of
+    its own (test_the_worker_reads_a_new_shorter_log_from_its_start), raised as another
+    exception type so that the report names it."""
     if run["ledger_by_tenant"] != run["expected"].cost_by_tenant:
         raise IncompleteLedger("the worker missed events after the broker restart")
 
