@@ -9,7 +9,7 @@ moves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any, cast
 
 import faust
@@ -37,13 +37,13 @@ def offset_lag(app: faust.App) -> dict[tuple[str, int], int]:
     }
 
 
-async def read_new_log(app: faust.App, starts: Mapping[TP, int]) -> None:
-    """Faust's consumer reads each partition again from `starts`, the first offsets of
-    a new log behind the same address (an in-memory broker restarted): what it knew of
-    the old log's offsets is dropped, or it would never acknowledge nor commit the new
-    log's offsets below the old committed one."""
+def forget_old_log(app: faust.App, partitions: Iterable[TP]) -> None:
+    """Faust's consumer forgets what it knew of the offsets of `partitions` before a
+    new log replaced them behind the same address (an in-memory broker restarted), or
+    it would never acknowledge nor commit the new log's offsets below the old committed
+    one. The caller then seeks each partition to the new log's start."""
     consumer = cast(Any, app.consumer)
-    for tp, offset in starts.items():
+    for tp in partitions:
         # INTERNAL (faust-streaming 0.15.3): `Consumer._committed_offset` (ack() ignores
         # offsets below it), `_acked` and `_acked_index` (acknowledged, not yet
         # committed) and `_gap` (offsets skipped in delivery, counted as acknowledged),
@@ -52,4 +52,3 @@ async def read_new_log(app: faust.App, starts: Mapping[TP, int]) -> None:
         consumer._acked.pop(tp, None)
         consumer._acked_index.pop(tp, None)
         consumer._gap.pop(tp, None)
-        await consumer.seek(tp, offset)

@@ -28,7 +28,7 @@ from faust.types import TP, EventT, StreamT
 from schemas.spend_config import SpendConfig
 from streams.alerting.wiring import build_alerting
 from streams.faust_ext.batched_table import BatchedTable
-from streams.faust_ext.progress import read_new_log, tables_ready
+from streams.faust_ext.progress import forget_old_log, tables_ready
 from streams.kafka.admin import ClusterIdentity
 from streams.retrying import until_done
 from streams.settings import Settings
@@ -224,7 +224,9 @@ def register_spend_agent(
         progress.restart({tp.partition: offset for tp, offset in starts.items()})
         for tp in starts:
             await durably(partial(progress_table.flush, app, tp.partition))
-        await read_new_log(app, starts)
+        forget_old_log(app, starts)
+        for tp, offset in starts.items():
+            await app.consumer.seek(tp, offset)
         log.warning(
             "the broker is another cluster (%s, was %s): a new costed log; reading "
             "costed partitions %s from its start",

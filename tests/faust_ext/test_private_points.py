@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer
@@ -22,7 +23,7 @@ from streams.faust_ext.app import (
     broker_url,
 )
 from streams.faust_ext.batched_table import BatchedTable
-from streams.faust_ext.progress import offset_lag, tables_ready
+from streams.faust_ext.progress import forget_old_log, offset_lag, tables_ready
 from streams.kafka.tuning import FETCH_MAX_WAIT_MS
 
 
@@ -118,3 +119,20 @@ def test_the_first_stop_signal_runs_stop_on_signal_as_the_stop_future() -> None:
     assert "run_until_complete(self._signal_stop_future)" in inspect.getsource(
         Worker.stop_and_shutdown
     )
+
+
+def test_forget_old_log_drops_the_consumers_ack_bookkeeping_of_a_partition() -> None:
+    """Faust ignores acks below a partition's committed offset: with the old log's
+    offset kept, a new log's offsets would never be committed."""
+    probe = app()
+    consumer: Any = probe.consumer
+    tp, other = TP("costed", 0), TP("costed", 1)
+    for partition in (tp, other):
+        consumer._committed_offset[partition] = 40
+        consumer._acked[partition].extend([41, 42])
+        consumer._acked_index[partition].update({41, 42})
+        consumer._gap[partition].addi(44, 46)
+    forget_old_log(probe, [tp])
+    assert consumer._committed_offset[tp] is None
+    assert not consumer._acked[tp] and not consumer._acked_index[tp] and not consumer._gap[tp]
+    assert consumer._committed_offset[other] == 40 and consumer._acked[other] == [41, 42]

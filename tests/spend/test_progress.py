@@ -64,3 +64,13 @@ def test_a_partition_behind_its_end_with_no_progress_since_the_last_look_is_stal
 
 def test_a_partition_without_a_record_is_never_called_stalled() -> None:
     assert CostedProgress({}).stalled({0: 10}, {0: None}) == {}
+
+
+def test_a_restart_on_a_new_log_expects_its_first_offset_whatever_the_old_record() -> None:
+    # The old log's record (40) is above every offset of the new log: without the
+    # restart its events would be dropped as counted already.
+    progress = CostedProgress({"0": 40, "1": 12})
+    progress.restart({0: 0, 1: 0})
+    admitted = progress.admit([at(0, 0), at(0, 1), at(1, 3)])
+    assert positions(admitted.events) == [(0, 0), (0, 1)]
+    assert admitted.rewind == {1: 0}  # the old position's events: read from the start

@@ -76,6 +76,22 @@ def test_a_redelivered_costed_message_is_not_counted_twice() -> None:
     assert t.hourly[hour_key("tenant", "acme")]["requests"] == 2
 
 
+def test_a_new_source_logs_positions_from_zero_count_under_marks_of_their_own() -> None:
+    """A new in-memory broker's log starts at offset 0 under the old log's higher marks:
+    its rows name it (`source_log`), and count; the old log's re-deliveries are still
+    skipped, and so are the new log's."""
+    t = tables()
+    t.apply("acme", [row(90, source_log="cluster-a"), row(91, source_log="cluster-a")])
+    new = t.apply("acme", [row(0, source_log="cluster-b"), row(1, source_log="cluster-b")])
+    assert len(new.counted) == 2 and new.skipped == 0
+    again = t.apply("acme", [row(91, source_log="cluster-a"), row(1, source_log="cluster-b")])
+    assert again.skipped == 2 and not again.counted
+    assert t.hourly[hour_key("tenant", "acme")]["requests"] == 4
+    assert t.month_spend("acme", T0) == Decimal("0.0002100") * 4
+    run = t.runs[SEP.join(("acme", "run", "answer", "run-1"))]
+    assert Decimal(run["cost"]) == Decimal("0.0002100") * 4
+
+
 def test_rows_of_one_array_message_share_an_offset_and_all_count() -> None:
     t = tables()
     result = t.apply("acme", [row(7, request_id="a"), row(7, request_id="b")])
