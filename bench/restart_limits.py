@@ -127,6 +127,7 @@ def restart(rows_per_day: int, timeout: float = 600.0) -> dict[str, Any]:
         lines: list[str] = []
         port = ["--port", str(free_port())]
         started = time.monotonic()
+        started_wall = time.time()
         process = subprocess.Popen(
             [*spendstream_command(), "dev", "--data-dir", str(tmp / "data"), *port],
             stdout=subprocess.PIPE,
@@ -148,6 +149,8 @@ def restart(rows_per_day: int, timeout: float = 600.0) -> dict[str, Any]:
                 match = next(filter(None, map(FIRST_LINE.search, list(lines))), None)
                 url = match.group(1) if match else None
                 time.sleep(0.01)
+            # The broker and the worker run, the worker's web server answers.
+            result["stack_up_s"] = round(time.monotonic() - started, 2)
             # The analyst token the worker generated into the data dir at its start.
             token = wait_for_token(tmp / "data", started, timeout)
             auth = {"Authorization": f"Bearer {token}"}
@@ -183,6 +186,9 @@ def restart(rows_per_day: int, timeout: float = 600.0) -> dict[str, Any]:
                     stats = httpx.get(f"{url}/stats", timeout=5).json()
             result["limits_ready_in_restore_s"] = stats.get("limits_ready_seconds")
             result["detectors_ready_s"] = round(time.monotonic() - started, 2)
+            # Where the time went: the worker's own moments, from the dev start.
+            moments = sorted(stats.get("started", {}).items(), key=lambda item: item[1])
+            result["timeline_s"] = {name: round(at - started_wall, 2) for name, at in moments}
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)

@@ -3,11 +3,12 @@ request time from the pieces that keep them (the hot path pays nothing for them)
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import faust
 
-from streams.faust_ext.progress import offset_lag
+from streams.faust_ext.progress import offset_lag, tables_ready
 from streams.ingest.consumer import UsageConsumer
 from streams.runtime.resources import WorkerResources
 from streams.spend.state import SpendState
@@ -58,7 +59,17 @@ class WorkerStatus:
             "alerts_pending": self.alerts_pending(),
             "state_restored_seconds": self.resources.state_restored_seconds,
             "limits_ready_seconds": self.resources.limits_ready_seconds,
+            "started": self.started(),
         }
+
+    def started(self) -> dict[str, float]:
+        """Wall-clock moments (Unix seconds) of the worker's start: app built, ClickHouse
+        open, migrated and ready, the spend state's restore begun, month totals in,
+        tables recovered, state restored (bench.restart_limits reads the timeline)."""
+        moments = self.resources.started
+        if "tables_recovered" not in moments and tables_ready(self.app):
+            moments["tables_recovered"] = time.time()  # first seen: as precise as the polls
+        return dict(moments)
 
     def alerts_pending(self) -> int:
         """Alert states not yet delivered or not yet in the alerts table."""
