@@ -24,7 +24,7 @@ and at most `max_keys` keys, evicting the key written least recently.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -112,6 +112,9 @@ class HourlyHistory(Generic[V]):
             return []
         pairs = [(h, v) for h, v in series.values.items() if start <= h < end]
         return sorted(pairs, key=lambda pair: pair[0])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._series))
 
     def __contains__(self, key: object) -> bool:
         return key in self._series

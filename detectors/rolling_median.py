@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -89,10 +89,12 @@ class Baseline:
     median: Decimal  # median spend of the active hours in the baseline period
     same_hour_median: Decimal  # the same, over the hours with the same hour of day
     active_hours: int
+    # The hourly spend an operator acknowledged as the new normal (0 without one).
+    acknowledged: Decimal = Decimal(0)
 
     @property
     def level(self) -> Decimal:
-        return max(self.median, self.same_hour_median)
+        return max(self.median, self.same_hour_median, self.acknowledged)
 
 
 class RollingMedianDetector:
@@ -133,6 +135,8 @@ class RollingMedianDetector:
         # it, and it only changes when an earlier hour's bucket changes.
         self._baselines: dict[str, tuple[int, Baseline]] = {}
         self._incidents = IncidentBook(max_keys)
+        # key -> (first epoch hour, end epoch hour, level) of an acknowledged new normal
+        self._acknowledged: dict[str, tuple[int, int, Decimal]] = {}
 
     def learn_one(self, key: str, hour: datetime, spend: Decimal) -> Decimal:
         """Record `spend` as the total of `key`'s bucket for the hour containing `hour`;
@@ -154,6 +158,26 @@ class RollingMedianDetector:
         if cached is not None and h < cached[0]:
             del self._baselines[key]
         return spend
+
+    def level_since(self, key: str, since: datetime) -> Decimal | None:
+        """The highest hourly spend of `key` from the hour of `since` on (None without
+        any): what an operator acknowledges as its new normal (`set_acknowledged`)."""
+        h = epoch_hour(since)
+        spends = [spend for _, spend in self._history.between(key, h, h + self._lookback_hours)]
+        return max(spends) if spends else None
+
+    def set_acknowledged(self, key: str, since: datetime, level: Decimal) -> None:
+        """An operator says `level` is `key`'s new normal hourly spend: from the hour of
+        `since` on, for the lookback (by then the rolling median has caught up), its
+        baseline is at least `level`: the same shift does not page again, k times it
+        still does."""
+        h = epoch_hour(since)
+        self._acknowledged[key] = (h, h + self._lookback_hours, level)
+        self._baselines.pop(key, None)
+
+    def keys_under(self, key: str) -> list[str]:
+        """`key` and its sub-keys held ('tenant:acme' and 'tenant:acme/workflow:x')."""
+        return [k for k in self._history if k == key or k.startswith(key + "/")]
 
     def baseline(self, key: str, hour: datetime) -> Baseline | None:
         """The baseline for the hour containing `hour`; None before `min_history_hours`."""
@@ -263,6 +287,9 @@ class RollingMedianDetector:
                 self._baselines[key] = (h, baseline)
         if baseline is None or baseline.active_hours < self.min_history_hours:
             return None
+        acknowledged = self._acknowledged.get(key)
+        if acknowledged is not None and acknowledged[0] <= h < acknowledged[1]:
+            return replace(baseline, acknowledged=acknowledged[2])
         return baseline
 
     def _compute_baseline(self, key: str, h: int) -> Baseline | None:
@@ -301,8 +328,11 @@ class RollingMedianDetector:
             f"over the first {elapsed.total_seconds() / 60:.0f} minutes"
         )
         evidence: dict[str, object] = {}
+        if baseline.acknowledged:
+            evidence["acknowledged_usd"] = baseline.acknowledged
         if projected is not None:
             evidence = {
+                **evidence,
                 "projected_usd": projected.quantize(Decimal("0.01")),
                 "elapsed_minutes": round(elapsed.total_seconds() / 60, 1),
             }

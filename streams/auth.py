@@ -25,7 +25,7 @@ import hmac
 import os
 import secrets
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the store is passed in: http_ingest imports `bearer_token` 
     from streams.http_ingest.keys import IngestKeyStore
 
 TOKENS_FILE = "tokens.json"
-TOKEN_NAMES = ("analyst", "peer")
+TOKEN_NAMES = ("analyst", "peer", "alert_link")
 
 
 def bearer_token(request: Any) -> str | None:
@@ -61,6 +61,8 @@ def same_token(given: str | None, expected: SecretStr) -> bool:
 class WorkerTokens:
     analyst: SecretStr
     peer: SecretStr
+    # Signs the links in alert messages that acknowledge one alert (never sent itself).
+    alert_link: SecretStr = field(default_factory=lambda: SecretStr(""))
 
 
 def tokens_path(data_dir: Path) -> Path:
@@ -98,6 +100,7 @@ def ensure_tokens(
     tokens = WorkerTokens(
         analyst=analyst or SecretStr(stored["analyst"]),
         peer=peer or SecretStr(stored["peer"]),
+        alert_link=SecretStr(stored["alert_link"]),
     )
     return tokens, bool(missing)
 

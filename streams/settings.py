@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_enabled: bool = True
+    # The worker's address as people reach it (the links in alert messages); default
+    # http://<web_host>:<web_port>.
+    public_url: str = ""
     # HTTP ingest: with keys required, POST /v1/events and /v1/traces need a scoped key.
     ingest_keys_required: bool = False
     keys_file: Path | None = None  # default <data_dir>/ingest_keys.json

@@ -48,6 +48,7 @@ from slack_sdk.webhook import WebhookClient
 
 from schemas.alert import Alert
 from schemas.spend_config import SLACK_API_URL, SlackTarget
+from streams.alerting.acknowledgements import AckLinks, alert_id
 from streams.alerting.notifier import (
     Clock,
     SendAttempt,
@@ -188,8 +189,10 @@ class SlackNotifier:
         ssl: SSLContext | None = None,
         retry_handlers: list[RetryHandler] | None = None,
         clock: Clock = utc_now,
+        ack_links: AckLinks | None = None,
     ) -> None:
         self.channel = channel
+        self.ack_links = ack_links
         self.clock = clock
         self._local = threading.local()
         handlers = retry_handlers if retry_handlers is not None else default_retry_handlers()
@@ -231,7 +234,12 @@ class SlackNotifier:
     def send(self, alert: Alert) -> list[SendAttempt]:
         self._local.attempts = []
         text = fallback_text(alert)
-        blocks = build_blocks(alert)
+        ack_url = (
+            self.ack_links.url(alert.fingerprint)
+            if self.ack_links is not None and alert.state == "triggered"
+            else None
+        )
+        blocks = build_blocks(alert, ack_url)
         try:
             if isinstance(self.client, WebhookClient):
                 final = self._send_webhook(text, blocks)
@@ -316,8 +324,9 @@ def fallback_text(alert: Alert) -> str:
     return _clip(f"{alert.severity.upper()}: {alert.summary}", 3000)
 
 
-def build_blocks(alert: Alert) -> list[Block]:
-    """What happened, who, how much against what baseline, the likely cause, the query."""
+def build_blocks(alert: Alert, ack_url: str | None = None) -> list[Block]:
+    """What happened, who, how much against what baseline, the likely cause, the query,
+    and (`ack_url`) the signed link that acknowledges the shift as the new normal."""
     if alert.state == "resolved":
         status = ":white_check_mark: RESOLVED"
     else:
@@ -354,6 +363,15 @@ def build_blocks(alert: Alert) -> list[Block]:
             f"• {_escape(name)}: {_escape(value)}" for name, value in supporting_evidence(alert)
         ]
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip("\n".join(cause), 3000))))
+    if ack_url is not None:
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"<{ack_url}|Acknowledge as new normal> · or "
+                    f"`spendstream alerts ack {alert_id(alert.fingerprint)}`"
+                )
+            )
+        )
     if alert.query:
         query = _clip(alert.query, 2900)
         blocks.append(DividerBlock())

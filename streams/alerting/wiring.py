@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import TextIO
 
 from schemas.spend_config import SpendConfig
+from streams.alerting.acknowledgements import AckLinks
 from streams.alerting.console import ConsoleNotifier
 from streams.alerting.delivery import AlertDeliveryQueue, DeliveryRecorder
 from streams.alerting.lifecycle import AlertLifecycle
@@ -31,7 +32,11 @@ class Alerting:
 
 
 def build_notifiers(
-    config: SpendConfig, router: AlertRouter, *, console_stream: TextIO | None = None
+    config: SpendConfig,
+    router: AlertRouter,
+    *,
+    console_stream: TextIO | None = None,
+    ack_links: AckLinks | None = None,
 ) -> dict[str, Notifier]:
     routing = config.routing
     notifiers: dict[str, Notifier] = {}
@@ -39,9 +44,13 @@ def build_notifiers(
         if channel == CONSOLE:
             notifiers[channel] = ConsoleNotifier(console_stream)
         elif channel == SLACK_WARNING and routing.warning.slack is not None:
-            notifiers[channel] = SlackNotifier.from_target(routing.warning.slack)
+            notifiers[channel] = SlackNotifier.from_target(
+                routing.warning.slack, ack_links=ack_links
+            )
         elif channel == SLACK_CRITICAL and routing.critical.slack is not None:
-            notifiers[channel] = SlackNotifier.from_target(routing.critical.slack)
+            notifiers[channel] = SlackNotifier.from_target(
+                routing.critical.slack, ack_links=ack_links
+            )
         elif channel == PAGERDUTY_CRITICAL and routing.critical.pagerduty is not None:
             notifiers[channel] = PagerDutyNotifier.from_target(routing.critical.pagerduty)
     return notifiers
@@ -53,12 +62,13 @@ def build_alerting(
     embedded: bool,
     recorder: DeliveryRecorder | None = None,
     console_stream: TextIO | None = None,
+    ack_links: AckLinks | None = None,
 ) -> Alerting:
     """Lifecycle, router and (not yet started) delivery queue for this configuration."""
     settings = config.alerting
     router = AlertRouter.from_config(config.routing, embedded=embedded)
     queue = AlertDeliveryQueue(
-        build_notifiers(config, router, console_stream=console_stream),
+        build_notifiers(config, router, console_stream=console_stream, ack_links=ack_links),
         router,
         recorder=recorder,
         maxsize=settings.queue_size,

@@ -187,9 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("migrate", cmd_migrate, "apply pending sql/ migrations")
     data_options(p, pricing=False)
 
+    from streams.cli.alerts import add_alerts_commands
     from streams.cli.keys import add_keys_commands
 
     add_keys_commands(sub)
+    add_alerts_commands(sub)
     try:
         from streams.cli.analyst import add_analyst_commands
     except ImportError:  # the analyst layer is optional at import time of a partial checkout

@@ -14,6 +14,7 @@ from typing import Any
 import faust
 
 from schemas.spend_config import SpendConfig
+from streams.alerting.acknowledgements import AckLinks
 from streams.auth import RequestAuth, WorkerTokens, ensure_tokens
 from streams.cost.catalog import PriceCatalog
 from streams.dashboard import LedgerUnavailable, register_dashboard
@@ -25,6 +26,7 @@ from streams.ingest.consumer import UsageConsumer
 from streams.ingest.pipeline import IngestPipeline
 from streams.ingest.publishing import publish_costed, publish_dead_letters
 from streams.kafka.topics import APP_ID
+from streams.runtime.alert_views import register_alert_views
 from streams.runtime.drain import ShutdownDrain
 from streams.runtime.faust_config import faust_app_options
 from streams.runtime.metrics import WorkerMetrics
@@ -41,7 +43,7 @@ def request_auth(settings: Settings) -> RequestAuth:
     """Configured tokens, else the data dir's (generated at the first start)."""
     tokens, _ = ensure_tokens(settings.data_dir, settings.analyst_token, settings.peer_token)
     return RequestAuth(
-        WorkerTokens(analyst=tokens.analyst, peer=tokens.peer),
+        WorkerTokens(analyst=tokens.analyst, peer=tokens.peer, alert_link=tokens.alert_link),
         IngestKeyStore(settings.keys_file or settings.data_dir / "ingest_keys.json"),
     )
 
@@ -78,6 +80,10 @@ def build_app(
         resources.embedded,
         before_first_list=wire_before_first_list,
         may_read_limits=auth.may_read_limits,
+        ack_links=AckLinks(
+            settings.public_url or f"http://{settings.web_host}:{settings.web_port}",
+            auth.tokens.alert_link,
+        ),
     )
 
     @app.timer(ALERT_ROWS_FLUSH_SECONDS)
@@ -118,6 +124,7 @@ def build_app(
         wait_ledgered=consumer.wait_ledgered,
     )
     register_views(app, auth, resources, ingest_handler, status, metrics)
+    register_alert_views(app, auth, resources, spend)
     app.drain = ShutdownDrain(settings, consumer, ingest_handler, lambda: resources.healthy)
 
     async def read_ledger(query: Callable[[Any], Any]) -> Any:

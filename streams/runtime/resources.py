@@ -25,6 +25,11 @@ from urllib.parse import urlparse
 import numpy as np
 import pyarrow as pa
 
+from streams.alerting.acknowledgements import (
+    Acknowledgement,
+    read_acknowledgements,
+    write_acknowledgements,
+)
 from streams.alerting.alerts_table import AlertsTableWriter, read_alerts
 from streams.analyst.retention import raw_retention_of
 from streams.cost.catalog import PriceCatalog
@@ -273,7 +278,8 @@ class WorkerResources:
                 tables.daily_retention_days,
             )
         alerts = await self.executor.run(read_alerts, client, now - ALERTS_LOOKBACK)
-        spend.restore(base, alerts, now)
+        acks = await self.executor.run(read_acknowledgements, client)
+        spend.restore(base, alerts, now, acks)
         self.state_restored_seconds = time.perf_counter() - started
         self.started["state_restored"] = time.time()
         log.info(
@@ -287,6 +293,8 @@ class WorkerResources:
             len(base.runs),
             len(spend.incidents.restored),
         )
+        if acks:
+            log.info("%d alert acknowledgements and snoozes restored", len(acks))
 
     def on_partitions_assigned(self) -> None:
         """The ingest group rebalanced: the next batch first refreshes the filter."""
@@ -331,6 +339,11 @@ class WorkerResources:
         self.dedupe.expire(ingest_day(datetime.now(UTC)))
         self.loaded_until = started
         return loaded
+
+    async def record_acknowledgements(self, acks: list[Acknowledgement]) -> None:
+        """Into `alert_acknowledgements`, on the writer's session (raises on failure)."""
+        assert self.executor is not None and self.handle is not None
+        await self.executor.run(write_acknowledgements, self.handle.client, acks)
 
     def open_alerts_table(self) -> AlertsTableWriter | None:
         """The alerts table writer once ClickHouse is connected (None before), behind

@@ -26,6 +26,7 @@ import orjson
 from faust.types import TP, EventT, StreamT
 
 from schemas.spend_config import SpendConfig
+from streams.alerting.acknowledgements import AckLinks
 from streams.alerting.wiring import build_alerting
 from streams.faust_ext.batched_table import BatchedTable
 from streams.faust_ext.progress import forget_old_log, tables_ready
@@ -93,6 +94,7 @@ def register_spend_agent(
     embedded: bool,
     before_first_list: Callable[[], Awaitable[None]] | None = None,
     may_read_limits: Callable[[Any, str], bool] = lambda request, tenant_id: False,
+    ack_links: AckLinks | None = None,
 ) -> SpendState:
     """The agent, its timers and `GET /v1/limits/{tenant_id}` on `app`. `before_first_list`
     is awaited once before the first list: the worker wires the alerts table there, so
@@ -112,7 +114,7 @@ def register_spend_agent(
         config=config,
         tables=tables,
         monitor=SpendMonitor(config),
-        alerting=build_alerting(config, embedded=embedded),
+        alerting=build_alerting(config, embedded=embedded, ack_links=ack_links),
     )
     costed_topic = app.topic(settings.costed_topic, value_serializer="raw", key_serializer="raw")
     identity: ClusterIdentity | None = None  # made on the worker's loop, at first use

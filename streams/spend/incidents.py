@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from detectors.finding import Finding
 from schemas.alert import SEVERITY_RANK, Alert
+from streams.alerting.acknowledgements import AcknowledgementBook, alert_id
 from streams.alerting.lifecycle import AlertLifecycle
 from streams.alerting.query import parse_key
 
@@ -35,6 +36,8 @@ CORRELATED = frozenset({"rolling_median", "retry_storm"})
 # they have not seen the hour's new calls yet.
 RESTORED_GRACE = timedelta(seconds=30)
 MILLISECOND = timedelta(milliseconds=1)
+# Paged alerts an operator can acknowledge by id (the newest kept).
+MAX_ACKNOWLEDGEABLE = 10_000
 
 
 @dataclass
@@ -74,6 +77,20 @@ class IncidentPolicy:
         self.restored: set[tuple[str, str]] = set()
         self.restored_at: datetime | None = None
         self.counted_since_restore = False  # the detectors have seen new calls
+        self.acks = AcknowledgementBook()
+        self.snoozed_findings = 0  # findings of snoozed keys: counted, not paged
+        self.paged_alerts: dict[str, Alert] = {}  # alert id -> its triggered state
+
+    def remember_paged(self, alert: Alert) -> None:
+        if alert.state != "triggered":
+            return
+        self.paged_alerts[alert_id(alert.fingerprint)] = alert
+        if len(self.paged_alerts) > MAX_ACKNOWLEDGEABLE:
+            del self.paged_alerts[next(iter(self.paged_alerts))]
+
+    def find_alert(self, ident: str) -> Alert | None:
+        """The paged alert of this id (or of this fingerprint)."""
+        return self.paged_alerts.get(ident) or self.paged_alerts.get(alert_id(ident))
 
     def restore(self, alerts: Sequence[Alert], now: datetime) -> None:
         """The incidents open at the last stop and the cooldowns still running, from
@@ -82,6 +99,7 @@ class IncidentPolicy:
         latest: dict[str, Alert] = {}
         for alert in sorted(alerts, key=lambda a: a.recorded_at):
             latest[alert.fingerprint] = alert
+            self.remember_paged(alert)
         self.lifecycle.restore(list(latest.values()), now)
         cooldown = self.lifecycle.cooldown
         for alert in latest.values():
@@ -124,6 +142,9 @@ class IncidentPolicy:
         # join it, so it pages once at its real severity; an earlier warning still pages
         # first, whether the list held a minute of calls or (a replay) the whole hour.
         for finding in sorted(findings, key=lambda f: (_instant(f), -SEVERITY_RANK[f.severity])):
+            if self.acks.snoozed(finding.key, now) is not None:
+                self.snoozed_findings += 1  # an operator snoozed the key: no page
+                continue
             tenant = finding_tenant(finding)
             correlated = bool(tenant) and finding.detector in CORRELATED
             if correlated and self._joins_open_incident(tenant, finding, now):
@@ -137,6 +158,7 @@ class IncidentPolicy:
                 continue
             self.alerts_sent += 1
             alerts.append(alert)
+            self.remember_paged(alert)
             if not correlated:
                 continue
             incident = self.tenant_incidents.get(tenant)

@@ -18,6 +18,7 @@ from typing import Any
 from detectors.finding import Finding
 from schemas.alert import Alert
 from schemas.spend_config import SpendConfig
+from streams.alerting.acknowledgements import Acknowledgement, alert_id
 from streams.alerting.delivery import DeliveryRecorder
 from streams.alerting.wiring import Alerting
 from streams.spend.incidents import IncidentPolicy
@@ -53,11 +54,19 @@ class SpendState:
         self.tables.set_base(base)
         self.limits_ready.set()
 
-    def restore(self, base: LedgerBase, alerts: Sequence[Alert], now: datetime) -> None:
-        """The spend tables' base from the ledger, and the incidents open at the last stop
-        (`alerts`: every recorded state), so none is paged again or left unresolved."""
+    def restore(
+        self,
+        base: LedgerBase,
+        alerts: Sequence[Alert],
+        now: datetime,
+        acks: Sequence[Acknowledgement] = (),
+    ) -> None:
+        """The spend tables' base from the ledger, the incidents open at the last stop
+        (`alerts`: every recorded state), so none is paged again or left unresolved, and
+        the operators' acknowledgements and snoozes."""
         self.tables.set_base(base)
         self.incidents.restore(alerts, now)
+        self.apply_acknowledgements(acks)
         self.limits_ready.set()
         self.state_ready.set()
 
@@ -85,6 +94,50 @@ class SpendState:
         cleared = self.monitor.cleared(now)
         for alert in self.incidents.on_cleared(cleared, self.monitor.still_open, now):
             self.alerting.queue.enqueue(alert)
+
+    def acknowledgements_for(
+        self, ident: str, by: str, note: str, now: datetime
+    ) -> list[Acknowledgement] | None:
+        """What acknowledging the paged alert `ident` (its id or fingerprint) as the new
+        normal records: one row per rolling-median key of its tenant (the tenant, its
+        teams, workflows and models moved together), each at its highest hourly spend
+        since the incident began. None for an alert not paged (or forgotten)."""
+        alert = self.incidents.find_alert(ident)
+        if alert is None:
+            return None
+        rolling = self.monitor.rolling
+        scope = f"tenant:{alert.tenant_id}" if alert.tenant_id else alert.key
+        since = alert.window_start
+        until = since + timedelta(days=rolling.lookback_days)
+        acks = [
+            Acknowledgement(
+                alert_id(alert.fingerprint), key, "ack", level, since, until, by, note, now
+            )
+            for key in rolling.keys_under(scope)
+            if (level := rolling.level_since(key, since)) is not None
+        ]
+        if not acks:  # an alert of another detector: the ack is recorded, nothing rebased
+            acks = [
+                Acknowledgement(
+                    alert_id(alert.fingerprint), alert.key, "ack", None, since, until, by, note, now
+                )
+            ]
+        return acks
+
+    def snooze_for(
+        self, target: str, period: timedelta, by: str, note: str, now: datetime
+    ) -> Acknowledgement:
+        """A snooze of `target`: a key, or a paged alert's id (its key is snoozed)."""
+        alert = self.incidents.find_alert(target)
+        key, ident = (alert.key, alert_id(alert.fingerprint)) if alert else (target, "")
+        return Acknowledgement(ident, key, "snooze", None, now, now + period, by, note, now)
+
+    def apply_acknowledgements(self, acks: Sequence[Acknowledgement]) -> None:
+        """Recorded acknowledgements and snoozes take effect (also those restored at start)."""
+        for ack in acks:
+            self.incidents.acks.add(ack)
+            if ack.kind == "ack" and ack.level is not None:
+                self.monitor.rolling.set_acknowledged(ack.key, ack.since, ack.level)
 
     def record_deliveries(self, recorder: DeliveryRecorder) -> None:
         """Alert states and delivery attempts go to `recorder` from now on."""
