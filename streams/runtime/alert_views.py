@@ -15,6 +15,7 @@ did not take is refused (503), never held in memory alone.
 
 from __future__ import annotations
 
+import asyncio
 import html
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,8 @@ from streams.auth import RequestAuth
 from streams.runtime.resources import WorkerResources
 from streams.spend.state import SpendState
 
+# The incidents and acknowledgements of the last run are restored in the first seconds.
+RESTORE_WAIT_SECONDS = 30.0
 ANALYST_REQUIRED = "analyst token required: Authorization: Bearer <token>"
 MAX_NOTE = 1000
 
@@ -63,10 +66,24 @@ def alert_views(
 ) -> tuple[type[faust.web.View], ...]:
     secret = auth.tokens.alert_link
 
+    async def restored() -> bool:
+        """Whether the last run's alerts and acknowledgements are in (waiting a little)."""
+        try:
+            await asyncio.wait_for(spend.state_ready.wait(), RESTORE_WAIT_SECONDS)
+        except TimeoutError:
+            return False
+        return True
+
+    def recovering(view: faust.web.View) -> Any:
+        body = {"error": "the alerts of the last run are being restored; retry shortly"}
+        return view.json(body, status=503, headers={"Retry-After": "1"})
+
     class AckView(faust.web.View):
         async def get(self, request: Any, alert_id: str) -> Any:
             if not valid_link_token(secret, alert_id, request.query.get("token")):
                 return self.error(401, "this link's token does not match the alert")
+            if not await restored():
+                return recovering(self)
             alert = spend.incidents.find_alert(alert_id)
             if alert is None:
                 return self.error(404, f"no paged alert {alert_id}")
@@ -77,6 +94,8 @@ def alert_views(
             by_link = valid_link_token(secret, alert_id, request.query.get("token"))
             if not (by_link or auth.is_analyst(request)):
                 return self.error(401, ANALYST_REQUIRED)
+            if not await restored():
+                return recovering(self)
             try:
                 fields = await request_fields(request)
             except ValueError as exc:
@@ -97,6 +116,8 @@ def alert_views(
         async def post(self, request: Any) -> Any:
             if not auth.is_analyst(request):
                 return self.error(401, ANALYST_REQUIRED)
+            if not await restored():
+                return recovering(self)
             try:
                 fields = await request_fields(request)
                 target = str(fields.get("key") or fields.get("alert_id") or "")
@@ -115,6 +136,8 @@ def alert_views(
         async def get(self, request: Any) -> Any:
             if not auth.is_analyst(request):
                 return self.error(401, ANALYST_REQUIRED)
+            if not await restored():
+                return recovering(self)
             in_force = spend.incidents.acks.in_force(datetime.now(UTC))
             return self.json(
                 {

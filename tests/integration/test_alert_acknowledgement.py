@@ -91,6 +91,7 @@ def restart(running: AlertingStack) -> None:
     running.stack.stop_workers()
     running.worker = running.stack.start_worker()
     running.wait_ready()
+    running.published = 0  # the new worker counts the events it ingests from 0
 
 
 def tenant_pages(running: AlertingStack, tenant: str) -> list[dict[str, Any]]:
