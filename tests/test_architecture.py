@@ -44,10 +44,18 @@ RULES: dict[str, set[str]] = {
     "streams.cost": FOUNDATION | {"schemas"},
     "streams.ledger": FOUNDATION | {"schemas"},
     "streams.ingest": FOUNDATION | {"schemas", "streams.kafka", "streams.cost", "streams.ledger"},
-    # alerting and spend read their state back from the ledger at start.
+    # alerting and spend read their state back from the ledger at start; spend asks
+    # the broker which log it reads (a new embedded broker is a new log).
     "streams.alerting": FOUNDATION | {"schemas", "detectors", "streams.ledger"},
     "streams.spend": FOUNDATION
-    | {"schemas", "detectors", "streams.ledger", "streams.alerting", "streams.faust_ext"},
+    | {
+        "schemas",
+        "detectors",
+        "streams.kafka",
+        "streams.ledger",
+        "streams.alerting",
+        "streams.faust_ext",
+    },
     "streams.http_ingest": FOUNDATION | {"schemas", "streams.ingest", "streams.ledger"},
     "streams.analyst": FOUNDATION | {"schemas", "detectors", "streams.cost", "streams.ledger"},
     "streams.dashboard": FOUNDATION

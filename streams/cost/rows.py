@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from schemas.usage_event import UsageEvent
+from schemas.validated_event import ValidatedEvent
 from streams.cost.catalog import (
     STANDARD,
     ZERO_COST,
@@ -19,7 +20,6 @@ from streams.cost.catalog import (
     PriceContext,
     UnitPrices,
 )
-from streams.ingest.batch_validation import ValidatedEvent
 
 # A usage event as the model validated it, or as the worker's compiled validator did.
 Event = UsageEvent | ValidatedEvent

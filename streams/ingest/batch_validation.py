@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -31,51 +30,13 @@ from schemas.usage_event import (
     timestamp_in_utc_and_bounds,
     token_breakdown_problem,
 )
+from schemas.validated_event import ValidatedEvent
 from streams.ingest.decoding import Rejection, parse_message, validate_element
 
 _Required = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 _Optional = Annotated[str, msgspec.Meta(max_length=256)]
 _Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS_PER_CALL)]
 _Tags = Annotated[dict[_Optional, _Optional], msgspec.Meta(max_length=64)]
-
-
-class ValidatedEvent(msgspec.Struct, frozen=True, gc=False):
-    """A `UsageEvent`'s fields, as the model would hold them (same names, order and
-    defaults: tests/ingest/test_batch_validation.py), without a model per event."""
-
-    request_id: str
-    timestamp: datetime
-    tenant_id: str
-    provider: str
-    model: str
-    input_tokens: int
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    service_tier: str = ""
-    batch: bool = False
-    team_id: str = ""
-    user_id: str = ""
-    feature_name: str = ""
-    workflow_id: str = ""
-    workflow_run_id: str = ""
-    workflow_name: str = ""
-    prompt_template_version: str = ""
-    environment: str = ""
-    api_key_id: str = ""
-    request_count: int = 1
-    latency_ms: int | None = None
-    status_code: int | None = None
-    retry_count: int = 0
-    retry_of: str = ""
-    reported_cost_usd: Decimal | None = None
-    tags: dict[str, str] = {}
-
-    @classmethod
-    def of(cls, event: UsageEvent) -> ValidatedEvent:
-        return cls(**event.__dict__)
 
 
 class _Wire(msgspec.Struct, gc=False):

@@ -40,9 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from schemas.validated_event import ValidatedEvent
 from streams.cost.catalog import PriceCatalog
 from streams.cost.rows import SourcePosition, costed_event, price_events
-from streams.ingest.batch_validation import ValidatedEvent, decode_batch
+from streams.ingest.batch_validation import decode_batch
 from streams.ingest.decoding import Rejection
 from streams.ingest.dedupe import U64, RequestIdFilter, hash_request_ids
 from streams.ingest.unpublished import Unpublished

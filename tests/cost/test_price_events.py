@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.usage_event import UsageEvent
+from schemas.validated_event import ValidatedEvent
 from streams.cost.catalog import CatalogPrices
 from streams.cost.rows import SourcePosition, price_event, price_events
-from streams.ingest.batch_validation import ValidatedEvent
 from streams.ingest.decoding import decode_message
 from streams.ingest.dedupe import RequestIdFilter
 from streams.ingest.pipeline import IngestPipeline, UsageMessage

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.usage_event import UsageEvent
+from schemas.validated_event import ValidatedEvent
 from streams.ingest.batch_validation import (
-    ValidatedEvent,
     _vouched,
     decode_batch,
     decode_batch_message,
