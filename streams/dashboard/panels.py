@@ -137,19 +137,20 @@ def _source(
     grouping: Grouping,
     extra: tuple[str, ...],
     step: Literal["hour", "day"],
+    dirty: bool,
     compared: bool = False,
 ) -> tuple[str, str]:
     """A source of the grouping's (and `extra`) columns at the grain `step` and its time
-    column (`compared`: see `rollup_source`). Hourly, a dimension's own columns and its
+    column (`dirty`, `compared`: see `rollup_source`). Hourly, a dimension's own columns and its
     tenant only (one attribution_hourly dimension at a time)."""
     columns = tuple(dict.fromkeys(grouping.columns + extra))
     if "workflow_id" in columns:
         columns += ("workflow_name",)
     if step == "day":
-        return rollup_source(grouping.daily, columns, compared), grouping.daily.time
+        return rollup_source(grouping.daily, columns, dirty, compared), grouping.daily.time
     if set(columns) <= set(TENANT_HOURLY.dimensions):
-        return rollup_source(TENANT_HOURLY, columns, compared), "hour"
-    return attribution_source(grouping.dimension, columns, compared), "hour"
+        return rollup_source(TENANT_HOURLY, columns, dirty, compared), "hour"
+    return attribution_source(grouping.dimension, columns, dirty, compared), "hour"
 
 
 # -- Who -------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def who(
     start, end = window(period, now)
     extra: tuple[str, ...] = ("tenant_id",) if tenant is not None else ()
     parameters = ledger.window(start - WEEK, end)
-    source, time = _source(grouping, extra, grain(period), compared=True)
+    source, time = _source(grouping, extra, grain(period), bool(parameters["dirty"]), compared=True)
     parameters.update(current=int(start.timestamp()), previous_end=int((end - WEEK).timestamp()))
     where = "WHERE tenant_id = {tenant:String}" if tenant is not None else ""
     if tenant is not None:
@@ -232,8 +233,8 @@ def now_spend(ledger: Ledger, now: datetime) -> dict[str, Any]:
     each against the same hours one week earlier."""
     month_start, end = window("month", now)
     start = min(month_start, day_floor(now)) - WEEK
-    source = rollup_source(TENANT_HOURLY, ())
     parameters = ledger.window(start, end)
+    source = rollup_source(TENANT_HOURLY, (), bool(parameters["dirty"]))
     bounds = {p: window(p, now)[0] for p in ("hour", "day", "month")}
     sums = ", ".join(
         f"sumIf(cost_usd, hour >= toDateTime({int(b.timestamp())}, 'UTC')), "
@@ -278,7 +279,7 @@ def budgets(ledger: Ledger, tenants: Mapping[str, TenantConfig], now: datetime) 
             f"""
             SELECT tenant_id, sum(cost_usd),
                 sumIf(cost_usd, hour >= toDateTime({{hour:UInt32}}, 'UTC'))
-            FROM ({rollup_source(TENANT_HOURLY, ("tenant_id",))})
+            FROM ({rollup_source(TENANT_HOURLY, ("tenant_id",), bool(parameters["dirty"]))})
             WHERE tenant_id IN {{tenants:Array(String)}}
             GROUP BY tenant_id
             """,
@@ -411,16 +412,49 @@ def movers(
     columns = ("tenant_id", "workflow_id", "provider", "model")
     parameters = ledger.window(previous_start, end)
     parameters.update(current=int(start.timestamp()), previous_end=int(previous_end.timestamp()))
-    source, time = _source(GROUPINGS["tenant"], columns, grain(period), compared=True)
+    source, time = _source(
+        GROUPINGS["tenant"], columns, grain(period), bool(parameters["dirty"]), compared=True
+    )
+    # The MOVERS tenants and MOVERS workflows whose spend changed most, each with its
+    # models' totals in both periods: only those are decomposed (exact arithmetic over
+    # every order of the factors), and the rest never leave ClickHouse. A row counts for
+    # its tenant and its workflow: doubled once grouped (a few thousand rows, not the
+    # rollup's).
     rows = ledger.query(
         f"""
-        SELECT {time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
-            tenant_id, workflow_id, any(workflow_name), provider, model, sum(cost_usd),
-            sum(requests), sum(input_tokens), sum(output_tokens), sum(retries), sum(errors)
-        FROM ({source})
-        WHERE {time} >= toDateTime({{current:UInt32}}, 'UTC')
-            OR {time} < toDateTime({{previous_end:UInt32}}, 'UTC')
-        GROUP BY this_period, tenant_id, workflow_id, provider, model
+        SELECT kind, key, any(name), sumIf(cost, this_period) AS current,
+            sumIf(cost, NOT this_period) AS previous,
+            groupArray((this_period, provider, model, cost, requests, input_tokens,
+                output_tokens, retries, errors))
+        FROM
+        (
+            SELECT entity.1 AS kind, entity.2 AS key, this_period, any(name) AS name,
+                provider, model, sum(cost) AS cost, sum(requests) AS requests,
+                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                sum(retries) AS retries, sum(errors) AS errors
+            FROM
+            (
+                SELECT {time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
+                    tenant_id, workflow_id, any(workflow_name) AS name, provider, model,
+                    sum(cost_usd) AS cost, sum(requests) AS requests,
+                    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+                    sum(retries) AS retries, sum(errors) AS errors
+                FROM ({source})
+                WHERE {time} >= toDateTime({{current:UInt32}}, 'UTC')
+                    OR {time} < toDateTime({{previous_end:UInt32}}, 'UTC')
+                GROUP BY this_period, tenant_id, workflow_id, provider, model
+            )
+            ARRAY JOIN if(
+                workflow_id = '',
+                [('tenant', toString(tenant_id))],
+                [('tenant', toString(tenant_id)), ('workflow', toString(workflow_id))]
+            ) AS entity
+            GROUP BY kind, key, this_period, provider, model
+        )
+        GROUP BY kind, key
+        HAVING current != previous
+        ORDER BY kind, abs(current - previous) DESC, key
+        LIMIT {MOVERS} BY kind
         """,
         parameters=parameters,
     ).result_rows
@@ -428,37 +462,21 @@ def movers(
     # (kind, key, this period) -> model -> its totals.
     usage: dict[tuple[str, str, bool], dict[str, _ModelTotals]] = defaultdict(dict)
     labels: dict[tuple[str, str], str] = {}
-    for this, tenant, workflow, name, provider, model, cost, *counts in rows:
-        keys = [("tenant", tenant)]
-        if workflow:
-            keys.append(("workflow", workflow))
-            labels[("workflow", workflow)] = (
-                workflow if name in ("", workflow) else f"{name} ({workflow})"
+    for kind, key, name, _, _, models in rows:
+        if kind == "workflow":
+            labels[(kind, key)] = key if name in ("", key) else f"{name} ({key})"
+        for this, provider, model, cost, *counts in models:
+            totals = usage[(kind, key, bool(this))].setdefault(
+                f"{provider}/{model}", _ModelTotals()
             )
-        for kind, key in keys:
-            models = usage[(kind, key, bool(this))]
-            totals = models.setdefault(f"{provider}/{model}", _ModelTotals())
             totals.add(cost, *counts)
-
-    def cost_of(kind: str, key: str, this: bool) -> Decimal:
-        return sum((m.cost for m in usage.get((kind, key, this), {}).values()), ZERO)
-
-    # The largest changes first; only those are decomposed (the split is exact
-    # arithmetic over every order of the factors: too slow for every workflow).
-    changes = []
-    for kind, key in {(kind, key) for kind, key, _ in usage}:
-        current, previous = cost_of(kind, key, True), cost_of(kind, key, False)
-        if current != previous:
-            changes.append((-abs(current - previous), kind, key, current, previous))
-    changes.sort()
-    top = [c for c in changes if c[1] == "tenant"][:MOVERS]
-    top += [c for c in changes if c[1] == "workflow"][:MOVERS]
+    top = [(kind, key, current, previous) for kind, key, _, current, previous, _ in rows]
     users = _distinct_users(
-        ledger, period, parameters, [key for _, kind, key, *_ in top if kind == "tenant"]
+        ledger, period, parameters, [key for kind, key, *_ in top if kind == "tenant"]
     )
 
     entries = []
-    for _, kind, key, current, previous in top:
+    for kind, key, current, previous in top:
         after = usage.get((kind, key, True), {})
         before = usage.get((kind, key, False), {})
         parts = decompose(
@@ -552,7 +570,9 @@ def _distinct_users(
     """(tenant, this period) -> its distinct users, for the given tenants."""
     if not tenants:
         return {}
-    source, time = _source(GROUPINGS["user"], (), grain(period), compared=True)
+    source, time = _source(
+        GROUPINGS["user"], (), grain(period), bool(parameters["dirty"]), compared=True
+    )
     rows = ledger.query(
         f"""
         SELECT {time} >= toDateTime({{current:UInt32}}, 'UTC') AS this_period,
@@ -583,30 +603,36 @@ def series(ledger: Ledger, by: Dimension, period: Period, now: datetime) -> dict
     else:
         start, step = window("week" if period in ("hour", "day") else period, now)[0], DAY
     parameters = ledger.window(start, end)
-    source, time = _source(grouping, (), "hour" if step == HOUR else "day")
+    source, time = _source(
+        grouping, (), "hour" if step == HOUR else "day", bool(parameters["dirty"])
+    )
     group = ", ".join(grouping.columns)
     # Keys ranked by their total over the range (ties by key); the first SERIES_KEYS
-    # keep their own slot (1…), the others share slot 0. Ranking the keys, not every
-    # (time, key) row, keeps the window function to one row per key.
+    # keep their own slot (1…), the others share slot 0. The keys are ranked once (one
+    # row per key) and the rows then summed by (time, slot), never by (time, key).
     rows = ledger.query(
         f"""
         WITH (
-            SELECT (groupArrayIf(key, rank <= {SERIES_KEYS}), count())
+            SELECT (
+                arraySlice(
+                    arraySort(k -> (-k.3, k.1), groupArray((key, label, total))),
+                    1,
+                    {SERIES_KEYS}
+                ),
+                count()
+            )
             FROM
             (
-                SELECT key, row_number() OVER (ORDER BY total DESC, key) AS rank
-                FROM (SELECT tuple({group}) AS key, sum(cost_usd) AS total
-                    FROM ({source}) GROUP BY {group})
+                SELECT tuple({group}) AS key, {grouping.label} AS label,
+                    sum(cost_usd) AS total
+                FROM ({source})
+                GROUP BY {group}
             )
         ) AS ranked
-        SELECT t, indexOf(ranked.1, key) AS slot, any(key), any(label), sum(cost), ranked.2
-        FROM
-        (
-            SELECT toDateTime({time}, 'UTC') AS t, tuple({group}) AS key,
-                {grouping.label} AS label, sum(cost_usd) AS cost
-            FROM ({source})
-            GROUP BY t, {group}
-        )
+        SELECT toDateTime({time}, 'UTC') AS t,
+            indexOf(arrayMap(k -> k.1, ranked.1), tuple({group})) AS slot, sum(cost_usd),
+            any(ranked)
+        FROM ({source})
         GROUP BY t, slot
         """,
         parameters=parameters,
@@ -619,15 +645,15 @@ def series(ledger: Ledger, by: Dimension, period: Period, now: datetime) -> dict
     index = {bucket: n for n, bucket in enumerate(buckets)}
     slots: dict[int, list[Decimal]] = {}
     names: dict[int, tuple[Any, str]] = {}
-    keys = 0
-    for bucket, slot, key, label, cost, rank in rows:
+    keys = rows[0][-1][1] if rows else 0  # how many there are
+    for bucket, slot, cost, (top, _) in rows:
         values = slots.setdefault(slot, [ZERO] * len(buckets))
         at = bucket.replace(tzinfo=UTC)
         if at in index:
             values[index[at]] += cost
         if slot:
+            key, label, _ = top[slot - 1]
             names[slot] = (key[-1], label or "(none)")
-        keys = max(keys, rank)
     out = [
         {"key": names[slot][0], "label": names[slot][1], "values": [money(v) for v in slots[slot]]}
         for slot in sorted(names)
