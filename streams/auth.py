@@ -10,6 +10,9 @@ on its own paths:
   and `GET /v1/limits/{tenant}` for the key's own tenant (a gateway enforcing caps
   already holds one).
 
+A fourth secret, `alert_link`, is never sent: it signs the per-alert links of alert
+messages that acknowledge that one alert (streams/alerting/acknowledgements.py).
+
 Authentication is on by default: a token not configured (`SPENDSTREAM_ANALYST_TOKEN`,
 `SPENDSTREAM_PEER_TOKEN`) is generated at the first start and kept in
 `<data_dir>/tokens.json` (mode 0600), where the CLI commands that go through the

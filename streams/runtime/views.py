@@ -9,7 +9,8 @@
 - `POST /v1/whatif` (analyst token): `spendstream whatif` over HTTP, read-only.
 - `GET /metrics`: Prometheus; `GET /stats`: the same counters as JSON.
 
-`GET /v1/limits/{tenant_id}` belongs to the spend agent (streams/spend/agent.py).
+`GET /v1/limits/{tenant_id}` belongs to the spend agent (streams/spend/agent.py); the
+`/v1/alerts/...` acknowledgement and snooze views are streams/runtime/alert_views.py.
 """
 
 from __future__ import annotations
