@@ -8,7 +8,8 @@ Feed it each key's event-time hourly `WindowStats` (running totals):
 - `signals(key, hour, stats)` / `score_one(...)` give the ratios to baseline;
 - `baseline(key, hour) -> WindowStats | None`, the typical hour it compares
   with (also what `SpikeCauseClassifier` needs);
-- `is_resolved(key, now)` / `close_cleared(now)`.
+- `is_resolved(key, now)` / `close_cleared(now)`;
+- `set_acknowledged(key, since, at)`: an operator's new normal (see the method).
 
 The baseline is the per-field median of the key's active hours over the
 previous `lookback_days` (7), after at least `min_history_hours` of them.
@@ -48,6 +49,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -55,6 +57,16 @@ from detectors.finding import Finding, Severity
 from detectors.history import HourlyHistory, epoch_hour, floor_of, hour_start
 from detectors.incidents import IncidentBook
 from detectors.stats import WindowStats
+
+
+@dataclass(frozen=True)
+class Usual:
+    """The rates an hour is compared with: the baseline's, or higher ones an operator
+    acknowledged as the new normal."""
+
+    retry_rate: float
+    error_rate: float
+    requests_per_user: float | None
 
 
 class RetryStormDetector:
@@ -100,6 +112,19 @@ class RetryStormDetector:
         # see RollingMedianDetector.
         self._baselines: dict[str, tuple[int, int, WindowStats, float | None]] = {}
         self._incidents = IncidentBook(max_keys)
+        # key -> (first epoch hour, end epoch hour, last hour of the acknowledged level,
+        # its rates once the history holds them) of an acknowledged new normal
+        self._acknowledged: dict[str, tuple[int, int, int, Usual | None]] = {}
+
+    def set_acknowledged(self, key: str, since: datetime, at: datetime) -> None:
+        """An operator says the rates `key` reached from the hour of `since` to the hour
+        of `at` are its new normal: from the hour of `since` on, for the lookback, its
+        usual retry rate, error rate and requests per user are at least the highest of
+        those hours', so the same storm does not page again and k times it still does.
+        The rates are read from the history when first needed: at a restart it is
+        learned after the acknowledgements are restored."""
+        h = epoch_hour(since)
+        self._acknowledged[key] = (h, h + self._lookback_hours, epoch_hour(at), None)
 
     def learn_one(self, key: str, hour: datetime, stats: WindowStats) -> None:
         h = epoch_hour(hour)
@@ -119,7 +144,7 @@ class RetryStormDetector:
         """Each signal's ratio to the baseline (no minimum counts applied)."""
         h = epoch_hour(hour)
         baseline = self._baseline(key, h)
-        return {} if baseline is None else self._ratios(stats, baseline, self._usual_rpu(key, h))
+        return {} if baseline is None else self._ratios(stats, self._usual(key, h, baseline))
 
     def score_one(self, key: str, hour: datetime, stats: WindowStats) -> float:
         return max(self.signals(key, hour, stats).values(), default=0.0)
@@ -132,15 +157,15 @@ class RetryStormDetector:
         # whatever its ratios (a $0.10-an-hour workflow calling 3.5x as often).
         if baseline is None or stats.cost < floor_of(self.floors, key, self.spend_floor_usd):
             return None
-        usual_rpu = self._usual_rpu(key, h)
-        tripped = self._tripped(stats, baseline, usual_rpu, count_scale=1.0)
+        usual = self._usual(key, h, baseline)
+        tripped = self._tripped(stats, usual, count_scale=1.0)
         if not tripped:
             return None
         return self._incidents.breach(
             key,
             h,
             self.severity,
-            lambda start: self._finding(key, start, h, stats, baseline, usual_rpu, tripped),
+            lambda start: self._finding(key, start, h, stats, baseline, usual, tripped),
         )
 
     def is_resolved(self, key: str, now: datetime) -> bool:
@@ -161,29 +186,53 @@ class RetryStormDetector:
             return False
         # Rates need no projection; the minimum counts shrink with the part of
         # the hour elapsed, so a storm still running early in the hour counts.
-        usual_rpu = self._usual_rpu(key, h)
-        return bool(self._tripped(stats, baseline, usual_rpu, count_scale=elapsed_fraction))
+        usual = self._usual(key, h, baseline)
+        return bool(self._tripped(stats, usual, count_scale=elapsed_fraction))
 
-    def _ratios(
-        self, stats: WindowStats, baseline: WindowStats, base_rpu: float | None
-    ) -> dict[str, float]:
+    def _usual(self, key: str, h: int, baseline: WindowStats) -> Usual:
+        """The rates hour `h` is compared with: the baseline period's, each raised to an
+        acknowledged new normal in force at `h`."""
+        usual = Usual(baseline.retry_rate, baseline.error_rate, self._usual_rpu(key, h))
+        acked = self._acknowledged_rates(key, h)
+        if acked is None:
+            return usual
+        rpus = [r for r in (usual.requests_per_user, acked.requests_per_user) if r is not None]
+        return Usual(
+            max(usual.retry_rate, acked.retry_rate),
+            max(usual.error_rate, acked.error_rate),
+            max(rpus) if rpus else None,
+        )
+
+    def _acknowledged_rates(self, key: str, h: int) -> Usual | None:
+        acknowledged = self._acknowledged.get(key)
+        if acknowledged is None or not acknowledged[0] <= h < acknowledged[1]:
+            return None
+        first, end, last, rates = acknowledged
+        if rates is None:
+            hours = [s for _, s in self._history.between(key, first, last + 1) if s.requests > 0]
+            if not hours:
+                return None  # not learned yet
+            rpus = [rpu for s in hours if (rpu := s.requests_per_user) is not None]
+            rates = Usual(
+                max(s.retry_rate for s in hours),
+                max(s.error_rate for s in hours),
+                max(rpus) if rpus else None,
+            )
+            self._acknowledged[key] = (first, end, last, rates)
+        return rates
+
+    def _ratios(self, stats: WindowStats, usual: Usual) -> dict[str, float]:
         ratios = {
-            "retry_rate": stats.retry_rate / max(baseline.retry_rate, self.rate_floor),
-            "error_rate": stats.error_rate / max(baseline.error_rate, self.rate_floor),
+            "retry_rate": stats.retry_rate / max(usual.retry_rate, self.rate_floor),
+            "error_rate": stats.error_rate / max(usual.error_rate, self.rate_floor),
         }
         rpu = stats.requests_per_user
-        if rpu is not None and base_rpu:
-            ratios["requests_per_user"] = rpu / base_rpu
+        if rpu is not None and usual.requests_per_user:
+            ratios["requests_per_user"] = rpu / usual.requests_per_user
         return ratios
 
-    def _tripped(
-        self,
-        stats: WindowStats,
-        baseline: WindowStats,
-        usual_rpu: float | None,
-        count_scale: float,
-    ) -> dict[str, float]:
-        ratios = self._ratios(stats, baseline, usual_rpu)
+    def _tripped(self, stats: WindowStats, usual: Usual, count_scale: float) -> dict[str, float]:
+        ratios = self._ratios(stats, usual)
         tripped = {}
         if (
             stats.retries >= self.min_retries * count_scale
@@ -237,7 +286,7 @@ class RetryStormDetector:
         h: int,
         stats: WindowStats,
         baseline: WindowStats,
-        usual_rpu: float | None,
+        rates: Usual,
         tripped: dict[str, float],
     ) -> Finding:
         # The headline is the strongest signal; all tripped ones go in evidence.
@@ -246,17 +295,17 @@ class RetryStormDetector:
         signal, ratio = max(tripped.items(), key=lambda item: item[1])
         if signal == "requests_per_user":
             value = stats.requests
-            usual = (usual_rpu or 0.0) * stats.distinct_users
+            usual = (rates.requests_per_user or 0.0) * stats.distinct_users
             factor = self.amplification
             what = f"{stats.requests:.0f} requests from {stats.distinct_users:.0f} users"
         elif signal == "retry_rate":
             value = stats.retries
-            usual = max(baseline.retry_rate, self.rate_floor) * stats.requests
+            usual = max(rates.retry_rate, self.rate_floor) * stats.requests
             factor = self.surge_factor
             what = f"{stats.retries:.0f} retries in {stats.requests:.0f} requests"
         else:
             value = stats.errors
-            usual = max(baseline.error_rate, self.rate_floor) * stats.requests
+            usual = max(rates.error_rate, self.rate_floor) * stats.requests
             factor = self.surge_factor
             what = f"{stats.errors:.0f} errors in {stats.requests:.0f} requests"
         return Finding(
@@ -282,8 +331,9 @@ class RetryStormDetector:
                 "errors": stats.errors,
                 "baseline_requests": baseline.requests,
                 "baseline_distinct_users": baseline.distinct_users,
-                "baseline_requests_per_user": usual_rpu,
-                "baseline_retry_rate": baseline.retry_rate,
-                "baseline_error_rate": baseline.error_rate,
+                "baseline_requests_per_user": rates.requests_per_user,
+                "baseline_retry_rate": rates.retry_rate,
+                "baseline_error_rate": rates.error_rate,
+                **({"acknowledged": True} if self._acknowledged_rates(key, h) else {}),
             },
         )

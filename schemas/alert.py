@@ -5,7 +5,8 @@ same columns in the same order, and the writer (`streams.alerting.alerts_table`)
 inserts `ALERT_COLUMNS` / `DELIVERY_COLUMNS`.
 
 An alert row is written for each state an incident enters (triggered, escalated,
-resolved); a delivery row for each attempt to hand that state to a channel, so
+resolved, or snoozed: held back by an operator's snooze, recorded and never
+delivered); a delivery row for each attempt to hand that state to a channel, so
 the table answers "was on-call paged, when, and after how many tries?".
 """
 
@@ -20,7 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Severity = Literal["info", "warning", "critical"]
-AlertState = Literal["triggered", "resolved"]
+# snoozed: a finding an operator's snooze held back, recorded and never delivered.
+AlertState = Literal["triggered", "resolved", "snoozed"]
 AlertUnit = Literal["usd", "count"]
 DeliveryAction = Literal["trigger", "resolve"]
 DeliveryOutcome = Literal["delivered", "retrying", "failed"]

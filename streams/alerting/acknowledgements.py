@@ -4,9 +4,12 @@
   rolling median of its tenant's keys is held at least at the level acknowledged
   (the highest hourly spend since the incident began) from the incident's hour for
   the detector's lookback, so the same shift does not page again and a further jump
-  of k times it still does (`RollingMedianDetector.acknowledge`).
+  of k times it still does (`RollingMedianDetector.set_acknowledged`).
+- An ack also raises the retry-storm detector's usual rates for the same keys
+  (`RetryStormDetector.set_acknowledged`).
 - A snooze holds back the pages of a key (and of its sub-keys: `tenant:acme` covers
-  `tenant:acme/workflow:x`) until it ends; the findings are still counted.
+  `tenant:acme/workflow:x`) until it ends; what it held back is recorded as 'snoozed'
+  alert states and pages when it ends if still true (`streams.spend.incidents`).
 
 Both are rows of the `alert_acknowledgements` table (sql/045_alert_acknowledgements.sql),
 read back at start, so a restart keeps them. The Slack link to acknowledge an alert

@@ -99,9 +99,12 @@ class AlertDeliveryQueue:
         await self.stop()
 
     def enqueue(self, alert: Alert) -> bool:
-        """Queue one alert state for its channels; False if any channel refused it."""
+        """Queue one alert state for its channels; False if any channel refused it. A
+        snoozed state is only recorded: the operator asked for no page."""
         try:
             self._record_alert(alert)
+            if alert.state == "snoozed":
+                return True
             accepted = True
             for channel in self.router.channels_for(alert):
                 accepted = self._put(alert, channel) and accepted

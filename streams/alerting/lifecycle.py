@@ -160,6 +160,10 @@ class AlertLifecycle:
             return None
         return self._close((detector, key), now)
 
+    def is_paged(self, detector: str, key: str) -> bool:
+        incident = self._open.get((detector, key))
+        return incident is not None and incident.paged
+
     def open_alerts(self) -> list[Alert]:
         return [incident.alert for incident in self._open.values() if incident.paged]
 
@@ -224,6 +228,8 @@ class AlertLifecycle:
         re-detections join it and its resolve goes to the same fingerprint; a page
         within the cooldown still holds back the next page of its (detector, key)."""
         for alert in alerts:
+            if alert.state == "snoozed":
+                continue  # held back, never paged: neither open nor a page to cool down from
             ikey = (alert.detector, alert.key)
             if alert.state == "triggered" and ikey not in self._open:
                 incident = _Incident(alert=alert, paged=True)

@@ -317,7 +317,8 @@ def budgets(ledger: Ledger, tenants: Mapping[str, TenantConfig], now: datetime) 
 # -- Alerts ----------------------------------------------------------------------
 
 # Each incident's latest state first, then the filter: an incident resolved long ago
-# must not show as open by its old triggered row.
+# must not show as open by its old triggered row. A snoozed one (held back by an
+# operator's snooze, never paged) shows, and is not open.
 _ALERTS = """
 SELECT *
 FROM
@@ -329,7 +330,7 @@ FROM
     ORDER BY recorded_at DESC
     LIMIT 1 BY fingerprint
 )
-WHERE recorded_at >= {since:DateTime64(3)} OR state != 'resolved'
+WHERE recorded_at >= {since:DateTime64(3)} OR state = 'triggered'
 ORDER BY recorded_at DESC
 LIMIT {limit:UInt32}
 """
@@ -370,7 +371,7 @@ def _incident(row: dict[str, Any], paged: list[dict[str, Any]]) -> dict[str, Any
         ratio = str((value / baseline).quantize(Decimal("0.01")))
     return {
         "fingerprint": row["fingerprint"],
-        "open": row["state"] != "resolved",
+        "open": row["state"] == "triggered",
         "state": row["state"],
         "severity": row["severity"],
         "detector": row["detector"],

@@ -12,6 +12,10 @@ run was never named (issue 19). After the tenant's incident resolves, the cooldo
 tenant as the lifecycle holds it for one (detector, key): findings that come back
 within it reopen the incident quietly.
 
+A snoozed key's findings are held back: recorded as 'snoozed' alert states (never
+delivered, never restored as open at a restart) and paged at the first evaluation after
+the snooze ends if their condition still holds.
+
 Pure: no Faust, no I/O, the time passed in. `IncidentPolicy` decides which alert
 states to send and returns them; the caller queues them for delivery.
 """
@@ -25,7 +29,7 @@ from datetime import datetime, timedelta
 from detectors.finding import Finding
 from schemas.alert import SEVERITY_RANK, Alert
 from streams.alerting.acknowledgements import AcknowledgementBook, alert_id
-from streams.alerting.lifecycle import AlertLifecycle
+from streams.alerting.lifecycle import AlertLifecycle, alert_from_finding
 from streams.alerting.query import parse_key
 
 # Both resolve: the tenant's incident resolves when every one of them that joined it
@@ -78,7 +82,10 @@ class IncidentPolicy:
         self.restored_at: datetime | None = None
         self.counted_since_restore = False  # the detectors have seen new calls
         self.acks = AcknowledgementBook()
-        self.snoozed_findings = 0  # findings of snoozed keys: counted, not paged
+        self.snoozed_findings = 0  # findings of snoozed keys: recorded, not paged
+        # (detector, key) -> the latest finding a snooze held back, until the snooze ends
+        # (then it pages if its condition still holds) or the condition clears.
+        self.held: dict[tuple[str, str], Finding] = {}
         self.paged_alerts: dict[str, Alert] = {}  # alert id -> its triggered state
 
     def remember_paged(self, alert: Alert) -> None:
@@ -134,8 +141,12 @@ class IncidentPolicy:
         return self.counted_since_restore or now - self.restored_at >= RESTORED_GRACE
 
     def on_findings(self, findings: list[Finding], now: datetime) -> list[Alert]:
-        """The alert states to send for these findings (triggered or escalated)."""
+        """The alert states to send for these findings (triggered or escalated, and
+        snoozed: recorded, not delivered)."""
         self.findings += len(findings)
+        return self._decide(findings, now)
+
+    def _decide(self, findings: list[Finding], now: datetime) -> list[Alert]:
         alerts: list[Alert] = []
         # In event-time order, the most severe first among those of one instant: of
         # findings at once, the most severe opens the tenant's incident and the rest
@@ -144,6 +155,8 @@ class IncidentPolicy:
         for finding in sorted(findings, key=lambda f: (_instant(f), -SEVERITY_RANK[f.severity])):
             if self.acks.snoozed(finding.key, now) is not None:
                 self.snoozed_findings += 1  # an operator snoozed the key: no page
+                if (held := self._hold(finding, now + len(alerts) * MILLISECOND)) is not None:
+                    alerts.append(held)
                 continue
             tenant = finding_tenant(finding)
             correlated = bool(tenant) and finding.detector in CORRELATED
@@ -170,6 +183,39 @@ class IncidentPolicy:
                 incident.paged.append(alert.fingerprint)
             incident.open_keys.add((finding.detector, finding.key))
         return alerts
+
+    def _hold(self, finding: Finding, now: datetime) -> Alert | None:
+        """Hold back a snoozed key's finding until the snooze ends. The 'snoozed' state
+        to record (so the alerts panel and an analyst see what was held back) when the
+        key's incident is new or more severe than the one held; None when that was
+        already recorded, or the key's incident was paged before the snooze (its
+        triggered state stays its latest, so a restart restores and resolves it)."""
+        ikey = (finding.detector, finding.key)
+        before = self.held.get(ikey)
+        self.held[ikey] = finding
+        if self.lifecycle.is_paged(*ikey):
+            return None
+        if before is not None and SEVERITY_RANK[finding.severity] <= SEVERITY_RANK[before.severity]:
+            return None
+        alert = alert_from_finding(finding, now=now, query_builder=self.lifecycle.query_builder)
+        return alert.model_copy(update={"state": "snoozed"})
+
+    def _release_held(
+        self, still_open: Callable[[str, str, datetime], bool], now: datetime
+    ) -> list[Alert]:
+        """Findings whose snooze has ended page now if their condition still holds (the
+        detectors report a condition once, when it opens: none would come again). A
+        resolving detector's finding whose condition cleared is dropped, snoozed or not;
+        one of the others (budget, forecast, run cost, online) stays true, so it pages."""
+        released = []
+        for ikey, finding in list(self.held.items()):
+            holds = finding.detector not in self.resolving or still_open(*ikey, now)
+            if holds and self.acks.snoozed(finding.key, now) is not None:
+                continue
+            del self.held[ikey]
+            if holds:
+                released.append(finding)
+        return self._decide(released, now)
 
     def _joins_open_incident(self, tenant: str, finding: Finding, now: datetime) -> bool:
         incident = self.tenant_incidents.get(tenant)
@@ -213,6 +259,7 @@ class IncidentPolicy:
             if now >= until:
                 del self.tenant_cooldowns[tenant]
         alerts += self._resolve_restored(still_open, now, held)
+        alerts += self._release_held(still_open, now + len(alerts) * MILLISECOND)
         self.lifecycle.prune(now)
         return alerts
 

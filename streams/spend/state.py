@@ -136,8 +136,13 @@ class SpendState:
         """Recorded acknowledgements and snoozes take effect (also those restored at start)."""
         for ack in acks:
             self.incidents.acks.add(ack)
-            if ack.kind == "ack" and ack.level is not None:
+            if ack.kind != "ack":
+                continue
+            if ack.level is not None:
                 self.monitor.rolling.set_acknowledged(ack.key, ack.since, ack.level)
+            # The retry-storm detector holds workflow keys (the rolling median's too):
+            # its rates from the incident's hour to the ack's become the key's usual.
+            self.monitor.retry_storm.set_acknowledged(ack.key, ack.since, ack.at)
 
     def record_deliveries(self, recorder: DeliveryRecorder) -> None:
         """Alert states and delivery attempts go to `recorder` from now on."""

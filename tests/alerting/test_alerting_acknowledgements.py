@@ -4,6 +4,7 @@ Slack block, durations."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -19,8 +20,13 @@ from streams.alerting.acknowledgements import (
     parse_duration,
     valid_link_token,
 )
+from streams.alerting.alerts_table import AlertsTableWriter, read_alerts
+from streams.alerting.console import ConsoleNotifier
+from streams.alerting.delivery import AlertDeliveryQueue
 from streams.alerting.lifecycle import AlertLifecycle, alert_from_finding
+from streams.alerting.router import AlertRouter
 from streams.alerting.slack import build_blocks
+from streams.ledger.connect import ClickHouseHandle
 from streams.spend.incidents import CORRELATED, IncidentPolicy
 from tests.alerting.conftest import make_finding
 
@@ -78,7 +84,8 @@ def test_a_snooze_holds_back_pages_of_its_key_and_sub_keys_until_it_ends() -> No
     )
     sub = make_finding(detector="rolling_median", key="tenant:acme/workflow:wf", evidence={})
     other = make_finding(detector="rolling_median", key="tenant:acmeco", evidence={})
-    assert policy.on_findings([sub], now + timedelta(hours=1)) == []
+    [snoozed] = policy.on_findings([sub], now + timedelta(hours=1))
+    assert snoozed.state == "snoozed" and snoozed.key == sub.key
     assert policy.snoozed_findings == 1
     assert len(policy.on_findings([other], now + timedelta(hours=1))) == 1
     assert len(policy.on_findings([sub], now + timedelta(hours=4))) == 1  # ended
@@ -123,3 +130,117 @@ def test_durations(text: str, period: timedelta) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def snoozed_policy(until: timedelta) -> IncidentPolicy:
+    policy = IncidentPolicy(AlertLifecycle(cooldown=timedelta(hours=1)), resolving=CORRELATED)
+    policy.acks.add(
+        Acknowledgement("", "tenant:acme", "snooze", None, START, START + until, "a", "", START)
+    )
+    return policy
+
+
+def test_a_snoozed_finding_is_recorded_once_per_severity_and_not_restored_as_open() -> None:
+    policy = snoozed_policy(timedelta(hours=4))
+    warning = make_finding(severity="warning", evidence={})
+    critical = make_finding(severity="critical", evidence={})
+    [held] = policy.on_findings([warning], START + timedelta(minutes=5))
+    assert (held.state, held.severity, held.fingerprint) == (
+        "snoozed",
+        "warning",
+        warning.fingerprint,
+    )
+    assert policy.on_findings([warning], START + timedelta(minutes=6)) == []  # recorded
+    [worse] = policy.on_findings([critical], START + timedelta(minutes=7))
+    assert (worse.state, worse.severity) == ("snoozed", "critical")
+    assert policy.alerts_sent == 0 and policy.lifecycle.open_alerts() == []
+    # A restart reads the snoozed states back: nothing open, no cooldown, nothing to
+    # resolve; the same condition without the snooze pages at once.
+    restarted = IncidentPolicy(AlertLifecycle(cooldown=timedelta(hours=1)), resolving=CORRELATED)
+    restarted.restore([held, worse], START + timedelta(minutes=10))
+    assert restarted.lifecycle.open_alerts() == [] and restarted.lifecycle.cooldowns == 0
+    assert restarted.tenant_incidents == {} and restarted.restored == set()
+    assert restarted.find_alert(held.fingerprint) is None  # not acknowledgeable: never paged
+    [paged] = restarted.on_findings([critical], START + timedelta(minutes=11))
+    assert paged.state == "triggered"
+
+
+def test_a_key_paged_before_its_snooze_records_no_snoozed_state() -> None:
+    policy = IncidentPolicy(AlertLifecycle(cooldown=timedelta(hours=1)), resolving=CORRELATED)
+    [paged] = policy.on_findings([make_finding(evidence={})], START)
+    policy.acks.add(
+        Acknowledgement(
+            "", "tenant:acme", "snooze", None, START, START + timedelta(hours=4), "a", "", START
+        )
+    )
+    # Its triggered state stays its latest, so a restart still restores and resolves it.
+    assert policy.on_findings([make_finding(evidence={})], START + timedelta(minutes=1)) == []
+    assert policy.lifecycle.open_alerts() == [paged]
+
+
+def test_a_snooze_ending_pages_once_an_incident_still_open() -> None:
+    policy = snoozed_policy(timedelta(hours=4))
+    finding = make_finding(key="tenant:acme/workflow:wf", evidence={})
+    [held] = policy.on_findings([finding], START + timedelta(hours=1))
+
+    def still_open(detector: str, key: str, now: datetime) -> bool:
+        return True
+
+    assert policy.on_cleared([], still_open, START + timedelta(hours=3)) == []  # snoozed
+    [paged] = policy.on_cleared([], still_open, START + timedelta(hours=4))  # it ended
+    assert paged.state == "triggered" and paged.fingerprint == held.fingerprint
+    assert paged.recorded_at >= START + timedelta(hours=4)
+    assert policy.on_cleared([], still_open, START + timedelta(hours=4, minutes=1)) == []
+    assert policy.alerts_sent == 1 and policy.held == {}
+    # It is the tenant's open incident: it resolves when the condition clears.
+    [resolved] = policy.on_cleared([], lambda *_: False, START + timedelta(hours=5))
+    assert resolved.state == "resolved" and resolved.fingerprint == held.fingerprint
+
+
+def test_a_snoozed_condition_that_cleared_does_not_page_when_the_snooze_ends() -> None:
+    policy = snoozed_policy(timedelta(hours=4))
+    policy.on_findings([make_finding(evidence={})], START + timedelta(hours=1))
+
+    def cleared(detector: str, key: str, now: datetime) -> bool:
+        return False
+
+    assert policy.on_cleared([], cleared, START + timedelta(hours=2)) == []
+    assert policy.held == {}
+    assert policy.on_cleared([], cleared, START + timedelta(hours=5)) == []
+    assert policy.alerts_sent == 0
+
+
+def test_a_held_page_of_a_detector_that_never_resolves_pages_when_the_snooze_ends() -> None:
+    policy = snoozed_policy(timedelta(hours=4))
+    budget = make_finding(detector="monthly_budget", severity="warning", evidence={})
+    [held] = policy.on_findings([budget], START + timedelta(hours=1))
+    assert held.state == "snoozed"
+
+    def never_open(detector: str, key: str, now: datetime) -> bool:
+        return False  # as the monitor says of a detector whose incidents do not resolve
+
+    assert policy.on_cleared([], never_open, START + timedelta(hours=2)) == []
+    [paged] = policy.on_cleared([], never_open, START + timedelta(hours=4))
+    assert paged.state == "triggered" and paged.detector == "monthly_budget"
+
+
+async def test_a_snoozed_state_is_written_to_the_alerts_table_and_delivered_nowhere(
+    clickhouse: ClickHouseHandle,
+) -> None:
+    console = io.StringIO()
+    writer = AlertsTableWriter(clickhouse.client)
+    router = AlertRouter({"warning": [], "critical": []}, console=True)
+    queue = AlertDeliveryQueue({"console": ConsoleNotifier(console)}, router, recorder=writer)
+    policy = snoozed_policy(timedelta(hours=4))
+    async with queue:
+        for alert in policy.on_findings([make_finding(evidence={})], START):
+            assert queue.enqueue(alert)
+        await queue.join()
+    writer.flush()
+    query = clickhouse.client.query
+    rows = query("SELECT state, key, severity FROM alerts FINAL").result_rows
+    assert rows == [("snoozed", "tenant:acme", "critical")]
+    assert query("SELECT count() FROM alert_deliveries").result_rows == [(0,)]
+    assert console.getvalue() == ""
+    restored = read_alerts(clickhouse.client, START - timedelta(days=1))
+    assert [a.state for a in restored] == ["snoozed"]

@@ -156,3 +156,51 @@ def test_a_genuine_adoption_over_busy_days_and_quiet_nights_is_not_a_storm() -> 
     finding = detector.update(KEY, at + timedelta(hours=1), loop)
     assert finding is not None and "requests_per_user" in finding.evidence["tripped"]
     assert 2 < finding.evidence["baseline_requests_per_user"] < 3  # busy hours' calls weigh
+
+
+STORM = WindowStats(cost=Decimal(4), requests=400, distinct_users=100, retries=60)
+
+
+def test_an_acknowledged_storm_is_the_new_normal_and_a_bigger_one_still_pages() -> None:
+    detector = with_history()
+    assert detector.update(KEY, hour(48), STORM) is not None  # 15x the retry rate
+    detector.set_acknowledged(KEY, hour(48), hour(48))
+    # The same rate the next hours is the usual now: no breach, and the incident clears.
+    assert detector.signals(KEY, hour(49), STORM)["retry_rate"] == 1.0
+    assert detector.update(KEY, hour(49), STORM) is None
+    assert detector.is_resolved(KEY, hour(49) + timedelta(minutes=20))
+    assert detector.close_cleared(hour(49) + timedelta(minutes=20)) != []
+    assert detector.update(KEY, hour(50), STORM) is None
+    # Three times the acknowledged rate opens a new incident, against the new normal.
+    bigger = WindowStats(cost=Decimal(4), requests=400, distinct_users=100, retries=180)
+    finding = detector.update(KEY, hour(51), bigger)
+    assert finding is not None and finding.evidence["acknowledged"] is True
+    assert finding.evidence["baseline_retry_rate"] == 0.15
+    assert finding.evidence["tripped"] == {"retry_rate": 3.0}
+    # Without the acknowledgement, the same storm an hour later still breaches.
+    control = with_history()
+    control.update(KEY, hour(48), STORM)
+    assert control.signals(KEY, hour(49), STORM)["retry_rate"] == 15.0
+    control.update(KEY, hour(49), STORM)
+    assert not control.is_resolved(KEY, hour(49) + timedelta(minutes=20))
+
+
+def test_an_acknowledged_amplification_rebases_requests_per_user() -> None:
+    detector = with_history()
+    looping = WindowStats(cost=Decimal(16), requests=1600, distinct_users=100, retries=16)
+    assert detector.update(KEY, hour(48), looping) is not None  # 4x requests per user
+    detector.set_acknowledged(KEY, hour(48), hour(48))
+    assert detector.signals(KEY, hour(49), looping)["requests_per_user"] == 1.0
+    worse = WindowStats(cost=Decimal(48), requests=4800, distinct_users=100, retries=48)
+    assert detector.signals(KEY, hour(49), worse)["requests_per_user"] == 3.0
+
+
+def test_an_acknowledgement_restored_before_the_history_takes_effect_once_learned() -> None:
+    # At a restart the acknowledgements are read before the detectors learn the hours.
+    detector = RetryStormDetector()
+    detector.set_acknowledged(KEY, hour(48), hour(48))
+    for n in range(48):
+        detector.learn_one(KEY, hour(n), NORMAL)
+    detector.learn_one(KEY, hour(48), STORM)
+    assert detector.update(KEY, hour(49), STORM) is None
+    assert detector.signals(KEY, hour(49), STORM)["retry_rate"] == 1.0

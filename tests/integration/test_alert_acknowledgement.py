@@ -206,6 +206,10 @@ def test_ack_rebases_snooze_holds_back_both_survive_a_restart(
         time.sleep(3)  # a page would be on its way by now
         assert len(tenant_pages(running, "acme")) == 1
         assert tenant_pages(running, "globex") == []
+        # What the snooze held back is in the alerts table, as snoozed, not as a page.
+        globex = "SELECT state, count() FROM alerts FINAL WHERE tenant_id = 'globex' GROUP BY state"
+        wait_for(lambda: len(running.query(globex)) > 0, timeout=30)
+        assert {state for state, _ in running.query(globex)} == {"snoozed"}
 
         # The first incident resolves (nothing holds it); a jump to 4x the acknowledged
         # level pages again.
