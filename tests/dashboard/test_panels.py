@@ -369,6 +369,8 @@ def test_alerts_show_each_incidents_latest_state_with_its_evidence(ch: Client) -
         state("open", "triggered", recent),
         state("closed", "triggered", recent),
         state("closed", "resolved", NOW, resolved_at=NOW),
+        state("held", "snoozed", recent),  # held back by a snooze: shown, not open
+        state("held long ago", "snoozed", old),
     ):
         writer.add_alert(alert)
     writer.add_delivery(
@@ -385,8 +387,10 @@ def test_alerts_show_each_incidents_latest_state_with_its_evidence(ch: Client) -
     writer.flush()
     answer = panels.alerts(Ledger(ch), NOW)
     by_fingerprint = {i["fingerprint"]: i for i in answer["incidents"]}
-    assert set(by_fingerprint) == {"open", "closed"}  # "old" was resolved long ago
+    # "old" was resolved long ago; "held long ago" was never open
+    assert set(by_fingerprint) == {"open", "closed", "held"}
     assert answer["open"] == 1
+    assert by_fingerprint["held"]["state"] == "snoozed" and not by_fingerprint["held"]["open"]
     opened = by_fingerprint["open"]
     assert opened["open"] and not by_fingerprint["closed"]["open"]
     assert (opened["observed"], opened["baseline"], opened["ratio"]) == ("12.50", "2.50", 5.0)
