@@ -112,8 +112,10 @@ def one_line(alert: Alert) -> str:
     explanation = alert.evidence.get("cause_explanation")
     cause = f" cause: {cause_label(alert.cause)}" if alert.cause else ""
     cause += f" ({explanation})." if cause and explanation else ("." if cause else "")
+    # A snoozed state was held back, not paged: the terminal must not read as a page.
+    held = "SNOOZED " if alert.state == "snoozed" else ""
     return (
-        f"[{alert.severity.upper()}] {alert.detector} {alert.key}: {alert.summary} "
+        f"[{held}{alert.severity.upper()}] {alert.detector} {alert.key}: {alert.summary} "
         f"({format_amount(alert.value, alert.unit)} vs threshold "
         f"{format_amount(alert.threshold, alert.unit)}).{cause}"
     )

@@ -43,6 +43,11 @@ def test_an_alert_row_is_one_line_with_severity_key_dollars_and_cause() -> None:
     assert "cause: Retry storm (requests 31.4x, users 0.7x)." in line
 
 
+def test_a_snoozed_row_reads_as_held_back_not_as_a_page() -> None:
+    line = alert_line(alert_of({**ROW, "state": "snoozed"}))
+    assert line.startswith("2026-12-06 14:02 ALERT [SNOOZED CRITICAL] rolling_median ")
+
+
 def test_the_status_line_shows_the_ledgers_figures() -> None:
     figures = LedgerFigures(Decimal("89.4512"), Decimal("889.5"), 219_226, 3, 6)
     assert status_line(0.8, figures, healthy=True) == (
