@@ -453,7 +453,8 @@ def movers(
             GROUP BY kind, key, this_period, provider, model
         )
         GROUP BY kind, key
-        HAVING current != previous
+        -- A change that rounds to $0.00 (half to even, as shown) moved nothing.
+        HAVING abs(current - previous) > toDecimal128('0.005', 18)
         ORDER BY kind, abs(current - previous) DESC, key
         LIMIT {MOVERS} BY kind
         """,
