@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +85,11 @@ class Settings(BaseSettings):
     # (streams/runtime/request_timeouts.py).
     http_header_timeout_seconds: float = Field(default=10.0, gt=0)
     http_body_timeout_seconds: float = Field(default=60.0, gt=0)
+    # What a 202 of POST /v1/events means when the request names no `?ack=`: "ledger"
+    # (its events are ledger or dead-letter rows) or "broker" (the broker holds them).
+    # Unset: "ledger" on the embedded in-memory broker, whose crash loses what it holds;
+    # "broker" on Kafka, which keeps it (see `resolved_http_default_ack`).
+    http_default_ack: Literal["broker", "ledger"] | None = None
     # `dev --workers N`: shared secret between the worker that owns the embedded data
     # dir and its peers (POST /v1/ledger/insert and /v1/ledger/query); generated like
     # the analyst token when not set.
@@ -105,6 +111,18 @@ class Settings(BaseSettings):
     fault_costed_outage_file: Path | None = None
 
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+
+    @property
+    def in_memory_broker(self) -> bool:
+        """True on the embedded broker: `spendstream dev`/`replay` start a new in-memory
+        log and set its epoch's start (streams/embedded/stack.py); Kafka leaves it unset."""
+        return self.log_epoch_started_at is not None
+
+    @property
+    def resolved_http_default_ack(self) -> Literal["broker", "ledger"]:
+        if self.http_default_ack is not None:
+            return self.http_default_ack
+        return "ledger" if self.in_memory_broker else "broker"
 
     @property
     def resolved_clickhouse_url(self) -> str:

@@ -5,6 +5,9 @@ A request passes, in order: the ingest key (401), the key's rate limit (429),
 the query parameters (400), the body size before and after gzip (413), the
 event count (413); then every item is validated on its own and the request
 is answered 202 (OTLP: 200) with what was accepted and why the rest was not.
+With `ack` "ledger" (`?ack=ledger`, or the default on the embedded broker) the
+202 waits until the accepted events are ledger rows and the refused items
+dead-letter rows; with "broker" it comes once the broker holds them.
 Valid events and dead letters leave through one `publish` callable that the
 application provides (to the usage topic and to the DLQ), so an HTTP
 rejection becomes a dead letter exactly like a Kafka one.
@@ -24,7 +27,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
@@ -85,6 +88,7 @@ WaitLedgered = Callable[[Sequence[tuple[int, int]], float], Awaitable[bool]]
 # `?ack=ledger`: how long a request waits for its events to be ledgered before 504.
 DURABLE_ACK_SECONDS = 30.0
 ACKS = ("broker", "ledger")
+Ack = Literal["broker", "ledger"]
 
 
 class Refusal(Exception):
@@ -119,6 +123,10 @@ class IngestHandler:
     the events or the query parameters); a store requires
     `Authorization: Bearer <key>` on every request. `rate_limit_per_key`:
     (requests per second, burst) per key, or None for no limit.
+
+    `wait_ledgered(positions, seconds)` is True once the usage messages at
+    `positions` are ledgered; without it only broker acknowledgement exists.
+    `default_ack` is the acknowledgement of a request that names no `?ack=`.
     """
 
     def __init__(
@@ -133,9 +141,13 @@ class IngestHandler:
         clock: Callable[[], float] = time.monotonic,
         wait_ledgered: WaitLedgered | None = None,
         durable_ack_seconds: float = DURABLE_ACK_SECONDS,
+        default_ack: Ack = "broker",
     ) -> None:
         if max_body_bytes < 1 or max_events_per_request < 1:
             raise ValueError("max_body_bytes and max_events_per_request must be at least 1")
+        if default_ack == "ledger" and wait_ledgered is None:
+            raise ValueError("default_ack='ledger' needs wait_ledgered")
+        self.default_ack = default_ack
         self.publish = publish
         self.wait_ledgered = wait_ledgered
         self.durable_ack_seconds = durable_ack_seconds
@@ -167,7 +179,8 @@ class IngestHandler:
         received_at = datetime.now(UTC)
         try:
             scope = self._admit(request)
-            format, fields, ack = _query(request, allow_format=True)
+            format, fields, asked = _query(request, allow_format=True)
+            ack = asked or self.default_ack
             if ack == "ledger" and self.wait_ledgered is None:
                 raise Refusal(400, "bad_parameter", "ack=ledger is not available on this server")
             body = await self._read(request)
@@ -199,8 +212,8 @@ class IngestHandler:
         positions = await self._deliver(prepared.events, letters)
         if positions is None:
             return _unavailable({"error": "publish_failed", "message": _PUBLISH_FAILED})
-        answer = _answer(len(prepared.events), prepared.rejections)
-        if ack != "ledger":
+        answer = {**_answer(len(prepared.events), prepared.rejections), "ack": ack}
+        if ack == "broker":
             return _json(202, answer)
         # Dead letters of the request are written before `publish` returns; its events
         # are durable once the ingest consumer has ledgered their messages.
@@ -215,7 +228,7 @@ class IngestHandler:
                     "(events already ledgered are dropped as duplicates by request_id)",
                 },
             )
-        return _json(200, answer)
+        return _json(202, answer)
 
     # -- POST /v1/traces (OTLP/HTTP) ----------------------------------------
 
@@ -365,18 +378,20 @@ async def _run(work: Callable[[], Any], *, offload: bool) -> Any:
     return await asyncio.to_thread(work) if offload else work()
 
 
-def _query(request: web.Request, *, allow_format: bool) -> tuple[str | None, dict[str, str], str]:
-    """The request's format, its query fields and its `ack` (`broker` unless asked)."""
+def _query(
+    request: web.Request, *, allow_format: bool
+) -> tuple[str | None, dict[str, str], Ack | None]:
+    """The request's format, its query fields and the `ack` it asks for (None: none)."""
     format: str | None = None
     fields: dict[str, str] = {}
-    ack = "broker"
+    ack: Ack | None = None
     for name, value in request.query.items():
         if name == "ack" and allow_format:
             if value not in ACKS:
                 raise Refusal(
                     400, "bad_parameter", f"unknown ack {value!r}; expected one of: broker, ledger"
                 )
-            ack = value
+            ack = "ledger" if value == "ledger" else "broker"
         elif name == "format" and allow_format:
             if value not in FORMATS:
                 raise Refusal(

@@ -122,6 +122,7 @@ def build_app(
         max_body_bytes=settings.http_max_body_bytes,
         body_read_seconds=settings.http_body_timeout_seconds,
         wait_ledgered=consumer.wait_ledgered,
+        default_ack=settings.resolved_http_default_ack,
     )
     register_views(app, auth, resources, ingest_handler, status, metrics)
     register_alert_views(app, auth, resources, spend)

@@ -32,7 +32,7 @@ async def test_a_single_object_is_accepted_and_published(
     response = await ingest.post(json=usage_event("r1", prompt="secret prompt text"))
 
     assert response.status_code == 202
-    assert response.json() == {"accepted": 1, "rejected": 0, "errors": []}
+    assert response.json() == {"accepted": 1, "rejected": 0, "errors": [], "ack": "broker"}
     [event] = ingest.published.events
     assert event["request_id"] == "r1"
     assert event["timestamp"] == "2025-06-01T12:00:00Z"

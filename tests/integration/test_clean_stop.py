@@ -1,7 +1,8 @@
 """A clean stop loses nothing: Ctrl-C of `spendstream dev` (the real embedded stack)
 right after a burst of HTTP ingest. The worker refuses new requests with 503 and
 Retry-After, ledgers what the in-memory broker holds, then exits; every event of a
-request answered 202 is in the ledger after the stop."""
+request answered 202 is in the ledger after the stop. The burst asks for `?ack=broker`
+(the embedded broker's default is durable ack): the drain is what ledgers it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 REQUESTS = 40
 EVENTS_PER_REQUEST = 250
+BROKER_ACK = "/v1/events?ack=broker"
 
 
 def events(request: int) -> list[dict[str, Any]]:
@@ -46,7 +48,7 @@ async def burst_then_stop(dev: Dev) -> tuple[set[str], list[httpx.Response]]:
     after_stop: list[httpx.Response] = []
     async with httpx.AsyncClient(base_url=dev.url, timeout=60) as client:
         batches = [events(n) for n in range(REQUESTS)]
-        answers = await asyncio.gather(*(client.post("/v1/events", json=b) for b in batches))
+        answers = await asyncio.gather(*(client.post(BROKER_ACK, json=b) for b in batches))
         for batch, answer in zip(batches, answers, strict=True):
             assert answer.status_code == 202, answer.text
             accepted |= {e["request_id"] for e in batch}
@@ -56,7 +58,7 @@ async def burst_then_stop(dev: Dev) -> tuple[set[str], list[httpx.Response]]:
             batch = events(n)
             n += 1
             try:
-                answer = await client.post("/v1/events", json=batch)
+                answer = await client.post(BROKER_ACK, json=batch)
             except httpx.TransportError:
                 break  # the worker has stopped listening
             after_stop.append(answer)
