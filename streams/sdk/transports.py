@@ -247,6 +247,9 @@ class HttpTransport:
     honouring `Retry-After`; any other 4xx (401 bad key, 400 ...) is final.
     Pass `client` (or `transport`, e.g. `httpx.MockTransport`) to control the
     HTTP stack; a client passed in is not closed here.
+
+    On the embedded broker the worker answers 202 once the events are ledgered (its
+    default durable ack), after at most 30 s (then 504): `timeout_s` outlasts that.
     """
 
     def __init__(
@@ -254,7 +257,7 @@ class HttpTransport:
         base_url: str,
         api_key: SecretStr | str | None = None,
         *,
-        timeout_s: float = 10.0,
+        timeout_s: float = 35.0,
         max_events_per_request: int = 500,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         gzip_body: bool = False,

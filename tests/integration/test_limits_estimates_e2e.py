@@ -69,7 +69,7 @@ def limits(running: RunningStack) -> dict[str, Any] | None:
 
 def test_limits_show_and_judge_estimates(stack: tuple[RunningStack, str]) -> None:
     running, mode = stack
-    response = httpx.post(f"{running.url}/v1/events", content=orjson.dumps(events()))
+    response = httpx.post(f"{running.url}/v1/events", content=orjson.dumps(events()), timeout=60)
     assert response.status_code == 202, response.text
     body = wait_for(lambda: limits(running))
     assert Decimal(body["month_to_date_usd"]) == Decimal("0.0021")

@@ -129,7 +129,8 @@ def test_http_ingest_with_keys(stack: tuple[RunningStack, str]) -> None:
         httpx.post(url, content=body, headers={"Authorization": "Bearer ssk_bad_x"}).status_code
         == 401
     )
-    response = httpx.post(url, content=body, headers={"Authorization": f"Bearer {key}"})
+    # Durable ack (the embedded default): the answer waits for the ledger write.
+    response = httpx.post(url, content=body, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     assert response.status_code == 202
     answer = response.json()
     assert (answer["accepted"], answer["rejected"]) == (2, 1)
@@ -436,6 +437,7 @@ def test_query_goes_through_the_running_worker(stack: tuple[RunningStack, str]) 
         url,
         content=orjson.dumps(event("after-refusal-1")),
         headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
     )
     assert response.status_code == 202
     wait_for(lambda: ledger_ids(running, "after-refusal-"))
