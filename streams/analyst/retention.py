@@ -5,7 +5,8 @@ Raw rows expire after `raw_days` (default 90), hourly rollups after `hourly_days
 detector of the rollups, expires one day earlier, so that a day is never
 recomputed from a ledger that has started to drop its rows (022_ledger_day_check.sql).
 Daily rollups and corrections have no TTL. TTLs are applied by ClickHouse during
-merges, so expired rows disappear some time after their deadline, not at it.
+merges, so expired rows disappear some time after their deadline, not at it; a
+changed TTL is applied to the rows already stored before `retention` returns.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ DEFAULT_HOURLY_DAYS = 400
 MIN_RAW_DAYS = 8
 HOURLY_TABLES = ("tenant_hourly_state", "attribution_hourly_state")
 TTL_TABLES = ("usage_ledger", "ledger_day_check", *HOURLY_TABLES)
+# A new TTL is applied to the rows already stored by a mutation, which ClickHouse
+# runs in the background: the command waits for it, so that what `retention` drops
+# is gone when it returns, whichever way it ran (directly or through the worker),
+# and a query just after it reads the same rows both ways.
+_APPLIED_NOW = " SETTINGS mutations_sync = 2"
 
 
 def current_ttls(client: Reader | Client) -> dict[str, str]:
@@ -57,12 +63,15 @@ def set_raw_retention(client: Client, days: int) -> None:
         )
     client.command(
         f"ALTER TABLE usage_ledger MODIFY TTL toDateTime(timestamp) + INTERVAL {days} DAY"
+        f"{_APPLIED_NOW}"
     )
-    client.command(f"ALTER TABLE ledger_day_check MODIFY TTL day + INTERVAL {days - 1} DAY")
+    client.command(
+        f"ALTER TABLE ledger_day_check MODIFY TTL day + INTERVAL {days - 1} DAY{_APPLIED_NOW}"
+    )
 
 
 def set_hourly_retention(client: Client, days: int) -> None:
     if days < 1:
         raise ConfigError(f"hourly retention must be at least 1 day, not {days}")
     for table in HOURLY_TABLES:
-        client.command(f"ALTER TABLE {table} MODIFY TTL hour + INTERVAL {days} DAY")
+        client.command(f"ALTER TABLE {table} MODIFY TTL hour + INTERVAL {days} DAY{_APPLIED_NOW}")
