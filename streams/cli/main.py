@@ -37,11 +37,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from streams.cost.catalog import PriceCatalog
+    from streams.embedded.processes import stop_within
     from streams.embedded.replay import run_replay
 
     settings = settings_from(args)
     PriceCatalog.load(settings.pricing_file)  # a bad pricing file fails here, in one line
-    result = run_replay(settings, args.files, input_format=args.format, ownership=_ownership(args))
+    # The orderly stop takes a few seconds (15 s at most for a worker): 30 s bounds it.
+    with stop_within(30.0):
+        result = run_replay(
+            settings, args.files, input_format=args.format, ownership=_ownership(args)
+        )
     print(orjson.dumps(result).decode())
     return 0
 

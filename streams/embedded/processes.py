@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -51,3 +53,25 @@ def child_env(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(overrides)
     return env
+
+
+@contextlib.contextmanager
+def stop_within(seconds: float) -> Iterator[None]:
+    """SIGINT or SIGTERM stops the block in order (a KeyboardInterrupt, so the stack's
+    `finally` stops its children), and the process exits `seconds` later whatever is
+    still running. asyncio.run cancels its leftover tasks at shutdown and waits for
+    them: a library task that swallows the cancellation holds it for ever, and the
+    children, which die only with this process, with it. Main thread only."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        deadline = threading.Timer(seconds, os._exit, args=(128 + signum,))
+        deadline.daemon = True
+        deadline.start()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
