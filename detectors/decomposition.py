@@ -26,12 +26,20 @@ then) takes the other period's value, so it moves nothing and the whole effect o
 model's arrival or departure is `model_mix`. A model whose calls carry no tokens
 counts one notional token per call, so that its price still multiplies out.
 
+A change from or to no spend at all is not split: splitting $0 -> $X into volume and
+model mix says nothing a person can use. It is one part, `new_spend` (no spend in the
+earlier period) or `stopped` (no spend in the later one), equal to the change.
+
 >>> from decimal import Decimal
 >>> before = {"gpt-4o": Usage(calls=100, retries=0, tokens=100_000, cost=Decimal("1.00"))}
 >>> after = {"gpt-4o": Usage(calls=300, retries=0, tokens=300_000, cost=Decimal("3.00"))}
 >>> parts = decompose(before, after)
 >>> parts["volume"], sum(parts.values())
 (Decimal('2.00'), Decimal('2.00'))
+>>> decompose({}, after)
+{'new_spend': Decimal('3.00')}
+>>> decompose(before, {})
+{'stopped': Decimal('-1.00')}
 """
 
 from __future__ import annotations
@@ -44,7 +52,10 @@ from itertools import combinations
 from math import factorial
 
 FACTORS = ("volume", "retries", "model_mix", "tokens_per_call", "unit_price", "cache_hit_rate")
+# The single part of a change from no spend (new_spend) or to none (stopped).
+NEW_SPEND, STOPPED = "new_spend", "stopped"
 CENT = Decimal("0.01")
+ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,12 @@ class Usage:
 
 def decompose(before: Mapping[str, Usage], after: Mapping[str, Usage]) -> dict[str, Decimal]:
     """Each factor's part of the change in total cost, in dollars, summing to the change
-    (rounded to the cent)."""
+    (rounded to the cent); {NEW_SPEND: change} or {STOPPED: change} when one of the
+    periods has no spend."""
+    spent_before, spent_after = _cost(before), _cost(after)
+    if spent_before != spent_after and ZERO in (spent_before, spent_after):
+        only = NEW_SPEND if spent_before == ZERO else STOPPED
+        return {only: (spent_after - spent_before).quantize(CENT, rounding=ROUND_HALF_EVEN)}
     old, new = _factors(before, after), _factors(after, before)
     n = len(FACTORS)
     totals = _totals(old, new)
@@ -74,12 +90,11 @@ def decompose(before: Mapping[str, Usage], after: Mapping[str, Usage]) -> dict[s
             for moved in map(frozenset, combinations(others, size)):
                 part += weight * (totals[moved | {k}] - totals[moved])
         exact[factor] = part
-    change = _cost(after) - _cost(before)
-    return _to_cents(exact, change)
+    return _to_cents(exact, spent_after - spent_before)
 
 
 def _cost(usage: Mapping[str, Usage]) -> Decimal:
-    return sum((u.cost for u in usage.values()), Decimal(0))
+    return sum((u.cost for u in usage.values()), ZERO)
 
 
 # Per period: (volume, retry factor, {model: (share, tokens per call, unit price, cache)}).

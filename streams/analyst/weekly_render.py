@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from detectors.decomposition import NEW_SPEND, STOPPED
 from streams.analyst import charts
 from streams.analyst.money import percent_change, usd
 from streams.analyst.tables import Row, html_table, markdown_table, text_table
@@ -58,7 +59,12 @@ def summary(review: WeeklyReview) -> str:
 
 
 def why_it_moved(parts: dict[str, Decimal], shown: int = 2) -> str:
-    """The largest parts of a change, e.g. "volume +$12.00, model mix +$3.10"."""
+    """The largest parts of a change, e.g. "volume +$12.00, model mix +$3.10"; a change
+    from or to no spend as one line."""
+    if NEW_SPEND in parts:
+        return f"new spend: {usd(parts[NEW_SPEND])} (no spend in the previous period)"
+    if STOPPED in parts:
+        return f"stopped: -{usd(abs(parts[STOPPED]))}"
     largest = sorted((p for p in parts.items() if p[1]), key=lambda p: -abs(p[1]))[:shown]
     return ", ".join(
         f"{name.replace('_', ' ')} {'+' if part > 0 else '-'}{usd(abs(part))}"
@@ -80,7 +86,8 @@ def sections(review: WeeklyReview) -> list[Section]:
             f"Top {TOP_N} tenants by spend",
             "Why it moved: the change split into volume, retries, model mix, tokens per "
             "call, unit price and cache-hit rate (Shapley decomposition; the parts sum "
-            "to the change), the two largest shown.",
+            "to the change), the two largest shown; a tenant with no spend in one of "
+            "the weeks shows one line, new spend or stopped.",
             ["tenant", *change_headers[1:], "why it moved"],
             [
                 [*row, why_it_moved(c.why)]

@@ -17,7 +17,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
 from detectors.contract import month_bounds, month_end_projection
-from detectors.decomposition import CENT, FACTORS, Usage, decompose
+from detectors.decomposition import CENT, Usage, decompose
 from detectors.history import as_utc
 from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
@@ -405,7 +405,8 @@ def movers(
     """The tenants and workflows whose spend moved most against the same span a week
     earlier, each change (to the cent) split into volume, retries, model mix, tokens per
     call, unit price and cache-hit parts that sum to it (`detectors.decomposition`, as
-    an alert's `why_it_moved_usd`), with the spike-cause label an alert would carry."""
+    an alert's `why_it_moved_usd`), or one `new_spend` / `stopped` part when either
+    span had no spend, with the spike-cause label an alert would carry."""
     if period == "hour":
         period = "day"  # a workflow's models are kept by day only (spend_daily)
     start, end = window(period, now)
@@ -500,11 +501,11 @@ def movers(
                 "change_usd": money(change),
                 "drivers": [
                     {
-                        "driver": factor,
-                        "change_usd": money(parts[factor]),
-                        "share": share(parts[factor], change),
+                        "driver": driver,
+                        "change_usd": money(part),
+                        "share": share(part, change),
                     }
-                    for factor in FACTORS
+                    for driver, part in parts.items()
                 ],
                 "cause": cause.cause,
                 "cause_explanation": cause.explanation,

@@ -356,7 +356,7 @@ class SpendMonitor:
         finding: Finding,
     ) -> Finding:
         window = bucket_stats(tables.hour_bucket(tenant_id, dim, value, hour))
-        history = tables.history(tenant_id, dim, value, hour, hours=7 * 24)
+        history = tables.history(tenant_id, dim, value, hour, hours=CAUSE_HISTORY_DAYS * 24)
         found = self.cause.classify(window, _typical_hour(history, hour)).annotate(finding)
         if dim == "tenant":
             found = _with_why_it_moved(tables, tenant_id, hour, history, found)
@@ -511,11 +511,15 @@ def _with_why_it_moved(
 ) -> Finding:
     """The hour's change against the mean of the same hour of day on the previous days
     with spend, split into volume, retries, model mix, tokens per call, unit price and
-    cache-hit parts that sum to it (`detectors.decomposition`)."""
+    cache-hit parts that sum to it (`detectors.decomposition`); all new spend when that
+    hour had none on any of them."""
     same_hours = [at for at, bucket in history if at.hour == hour.hour and bucket["requests"]]
-    if not same_hours:
-        return finding
     n = len(same_hours)
+    against = (
+        f"mean of the same hour on {n} previous days with spend"
+        if n
+        else f"no spend in the same hour on the previous {CAUSE_HISTORY_DAYS} days"
+    )
     summed: dict[str, list[Any]] = {}
     for at in same_hours:
         for model, u in _model_usage(tables, tenant_id, at).items():
@@ -537,10 +541,13 @@ def _with_why_it_moved(
         **finding.evidence,
         "why_it_moved_usd": {factor: str(part) for factor, part in parts.items()},
         "why_it_moved_change_usd": str(change.quantize(Decimal("0.01"))),
-        "why_it_moved_against": f"mean of the same hour on {n} previous days with spend",
+        "why_it_moved_against": against,
     }
     return replace(finding, evidence=evidence)
 
+
+# The days of a key's hourly history a spike's cause and why it moved compare with.
+CAUSE_HISTORY_DAYS = 7
 
 # Same hours of day with spend needed before the cause compares with them alone.
 MIN_SAME_HOURS = 3

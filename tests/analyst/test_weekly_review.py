@@ -19,7 +19,7 @@ from clickhouse_connect.driver.client import Client
 from matplotlib import image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from detectors.decomposition import FACTORS
+from detectors.decomposition import FACTORS, NEW_SPEND, STOPPED
 from streams.analyst import charts
 from streams.analyst.periods import iso_week
 from streams.analyst.weekly_render import render, why_it_moved, write_report
@@ -161,6 +161,30 @@ def test_each_top_tenants_change_is_split_into_parts_that_sum_to_it(
     assert max(hooli.why, key=lambda factor: abs(hooli.why[factor])) == "volume"
     text, _ = render(review, "table")
     assert why_it_moved(hooli.why).startswith("volume +$") and why_it_moved(hooli.why) in text
+
+
+def test_a_tenant_new_this_week_shows_new_spend_and_one_gone_shows_stopped(
+    module_ch: Client, events: list[dict[str, Any]]
+) -> None:
+    """The ledger starts on Friday of W44: every tenant's W44 spend is new (nothing in
+    W43), one line, not split into volume and model mix. It ends on Sunday of W47:
+    in W48 every tenant stopped."""
+    first = build_weekly_review(module_ch, iso_week("2026-W44"))
+    assert first.top_tenants
+    text, _ = render(first, "table")
+    for change in first.top_tenants:
+        assert change.previous == 0 < change.current
+        assert change.why == {NEW_SPEND: change.current.quantize(D("0.01"))}
+        line = f"new spend: ${change.current:,.2f} (no spend in the previous period)"
+        assert why_it_moved(change.why) == line and line in text
+        assert "volume" not in text.split("Top 5 workflows")[0].split("why it moved")[-1]
+    after = build_weekly_review(module_ch, iso_week("2026-W48"))
+    assert after.top_tenants
+    markdown, _ = render(after, "md")
+    for change in after.top_tenants:
+        assert change.current == 0 < change.previous
+        assert change.why == {STOPPED: -change.previous.quantize(D("0.01"))}
+        assert f"stopped: -${change.previous:,.2f}" in markdown
 
 
 def test_an_empty_week_still_renders(module_ch: Client, events: list, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 stack: the embedded broker, a worker with an analyst token and a spend config that pages
 PagerDuty (a receiver on 127.0.0.1 over HTTPS), and ClickHouse through chdb.
 
-The traffic: four past hours of cheap calls for acme and globex, then acme's current
+The traffic: globex's calls in the same span a week earlier, four past hours of cheap
+calls for acme and globex, a few of globex's this hour, then acme's current
 hour on a pricier model with ten times the tokens, over its contracted $1/h: the
 contract detector opens a critical incident, the spike-cause classifier labels it, and
 the worker pages PagerDuty. Every figure the page shows is compared with SQL through
@@ -89,13 +90,25 @@ def history(now: datetime) -> list[dict[str, Any]]:
     return events
 
 
-def current_hour(now: datetime, tenant: str, model: str, tokens: int, count: int) -> list[dict]:
+def current_hour(
+    now: datetime, tenant: str, model: str, tokens: int, count: int, workflow: str = "answer"
+) -> list[dict]:
     hour = now.replace(minute=0, second=0, microsecond=0)
     span = max(now - hour, timedelta(seconds=1))
     return [
-        event(tenant, hour + span * (n + 1) / (count + 1), model, tokens, "answer")
+        event(tenant, hour + span * (n + 1) / (count + 1), model, tokens, workflow)
         for n in range(count)
     ]
+
+
+def a_week_earlier(now: datetime) -> list[dict[str, Any]]:
+    """globex's spend in the same span of the day a week earlier (what the movers
+    compare with): larger calls of a dearer model in its workflow `summarize`, and a
+    workflow `legacy` it no longer runs. acme had none."""
+    earlier = now - timedelta(days=7)
+    return current_hour(earlier, "globex", "gpt-4o", 20_000, 10, "summarize") + current_hour(
+        earlier, "globex", "gpt-4o", 1000, 5, "legacy"
+    )
 
 
 async def _publish(bootstrap: str, events: list[dict[str, Any]]) -> None:
@@ -155,7 +168,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         embedded.wait_ready(worker, timeout=120)
         running = Stack(embedded, worker, pagerduty)
         now = datetime.now(UTC)
+        running.publish(a_week_earlier(now))
         running.publish(history(now))
+        # globex spends this hour too, whatever the time of day (history may be yesterday).
+        running.publish(current_hour(now, "globex", "gpt-4o-mini", 1000, 10, "summarize"))
         running.publish(current_hour(now, "acme", "gpt-4o", 20_000, 60))
         wait_for(lambda: pagerduty.requests, timeout=120)
         wait_for(
@@ -303,17 +319,42 @@ def test_drills_down_from_a_tenant_to_its_workflows_and_models(browser: Any, sta
 
 
 def test_why_it_moved_shows_drivers_that_sum_to_the_change(browser: Any, stack: Stack) -> None:
+    """globex spent in both spans: its change is split into every driver. acme had no
+    spend a week earlier: one line of new spend. globex's `legacy` workflow stopped."""
     dashboard = open_dashboard(browser, stack.url)
     page = dashboard.page
     page.wait_for_selector("#mover-list .mover")
-    movers = page.locator("#mover-list .mover").all()
-    assert movers
-    for mover in movers:
+    movers = {m.get_attribute("data-key"): m for m in page.locator("#mover-list .mover").all()}
+    assert {"acme", "globex", "legacy"} <= set(movers)
+    for mover in movers.values():
         change = Decimal(mover.locator("[data-testid=mover-change]").get_attribute("data-value"))
         drivers = mover.locator(".driver").all()
-        assert [d.get_attribute("data-driver") for d in drivers] == list(FACTORS)
-        parts = [Decimal(d.locator(".num").first.get_attribute("data-value")) for d in drivers]
-        assert sum(parts, Decimal(0)) == change != 0
+        names = [d.get_attribute("data-driver") for d in drivers]
+        if names in (["new_spend"], ["stopped"]):
+            (part,) = [
+                Decimal(d.locator("[data-value]").get_attribute("data-value")) for d in drivers
+            ]
+        else:
+            assert names == list(FACTORS)
+            parts = [Decimal(d.locator(".num").first.get_attribute("data-value")) for d in drivers]
+            part = sum(parts, Decimal(0))
+        assert part == change != 0
+
+    def line(key: str) -> tuple[list[str | None], str]:
+        drivers = movers[key].locator(".driver").all()
+        return [d.get_attribute("data-driver") for d in drivers], drivers[0].inner_text()
+
+    (acme,) = stack.query(
+        "SELECT sum(cost_usd) FROM usage_ledger FINAL "
+        f"WHERE tenant_id = 'acme' AND timestamp >= '{today_start()}'"
+    )[0]
+    new = f"${acme.quantize(Decimal('0.01')):,.2f}"
+    assert line("acme") == (["new_spend"], f"new spend: {new} (no spend in the previous period)")
+    (legacy,) = stack.query(
+        "SELECT sum(cost_usd) FROM usage_ledger FINAL WHERE workflow_id = 'legacy'"
+    )[0]
+    assert line("legacy") == (["stopped"], f"stopped: −${legacy.quantize(Decimal('0.01')):,.2f}")
+    assert line("globex")[0] == list(FACTORS)
     page.close()
     assert dashboard.problems == []
 

@@ -15,7 +15,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from detectors.contract import month_end_projection
-from detectors.decomposition import FACTORS, Usage, decompose
+from detectors.decomposition import FACTORS, NEW_SPEND, STOPPED, Usage, decompose
 from detectors.spike_cause import SpikeCauseClassifier
 from detectors.stats import WindowStats
 from schemas.alert import Alert, AlertDelivery
@@ -258,6 +258,7 @@ def test_movers_split_the_change_into_the_decompositions_parts(
         assert sum(parts.values(), Decimal(0)) == shown, mover["key"]
         assert shown == change.quantize(Decimal("0.01")), mover["key"]
         assert parts == decompose(before, after), mover["key"]
+        # Every mover had spend in both weeks: the change is split into every driver.
         assert list(parts) == list(FACTORS)
         shares = [Decimal(d["share"]) for d in mover["drivers"]]
         assert abs(sum(shares, Decimal(0)) - 1) <= Decimal("0.0001") * len(shares)
@@ -268,6 +269,34 @@ def test_movers_split_the_change_into_the_decompositions_parts(
     assert hooli["cause"] == classifier.classify(window, baseline).cause
     changes = [abs(Decimal(m["change_usd"])) for m in answer["movers"] if m["kind"] == "tenant"]
     assert changes == sorted(changes, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("now", "driver"),
+    [
+        # The ledger starts on 2026-10-30: nothing in the week before 2026-11-05's.
+        (datetime(2026, 11, 5, 12, 30, tzinfo=UTC), NEW_SPEND),
+        # It ends on 2026-11-22: nothing in the week of 2026-11-29.
+        (datetime(2026, 11, 29, 12, 30, tzinfo=UTC), STOPPED),
+    ],
+)
+def test_a_mover_from_or_to_no_spend_is_one_part_not_split_into_drivers(
+    ch: Client,  # noqa: F811
+    tmp_path: Path,
+    now: datetime,
+    driver: str,
+) -> None:
+    load(ch, "clean", tmp_path)
+    answer = panels.movers(Ledger(ch), SpikeCauseClassifier(), "week", now)
+    assert {m["kind"] for m in answer["movers"]} == {"tenant", "workflow"}
+    for mover in answer["movers"]:
+        zero = "previous_cost_usd" if driver == NEW_SPEND else "cost_usd"
+        assert Decimal(mover[zero]) == 0, mover
+        change = Decimal(mover["cost_usd"]) - Decimal(mover["previous_cost_usd"])
+        assert Decimal(mover["change_usd"]) == change.quantize(Decimal("0.01")) != 0
+        assert mover["drivers"] == [
+            {"driver": driver, "change_usd": mover["change_usd"], "share": "1.0000"}
+        ], mover
 
 
 @pytest.mark.parametrize(("by", "period"), [("tenant", "day"), ("model", "day"), ("team", "month")])

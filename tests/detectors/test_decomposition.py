@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.decomposition import FACTORS, Usage, decompose
+from detectors.decomposition import FACTORS, NEW_SPEND, STOPPED, Usage, decompose
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet")
 
@@ -39,9 +39,37 @@ def test_the_parts_sum_to_the_change_to_the_cent(
     change = sum((u.cost for u in after.values()), Decimal(0)) - sum(
         (u.cost for u in before.values()), Decimal(0)
     )
-    assert set(parts) == set(FACTORS)
+    spent_before = sum((u.cost for u in before.values()), Decimal(0))
+    spent_after = sum((u.cost for u in after.values()), Decimal(0))
+    if spent_before == 0 and spent_after != 0:
+        assert set(parts) == {NEW_SPEND}
+    elif spent_after == 0 and spent_before != 0:
+        assert set(parts) == {STOPPED}
+    else:
+        assert set(parts) == set(FACTORS)
     assert all(p == p.quantize(Decimal("0.01")) for p in parts.values())
     assert sum(parts.values()) == change.quantize(Decimal("0.01"))
+
+
+def test_spend_from_nothing_is_one_new_spend_part_not_volume_and_model_mix() -> None:
+    """A tenant with no spend in the earlier period: the whole change is new spend."""
+    after = {
+        "gpt-4o": Usage(calls=120, retries=20, tokens=90_000, cost=Decimal("3.104")),
+        "gpt-4o-mini": Usage(calls=50, retries=0, tokens=40_000, cost=Decimal("0.20")),
+    }
+    assert decompose({}, after) == {NEW_SPEND: Decimal("3.30")}
+    # Calls that cost nothing (all unpriced) are no spend either.
+    free = {"gpt-4o": Usage(calls=10, retries=0, tokens=1_000, cost=Decimal(0))}
+    assert decompose(free, after) == {NEW_SPEND: Decimal("3.30")}
+
+
+def test_spend_gone_to_nothing_is_one_stopped_part() -> None:
+    before = {"gpt-4o": Usage(calls=100, retries=0, tokens=50_000, cost=Decimal("2.00"))}
+    assert decompose(before, {}) == {STOPPED: Decimal("-2.00")}
+
+
+def test_no_spend_in_either_period_moves_nothing() -> None:
+    assert decompose({}, {}) == dict.fromkeys(FACTORS, Decimal("0.00"))
 
 
 def test_more_calls_of_the_same_kind_is_all_volume() -> None:

@@ -182,3 +182,31 @@ def test_a_contract_breach_by_the_same_users_is_not_named_genuine_adoption() -> 
     assert contract.window_start == breach
     assert contract.evidence["cause"] == "unexplained"
     assert 0.8 < contract.evidence["cause_ratios"]["users"] < 1.25
+
+
+def test_a_new_tenants_breach_moved_by_new_spend_not_volume_and_model_mix() -> None:
+    """A tenant's first hour ever, 30 calls of $0.19 over its contracted $5 hour:
+    nothing to split against, so why it moved is one part, all new spend (not volume
+    plus model mix of $0)."""
+    tenants = {"newco": {"contracted_hourly_budget_usd": "5.00"}}
+    detectors = {"online": {"enabled": False}, "contract": {"forecast": False}}
+    config = SpendConfig.model_validate({"tenants": tenants, "detectors": detectors})
+    tables, monitor = SpendTables({}, {}, {}), SpendMonitor(config)
+    call = costed_rows("steady")[0]
+    rows = [
+        {
+            **call,
+            "tenant_id": "newco",
+            "request_id": f"newco-{n}",
+            "timestamp": (MONDAY + timedelta(minutes=2 * n)).isoformat(),
+            "source_offset": n,
+        }
+        for n in range(30)
+    ]
+    found = monitor.observe(tables, "newco", tables.apply("newco", rows))
+    [contract] = [f for f in found if f.detector == "contract_hourly"]
+    assert contract.evidence["why_it_moved_usd"] == {"new_spend": "5.70"}
+    assert contract.evidence["why_it_moved_change_usd"] == "5.70"
+    assert contract.evidence["why_it_moved_against"] == (
+        "no spend in the same hour on the previous 7 days"
+    )

@@ -202,6 +202,11 @@ const DRIVERS = {
   volume: "volume (first calls)", retries: "retries", model_mix: "model mix",
   tokens_per_call: "tokens per call", unit_price: "unit price", cache_hit_rate: "cache hit rate",
 };
+// A change from or to no spend is one line, not split into drivers.
+const ONE_LINE = {
+  new_spend: (d) => `new spend: ${usd(d.change_usd)} (no spend in the previous period)`,
+  stopped: (d) => `stopped: ${signedUsd(d.change_usd)}`,
+};
 function drawMovers(data) {
   const span = state.period === "hour" ? "today" : describePeriod();
   $("movers-note").textContent = `(${span} against the same span a week earlier, split into its drivers: Shapley decomposition, parts to the cent)`;
@@ -212,6 +217,8 @@ function drawMovers(data) {
         el("span", { class: Number(m.change_usd) > 0 ? "bad" : "good", "data-testid": "mover-change", "data-value": m.change_usd }, signedUsd(m.change_usd)),
         el("span", { class: "muted" }, ` (${usd(m.previous_cost_usd)} → ${usd(m.cost_usd)}; cause ${m.cause})`)),
       m.drivers.map((d) => {
+        const line = ONE_LINE[d.driver];
+        if (line) return el("div", { class: "driver one-line", "data-driver": d.driver }, el("span", { "data-value": d.change_usd }, line(d)));
         const n = Number(d.change_usd);
         const width = `${Math.round(Math.abs(n) / scale * 50)}%`;
         return el("div", { class: "driver", "data-driver": d.driver }, el("span", {}, DRIVERS[d.driver] || d.driver),
