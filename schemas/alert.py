@@ -4,9 +4,10 @@ These models are the column specification: `sql/010_alerts.sql` declares the
 same columns in the same order, and the writer (`streams.alerting.alerts_table`)
 inserts `ALERT_COLUMNS` / `DELIVERY_COLUMNS`.
 
-An alert row is written for each state an incident enters (triggered, escalated,
-resolved, or snoozed: held back by an operator's snooze, recorded and never
-delivered); a delivery row for each attempt to hand that state to a channel, so
+An alert row is written for each state an incident enters (triggered, resolved,
+or snoozed: held back by an operator's snooze, recorded and never delivered; an
+escalation to a higher severity is another triggered row under the same
+fingerprint); a delivery row for each attempt to hand that state to a channel, so
 the table answers "was on-call paged, when, and after how many tries?".
 """
 

@@ -141,8 +141,8 @@ class IncidentPolicy:
         return self.counted_since_restore or now - self.restored_at >= RESTORED_GRACE
 
     def on_findings(self, findings: list[Finding], now: datetime) -> list[Alert]:
-        """The alert states to send for these findings (triggered or escalated, and
-        snoozed: recorded, not delivered)."""
+        """The alert states to send for these findings (triggered, on opening or
+        escalating, and snoozed: recorded, not delivered)."""
         self.findings += len(findings)
         return self._decide(findings, now)
 
