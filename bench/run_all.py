@@ -3,6 +3,10 @@
     python -m bench.run_all [--quick] [--quick-for NAME ...] [--only NAME ...]
         [--t1-env KEY=VALUE] [--t2-env KEY=VALUE]
 
+--only runs the named benchmarks and replaces only their rows, details, sections and
+run lines in the BENCHMARKS.md already there (`bench.sections`); the rest, hand-written
+notes included, stays.
+
 Each benchmark runs alone in its own process (`python -m bench.<module>`), one after
 the other, and its one JSON result line is parsed. T3 (`bench.alert_latency`) and T7
 (`bench.analyst_weekly`) are written by colleagues: they run when their modules exist
@@ -34,6 +38,7 @@ from bench.common import (
     revision,
     run_module,
 )
+from bench.sections import Ran, merge, target_of
 
 OUTPUT = REPO / "BENCHMARKS.md"
 RAW_HEADING = "## Raw result lines (one per run; `--only` keeps the others from here)"
@@ -479,9 +484,11 @@ def scenario_rows(result: Run) -> list[Row]:
 
 
 def previous_runs() -> list[Run]:
-    if not OUTPUT.exists():
-        return []
-    text = OUTPUT.read_text()
+    return runs_in(OUTPUT.read_text()) if OUTPUT.exists() else []
+
+
+def runs_in(text: str) -> list[Run]:
+    """The runs of a BENCHMARKS.md's raw result lines."""
     if RAW_HEADING not in text:
         return []
     block = text.split(RAW_HEADING, 1)[1].split("```")[1]
@@ -547,7 +554,7 @@ def table(rows: list[Row]) -> list[str]:
     return out
 
 
-def write(rows: list[Row], runs: list[Run], sizes: str, started: str, load: str) -> None:
+def document(rows: list[Row], runs: list[Run], sizes: str, started: str, load: str) -> str:
     m = machine()
     lines = [
         "# Benchmarks (issue 6)",
@@ -604,7 +611,16 @@ def write(rows: list[Row], runs: list[Run], sizes: str, started: str, load: str)
     lines += ["", RAW_HEADING, "", "```"]
     lines += [run.to_json() for run in runs]
     lines += ["```", ""]
-    OUTPUT.write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def ran(runs: list[Run]) -> Ran:
+    """The target numbers and modules of the runs made now (not kept)."""
+    made = [run for run in runs if not run.kept]
+    return Ran(
+        targets={target_of(row.target) for run in made for row in rows_for(run)},
+        modules={run.module for run in made},
+    )
 
 
 def main() -> None:
@@ -714,7 +730,12 @@ def main() -> None:
         sizes += f", quick for {', '.join(args.quick_for)}"
     if wanted:
         sizes += f"; this run: {', '.join(sorted(wanted))}, the others kept (see Runs)"
-    write(rows, runs, sizes, started, load)
+    text = document(rows, runs, sizes, started, load)
+    if wanted and OUTPUT.exists():
+        # Only what ran is replaced: the other benchmarks' sections and anything
+        # written by hand stay as they are.
+        text = merge(OUTPUT.read_text(), text, ran(runs))
+    OUTPUT.write_text(text)
     print(f"wrote {Path(OUTPUT).relative_to(REPO)}", flush=True)
 
 
