@@ -18,7 +18,7 @@ from streams.cost.catalog import load_pricing_file
 from streams.embedded.replay import publish
 from streams.embedded.simulate import TrafficGenerator, history, parse_span, publish_traffic
 from streams.embedded.stack import EmbeddedStack, WorkerProcess, raise_worker_failed
-from streams.embedded.status import StackWatcher, status_line
+from streams.embedded.status import SlidingRate, StackWatcher, status_line
 from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import ensure_data_dir_free
 from streams.ledger.remote import WORKER_FILE
@@ -185,7 +185,7 @@ def run_dev(
             simulator = Simulator(stack.bootstrap, settings.usage_topic, rate)
             simulator.start()
         tty = sys.stdout.isatty()
-        previous, last = 0, time.monotonic()
+        events_per_s = SlidingRate()
         while not stopping:
             time.sleep(1.0)
             for w in stack.workers:
@@ -203,11 +203,10 @@ def run_dev(
             counted = _events(stack.workers)
             if counted is None:
                 continue  # the last line stands until the workers answer again
-            now = time.monotonic()
             events, healthy = counted
-            rate_now = (events - previous) / (now - last) if now > last else 0.0
-            previous, last = events, now
-            line = status_line(rate_now, watcher.figures(), healthy)
+            line = status_line(
+                events_per_s.observe(time.monotonic(), events), watcher.figures(), healthy
+            )
             for alert in watcher.new_alert_lines():
                 # Above the status line: clear it, print the alert, redraw below.
                 print(f"\r\x1b[K{alert}" if tty else alert, flush=True)

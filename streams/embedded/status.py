@@ -7,6 +7,7 @@ data dir's (all runs), not this run's counters."""
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -98,6 +99,37 @@ def alert_of(row: dict[str, Any]) -> Alert:
 def alert_line(alert: Alert) -> str:
     """`14:02 ALERT [CRITICAL] run_cost workflow_run:…: … cause: runaway loop.`"""
     return f"{alert.recorded_at:%Y-%m-%d %H:%M} ALERT {one_line(alert)}"
+
+
+# The span the status line's events/s is measured over.
+RATE_WINDOW_SECONDS = 10.0
+
+
+class SlidingRate:
+    """Events per second over the last `window` seconds of a growing count. Per tick
+    (one second), a count that grows in steps (the workers' batches) read 0.9, 0.0,
+    0.9, 0.0 at a low steady rate.
+
+    >>> rate = SlidingRate(window=10.0)
+    >>> [rate.observe(float(t), 5 * (t // 2)) for t in range(4)]
+    [0.0, 0.0, 2.5, 1.6666666666666667]
+    """
+
+    def __init__(self, window: float = RATE_WINDOW_SECONDS) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def observe(self, now: float, count: int) -> float:
+        """The rate up to `now` (monotonic seconds), given the count then."""
+        samples = self._samples
+        if samples and count < samples[-1][1]:
+            samples.clear()  # a count that went back (a worker restarted) starts anew
+        samples.append((now, count))
+        # Keep the newest sample at or before the window's start: the rate spans it all.
+        while len(samples) > 2 and samples[1][0] <= now - self.window:
+            samples.popleft()
+        first_at, first = samples[0]
+        return (count - first) / (now - first_at) if now > first_at else 0.0
 
 
 def status_line(rate: float, figures: LedgerFigures | None, healthy: bool) -> str:

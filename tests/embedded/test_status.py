@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from streams.embedded.status import LedgerFigures, alert_line, alert_of, status_line
+from streams.embedded.status import (
+    RATE_WINDOW_SECONDS,
+    LedgerFigures,
+    SlidingRate,
+    alert_line,
+    alert_of,
+    status_line,
+)
 
 AT = datetime(2026, 12, 6, 14, 2, tzinfo=UTC)
 ROW = {  # as /v1/query returns a row of `alerts` (Decimal(38, 18), evidence as JSON text)
@@ -55,3 +62,35 @@ def test_the_status_line_shows_the_ledgers_figures() -> None:
         "dead letters 3 | open incidents 6 | 0.8 events/s | ok"
     )
     assert status_line(0.0, None, healthy=False).endswith("0.0 events/s | DEGRADED")
+
+
+def ticks(seconds: int) -> list[tuple[float, int]]:
+    """(time, events counted) once a second for 0.9 events/s counted in steps: the
+    workers count a batch of 9 events every 10 s, as a low rate reaches them."""
+    return [(float(t), 9 * (t // 10)) for t in range(seconds)]
+
+
+def test_the_rate_at_a_low_steady_rate_holds_instead_of_flickering_to_zero() -> None:
+    rate = SlidingRate()
+    shown = [rate.observe(at, count) for at, count in ticks(60)]
+    settled = shown[int(RATE_WINDOW_SECONDS) :]
+    assert all(0.8 <= r <= 1.0 for r in settled), settled
+    # Against the last tick alone, the same counts read 9.0 once in ten and 0.0 otherwise.
+    per_tick = [b - a for (_, a), (_, b) in zip(ticks(60), ticks(60)[1:], strict=False)]
+    assert per_tick.count(0) == 54
+
+
+def test_the_rate_falls_to_zero_within_the_window_once_events_stop() -> None:
+    rate = SlidingRate()
+    for at, count in ticks(30):
+        rate.observe(at, count)
+    stopped = [rate.observe(30.0 + t, 27) for t in range(12)]
+    assert stopped[0] > 0 and stopped[-1] == 0.0
+
+
+def test_a_count_that_goes_back_starts_the_rate_anew() -> None:
+    rate = SlidingRate()
+    for at, count in ticks(30):
+        rate.observe(at, count)
+    assert rate.observe(30.0, 0) == 0.0  # a restarted worker counts from 0 again
+    assert rate.observe(32.0, 4) == 2.0
