@@ -30,7 +30,7 @@ RELIABILITY_DIR := .spendstream/reliability
 reliability: install
 	mkdir -p $(RELIABILITY_DIR) && rm -f $(RELIABILITY_DIR)/results.jsonl
 	set -o pipefail; SPENDSTREAM_RELIABILITY_REPORT=$(CURDIR)/$(RELIABILITY_DIR)/results.jsonl \
-		$(BIN)/python -m pytest tests/reliability -q -p no:cacheprovider -rfExXs \
+		$(BIN)/python -m pytest tests/reliability -q -p no:cacheprovider -rfExXs --durations=25 \
 		| tee $(RELIABILITY_DIR)/pytest.log; status=$$?; \
 	$(BIN)/python -m tests.reliability.report $(RELIABILITY_DIR)/results.jsonl \
 		--command "make reliability" --outcome "$$(tail -1 $(RELIABILITY_DIR)/pytest.log)"; \
