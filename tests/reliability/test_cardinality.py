@@ -97,7 +97,9 @@ def wait_cardinality_alerts(
     [
         pytest.param(20_000, id="20k"),
         pytest.param(
-            1_000_000, id="1M", marks=[pytest.mark.reliability, pytest.mark.timeout(1800)]
+            1_000_000,
+            id="1M",
+            marks=[pytest.mark.reliability, pytest.mark.long, pytest.mark.timeout(1800)],
         ),
     ],
 )

@@ -43,7 +43,7 @@ VARIANTS = [
     pytest.param(
         (40_000, 20, True),
         id="20-kills",
-        marks=[pytest.mark.reliability, pytest.mark.timeout(1800)],
+        marks=[pytest.mark.reliability, pytest.mark.long, pytest.mark.timeout(1800)],
     ),
     # Unkeyed duplicates: a duplicate lands in any partition. Their in-stream totals were
     # off when a kill landed in one window (docs/reliability.md finding 1, fixed);
