@@ -35,6 +35,7 @@ from streams.spend.tables import (
     SEP,
     LedgerBase,
     merge_buckets,
+    with_unpriced,
 )
 
 # A run's record lives this long after its last call (SpendTables.run_retention_hours);
@@ -195,7 +196,7 @@ class LedgerQueries:
             ):
                 value = capped(tenant, dim, value)
                 inputs, outputs, retries, errors, models, estimated, unpriced = counts
-                bucket = {
+                fields = {
                     "cost": str(cost),
                     "requests": int(requests),
                     "users": sorted(users),
@@ -205,8 +206,8 @@ class LedgerQueries:
                     "errors": int(errors),
                     "models": {str(m): int(n) for m, n in dict(models).items()},
                     "estimated": str(estimated),
-                    "unpriced": int(unpriced),
                 }
+                bucket = with_unpriced(fields, int(unpriced))
                 key = SEP.join((tenant, dim, value, str(hour)))
                 held = base.hourly.get(key)
                 base.hourly[key] = bucket if held is None else merge_buckets(held, bucket)

@@ -10,8 +10,11 @@ sweep replayed hours.
 Tables (values are JSON-able dicts; money as Decimal strings):
 - `hourly`: "tenant|dim|value|hour" → bucket, dims tenant, workflow, team, model;
   kept `hourly_retention_hours` (8 days) of event time;
-- `totals`: "tenant|dim|value|dDAY" daily (40 days) and "tenant|month|YYYY-MM";
+- `totals`: "tenant|dim|value|dDAY" daily (40 days) and "tenant|month|YYYY-MM",
+  holding only what totals are read for (cost, estimated, unpriced, seen);
 - `runs`: "tenant|run|workflow|run_id" → run cost, dropped 2 days after last seen.
+
+Hourly buckets hold `unpriced` only when not 0 (`with_unpriced`).
 
 Every value also holds `seen`: per source partition (of each source log: the usage
 broker's cluster id), the highest source position (offset and index in the message)
@@ -26,10 +29,17 @@ models) per tenant, new ones are counted under "__overflow__" (`OVERFLOW`), and
 are those with an hourly key still retained: when its hours expire, a value
 frees its place under the cap (as it would after a restart's `rebuild_index`).
 `detectors.cardinality` alerts when a tenant's dimension first overflows.
+
+Memory: a million active tenants must fit in a couple of GiB (`python -m
+bench.tenant_memory`), so a value holds no field nothing reads, and the values one
+list writes share their equal parts (`_Shared`): a tenant's tenant, workflow, team and
+model buckets of an hour often hold the same cost, models and marks. Values are never
+changed in place (every write is a new value), so sharing is safe.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -63,8 +73,20 @@ def new_bucket() -> dict[str, Any]:
         "errors": 0,
         "models": {},
         "estimated": "0",
-        "unpriced": 0,
     }
+
+
+def with_unpriced(bucket: dict[str, Any], unpriced: int) -> dict[str, Any]:
+    """`bucket` with its calls to models with no price: an hourly bucket holds the field
+    only when there are some (rare), which keeps it to ten fields with its marks (a
+    dict of eleven takes 464 bytes, of ten 272)."""
+    if unpriced:
+        bucket["unpriced"] = unpriced
+    return bucket
+
+
+def new_total() -> dict[str, Any]:
+    return {"cost": "0", "estimated": "0", "unpriced": 0}
 
 
 def bucket_stats(bucket: dict[str, Any]) -> WindowStats:
@@ -132,7 +154,7 @@ class _Delta:
         models = dict(bucket["models"])
         for model, count in self.models.items():
             models[model] = models.get(model, 0) + count
-        return {
+        merged = {
             "cost": str(Decimal(bucket["cost"]) + self.cost),
             "requests": bucket["requests"] + self.requests,
             "users": users,
@@ -143,8 +165,33 @@ class _Delta:
             "models": models,
             # Buckets written before estimates existed have neither key.
             "estimated": str(Decimal(bucket.get("estimated", "0")) + self.estimated),
-            "unpriced": bucket.get("unpriced", 0) + self.unpriced,
         }
+        return with_unpriced(merged, bucket.get("unpriced", 0) + self.unpriced)
+
+    def merge_into_total(self, total: dict[str, Any]) -> dict[str, Any]:
+        """A `totals` value plus this delta: what the day and month totals are read for
+        (a value written before they were slimmed may hold more; it is dropped)."""
+        return {
+            "cost": str(Decimal(total.get("cost", "0")) + self.cost),
+            "estimated": str(Decimal(total.get("estimated", "0")) + self.estimated),
+            "unpriced": total.get("unpriced", 0) + self.unpriced,
+        }
+
+
+class _Shared:
+    """Equal parts of the values one list writes, held once: a part already made is
+    handed out again (cost strings, models and marks dicts)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[Any, Any] = {}
+
+    def value(self, merged: dict[str, Any]) -> dict[str, Any]:
+        for name, part in merged.items():
+            if isinstance(part, str):
+                merged[name] = self._parts.setdefault(part, part)
+            elif isinstance(part, dict) and part:
+                merged[name] = self._parts.setdefault((name, *part.items()), part)
+        return merged
 
 
 @dataclass
@@ -169,7 +216,7 @@ def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     models = dict(a["models"])
     for model, count in b["models"].items():
         models[model] = models.get(model, 0) + count
-    return {
+    merged = {
         "cost": str(Decimal(a["cost"]) + Decimal(b["cost"])),
         "requests": a["requests"] + b["requests"],
         "users": users,
@@ -179,8 +226,8 @@ def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "errors": a["errors"] + b["errors"],
         "models": models,
         "estimated": str(Decimal(a.get("estimated", "0")) + Decimal(b.get("estimated", "0"))),
-        "unpriced": a.get("unpriced", 0) + b.get("unpriced", 0),
     }
+    return with_unpriced(merged, a.get("unpriced", 0) + b.get("unpriced", 0))
 
 
 @dataclass(frozen=True)
@@ -246,7 +293,8 @@ def _source_partition(row: dict[str, Any]) -> str:
     log named keep the partition alone, as marks written before logs were named."""
     log = row.get("source_log")
     partition = str(row["source_partition"])
-    return f"{log}{SEP}{partition}" if log else partition
+    # Interned: every value the row's list writes holds its mark under this string.
+    return sys.intern(f"{log}{SEP}{partition}") if log else partition
 
 
 def _sequence(row: dict[str, Any]) -> int:
@@ -329,8 +377,9 @@ class _Run(_Positions):
         self.last = ts if self.last is None or ts > self.last else self.last
 
 
-def _merge(bucket: dict[str, Any], groups: list[_Group]) -> dict[str, Any] | None:
-    """`bucket` plus the rows of `groups` it does not hold yet; None if it holds all."""
+def _merge(bucket: dict[str, Any], groups: list[_Group], total: bool) -> dict[str, Any] | None:
+    """`bucket` plus the rows of `groups` it does not hold yet; None if it holds all.
+    A `totals` value (`total`) keeps only its totals."""
     seen: dict[str, int] = bucket.get("seen", {})
     delta = _Delta()
     counted: list[_Positions | dict[str, Any]] = []
@@ -345,7 +394,7 @@ def _merge(bucket: dict[str, Any], groups: list[_Group]) -> dict[str, Any] | Non
                 counted.append(row)
     if not counted:
         return None
-    merged = delta.merge_into(bucket)
+    merged = delta.merge_into_total(bucket) if total else delta.merge_into(bucket)
     merged["seen"] = _advance(seen, counted)
     return merged
 
@@ -370,9 +419,12 @@ class SpendTables:
         self.run_retention_hours = run_retention_hours
         self.max_values_per_dim = max_values_per_dim
         # tenant -> dim -> distinct values seen (cardinality guard); rebuilt from keys.
-        self._values: dict[str, dict[str, set[str]]] = {}
-        # tenant -> the (table, key) pairs it owns, so expiry never scans whole tables.
-        self._owned: dict[str, set[tuple[str, str]]] = {}
+        # A dimension's only value is held bare, not in a set of one: most tenants have
+        # one team or model, and a set takes 216 bytes.
+        self._values: dict[str, dict[str, str | set[str]]] = {}
+        # tenant -> {key: the table it is in} of the keys it owns, so expiry never scans
+        # whole tables (a dict: a third of a set's bytes, and no (table, key) tuples).
+        self._owned: dict[str, dict[str, str]] = {}
         # tenant -> the newest event time counted, and the tenants counted since their
         # last expiry: expiry's clock (see `expire`).
         self._newest: dict[str, datetime] = {}
@@ -451,17 +503,19 @@ class SpendTables:
             result.counted.extend(fresh)
             result.skipped += len(group.rows) - len(fresh)
 
-        owned = self._owned.setdefault(tenant_id, set())
+        owned = self._owned.setdefault(tenant_id, {})
+        shared = _Shared()
         for name, table, updates in (
             ("hourly", self.hourly, hourly),
             ("totals", self.totals, totals),
         ):
+            total = name == "totals"
             for key, contributions in updates.items():
-                bucket = table.get(key)
-                merged = _merge(bucket or new_bucket(), contributions)
+                bucket = table.get(key) or (new_total() if total else new_bucket())
+                merged = _merge(bucket, contributions, total)
                 if merged is not None:
-                    table[key] = merged
-                owned.add((name, key))
+                    table[key] = shared.value(merged)
+                owned[key] = name
         for key, run in runs.items():
             old = self.runs.get(key)
             seen = old.get("seen", {}) if old else {}
@@ -481,7 +535,7 @@ class SpendTables:
                 cost += Decimal(old["cost"])
                 first = min(first, _parse_time(old["started_at"]))
                 last = max(last, _parse_time(old["last_seen"]))
-            owned.add(("runs", key))
+            owned[key] = "runs"
             self.runs[key] = {
                 "cost": str(cost),
                 "started_at": first.isoformat(),
@@ -505,12 +559,14 @@ class SpendTables:
         value = str(raw).replace(SEP, "/")
         if dim == "tenant":
             return value
-        seen = self._values.setdefault(tenant_id, {}).setdefault(dim, set())
-        if value in seen:
+        values = self._values.setdefault(tenant_id, {})
+        held = values.get(dim)
+        if value == held or (isinstance(held, set) and value in held):
             return value
-        if len(seen) >= self.max_values_per_dim:
+        count = 0 if held is None else 1 if isinstance(held, str) else len(held)
+        if count >= self.max_values_per_dim:
             return OVERFLOW
-        seen.add(value)
+        _hold(values, dim, value)
         return value
 
     def hour_bucket(self, tenant_id: str, dim: str, value: str, hour: datetime) -> dict[str, Any]:
@@ -576,13 +632,13 @@ class SpendTables:
         for key in self.base.hourly:  # values before this epoch hold their place under the cap
             tenant_id, dim, value, _ = key.split(SEP, 3)
             if dim != "tenant" and value != OVERFLOW:
-                self._values.setdefault(tenant_id, {}).setdefault(dim, set()).add(value)
+                _hold(self._values.setdefault(tenant_id, {}), dim, value)
         for name, table in (("hourly", self.hourly), ("totals", self.totals), ("runs", self.runs)):
             for key in list(table.keys()):
                 tenant_id, dim, value = [*key.split(SEP, 3), "", ""][:3]
-                self._owned.setdefault(tenant_id, set()).add((name, key))
+                self._owned.setdefault(tenant_id, {})[key] = name
                 if name == "hourly" and dim != "tenant" and value != OVERFLOW:
-                    self._values.setdefault(tenant_id, {}).setdefault(dim, set()).add(value)
+                    _hold(self._values.setdefault(tenant_id, {}), dim, value)
 
     def expire(self, tenant_id: str, now: datetime) -> int:
         """Drop this tenant's keys past retention; called while processing the tenant's
@@ -601,9 +657,9 @@ class SpendTables:
         hour_cut = int(now.timestamp()) // HOUR - self.hourly_retention_hours
         day_cut = int(now.timestamp()) // DAY - self.daily_retention_days
         run_cut = now - timedelta(hours=self.run_retention_hours)
-        owned = self._owned.get(tenant_id, set())
+        owned = self._owned.get(tenant_id, {})
         expired = []
-        for name, key in owned:
+        for key, name in owned.items():
             last = key.rsplit(SEP, 1)[1]
             if name == "hourly":
                 old = int(last) < hour_cut
@@ -618,7 +674,7 @@ class SpendTables:
         for name, key in expired:
             if key in tables[name]:
                 del tables[name][key]
-            owned.discard((name, key))
+            owned.pop(key, None)
         if not owned:
             self._owned.pop(tenant_id, None)
             self._values.pop(tenant_id, None)
@@ -627,13 +683,24 @@ class SpendTables:
         return len(expired)
 
     @staticmethod
-    def _retained_values(owned: set[tuple[str, str]]) -> dict[str, set[str]]:
+    def _retained_values(owned: dict[str, str]) -> dict[str, str | set[str]]:
         """dim -> the distinct values with an hourly key among `owned`."""
-        values: dict[str, set[str]] = {}
-        for name, key in owned:
+        values: dict[str, str | set[str]] = {}
+        for key, name in owned.items():
             if name != "hourly":
                 continue
             _, dim, value, _ = key.split(SEP, 3)
             if dim != "tenant" and value != OVERFLOW:
-                values.setdefault(dim, set()).add(value)
+                _hold(values, dim, value)
         return values
+
+
+def _hold(values: dict[str, str | set[str]], dim: str, value: str) -> None:
+    """`value` among the dimension's distinct values: bare while it is the only one."""
+    held = values.get(dim)
+    if held is None or held == value:
+        values[dim] = value
+    elif isinstance(held, str):
+        values[dim] = {held, value}
+    else:
+        held.add(value)
