@@ -32,7 +32,7 @@ import orjson
 from bench.common import alive, descendants, emit, events, loadavg, spendstream_command
 from streams.ports import free_port
 
-TARGET_S = 10.0
+TARGET_S = 5.0
 FIRST_LINE = re.compile(r"broker (\S+?),.*?workers? (http://[\d.:]+)")
 
 

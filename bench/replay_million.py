@@ -32,7 +32,7 @@ from bench.common import (
     spendstream_command,
 )
 
-TARGET_S = 60.0
+TARGET_S = 30.0
 DUPLICATE_SHARE = 0.10
 
 

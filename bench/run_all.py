@@ -214,7 +214,7 @@ def throughput_rows(result: Run, quick: bool) -> list[Row]:
 
 
 def alert_row(result: Run | None) -> Row:
-    row = Row("T3 alert latency", "p99 ≤ 2 s at half the T1 rate")
+    row = Row("T3 alert latency", "p99 ≤ 1 s at half the T1 rate")
     if result is None:
         row.result = "not present"
         row.notes.append("bench/alert_latency.py is not present")
@@ -242,7 +242,7 @@ def alert_row(result: Run | None) -> Row:
             if key in data
         )
     )
-    row.result = verdict(float(data["p99_s"]) <= 2.0)
+    row.result = verdict(float(data["p99_s"]) <= 1.0)
     return row
 
 
@@ -276,7 +276,7 @@ def dedupe_row(result: Run, quick: bool) -> Row:
 
 
 def cold_row(result: Run) -> Row:
-    row = Row("T5 cold start", "dev → first ledger row ≤ 10 s", command=result.command)
+    row = Row("T5 cold start", "dev → first ledger row ≤ 5 s", command=result.command)
     data = result.data or {}
     if data.get("seconds") is None:
         row.result = "error"
@@ -295,7 +295,7 @@ def cold_row(result: Run) -> Row:
 
 
 def replay_row(result: Run, quick: bool) -> Row:
-    row = Row("T6 replay 1M", "1,000,000 events ≤ 60 s wall", command=result.command)
+    row = Row("T6 replay 1M", "1,000,000 events ≤ 30 s wall", command=result.command)
     data = result.data or {}
     small = data.get("replay_100k")
     if small is None:
@@ -327,7 +327,7 @@ def replay_row(result: Run, quick: bool) -> Row:
 
 
 def analyst_row(result: Run | None, quick: bool) -> Row:
-    row = Row("T7 analyst weekly review", "≤ 1 s over 10,000,000 rows")
+    row = Row("T7 analyst weekly review", "≤ 0.5 s over 10,000,000 rows")
     if result is None:
         row.result = "not present"
         row.notes.append("bench/analyst_weekly.py is not present")
@@ -349,7 +349,7 @@ def analyst_row(result: Run | None, quick: bool) -> Row:
     full = rows is not None and int(rows) >= 10_000_000
     row.measured = f"{seconds} s over {int(rows or 0):,} rows"
     row.figure = f"{seconds} s"
-    row.result = verdict(float(seconds) <= 1.0 if full else None, not full)
+    row.result = verdict(float(seconds) <= 0.5 if full else None, not full)
     return row
 
 
