@@ -180,7 +180,7 @@ class _Delta:
 
 class _Shared:
     """Equal parts of the values one list writes, held once: a part already made is
-    handed out again (cost strings, models and marks dicts)."""
+    handed out again (cost strings, users lists, models and marks dicts)."""
 
     def __init__(self) -> None:
         self._parts: dict[Any, Any] = {}
@@ -191,6 +191,8 @@ class _Shared:
                 merged[name] = self._parts.setdefault(part, part)
             elif isinstance(part, dict) and part:
                 merged[name] = self._parts.setdefault((name, *part.items()), part)
+            elif isinstance(part, list):
+                merged[name] = self._parts.setdefault((name, *part), part)
         return merged
 
 

@@ -187,3 +187,26 @@ def test_a_replay_of_old_events_keeps_each_hours_whole_total_across_lists() -> N
     # A tenant idle since its last expiry expires by wall-clock time.
     assert t.expire("acme", T0 + timedelta(days=30)) > 0
     assert not t.hourly
+
+
+def test_values_sharing_their_equal_parts_stay_apart_when_one_changes() -> None:
+    """One list's tenant, workflow, team and model buckets of an hour (and its totals)
+    hold equal costs, users, models and marks, held once: counting more rows into one
+    of them later leaves the others as they were."""
+    t = tables()
+    t.apply("acme", [row(1), row(2, user_id="u2")])
+    before = {key: dict(bucket) for key, bucket in t.hourly.items()}
+    totals_before = {key: dict(value) for key, value in t.totals.items()}
+    t.apply("acme", [row(3, team_id="other", model="gpt-4o", user_id="u3", cost_usd="1")])
+    for dim, value in (("workflow", "answer"), ("tenant", "acme")):
+        bucket = t.hourly[hour_key(dim, value)]
+        assert (bucket["requests"], sorted(bucket["users"])) == (3, ["u1", "u2", "u3"])
+        assert bucket["models"] == {"gpt-4o-mini": 2, "gpt-4o": 1}
+    for dim, value in (("team", "search"), ("model", "gpt-4o-mini")):
+        assert t.hourly[hour_key(dim, value)] == before[hour_key(dim, value)]
+    day = f"d{int(T0.timestamp()) // 86_400}"
+    for dim, value in (("team", "search"), ("model", "gpt-4o-mini")):
+        key = SEP.join(("acme", dim, value, day))
+        assert t.totals[key] == totals_before[key]
+        assert Decimal(t.totals[key]["cost"]) == Decimal("0.0004200")
+    assert t.month_spend("acme", T0) == Decimal("1.0004200")
