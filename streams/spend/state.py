@@ -26,6 +26,11 @@ from streams.spend.monitor import SpendMonitor
 from streams.spend.tables import LedgerBase, SpendTables
 
 EXPIRE_EVERY = timedelta(minutes=10)
+# History: calls counted this far behind the wall clock (a replay, a backfill, a long
+# backlog) are judged cleared by their own time while they keep arriving; once none
+# has come for HISTORY_QUIET, by the wall clock again.
+HISTORY_LAG = timedelta(hours=1)
+HISTORY_QUIET = timedelta(minutes=2)
 
 
 @dataclass
@@ -45,6 +50,9 @@ class SpendState:
     state_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # Set once the month totals are: /v1/limits reads nothing else.
     limits_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # The latest event time counted, and the wall time it last moved.
+    event_clock: datetime | None = None
+    event_clock_moved_at: datetime | None = None
 
     def __post_init__(self) -> None:
         self.incidents = IncidentPolicy(self.alerting.lifecycle, self.monitor.resolving_detectors)
@@ -77,6 +85,9 @@ class SpendState:
         self.rows_seen += len(rows)
         self.skipped_redelivered += result.skipped
         now = datetime.now(UTC)
+        newest = self.tables.newest_event(tenant_id)
+        if newest is not None and (self.event_clock is None or newest > self.event_clock):
+            self.event_clock, self.event_clock_moved_at = newest, now
         if result.counted:
             self.handle_findings(self.monitor.observe(self.tables, tenant_id, result), now)
         last = self.last_expiry.get(tenant_id)
@@ -91,9 +102,20 @@ class SpendState:
     def resolve_cleared(self, now: datetime) -> None:
         if not self.incidents.caught_up(now):
             return  # restored incidents wait for the detectors to see this hour's calls
-        cleared = self.monitor.cleared(now)
+        # A replay hands the agent days in seconds: by the wall clock every incident's
+        # hour is long over at the first tick, and the same breach's next hour would
+        # page again. The alert still records when it resolved by the wall clock.
+        cleared = self.monitor.cleared(self.incident_clock(now))
         for alert in self.incidents.on_cleared(cleared, self.monitor.still_open, now):
             self.alerting.queue.enqueue(alert)
+
+    def incident_clock(self, now: datetime) -> datetime:
+        """The time conditions are judged cleared at: the latest event time counted
+        while history is arriving (see HISTORY_LAG), else `now`."""
+        clock, moved = self.event_clock, self.event_clock_moved_at
+        if clock is None or moved is None or now - clock < HISTORY_LAG:
+            return now
+        return clock if now - moved < HISTORY_QUIET else now
 
     def acknowledgements_for(
         self, ident: str, by: str, note: str, now: datetime

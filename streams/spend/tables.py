@@ -642,6 +642,10 @@ class SpendTables:
                 if name == "hourly" and dim != "tenant" and value != OVERFLOW:
                     _hold(self._values.setdefault(tenant_id, {}), dim, value)
 
+    def newest_event(self, tenant_id: str) -> datetime | None:
+        """The latest event time counted for the tenant since the worker started."""
+        return self._newest.get(tenant_id)
+
     def expire(self, tenant_id: str, now: datetime) -> int:
         """Drop this tenant's keys past retention; called while processing the tenant's
         own message, because a table may only change inside its stream's context.
