@@ -53,6 +53,7 @@ NAMES = [
     "restart_limits",
     "alert_scenarios",
     "hot_path",
+    "tenant_memory",
 ]
 
 
@@ -405,6 +406,29 @@ def restart_row(result: Run) -> Row:
     return row
 
 
+def tenant_memory_row(result: Run) -> Row:
+    row = Row(
+        "T11 memory per active tenant",
+        "≤ 2 KiB per tenant (1,000,000 tenants in 2 GiB)",
+        command=result.command,
+    )
+    data = result.data or {}
+    if data.get("bytes_per_tenant_rss") is None:
+        row.result = "error"
+        row.notes.append(result.error or "no result")
+        return row
+    rss, traced = data["bytes_per_tenant_rss"], data.get("bytes_per_tenant_traced")
+    row.measured = f"{rss:,} B RSS per tenant (spend state, {data.get('tenants', 0):,} tenants)"
+    row.figure = f"{rss:,} B"
+    row.result = verdict(rss <= 2048)
+    row.notes.append(
+        f"traced {traced} B/tenant; 1M tenants: {data.get('million_tenants_gib')} GiB; by "
+        f"structure (B/tenant): {data.get('by_structure')}. The spend state alone: the whole "
+        "worker's figure is RELIABILITY.md's 'cardinality, 10000 distinct tenants' case"
+    )
+    return row
+
+
 def rows_for(result: Run) -> list[Row]:
     name = result.module.removeprefix("bench.")
     if name == "throughput":
@@ -425,6 +449,8 @@ def rows_for(result: Run) -> list[Row]:
         return [restart_row(result)]
     if name == "alert_scenarios":
         return scenario_rows(result)
+    if name == "tenant_memory":
+        return [tenant_memory_row(result)]
     return []  # hot_path: a section, not a row
 
 
@@ -714,6 +740,8 @@ def main() -> None:
         step("alert_scenarios", size("alert_scenarios"), 7200)
     if want("hot_path"):
         step("hot_path", size("hot_path"), 1800)
+    if want("tenant_memory"):
+        step("tenant_memory", size("tenant_memory"), 1800)
     runs.sort(key=lambda r: NAMES.index(r.module.removeprefix("bench.")))
     rows = [row for r in runs for row in rows_for(r)]
     modules = {r.module for r in runs}

@@ -138,10 +138,13 @@ def feed(state: Any, tenants: range, events: int, at: datetime, prefix: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tenants", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="2,000 tenants")
     parser.add_argument("--events", type=int, default=1, help="events per tenant")
     parser.add_argument("--no-online", action="store_true", help="River's detector off")
     parser.add_argument("--top", type=int, default=12, help="source lines listed")
     args = parser.parse_args()
+    if args.quick:
+        args.tenants = 2_000
     load_before = loadavg()
 
     from schemas.spend_config import SpendConfig
