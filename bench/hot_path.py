@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shutil
 import tempfile
 import time
@@ -45,6 +46,45 @@ def per_event(seconds: float, count: int) -> float:
     return round(seconds / count * 1e6, 2)
 
 
+def priced_rows(count: int) -> list[dict[str, Any]]:
+    """`count` ledger rows as the worker's pipeline builds them from the realistic
+    100-event messages (decoded, validated, priced a batch at a time), untimed."""
+    from streams.cost.catalog import PriceCatalog
+    from streams.cost.rows import SourcePosition, price_events
+    from streams.ingest.batch_validation import decode_batch
+
+    now = datetime.now(UTC)
+    messages = batched_messages(count, 100)
+    step = BATCH // 100
+    events = [
+        event
+        for start in range(0, len(messages), step)
+        for message_events, _ in decode_batch(messages[start : start + step], now)
+        for event in message_events
+    ]
+    catalog = PriceCatalog.load()
+    positions = [SourcePosition("spendstream.usage", 0, n) for n in range(count)]
+    return [
+        row
+        for start in range(0, count, BATCH)
+        for row in price_events(
+            catalog, events[start : start + BATCH], positions[start : start + BATCH], now
+        )
+    ]
+
+
+def create_ledger_table_only(client: Any) -> None:
+    """The ledger table as the migrations leave it (later files add columns), without
+    the views and the other tables."""
+    from streams.ledger.migrations import migration_files, split_statements
+
+    ledger_ddl = re.compile(r"\s*(CREATE TABLE IF NOT EXISTS|ALTER TABLE) usage_ledger\b")
+    for _, sql in migration_files():
+        for statement in split_statements(sql):
+            if ledger_ddl.search(statement):
+                client.command(statement)
+
+
 def sink_cost(rows: list[dict[str, Any]], all_migrations: bool) -> dict[str, Any]:
     from streams.ledger.connect import clickhouse_session
     from streams.ledger.migrations import apply_migrations
@@ -57,19 +97,7 @@ def sink_cost(rows: list[dict[str, Any]], all_migrations: bool) -> dict[str, Any
             if all_migrations:
                 apply_migrations(handle.client)
             else:
-                import re
-
-                from streams.ledger.migrations import migration_files, split_statements
-
-                # The ledger table as the migrations leave it (later files add columns),
-                # without the views and the other tables.
-                ledger_ddl = re.compile(
-                    r"\s*(CREATE TABLE IF NOT EXISTS|ALTER TABLE) usage_ledger\b"
-                )
-                for _, sql in migration_files():
-                    for statement in split_statements(sql):
-                        if ledger_ddl.search(statement):
-                            handle.client.command(statement)
+                create_ledger_table_only(handle.client)
             executor = ClickHouseExecutor(handle.client)
             sink = ClickHouseLedgerSink(executor)
 
