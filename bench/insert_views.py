@@ -10,9 +10,10 @@ view but one, for each view. A view's cost is what removing it saves from "every
 view" (for ledger_facts_mv: every view that reads ledger_facts). Each configuration
 inserts the same prebuilt Arrow batches as the sink does (`insert_arrow`, the sink's
 settings, a fresh deduplication token), with every MergeTree table emptied first; the
-configurations run `--rounds` times interleaved and the median is kept. Then the
-ledger alone and every view once more with the same rows in inserts of 500 and 8,000
-rows: what is paid per insert and what per row. Wall and CPU time (the whole process:
+configurations run `--rounds` times interleaved and the median is kept (of a view's
+saving: the median of its round-by-round differences); each round
+also inserts the same rows in inserts of 500 and of 8,000 rows into the ledger alone
+and with every view: what is paid per insert and what per row. Wall and CPU time (the whole process:
 chdb runs in it) per row.
 
 The sink's own Python work before ClickHouse sees a batch (month chunks, the
@@ -94,7 +95,6 @@ def insert_once(
 def python_cost(rows: list[dict[str, Any]], schema: Any) -> dict[str, tuple[float, float]]:
     """The sink's Python per row before `insert_arrow`: as `ClickHouseLedgerSink.write`
     does it for one batch."""
-    from schemas.ledger import LEDGER_COLUMNS  # noqa: F401  (the sink's columns)
     from streams.ledger.arrow import to_arrow
     from streams.ledger.isolation import month_of, partition_chunks
     from streams.ledger.sink import dedup_token
@@ -137,7 +137,6 @@ def main() -> None:
     count = len(rows)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-insert-views-"))
     samples: dict[str, list[tuple[float, float]]] = {}
-    sizes: dict[str, tuple[float, float]] = {}
     try:
         with clickhouse_session(chdb_url_for(data_dir)) as handle:
             client = handle.client
@@ -149,23 +148,24 @@ def main() -> None:
             for name in found:
                 client.command(f"DROP VIEW {name}")
             configs = configurations(found)
+            # The same rows in smaller and larger inserts too: what is paid per insert
+            # (per table written) and what per row.
+            sized = {
+                size: [to_arrow(rows[s : s + size], schema) for s in range(0, count, size)]
+                for size in (BATCH // 4, BATCH * 4)
+            }
             for round_ in range(args.rounds):
                 for config, present in configs.items():
                     tag = f"r{round_}-{config}"
                     samples.setdefault(config, []).append(
                         insert_once(client, batches, tag, present, found)
                     )
-            # The same rows in smaller and larger inserts: what is paid per insert
-            # (per table written) and what per row.
-            for size in (BATCH // 4, BATCH * 4):
-                sized = [to_arrow(rows[s : s + size], schema) for s in range(0, count, size)]
-                for config in ("ledger table alone", "all views"):
-                    tag = f"{size}-{config}"
-                    wall, cpu = insert_once(client, sized, tag, configs[config], found)
-                    sizes[f"{config}, {size}-row inserts"] = (
-                        per_event(wall, count),
-                        per_event(cpu, count),
-                    )
+                for size, inserts in sized.items():
+                    for config in ("ledger table alone", "all views"):
+                        tag = f"r{round_}-{size}-{config}"
+                        samples.setdefault(f"{config}, {size}-row inserts", []).append(
+                            insert_once(client, inserts, tag, configs[config], found)
+                        )
             for name in found:  # as the migrations left them
                 client.command(found[name][0])
     finally:
@@ -178,13 +178,16 @@ def main() -> None:
         )
         for config, runs in samples.items()
     }
-    everything = median["all views"]
+    # Paired within a round (the load drifts between rounds), then the median.
+    everything = samples["all views"]
+
+    def saved(runs: list[tuple[float, float]], part: int) -> float:
+        pairs = zip(everything, runs, strict=True)
+        return per_event(statistics.median(a[part] - b[part] for a, b in pairs), count)
+
     view_cost = {
-        config.removeprefix("all but "): (
-            round(everything[0] - wall, 2),
-            round(everything[1] - cpu, 2),
-        )
-        for config, (wall, cpu) in median.items()
+        config.removeprefix("all but "): (saved(runs, 0), saved(runs, 1))
+        for config, runs in samples.items()
         if config.startswith("all but ")
     }
     emit(
@@ -196,7 +199,6 @@ def main() -> None:
             "views_reading": {name: source for name, (_, source) in found.items()},
             "us_per_row_wall_cpu": median,
             "view_cost_us_per_row_wall_cpu": view_cost,
-            "by_insert_size_us_per_row_wall_cpu": sizes,
             "sink_python_us_per_row_wall_cpu": python,
         },
         load,
