@@ -9,11 +9,11 @@ ledger table alone; the ledger_facts fan-out (a Null table) alone; every view; e
 view but one, for each view. A view's cost is what removing it saves from "every
 view" (for ledger_facts_mv: every view that reads ledger_facts). Each configuration
 inserts the same prebuilt Arrow batches as the sink does (`insert_arrow`, the sink's
-settings, a fresh deduplication token), with every MergeTree table emptied first; the
-configurations run `--rounds` times interleaved and the median is kept (of a view's
-saving: the median of its round-by-round differences); each round
-also inserts the same rows in inserts of 500 and of 8,000 rows into the ledger alone
-and with every view: what is paid per insert and what per row. Wall and CPU time (the whole process:
+settings, a fresh deduplication token), with every MergeTree table emptied first.
+The configurations run `--rounds` times, in a new order each round; each round also
+inserts the same rows in inserts of 500 and of 8,000 rows into the ledger alone and
+with every view (what is paid per insert, what per row). Medians; a view's saving is
+the median of its round-by-round differences. Wall and CPU time (the whole process:
 chdb runs in it) per row.
 
 The sink's own Python work before ClickHouse sees a batch (month chunks, the
@@ -23,6 +23,7 @@ deduplication token, the Arrow table from the row dicts) is timed apart.
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import shutil
 import statistics
@@ -88,7 +89,7 @@ def insert_once(
         client.insert_arrow("usage_ledger", batch, settings=settings)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     for name in present:
-        client.command(f"DROP VIEW {name}")
+        client.command(f"DROP VIEW {name} SYNC")
     return wall, cpu
 
 
@@ -146,7 +147,7 @@ def main() -> None:
             python = python_cost(rows, schema)
             batches = [to_arrow(rows[s : s + BATCH], schema) for s in range(0, count, BATCH)]
             for name in found:
-                client.command(f"DROP VIEW {name}")
+                client.command(f"DROP VIEW {name} SYNC")
             configs = configurations(found)
             # The same rows in smaller and larger inserts too: what is paid per insert
             # (per table written) and what per row.
@@ -154,8 +155,13 @@ def main() -> None:
                 size: [to_arrow(rows[s : s + size], schema) for s in range(0, count, size)]
                 for size in (BATCH // 4, BATCH * 4)
             }
+            order = list(configs)
             for round_ in range(args.rounds):
-                for config, present in configs.items():
+                # A new order each round: what drifts during a run (the load, the
+                # engine's own state) falls on every configuration alike.
+                random.Random(round_).shuffle(order)
+                for config in order:
+                    present = configs[config]
                     tag = f"r{round_}-{config}"
                     samples.setdefault(config, []).append(
                         insert_once(client, batches, tag, present, found)
