@@ -3,13 +3,21 @@ throughput targets need it.
 
 Log-end offsets for table recovery, read from a fetch response. Faust recovers a
 table by reading its changelog up to the high-water mark that ListOffsets(latest)
-answers. The embedded broker answers the base offset of the last
-record batch plus one: a changelog whose last batch holds 37 records reports 75 for a
-log that ends at 111, the tables come back without their last updates, and in-stream
-totals fall below the ledger for good (reliability finding 1). A Fetch response of
-the same broker carries the right high-water mark, so the mark ListOffsets gave is
-checked by fetching from just below it. On a broker that answers right, the fetch
-confirms the same number.
+answers, and waits until it has received the record just below it. The embedded
+broker's ListOffsets is not that mark: it answers from the record batches it stores,
+not from the partition's high-water mark that its fetches serve up to.
+- Short: the base offset of the last batch plus one. A changelog whose last batch
+  holds 37 records reports 75 for a log that ends at 111; the tables came back without
+  their last updates (reliability finding 2).
+- Long: batches a fetch never serves. Records produced into a new broker before their
+  topic exists there (a producer that lived through a broker restart sends with the
+  old broker's metadata) are stored; the first metadata request that names the topic
+  then creates it, which sets the partition's high-water mark back to 0. ListOffsets
+  still lists those batches (an end of 1, 59, 204), fetches serve nothing below 0, and
+  the recovery waited for ever for records no fetch brings (reliability finding 4).
+So the end used is the high-water mark of a fetch from just below the listed end: what
+the recovery's own fetches can reach. The listed end stays only where no fetch answers.
+On a broker that answers right, the fetch confirms the same number.
 
 Fetch wait. Faust's consumer asks for `FETCH_MAX_WAIT_MS` instead of its fixed
 1,500 ms (streams/kafka/tuning.py says why).
@@ -54,8 +62,9 @@ def broker_url(bootstrap: str) -> str:
 
 
 async def fetched_log_ends(bootstrap: str, listed: Mapping[K, int | None]) -> dict[K, int | None]:
-    """`listed`: partition → the end offset ListOffsets answered. Returns the larger of
-    it and the high-water mark of a fetch from just below it."""
+    """`listed`: partition → the end offset ListOffsets answered. Returns, per partition,
+    the high-water mark of a fetch from just below it (the end fetches serve up to,
+    above or below the listed one), or the listed end where no fetch answered."""
     ends = dict(listed)
     probe = {tp: TopicPartition(*tp) for tp, end in listed.items() if end}
     if not probe:
@@ -78,10 +87,21 @@ async def fetched_log_ends(bootstrap: str, listed: Mapping[K, int | None]) -> di
                 FETCH_SECONDS,
                 sorted(f"{p.topic}:{p.partition}" for p in pending),
             )
+        unserved: dict[K, tuple[int | None, int]] = {}
         for tp, partition in probe.items():
-            fetched, current = consumer.highwater(partition), ends[tp]
-            if fetched is not None and current is not None and fetched > current:
-                ends[tp] = fetched
+            fetched = consumer.highwater(partition)
+            if fetched is None:
+                continue
+            if fetched < int(listed[tp] or 0):
+                unserved[tp] = (listed[tp], fetched)
+            ends[tp] = fetched
+        if unserved:
+            log.warning(
+                "log-end probe: the broker lists records that its fetches do not serve "
+                "(written before the topic existed on a new broker?); reading up to the "
+                "served end: %s",
+                ", ".join(f"{t}:{p} listed {a}, served {b}" for (t, p), (a, b) in unserved.items()),
+            )
     except Exception:
         # Recovery must not crash on a probe: what ListOffsets said is still an answer.
         log.warning("log-end probe failed; using the broker's listed offsets", exc_info=True)
