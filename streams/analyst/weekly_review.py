@@ -351,13 +351,26 @@ def _with_why(changes: list[SpendChange], usage: list[_SpendRow]) -> list[SpendC
     ]
 
 
+# estimated_spend_daily deduplicates the whole ledger (FINAL) before it filters: seconds
+# on a large ledger. A request whose last version is estimated on a day of the week has
+# a raw row estimated on that day, so no such raw row means the view has nothing for the
+# week, which this cheap scan tells (estimates are rare: models with no price).
+_ANY_ESTIMATED = """
+SELECT count() > 0 FROM usage_ledger
+WHERE cost_status = 'estimated' AND toDate(timestamp) BETWEEN {start:Date} AND {end:Date}
+"""
+
+
 def _estimated(client: Reader, week: Period) -> list[EstimatedModel]:
+    parameters = {"start": week.start, "end": week.end}
+    if not client.query(_ANY_ESTIMATED, parameters=parameters).result_rows[0][0]:
+        return []
     rows = client.query(
         "SELECT provider, model, sum(requests), sum(input_tokens), sum(output_tokens), "
         "sum(estimated_cost_usd), any(estimate_source) FROM estimated_spend_daily "
         "WHERE day BETWEEN {start:Date} AND {end:Date} "
         "GROUP BY provider, model ORDER BY sum(estimated_cost_usd) DESC, provider, model",
-        parameters={"start": week.start, "end": week.end},
+        parameters=parameters,
     ).result_rows
     return [EstimatedModel(*row) for row in rows]
 
