@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -288,44 +289,58 @@ def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
             "dirty": dirty,
         },
     )
-    rows: defaultdict[str, list[_SpendRow]] = defaultdict(list)
-    for row in map(_SpendRow._make, spend.result_rows):
-        rows[row.kind].append(row)
-    tenants = _daily((row.tenant_id, row.tenant_id, row.day, row.cost) for row in rows["tenant"])
-    workflows = _daily(
-        (row.workflow_id, row.workflow_name, row.day, row.cost)
-        for row in rows["workflow"]
-        if row.workflow_id
-    )
-    models = _daily((f"{row.provider}/{row.model}", "", row.day, row.cost) for row in rows["model"])
-    tenant_changes = tenants.changes(week, previous)
-    model_changes = models.changes(week, previous)
-    top_tenants = _with_why(tenant_changes[:TOP_N], rows["tenant_usage"])
-    days = previous.days + week.days
-    return WeeklyReview(
-        week=week,
-        previous=previous,
-        total=sum((change.current for change in model_changes), ZERO),
-        previous_total=sum((change.previous for change in model_changes), ZERO),
-        top_tenants=top_tenants,
-        top_workflows=workflows.changes(week, previous)[:TOP_N],
-        spikes=_spikes("tenant", tenants, week, previous)
-        + _spikes("workflow", workflows, week, previous),
-        task_costs=_task_costs(client, week, dirty),
-        models=model_changes,
-        cheaper_models=_cheaper_models(
-            client, week, [row for row in rows["usage"] if row.this_week and row.workflow_id]
-        ),
-        tenant_days={
-            change.label: [tenants.spend[change.key].get(day, ZERO) for day in days]
-            for change in top_tenants
-        },
-        model_days={
-            change.label: [models.spend[change.key].get(day, ZERO) for day in days]
-            for change in model_changes
-        },
-        estimated=_estimated(client, week),
-    )
+    # The engine releases the GIL while it runs a query: the other sections' queries
+    # run on a second thread while this one sums the spend rows (one query at a time,
+    # as a remote reader's session requires).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        task_costs = pool.submit(_task_costs, client, week, dirty)
+        prices = pool.submit(_unit_prices, client, week)
+        estimated = pool.submit(_estimated, client, week)
+        rows: defaultdict[str, list[_SpendRow]] = defaultdict(list)
+        for row in map(_SpendRow._make, spend.result_rows):
+            rows[row.kind].append(row)
+        tenants = _daily(
+            (row.tenant_id, row.tenant_id, row.day, row.cost) for row in rows["tenant"]
+        )
+        workflows = _daily(
+            (row.workflow_id, row.workflow_name, row.day, row.cost)
+            for row in rows["workflow"]
+            if row.workflow_id
+        )
+        models = _daily(
+            (f"{row.provider}/{row.model}", "", row.day, row.cost) for row in rows["model"]
+        )
+        tenant_changes = tenants.changes(week, previous)
+        model_changes = models.changes(week, previous)
+        top_tenants = _with_why(tenant_changes[:TOP_N], rows["tenant_usage"])
+        spikes = _spikes("tenant", tenants, week, previous) + _spikes(
+            "workflow", workflows, week, previous
+        )
+        cheaper_models = _cheaper_models(
+            prices.result(), [row for row in rows["usage"] if row.this_week and row.workflow_id]
+        )
+        days = previous.days + week.days
+        return WeeklyReview(
+            week=week,
+            previous=previous,
+            total=sum((change.current for change in model_changes), ZERO),
+            previous_total=sum((change.previous for change in model_changes), ZERO),
+            top_tenants=top_tenants,
+            top_workflows=workflows.changes(week, previous)[:TOP_N],
+            spikes=spikes,
+            task_costs=task_costs.result(),
+            models=model_changes,
+            cheaper_models=cheaper_models,
+            tenant_days={
+                change.label: [tenants.spend[change.key].get(day, ZERO) for day in days]
+                for change in top_tenants
+            },
+            model_days={
+                change.label: [models.spend[change.key].get(day, ZERO) for day in days]
+                for change in model_changes
+            },
+            estimated=estimated.result(),
+        )
 
 
 def _with_why(changes: list[SpendChange], usage: list[_SpendRow]) -> list[SpendChange]:
@@ -416,9 +431,11 @@ def _task_costs(client: Reader, week: Period, dirty: list[date]) -> list[TaskCos
     return sorted(costs, key=lambda task: (-task.cost, task.workflow_id))
 
 
-def _cheaper_models(client: Reader, week: Period, usage: list[_SpendRow]) -> list[CheaperModel]:
-    """`usage`: one row per workflow and model, the week's cost and token counts."""
-    prices = _unit_prices(client, week)
+def _cheaper_models(
+    prices: dict[tuple[str, str], tuple[Decimal, ...]], usage: list[_SpendRow]
+) -> list[CheaperModel]:
+    """`prices`: from `_unit_prices`; `usage`: one row per workflow and model, the
+    week's cost and token counts."""
     findings = []
     for row in usage:
         alternatives = [
