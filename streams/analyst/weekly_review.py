@@ -160,14 +160,45 @@ def _total(by_day: dict[date, Decimal], days: list[date]) -> Decimal:
 # weeks once, then reads what those views union, by the same rules: the rollup state
 # for clean days, the recompute from the deduplicated ledger for dirty days, and the
 # re-pricing deltas. test_weekly_review_sources.py checks the result against the views.
-# `day IN {dirty:Array(Date)}` (not has()) lets an empty list skip the recompute's
-# ledger read.
+# `day IN {dirty:Array(Date)}` (not has()) lets the recompute skip the ledger's parts
+# of clean days; with no dirty day the branch is left out: planned over the ledger, it
+# costs milliseconds even when it reads nothing.
 _DIRTY_DAYS = "SELECT day FROM ledger_dirty_days WHERE day BETWEEN {start:Date} AND {end:Date}"
+
+
+def _union(state: str, recompute: str, corrections: str, dirty: list[date]) -> str:
+    return " UNION ALL ".join([state, recompute, corrections] if dirty else [state, corrections])
+
 
 # One read serves every section but the task costs, summed in one pass by the keys
 # each needs: per day and tenant, workflow or model, and per week, workflow and model
 # with the token counts (the cheaper-model section). `kind` tells which.
-_SPEND = """
+_SPEND_COLUMNS = """
+    day, tenant_id, workflow_id, workflow_name, provider, model, cost_usd,
+    input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+    requests, retries
+"""
+_SPEND_STATE = f"""
+SELECT {_SPEND_COLUMNS} FROM spend_daily_state
+WHERE day BETWEEN {{start:Date}} AND {{end:Date}} AND day NOT IN {{dirty:Array(Date)}}
+"""
+_SPEND_RECOMPUTE = f"""
+SELECT {_SPEND_COLUMNS} FROM spend_daily_recompute
+WHERE day BETWEEN {{start:Date}} AND {{end:Date}} AND day IN {{dirty:Array(Date)}}
+"""
+_SPEND_CORRECTIONS = """
+SELECT
+    toDate(timestamp) AS day, tenant_id, workflow_id, workflow_name, provider, model,
+    delta_cost_usd AS cost_usd, toUInt64(0) AS input_tokens, toUInt64(0) AS cached_tokens,
+    toUInt64(0) AS cache_write_tokens, toUInt64(0) AS output_tokens,
+    toUInt64(0) AS reasoning_tokens, toUInt64(0) AS requests, toUInt64(0) AS retries
+FROM cost_corrections FINAL
+WHERE day BETWEEN {start:Date} AND {end:Date}
+"""
+
+
+def _spend_query(dirty: list[date]) -> str:
+    return f"""
 SELECT
     multiIf(
         grouping(tenant_id) = 0 AND grouping(day) = 0, 'tenant',
@@ -176,35 +207,12 @@ SELECT
         grouping(workflow_id) = 0, 'workflow',
         'model'
     ) AS kind,
-    day, day >= {week_start:Date} AS this_week, tenant_id, workflow_id, any(workflow_name),
+    day, day >= {{week_start:Date}} AS this_week, tenant_id, workflow_id, any(workflow_name),
     provider, model, sum(cost_usd),
     sum(input_tokens - cached_tokens - cache_write_tokens), sum(cached_tokens),
     sum(cache_write_tokens), sum(output_tokens - reasoning_tokens), sum(reasoning_tokens),
     sum(requests), sum(retries)
-FROM
-(
-    SELECT
-        day, tenant_id, workflow_id, workflow_name, provider, model, cost_usd,
-        input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-        requests, retries
-    FROM spend_daily_state
-    WHERE day BETWEEN {start:Date} AND {end:Date} AND day NOT IN {dirty:Array(Date)}
-    UNION ALL
-    SELECT
-        day, tenant_id, workflow_id, workflow_name, provider, model, cost_usd,
-        input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-        requests, retries
-    FROM spend_daily_recompute
-    WHERE day BETWEEN {start:Date} AND {end:Date} AND day IN {dirty:Array(Date)}
-    UNION ALL
-    SELECT
-        toDate(timestamp) AS day, tenant_id, workflow_id, workflow_name, provider, model,
-        delta_cost_usd AS cost_usd, toUInt64(0) AS input_tokens, toUInt64(0) AS cached_tokens,
-        toUInt64(0) AS cache_write_tokens, toUInt64(0) AS output_tokens,
-        toUInt64(0) AS reasoning_tokens, toUInt64(0) AS requests, toUInt64(0) AS retries
-    FROM cost_corrections FINAL
-    WHERE day BETWEEN {start:Date} AND {end:Date}
-)
+FROM ({_union(_SPEND_STATE, _SPEND_RECOMPUTE, _SPEND_CORRECTIONS, dirty)})
 GROUP BY GROUPING SETS (
     (day, tenant_id),
     (day, workflow_id),
@@ -214,10 +222,30 @@ GROUP BY GROUPING SETS (
 )
 """
 
-# A run's outcome is its last call over all its days (max of (time, successful)),
-# taken as the max of time in ms * 2 + successful (0 or 1): the same order as the
-# tuple's, and a third of the time of max() over tuples on a large week.
-_TASK_COSTS = """
+
+_RUN_COLUMNS = "day, tenant_id, workflow_id, workflow_name, workflow_run_id, cost_usd, last_call"
+_RUN_STATE = f"""
+SELECT {_RUN_COLUMNS} FROM workflow_run_daily_state
+WHERE day BETWEEN {{start:Date}} AND {{end:Date}} AND day NOT IN {{dirty:Array(Date)}}
+"""
+_RUN_RECOMPUTE = f"""
+SELECT {_RUN_COLUMNS} FROM workflow_run_daily_recompute
+WHERE day BETWEEN {{start:Date}} AND {{end:Date}} AND day IN {{dirty:Array(Date)}}
+"""
+_RUN_CORRECTIONS = """
+SELECT
+    toDate(timestamp) AS day, tenant_id, workflow_id, workflow_name, workflow_run_id,
+    delta_cost_usd AS cost_usd, (toDateTime64(0, 3, 'UTC'), toUInt8(0)) AS last_call
+FROM cost_corrections FINAL
+WHERE day BETWEEN {start:Date} AND {end:Date} AND workflow_run_id != ''
+"""
+
+
+def _task_costs_query(dirty: list[date]) -> str:
+    """A run's outcome is its last call over all its days (max of (time, successful)),
+    taken as the max of time in ms * 2 + successful (0 or 1): the same order as the
+    tuple's, and a third of the time of max() over tuples on a large week."""
+    return f"""
 SELECT workflow_id, any(workflow_name), count(), countIf(successful), sum(cost)
 FROM
 (
@@ -226,22 +254,7 @@ FROM
         any(workflow_name) AS workflow_name,
         max(toUnixTimestamp64Milli(last_call.1) * 2 + last_call.2) % 2 = 1 AS successful,
         sum(cost_usd) AS cost
-    FROM
-    (
-        SELECT day, tenant_id, workflow_id, workflow_name, workflow_run_id, cost_usd, last_call
-        FROM workflow_run_daily_state
-        WHERE day BETWEEN {start:Date} AND {end:Date} AND day NOT IN {dirty:Array(Date)}
-        UNION ALL
-        SELECT day, tenant_id, workflow_id, workflow_name, workflow_run_id, cost_usd, last_call
-        FROM workflow_run_daily_recompute
-        WHERE day BETWEEN {start:Date} AND {end:Date} AND day IN {dirty:Array(Date)}
-        UNION ALL
-        SELECT
-            toDate(timestamp) AS day, tenant_id, workflow_id, workflow_name, workflow_run_id,
-            delta_cost_usd AS cost_usd, (toDateTime64(0, 3, 'UTC'), toUInt8(0)) AS last_call
-        FROM cost_corrections FINAL
-        WHERE day BETWEEN {start:Date} AND {end:Date} AND workflow_run_id != ''
-    )
+    FROM ({_union(_RUN_STATE, _RUN_RECOMPUTE, _RUN_CORRECTIONS, dirty)})
     WHERE workflow_id != ''
     GROUP BY tenant_id, workflow_id, workflow_run_id
 )
@@ -281,7 +294,7 @@ def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
         ).result_rows
     ]
     spend = client.query(
-        _SPEND,
+        _spend_query(dirty),
         parameters={
             "start": previous.start,
             "end": week.end,
@@ -422,7 +435,7 @@ def _spikes(kind: str, daily: _Daily, week: Period, previous: Period) -> list[Sp
 
 def _task_costs(client: Reader, week: Period, dirty: list[date]) -> list[TaskCost]:
     rows = client.query(
-        _TASK_COSTS, parameters={"start": week.start, "end": week.end, "dirty": dirty}
+        _task_costs_query(dirty), parameters={"start": week.start, "end": week.end, "dirty": dirty}
     ).result_rows
     costs = [
         TaskCost(workflow_id, _label(workflow_id, name), runs, successful, cost)
