@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from bench.analyst_weekly import create_ledger, load
+from bench.analyst_weekly import create_ledger, load, settle
 from detectors.spike_cause import SpikeCauseClassifier
 from schemas.spend_config import TenantConfig
 from streams.dashboard import panels
@@ -114,17 +114,6 @@ def endpoints(now: Callable[[], datetime]) -> dict[str, Callable[[Ledger], Any]]
             panels.series(c, "team", p, now())
         )
     return work
-
-
-def settle(client: Any, limit_s: float = 900.0) -> float:
-    """Seconds until no background merge runs (at most `limit_s`)."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < limit_s:
-        (running,) = client.query("SELECT count() FROM system.merges").result_rows[0]
-        if not running:
-            break
-        time.sleep(1.0)
-    return time.perf_counter() - started
 
 
 def time_endpoint(
