@@ -304,7 +304,7 @@ def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
     )
     # The engine releases the GIL while it runs a query: the other sections' queries
     # run on a second thread while this one sums the spend rows (one query at a time,
-    # as a remote reader's session requires).
+    # a ClickHouse HTTP session refuses concurrent queries).
     with ThreadPoolExecutor(max_workers=1) as pool:
         task_costs = pool.submit(_task_costs, client, week, dirty)
         prices = pool.submit(_unit_prices, client, week)
