@@ -10,22 +10,26 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import orjson
 
 from streams.auth import analyst_token_for, usage_hint
 from streams.cost.catalog import load_pricing_file
-from streams.embedded.replay import publish
 from streams.embedded.simulate import TrafficGenerator, history, parse_span, publish_traffic
 from streams.embedded.stack import EmbeddedStack, WorkerProcess, raise_worker_failed
-from streams.embedded.status import SlidingRate, StackWatcher, status_line
 from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import ensure_data_dir_free
-from streams.ledger.remote import WORKER_FILE
 from streams.ports import free_port, port_free
-from streams.runtime.drain import usage_backlog
 from streams.settings import Settings
 from streams.spend.config import load_config
+
+if TYPE_CHECKING:
+    from streams.embedded.status import StackWatcher
+
+# The modules of the status line, the backfill and the stop (pyarrow, Faust, ...: a
+# second or more) are imported where they are used: `dev` reaches its broker and
+# worker start sooner than if it loaded them first (bench.cold_start).
 
 # History goes in large messages: the worker's cost per message is shared by them all.
 BACKFILL_EVENTS_PER_MESSAGE = 500
@@ -72,6 +76,8 @@ def _events(workers: list[WorkerProcess]) -> tuple[int, bool] | None:
 def backfill(bootstrap: str, topic: str, span: float, rate: float) -> int:
     """`span` seconds of simulated history up to now, published through the same topic in
     large messages (the workers ledger it, count it and let the detectors learn from it)."""
+    from streams.embedded.replay import publish
+
     events = list(history(span, rate, datetime.now(UTC)))
     messages = [
         orjson.dumps(events[i : i + BACKFILL_EVENTS_PER_MESSAGE], default=str)
@@ -94,6 +100,8 @@ def web_port_for(settings: Settings) -> int:
     line, when something else listens there (another stack, on a shared machine)."""
     if port_free(settings.web_host, settings.web_port):
         return settings.web_port
+    from streams.ledger.remote import WORKER_FILE
+
     port = free_port()
     print(
         f"spendstream dev: port {settings.web_port} is in use; the worker listens on "
@@ -106,6 +114,8 @@ def web_port_for(settings: Settings) -> int:
 def drain_stop(stack: EmbeddedStack) -> None:
     """A clean stop: the workers refuse HTTP ingest (503 with Retry-After) and ledger
     what the broker holds before they exit; the broker stops after them."""
+    from streams.runtime.drain import usage_backlog
+
     bootstrap, topic = stack.bootstrap, stack.settings.usage_topic
     left = asyncio.run(usage_backlog(bootstrap, topic))
     print(
@@ -152,8 +162,7 @@ def run_dev(
         sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        stack.start_broker()
-        started = stack.start_workers(max(1, workers), web_port_for(settings))
+        started = stack.start(max(1, workers), web_port_for(settings))
         urls = ", ".join(f"http://127.0.0.1:{w.web_port}" for w in started)
         print(
             f"spendstream dev: broker {stack.bootstrap}, data {settings.data_dir}, "
@@ -161,6 +170,8 @@ def run_dev(
             flush=True,
         )
         print(usage_hint(settings.data_dir), file=sys.stderr, flush=True)
+        from streams.embedded.status import SlidingRate, StackWatcher, status_line
+
         token = analyst_token_for(settings.data_dir, settings.analyst_token)
         watcher = StackWatcher(f"http://127.0.0.1:{started[0].web_port}", token)
         if span is not None:

@@ -24,7 +24,6 @@ from streams.data_dir import open_private_log, private_dir, use_private_umask
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.processes import child_env, spawn, stop
 from streams.errors import SpendstreamError
-from streams.faust_ext.worker import STOP_DEADLINE_SECONDS
 from streams.kafka.admin import ensure_topics
 from streams.kafka.group_progress import GroupProgress, GroupProgressReader
 from streams.kafka.topics import INGEST_GROUP, topic_specs
@@ -71,13 +70,27 @@ class EmbeddedStack:
 
     def start_broker(self) -> None:
         self.broker.start()
+        self.create_topics()
+
+    def create_topics(self) -> None:
         asyncio.run(ensure_topics(self.bootstrap, topic_specs(self.settings)))
+
+    def start(self, count: int, web_port: int | None = None) -> list[WorkerProcess]:
+        """The broker, then the workers as `start_workers`; the first worker is spawned
+        as soon as the broker listens and loads its modules (seconds) while the topics
+        are created (it waits for the broker and creates any topic missing itself)."""
+        self.broker.start()
+        owner = self.start_worker(web_port=web_port)
+        self.create_topics()
+        return self._when_ready(owner, count)
 
     def start_workers(self, count: int, web_port: int | None = None) -> list[WorkerProcess]:
         """The first worker owns the embedded data dir (and listens on `web_port` if
         given); the others write and read through it (chdb lets one process own a
         path). All share one consumer group."""
-        owner = self.start_worker(web_port=web_port)
+        return self._when_ready(self.start_worker(web_port=web_port), count)
+
+    def _when_ready(self, owner: WorkerProcess, count: int) -> list[WorkerProcess]:
         self.wait_ready(owner)
         peers = [self.start_worker(peer_of=owner) for _ in range(count - 1)]
         for peer in peers:
@@ -138,6 +151,9 @@ class EmbeddedStack:
     def stop_workers(self) -> None:
         """SIGTERM each worker (the last started first) and wait while it drains what
         the broker holds (streams/runtime/drain.py) and stops."""
+        # Here, not at the top: Faust's import is a second `dev` would wait for at start.
+        from streams.faust_ext.worker import STOP_DEADLINE_SECONDS
+
         timeout = self.settings.stop_drain_seconds + STOP_DEADLINE_SECONDS + 5
         for worker in reversed(self.workers):
             stop(worker.process, timeout=timeout)

@@ -42,6 +42,7 @@ from streams.ledger.connect import (
     open_session_client,
 )
 from streams.ledger.migrations import apply_migrations
+from streams.ledger.opening import LedgerOpening
 from streams.ledger.peer import PeerClickHouseClient
 from streams.ledger.query_guard import QueryLimits
 from streams.ledger.query_service import QueryService
@@ -121,19 +122,25 @@ class WorkerResources:
         """The ledger is chdb in a data dir (this worker's, or the owner's of its peers)."""
         return self.settings.resolved_clickhouse_url.startswith("chdb:")
 
-    def connect(self) -> list[str]:
+    def connect(self, opening: LedgerOpening | None = None) -> list[str]:
         """Open ClickHouse and apply pending migrations, before Faust starts, so that a
-        data dir in use or an unreachable server fails the command with one line."""
-        self.handle = open_ledger(self.settings.resolved_clickhouse_url, self.settings)
+        data dir in use or an unreachable server fails the command with one line; or
+        take the embedded ledger `opening` opened and migrated."""
+        if opening is not None:
+            self.handle, applied = opening.result()
+            self.started.update(opening.started)
+        else:
+            self.handle = open_ledger(self.settings.resolved_clickhouse_url, self.settings)
         self.executor = ClickHouseExecutor(self.handle.client)
         if self.handle.remote:
             self.reader = self.handle.client
             self._open_queries()
             self._make_sink()
             return []  # the owner worker applies migrations
-        self.started["clickhouse_open"] = time.time()
-        applied = apply_migrations(self.handle.client)
-        self.started["migrated"] = time.time()
+        if opening is None:
+            self.started["clickhouse_open"] = time.time()
+            applied = apply_migrations(self.handle.client)
+            self.started["migrated"] = time.time()
         self.reader = open_session_client(self.handle, self.settings.clickhouse_password)
         self._open_queries()
         self._make_sink()
@@ -167,15 +174,17 @@ class WorkerResources:
             on_batch=self.on_sink_batch,
         )
 
-    def connect_in_background(self) -> None:
+    def connect_in_background(self, opening: LedgerOpening | None = None) -> None:
         """Open ClickHouse and migrate on a thread while Faust starts and joins its
-        group (seconds either way); the ingest service waits for it before its first batch."""
+        group (seconds either way); the ingest service waits for it before its first
+        batch. `opening`: the embedded ledger, already being opened and migrated."""
         url = self.settings.resolved_clickhouse_url
         if not url.startswith("chdb:"):
             self.connect()  # a server that does not answer fails the command in one line
             return
-        ensure_data_dir_free(url)  # one clear line if another process owns it
-        self._connecting = concurrent.futures.ThreadPoolExecutor(1).submit(self.connect)
+        if opening is None:
+            ensure_data_dir_free(url)  # one clear line if another process owns it
+        self._connecting = concurrent.futures.ThreadPoolExecutor(1).submit(self.connect, opening)
 
     async def connected(self) -> bool:
         """Wait for the background connect (if any); True once ClickHouse is usable."""
@@ -232,6 +241,7 @@ class WorkerResources:
                 publish_costed=publish_costed,
                 publish_dead_letters=publish_dead_letters,
             )
+            self.started["pipeline_open"] = time.time()
             return self.pipeline
 
     def start_restoring_spend_state(self, spend: SpendState) -> None:
@@ -298,6 +308,7 @@ class WorkerResources:
 
     def on_partitions_assigned(self) -> None:
         """The ingest group rebalanced: the next batch first refreshes the filter."""
+        self.started.setdefault("usage_assigned", time.time())
         if self.loaded_until is not None:
             self.rebalanced_at = datetime.now(UTC)
 
