@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli.main import build_parser
+from streams.cli.main import LEAN_COMMANDS, build_parser
 from streams.cli.options import DATA_DIR_HELP, settings_from
 
 
@@ -46,3 +46,17 @@ def test_the_default_is_the_environment_then_dot_spendstream(
     assert settings_from(parser.parse_args(argv)).data_dir == tmp_path
     given = tmp_path / "given"
     assert settings_from(parser.parse_args([*argv, "--data-dir", str(given)])).data_dir == given
+
+
+@pytest.mark.parametrize("command", sorted(LEAN_COMMANDS))
+def test_a_lean_command_parses_the_same_without_the_layers(command: str) -> None:
+    """`dev` and `worker` skip the keys, alerts and analyst sub-commands (their imports
+    cost the start ~0.8 s): their own options parse as in the whole parser."""
+    lean = build_parser(layers=False)
+    lean_commands = next(
+        a for a in lean._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    assert command in lean_commands and "report" not in lean_commands
+    argv = [command, "--data-dir", "/tmp/d"]
+    whole = vars(build_parser().parse_args(argv))
+    assert vars(lean.parse_args(argv)) == whole
