@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, ConsumerT
+from faust.utils import venusian as faust_venusian
 from mode import ServiceT
 
 from streams.kafka.tuning import FETCH_MAX_WAIT_MS
@@ -146,6 +147,18 @@ class LogEndTransport(faust_aiokafka.Transport):
 # from the `faust.transports` entry points): a broker URL with this scheme makes
 # `App.transport` and `App.producer_transport` a `LogEndTransport`.
 TRANSPORTS[TRANSPORT_SCHEME] = f"{__name__}:LogEndTransport"
+
+
+def _no_scan_mark(*args: Any, **kwargs: Any) -> None:
+    """Faust's decorators mark each agent, timer, page and service for venusian's scan
+    (`App.discover`, run only with `autodiscover`, which no app here turns on). Each
+    mark reads its caller's source frame, and `inspect.getmodule` takes a realpath of
+    every loaded module: ~1.1 s for the worker's ~30 decorators, at every start."""
+
+
+# PRIVATE (faust-streaming 0.15.3): faust.app.base calls `venusian.attach` through
+# the `faust.utils.venusian` module (tests/faust_ext/test_private_points.py).
+faust_venusian.attach = _no_scan_mark
 
 
 class SpendstreamApp(faust.App):

@@ -136,3 +136,19 @@ def test_forget_old_log_drops_the_consumers_ack_bookkeeping_of_a_partition() -> 
     assert consumer._committed_offset[tp] is None
     assert not consumer._acked[tp] and not consumer._acked_index[tp] and not consumer._gap[tp]
     assert consumer._committed_offset[other] == 40 and consumer._acked[other] == [41, 42]
+
+
+def test_fausts_scan_marks_go_through_the_module_attribute_we_replace() -> None:
+    """streams/faust_ext/app.py replaces `faust.utils.venusian.attach` (1.1 s of the
+    worker's start): Faust must call it through that module, and only a scan
+    (`autodiscover`, off here) reads the marks."""
+    from faust.app import base
+    from faust.utils import venusian
+
+    from streams.faust_ext.app import _no_scan_mark
+
+    assert base.venusian is venusian and venusian.attach is _no_scan_mark
+    for decorator in (faust.App.agent, faust.App._task, faust.App.page, faust.App.service):
+        assert "venusian.attach(" in inspect.getsource(decorator)
+    assert "venusian.Scanner()" in inspect.getsource(faust.App.discover)
+    assert app().conf.autodiscover is False
