@@ -26,6 +26,9 @@ PROGRAM = textwrap.dedent(
 
     async def main():
         asyncio.get_running_loop().create_task(stubborn())
+        # Let it reach its sleep: a task cancelled before its first step never runs
+        # its body, and a signal right after "ready" would find nothing stubborn.
+        await asyncio.sleep(0)
         print("ready", flush=True)
         await asyncio.sleep(3600)
 
