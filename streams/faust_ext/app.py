@@ -170,14 +170,6 @@ class SpendstreamApp(faust.App):
     # Awaited on the first stop signal, before any service stops (StoppingWorker).
     drain: Callable[[], Awaitable[object]] | None = None
 
-    async def on_start(self) -> None:
-        # Faust's App.on_start (0.15.3) runs before the app's services start, one by
-        # one: the ingest group's join (seconds of waiting on the broker) begins here.
-        await super().on_start()
-        begin_join = getattr(self.ingest, "begin_join", None)
-        if begin_join is not None:
-            begin_join()
-
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         # `app.service` would start it after the tables recover (seconds: a group join
         # and the changelog reads). Ingest needs no table: the ledger and the costed

@@ -119,7 +119,6 @@ class UsageConsumer(Service):
         self.ledgered_to: dict[int, int] = {}
         self._ledgered = asyncio.Event()
         self._loops: list[asyncio.Future[Any]] = []
-        self._joining: asyncio.Future[None] | None = None
         self.identity: ClusterIdentity | None = None
         # The cluster whose logs the positions refer to, and the one the group's
         # committed offsets were read from at the last assignment.
@@ -133,20 +132,7 @@ class UsageConsumer(Service):
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self.consumer is not None else set()
 
-    def begin_join(self) -> None:
-        """Begin the group join now (2 s on the embedded broker, which answers JoinGroup
-        after half the session timeout); `on_start` waits for it. The app calls this
-        before it starts its other services, so the join waits beside them."""
-        if self._joining is None:
-            self._joining = asyncio.ensure_future(self._join())
-
     async def on_start(self) -> None:
-        self.begin_join()
-        assert self._joining is not None
-        await self._joining
-        self._loops = [self.add_future(self._consume()), self.add_future(self._write())]
-
-    async def _join(self) -> None:
         session_ms = int(self.settings.session_timeout_seconds * 1000)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -166,15 +152,15 @@ class UsageConsumer(Service):
         await self.identity.start()
         self.consumer.subscribe([self.settings.usage_topic], listener=_Rebalance(self))
         await self.consumer.start()
+        self._loops = [self.add_future(self._consume()), self.add_future(self._write())]
 
     async def on_stop(self) -> None:
         # A clean stop writes and commits what is queued; SIGKILL does not, and those
         # batches are re-delivered (ledgered ids are then dropped as duplicates). The
         # loops go first: one may be retrying a write for as long as an outage lasts.
-        loops = [*self._loops, *([self._joining] if self._joining is not None else [])]
-        for future in loops:
+        for future in self._loops:
             future.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+        await asyncio.gather(*self._loops, return_exceptions=True)
         if self.pipeline is not None:
             try:
                 await asyncio.wait_for(self._write_queued(self.pipeline), STOP_WRITE_SECONDS)
