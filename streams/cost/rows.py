@@ -247,6 +247,9 @@ COSTED_FIELDS = (
     "estimated_cost_usd",
     "source_partition",
     "source_offset",
+    # When the row was priced: a spend table rebuilt from the ledger holds the rows
+    # ingested before its `since` (streams/spend/coverage.py), and skips their events.
+    "ingested_at",
 )
 
 

@@ -50,8 +50,10 @@ class EmbeddedStack:
     broker: EmbeddedBroker = field(init=False)
     workers: list[WorkerProcess] = field(default_factory=list)
     log_epoch: str = field(default_factory=lambda: f"embedded-{uuid.uuid4().hex[:12]}")
-    # Before the broker exists: every row of this epoch is ingested after it.
-    log_epoch_started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Before the broker exists: every row of this epoch is ingested after it. None: the
+    # workers treat the broker as Kafka, whose log outlives them (its changelogs hold
+    # the spend state; streams/spend/coverage.py).
+    log_epoch_started_at: datetime | None = field(default_factory=lambda: datetime.now(UTC))
     peer_token: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,10 +116,10 @@ class EmbeddedStack:
             SPENDSTREAM_DATA_DIR=str(self.settings.data_dir.resolve()),
             SPENDSTREAM_CLICKHOUSE_URL=clickhouse_url,
             SPENDSTREAM_LOG_EPOCH=self.log_epoch,
-            SPENDSTREAM_LOG_EPOCH_STARTED_AT=self.log_epoch_started_at.isoformat(),
             SPENDSTREAM_WEB_PORT=str(web_port),
             SPENDSTREAM_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
             **self._file_env(),
+            **self._epoch_env(),
             **peer_env,
             **(extra_env or {}),
         )
@@ -129,6 +131,10 @@ class EmbeddedStack:
         worker = WorkerProcess(process, web_port)
         self.workers.append(worker)
         return worker
+
+    def _epoch_env(self) -> dict[str, str]:
+        started = self.log_epoch_started_at
+        return {} if started is None else {"SPENDSTREAM_LOG_EPOCH_STARTED_AT": started.isoformat()}
 
     def _file_env(self) -> dict[str, str]:
         """The files the stack was started with (`dev --pricing/--config`), absolute,

@@ -153,7 +153,10 @@ class IngestPipeline:
     ) -> PreparedBatch:
         """Steps 1-3, CPU only. `in_flight`: hashes of a batch still being delivered,
         not yet marked in the filter, whose ids must not be admitted twice."""
+        # To the millisecond, as the ledger's `ingested_at` keeps it: the costed events
+        # carry the same instant, and the spend tables compare it with the ledger's.
         now = self.clock()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         events: list[tuple[ValidatedEvent, SourcePosition]] = []
         dead_letters: list[dict[str, Any]] = []
         decoded_messages = decode_batch([m.value for m in messages], now, self.timestamp_floor)

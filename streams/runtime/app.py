@@ -84,6 +84,7 @@ def build_app(
             settings.public_url or f"http://{settings.web_host}:{settings.web_port}",
             auth.tokens.alert_link,
         ),
+        covered_base=lambda coverage, fresh: resources.covered_base(spend, coverage, fresh),
     )
 
     @app.timer(ALERT_ROWS_FLUSH_SECONDS)

@@ -49,14 +49,19 @@ from streams.ledger.query_service import QueryService
 from streams.ledger.remote import write_worker_file
 from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
 from streams.retrying import until_done
+from streams.runtime.drain import UsageBacklog
 from streams.runtime.metrics import DeliveryCounts
 from streams.settings import Settings
-from streams.spend.ledger_state import LedgerQueries
+from streams.spend.coverage import Coverage
+from streams.spend.ledger_state import LedgerQueries, load_covered_base
 from streams.spend.state import SpendState
 from streams.spend.tables import LedgerBase
 
 # How long the de-duplication rebuild waits for the month totals (see open_pipeline).
 LIMITS_FIRST_SECONDS = 10.0
+# How often a fresh coverage mark's wait for the ingest group says how far it is.
+BACKLOG_POLL_SECONDS = 0.2
+BACKLOG_REPORT_SECONDS = 10.0
 log = logging.getLogger(__name__)
 
 # Alert states read at start: monthly budget pages stay open for their month.
@@ -225,8 +230,9 @@ class WorkerResources:
             # of the horizon (millions) and would share the two cores with the month
             # query that `/v1/limits` waits for (3 s instead of 0.3 s under load). Ingest
             # waits that much longer; bounded, should ClickHouse fail the restore.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(spend.limits_ready.wait(), LIMITS_FIRST_SECONDS)
+            if self.settings.in_memory_broker:  # on Kafka the base waits for ingest instead
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(spend.limits_ready.wait(), LIMITS_FIRST_SECONDS)
             loaded = await self.rebuild_dedupe()
             log.info("de-duplication filter rebuilt from the ledger: %d request ids", loaded)
             assert self.handle is not None
@@ -305,6 +311,51 @@ class WorkerResources:
         )
         if acks:
             log.info("%d alert acknowledgements and snoozes restored", len(acks))
+
+    async def covered_base(self, spend: SpendState, coverage: Coverage, fresh: bool) -> LedgerBase:
+        """On Kafka: the base of the costed partitions `coverage` names, each one's
+        tenants' rows ingested before its mark (streams/spend/coverage.py). After a mark
+        written just now (`fresh`), first every usage message the log holds now is
+        ledgered or dead-lettered (the ingest group commits only after the ledger
+        write): a row priced before the mark but not yet in ClickHouse would be in
+        neither the base nor the stream, which skips its costed event."""
+        if not await self.connected():
+            raise ConnectionError("ClickHouse is not connected")
+        assert self.executor is not None and self.handle is not None
+        started = time.perf_counter()
+        if fresh:
+            await self.wait_ingest_committed()
+        tables = spend.tables
+        base = await self.executor.run(
+            partial(
+                load_covered_base,
+                self.handle.client,
+                coverage,
+                self.settings.topic_partitions,
+                datetime.now(UTC),
+                max_values_per_dim=tables.max_values_per_dim,
+                run_retention=timedelta(hours=tables.run_retention_hours),
+                daily_retention_days=tables.daily_retention_days,
+            )
+        )
+        self.limits_ready_seconds = time.perf_counter() - started
+        self.started["months_in"] = time.time()
+        return base
+
+    async def wait_ingest_committed(self) -> None:
+        """Until the ingest group has committed every usage message in the log now."""
+        backlog = UsageBacklog(self.settings.kafka_bootstrap, self.settings.usage_topic)
+        try:
+            left = await backlog.start()
+            said = time.monotonic()
+            while left:
+                if time.monotonic() - said >= BACKLOG_REPORT_SECONDS:
+                    log.info("spend state rebuild waits for %d usage messages to be ledgered", left)
+                    said = time.monotonic()
+                await asyncio.sleep(BACKLOG_POLL_SECONDS)
+                left = await backlog.left()
+        finally:
+            await backlog.stop()
 
     def on_partitions_assigned(self) -> None:
         """The ingest group rebalanced: the next batch first refreshes the filter."""

@@ -53,6 +53,9 @@ class WorkerStatus:
             "batch_failures": self.consumer.failures,
             "overflowed": spend.overflowed,
             "costed_rewinds": spend.rewinds,
+            # On Kafka: costed rows whose ledger rows the base read already
+            # (a partition's changelog began again; streams/spend/coverage.py).
+            "costed_in_ledger_base": spend.in_ledger_base,
             # For `replay`: every ledgered row has reached the spend agent once
             # `spend_rows` >= `ledgered`, and its alerts are recorded at 0 pending.
             "spend_rows": spend.rows_seen,

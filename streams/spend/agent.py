@@ -33,10 +33,11 @@ from streams.faust_ext.progress import forget_old_log, tables_ready
 from streams.kafka.admin import ClusterIdentity
 from streams.retrying import until_done
 from streams.settings import Settings
+from streams.spend.coverage import Coverage, costed_partition, mark_key, millis
 from streams.spend.monitor import SpendMonitor, warm_up_online
 from streams.spend.progress import CostedProgress
 from streams.spend.state import SpendState
-from streams.spend.tables import SpendTables
+from streams.spend.tables import LedgerBase, SpendTables, key_tenant
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ def tenant_rows(
 class ListFlags:
     counting: bool = False  # inside a list: waiting on its table writes is no stall
     needs_index: bool = True  # tables recovered (start, rebalance): index them first
+    # On Kafka, tables recovered (start, rebalance): check each costed partition's mark
+    # and read its base from the ledger (streams/spend/coverage.py) before counting.
+    needs_cover: bool = False
     # The cluster whose costed log the agent's positions and progress record refer to.
     costed_cluster: str | None = None
 
@@ -95,11 +99,15 @@ def register_spend_agent(
     before_first_list: Callable[[], Awaitable[None]] | None = None,
     may_read_limits: Callable[[Any, str], bool] = lambda request, tenant_id: False,
     ack_links: AckLinks | None = None,
+    covered_base: Callable[[Coverage, bool], Awaitable[LedgerBase]] | None = None,
 ) -> SpendState:
     """The agent, its timers and `GET /v1/limits/{tenant_id}` on `app`. `before_first_list`
     is awaited once before the first list: the worker wires the alerts table there, so
     that no alert raised at start is missing from it. `may_read_limits(request, tenant)`
-    says whether the caller may read the tenant's limits."""
+    says whether the caller may read the tenant's limits. On Kafka (no log epoch start
+    in `settings`), `covered_base(coverage, fresh)` reads the base of the costed
+    partitions `coverage` names from the ledger; `fresh`: a mark was written just now,
+    so the rows priced before it must be ledgered first."""
 
     def table(name: str) -> BatchedTable:
         return BatchedTable(app.Table(name, default=None, partitions=settings.topic_partitions))
@@ -116,6 +124,11 @@ def register_spend_agent(
         monitor=SpendMonitor(config),
         alerting=build_alerting(config, embedded=embedded, ack_links=ack_links),
     )
+    if not settings.in_memory_broker:
+        if covered_base is None:
+            raise ValueError("on Kafka the spend agent needs covered_base")
+        state.coverage = Coverage()  # no partition known yet: /v1/limits answers 503
+        flags.needs_cover = True
     costed_topic = app.topic(settings.costed_topic, value_serializer="raw", key_serializer="raw")
     identity: ClusterIdentity | None = None  # made on the worker's loop, at first use
     # A list is counted, or the costed log followed to a new one, never both at once:
@@ -165,6 +178,8 @@ def register_spend_agent(
         # Nothing is counted before the base from the ledger is in: the detectors'
         # history and every total start from it.
         await state.state_ready.wait()
+        if flags.needs_cover:
+            await until_done(cover, log, "spend state rebuild from the ledger")
         if flags.needs_index:
             # Tables recovered from their changelogs (at start or after a
             # rebalance): learn which keys each tenant owns before expiring any.
@@ -174,6 +189,12 @@ def register_spend_agent(
         grouped, repeated = tenant_rows(admitted.events)
         state.skipped_redelivered += repeated
         for (tenant_id, partition), rows in grouped.items():
+            if state.coverage is not None:
+                rows, in_base = state.coverage.counted_rows(partition, rows)
+                state.in_ledger_base += in_base
+                state.rows_seen += in_base
+                if not rows:
+                    continue
             state.apply(tenant_id, rows)
             await durably(*(partial(table.flush, app, partition) for table in batched))
         state.incidents.saw_new_calls()
@@ -187,6 +208,73 @@ def register_spend_agent(
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         flags.needs_index = True
+        flags.needs_cover = state.coverage is not None
+
+    def drop_partition(partition: int) -> int:
+        """Delete the recovered values of the partition's tenants (a changelog without
+        its mark holds an unknown part of them); the caller flushes the tombstones."""
+        dropped = 0
+        for name, table in zip(("hourly", "totals", "runs"), batched, strict=True):
+            for key in list(table):
+                tenant_id = key_tenant(name, key)
+                if costed_partition(tenant_id, settings.topic_partitions) == partition:
+                    del table[key]
+                    dropped += 1
+        return dropped
+
+    async def cover() -> None:
+        """Each assigned costed partition's mark (written now where missing), then the
+        base of those partitions from the ledger, unless it is the one held already."""
+        partitions = sorted(
+            tp.partition for tp in app.consumer.assignment() if tp.topic == settings.costed_topic
+        )
+        marks: dict[int, int] = {}
+        fresh = False
+        for partition in partitions:
+            mark = progress_table.get(mark_key(partition))
+            if mark is None:
+                dropped = drop_partition(partition)
+                mark = millis(datetime.now(UTC))
+                progress_table[mark_key(partition)] = mark
+                flushes = (*batched, progress_table)
+                await durably(*(partial(table.flush, app, partition) for table in flushes))
+                log.warning(
+                    "costed partition %d: its changelog holds no mark (a new consumer group, "
+                    "or a changelog lost or truncated); its spend state begins again from "
+                    "the ledger's rows ingested before now (%d recovered values dropped)",
+                    partition,
+                    dropped,
+                )
+                fresh = True
+            marks[partition] = int(mark)
+        coverage = Coverage(marks)
+        held = state.coverage
+        if held is None or held.since_ms != marks or not state.limits_ready.is_set():
+            state.limits_ready.clear()
+            assert covered_base is not None
+            base = await covered_base(coverage, fresh)
+            state.cover(base, coverage)
+            log.info(
+                "spend state of costed partitions %s read from the ledger: %d rows below "
+                "their marks",
+                partitions,
+                base.rows,
+            )
+        flags.needs_cover = False
+        flags.needs_index = True
+
+    @app.timer(1.0)
+    async def cover_assigned() -> None:
+        # An idle worker gets no list: its limits must not wait for one.
+        if not flags.needs_cover or not tables_ready(app) or not state.state_ready.is_set():
+            return
+        async with one_at_a_time:
+            if not flags.needs_cover:
+                return
+            try:
+                await cover()
+            except Exception as exc:  # a timer that raises stops the worker: try next time
+                log.warning("spend state rebuild from the ledger failed (%s); retrying", exc)
 
     app.on_partitions_assigned.connect(on_assigned)
 

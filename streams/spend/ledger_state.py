@@ -20,11 +20,13 @@ Work is per aggregated row (tenant, value, hour), never per ledger row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from streams.ledger.remote import DirectReader, Reader
+from streams.spend.coverage import Coverage, costed_partition, since_datetime
 from streams.spend.tables import (
     CAPPED_DIMENSIONS,
     DAY,
@@ -139,18 +141,28 @@ def _utc(value: datetime) -> datetime:
 class LedgerQueries:
     """The base's queries over the ledger's rows ingested before `before` (blocking: run
     them on the ClickHouse thread). `reader` is a clickhouse-connect client or a peer's
-    remote reader."""
+    remote reader; `keep(tenant_id)`, when given, says which tenants' rows the base
+    takes (every query's first column is the tenant)."""
 
-    def __init__(self, reader: Any, before: datetime, now: datetime) -> None:
+    def __init__(
+        self,
+        reader: Any,
+        before: datetime,
+        now: datetime,
+        keep: Callable[[str], bool] | None = None,
+    ) -> None:
         # A peer worker's client reads through the owner; a local one reads directly.
         self.read: Reader = reader if getattr(reader, "remote", False) else DirectReader(reader)
         self.before = before
         self.now = now
+        self.keep = keep
 
     def rows(self, sql: str, **moments: datetime) -> list[tuple[Any, ...]]:
         moments["before"] = self.before
         parameters = {f"{name}_ms": _millis(at) for name, at in moments.items()}
-        return self.read.query(sql, parameters).result_rows
+        rows = self.read.query(sql, parameters).result_rows
+        keep = self.keep
+        return rows if keep is None else [row for row in rows if keep(str(row[0]))]
 
     def months(self, base: LedgerBase) -> None:
         """Month totals: all `/v1/limits` reads, so it answers before the rest is in."""
@@ -246,10 +258,36 @@ def load_ledger_base(
     max_values_per_dim: int = 1000,
     run_retention: timedelta = timedelta(hours=48),
     daily_retention_days: int = 40,
+    keep: Callable[[str], bool] | None = None,
+    into: LedgerBase | None = None,
 ) -> LedgerBase:
-    """The whole base at once (blocking)."""
-    base = LedgerBase()
-    queries = LedgerQueries(reader, before, now)
+    """The whole base at once (blocking): of the tenants `keep` takes, into `into`."""
+    base = LedgerBase() if into is None else into
+    queries = LedgerQueries(reader, before, now, keep)
     queries.months(base)
     queries.hours_and_runs(base, max_values_per_dim, run_retention, daily_retention_days)
+    return base
+
+
+def load_covered_base(
+    reader: Any,
+    coverage: Coverage,
+    partitions: int,
+    now: datetime,
+    **limits: Any,
+) -> LedgerBase:
+    """The base of the costed partitions `coverage` names (Kafka, streams/spend/coverage.py):
+    each partition's tenants' rows ingested before its mark; one query set per distinct
+    mark (blocking). `limits`: as `load_ledger_base`'s."""
+    base = LedgerBase()
+    for since, group in sorted(coverage.groups().items()):
+        owners: dict[str, bool] = {}  # tenant -> in this group (murmur2 once per tenant)
+
+        def keep(tenant: str, group: set[int] = group, owners: dict[str, bool] = owners) -> bool:
+            owned = owners.get(tenant)
+            if owned is None:
+                owned = owners[tenant] = costed_partition(tenant, partitions) in group
+            return owned
+
+        load_ledger_base(reader, since_datetime(since), now, keep=keep, into=base, **limits)
     return base

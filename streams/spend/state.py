@@ -21,6 +21,7 @@ from schemas.spend_config import SpendConfig
 from streams.alerting.acknowledgements import Acknowledgement, alert_id
 from streams.alerting.delivery import DeliveryRecorder
 from streams.alerting.wiring import Alerting
+from streams.spend.coverage import Coverage
 from streams.spend.incidents import IncidentPolicy
 from streams.spend.monitor import SpendMonitor
 from streams.spend.tables import LedgerBase, SpendTables
@@ -44,6 +45,11 @@ class SpendState:
     skipped_redelivered: int = 0
     rewinds: int = 0  # costed partitions read again after a skip or a stall
     rows_seen: int = 0  # costed rows taken by the agent, counted or skipped
+    # On Kafka: each costed partition's mark, the ledger rows its base holds
+    # (streams/spend/coverage.py); None on the embedded broker, whose log epoch splits
+    # the ledger. Until it is known, /v1/limits answers 503.
+    coverage: Coverage | None = None
+    in_ledger_base: int = 0  # costed rows skipped: their ledger rows are in the base
     # Set once the ledger's state before this log epoch and the open incidents are
     # restored (streams/spend/ledger_state.py); until then no list is counted and
     # /v1/limits answers 503.
@@ -75,8 +81,16 @@ class SpendState:
         self.tables.set_base(base)
         self.incidents.restore(alerts, now)
         self.apply_acknowledgements(acks)
-        self.limits_ready.set()
+        if self.coverage is None or self.coverage.since_ms:
+            self.limits_ready.set()
         self.state_ready.set()
+
+    def cover(self, base: LedgerBase, coverage: Coverage) -> None:
+        """On Kafka: the base of the costed partitions this worker holds, read from the
+        ledger below each partition's mark; limits are exact again."""
+        self.tables.set_base(base)
+        self.coverage = coverage
+        self.limits_ready.set()
 
     def apply(self, tenant_id: str, rows: list[dict[str, Any]]) -> None:
         """Count one tenant's costed rows, run the detectors on what changed, and

@@ -62,6 +62,19 @@ HOURLY_RETENTION_HOURS = 8 * 24 + 1
 Table = MutableMapping[str, Any]
 
 
+def key_tenant(table: str, key: str) -> str:
+    """The tenant of a key of `table` ("hourly", "totals", "runs"); a tenant id may hold
+    SEP, while dimension values in keys have it replaced and hours and days are digits.
+    A run's workflow and run ids are raw: its tenant ends at the first "|run|"."""
+    if table == "runs":
+        return key.split(f"{SEP}run{SEP}", 1)[0]
+    parts = key.rsplit(SEP, 3)
+    daily = len(parts) == 4 and parts[1] in DIMENSIONS and parts[3].startswith("d")
+    if table == "hourly" or daily:
+        return parts[0]
+    return key.rsplit(SEP, 2)[0]  # "tenant|month|YYYY-MM"
+
+
 def new_bucket() -> dict[str, Any]:
     return {
         "cost": "0",

@@ -52,12 +52,18 @@ def analyst_client(url: str, data_dir: Path) -> Any:
 class RunningStack:
     """The embedded broker and one worker child process, for tests that talk to both."""
 
-    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, extra_env: dict[str, str] | None = None, *, kafka: bool = False
+    ) -> None:
+        """`kafka`: the worker is told no log epoch start, as on Kafka, whose log
+        outlives it; its spend state comes from the changelogs and their marks."""
         from streams.embedded.stack import EmbeddedStack
         from streams.settings import Settings
 
         self.settings = Settings(data_dir=data_dir)
         self.stack = EmbeddedStack(self.settings)
+        if kafka:
+            self.stack.log_epoch_started_at = None
         self.stack.start_broker()
         self.worker = self.stack.start_worker(extra_env)
         self.stack.wait_ready(self.worker)

@@ -210,12 +210,14 @@ class WorkerExited(Exception):
 class FaultStack(RunningStack):
     """`RunningStack` plus the fault and accounting helpers of the reliability suite."""
 
-    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, extra_env: dict[str, str] | None = None, *, kafka: bool = False
+    ) -> None:
         self.extra_env = dict(extra_env or {})
         self.targets: dict[int, int] = {}
         self.restarts = 0
         try:
-            super().__init__(data_dir, self.extra_env)
+            super().__init__(data_dir, self.extra_env, kafka=kafka)
             self._http = httpx.Client(timeout=30, headers=analyst_headers(data_dir))
             self.wait_queryable()
         except BaseException:
@@ -523,10 +525,10 @@ def fault_stack(tmp_path: Path) -> Iterator[Any]:
     """A factory: `fault_stack(env)` starts a fresh stack; all are stopped at the end."""
     started: list[FaultStack] = []
 
-    def start(extra_env: dict[str, str] | None = None) -> FaultStack:
+    def start(extra_env: dict[str, str] | None = None, *, kafka: bool = False) -> FaultStack:
         data_dir = tmp_path / f"data-{len(started)}"
         data_dir.mkdir()
-        stack = FaultStack(data_dir, extra_env)
+        stack = FaultStack(data_dir, extra_env, kafka=kafka)
         started.append(stack)
         return stack
 
