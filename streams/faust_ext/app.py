@@ -62,6 +62,10 @@ def broker_url(bootstrap: str) -> str:
     return f"{TRANSPORT_SCHEME}://{bootstrap}"
 
 
+# bootstrap -> the unserved records the probe last warned about
+_unserved_said: dict[str, dict[Any, tuple[int | None, int]]] = {}
+
+
 async def fetched_log_ends(bootstrap: str, listed: Mapping[K, int | None]) -> dict[K, int | None]:
     """`listed`: partition → the end offset ListOffsets answered. Returns, per partition,
     the high-water mark of a fetch from just below it (the end fetches serve up to,
@@ -97,7 +101,12 @@ async def fetched_log_ends(bootstrap: str, listed: Mapping[K, int | None]) -> di
                 unserved[tp] = (listed[tp], fetched)
             ends[tp] = fetched
         if unserved:
-            log.warning(
+            # Said once per state of the log: the spend agent's stall check probes every
+            # few seconds, and the same unserved records would fill the log.
+            level = logging.DEBUG if unserved == _unserved_said.get(bootstrap) else logging.WARNING
+            _unserved_said[bootstrap] = unserved
+            log.log(
+                level,
                 "log-end probe: the broker lists records that its fetches do not serve "
                 "(written before the topic existed on a new broker?); reading up to the "
                 "served end: %s",
