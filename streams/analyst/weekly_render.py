@@ -12,7 +12,7 @@ from detectors.decomposition import NEW_SPEND, STOPPED
 from streams.analyst import charts
 from streams.analyst.money import percent_change, usd
 from streams.analyst.tables import Row, html_table, markdown_table, text_table
-from streams.analyst.weekly_review import SPIKE_FACTOR, TOP_N, WeeklyReview
+from streams.analyst.weekly_review import SPIKE_FACTOR, TOP_N, ReviewReading, WeeklyReview
 
 FORMATS = ("table", "md", "html")
 SUFFIX = {"table": "txt", "md": "md", "html": "html"}
@@ -203,7 +203,7 @@ def _per_run(amount: Decimal | None) -> str:
     return f"${amount:,.4f}" if amount < 1 else usd(amount)
 
 
-def build_charts(review: WeeklyReview) -> list[Chart]:
+def build_charts(review: WeeklyReview | ReviewReading) -> list[Chart]:
     label = review.week.label
     return [
         Chart(
@@ -271,17 +271,20 @@ def render_html(review: WeeklyReview, chart_images: list[Chart]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def render(review: WeeklyReview, fmt: str) -> tuple[str, list[Chart]]:
-    """The report text and, for HTML, the charts it embeds."""
+def render(review: WeeklyReview | ReviewReading, fmt: str) -> tuple[str, list[Chart]]:
+    """The report text and, for HTML, the charts it embeds. Given a review still being
+    read, the charts are drawn while its last queries run."""
+    chart_images = build_charts(review) if fmt == "html" else []
+    if isinstance(review, ReviewReading):
+        review = review.result()
     if fmt == "table":
         return render_text(review), []
     if fmt == "md":
         return render_markdown(review), []
-    chart_images = build_charts(review)
     return render_html(review, chart_images), chart_images
 
 
-def write_report(review: WeeklyReview, fmt: str, out_dir: Path) -> list[Path]:
+def write_report(review: WeeklyReview | ReviewReading, fmt: str, out_dir: Path) -> list[Path]:
     """Write the report (and for HTML its charts as PNG files next to it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     text, chart_images = render(review, fmt)

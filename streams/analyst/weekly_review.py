@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -285,7 +285,39 @@ class _SpendRow(NamedTuple):
         return self[9:14]
 
 
+@dataclass
+class ReviewReading:
+    """A weekly review whose spend is read while its other sections' queries (task
+    costs, unit prices, estimates) run on a second thread: the days, top tenants and
+    models, what the charts draw, are here at once; `result()` waits for the rest.
+    The engine releases the GIL while it runs a query, so whatever the caller does
+    meanwhile (drawing the charts) overlaps it."""
+
+    week: Period
+    previous: Period
+    tenant_days: dict[str, list[Decimal]]
+    model_days: dict[str, list[Decimal]]
+    _rest: Future[WeeklyReview]
+    _pool: ThreadPoolExecutor
+
+    @property
+    def days(self) -> list[date]:
+        return self.previous.days + self.week.days
+
+    def result(self) -> WeeklyReview:
+        try:
+            return self._rest.result()
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
+    return start_weekly_review(client, week).result()
+
+
+def start_weekly_review(client: Reader, week: Period) -> ReviewReading:
+    """The spend read now, the other sections on a second thread (`ReviewReading`);
+    `client` must stay open until `result()`."""
     previous = previous_week(week)
     dirty = [
         day
@@ -302,10 +334,10 @@ def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
             "dirty": dirty,
         },
     )
-    # The engine releases the GIL while it runs a query: the other sections' queries
-    # run on a second thread while this one sums the spend rows (one query at a time,
-    # a ClickHouse HTTP session refuses concurrent queries).
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # One query at a time on the second thread: a ClickHouse HTTP session refuses
+    # concurrent queries.
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
         task_costs = pool.submit(_task_costs, client, week, dirty)
         prices = pool.submit(_unit_prices, client, week)
         estimated = pool.submit(_estimated, client, week)
@@ -326,34 +358,46 @@ def build_weekly_review(client: Reader, week: Period) -> WeeklyReview:
         tenant_changes = tenants.changes(week, previous)
         model_changes = models.changes(week, previous)
         top_tenants = _with_why(tenant_changes[:TOP_N], rows["tenant_usage"])
-        spikes = _spikes("tenant", tenants, week, previous) + _spikes(
-            "workflow", workflows, week, previous
-        )
-        cheaper_models = _cheaper_models(
-            prices.result(), [row for row in rows["usage"] if row.this_week and row.workflow_id]
-        )
         days = previous.days + week.days
-        return WeeklyReview(
-            week=week,
-            previous=previous,
-            total=sum((change.current for change in model_changes), ZERO),
-            previous_total=sum((change.previous for change in model_changes), ZERO),
-            top_tenants=top_tenants,
-            top_workflows=workflows.changes(week, previous)[:TOP_N],
-            spikes=spikes,
-            task_costs=task_costs.result(),
-            models=model_changes,
-            cheaper_models=cheaper_models,
-            tenant_days={
-                change.label: [tenants.spend[change.key].get(day, ZERO) for day in days]
-                for change in top_tenants
-            },
-            model_days={
-                change.label: [models.spend[change.key].get(day, ZERO) for day in days]
-                for change in model_changes
-            },
-            estimated=estimated.result(),
-        )
+        tenant_days = {
+            change.label: [tenants.spend[change.key].get(day, ZERO) for day in days]
+            for change in top_tenants
+        }
+        model_days = {
+            change.label: [models.spend[change.key].get(day, ZERO) for day in days]
+            for change in model_changes
+        }
+
+        def rest() -> WeeklyReview:
+            spikes = _spikes("tenant", tenants, week, previous) + _spikes(
+                "workflow", workflows, week, previous
+            )
+            cheaper_models = _cheaper_models(
+                prices.result(),
+                [row for row in rows["usage"] if row.this_week and row.workflow_id],
+            )
+            return WeeklyReview(
+                week=week,
+                previous=previous,
+                total=sum((change.current for change in model_changes), ZERO),
+                previous_total=sum((change.previous for change in model_changes), ZERO),
+                top_tenants=top_tenants,
+                top_workflows=workflows.changes(week, previous)[:TOP_N],
+                spikes=spikes,
+                task_costs=task_costs.result(),
+                models=model_changes,
+                cheaper_models=cheaper_models,
+                tenant_days=tenant_days,
+                model_days=model_days,
+                estimated=estimated.result(),
+            )
+
+        # Last on the second thread: it waits on the three queries before it.
+        finished = pool.submit(rest)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    return ReviewReading(week, previous, tenant_days, model_days, finished, pool)
 
 
 def _with_why(changes: list[SpendChange], usage: list[_SpendRow]) -> list[SpendChange]:

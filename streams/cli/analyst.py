@@ -16,7 +16,7 @@ from streams.analyst.access import require_objects
 from streams.analyst.money import usd
 from streams.analyst.periods import date_range, iso_week, month, week_to_date
 from streams.analyst.reprice import reprice
-from streams.analyst.weekly_review import build_weekly_review
+from streams.analyst.weekly_review import start_weekly_review
 from streams.cli.options import add_data_dir, settings_from
 from streams.cost.catalog import PriceCatalog
 from streams.errors import ConfigError
@@ -107,13 +107,14 @@ def cmd_report_weekly(args: argparse.Namespace) -> int:
     week = iso_week(args.week) if args.week else week_to_date()
     with open_reader(settings_from(args)) as client:
         require_objects(client, "spend_daily", "workflow_run_daily", "cost_corrections")
-        review = build_weekly_review(client, week)
-    if args.out:
-        for path in weekly_render.write_report(review, args.format, args.out):
-            print(path)
-    else:
-        text, _ = weekly_render.render(review, args.format)
-        sys.stdout.write(text)
+        # Rendered while the client is open: the charts are drawn as the last queries run.
+        review = start_weekly_review(client, week)
+        if args.out:
+            for path in weekly_render.write_report(review, args.format, args.out):
+                print(path)
+        else:
+            text, _ = weekly_render.render(review, args.format)
+            sys.stdout.write(text)
     return 0
 
 

@@ -23,7 +23,7 @@ from detectors.decomposition import FACTORS, NEW_SPEND, STOPPED
 from streams.analyst import charts
 from streams.analyst.periods import iso_week
 from streams.analyst.weekly_render import render, why_it_moved, write_report
-from streams.analyst.weekly_review import WeeklyReview, build_weekly_review
+from streams.analyst.weekly_review import WeeklyReview, build_weekly_review, start_weekly_review
 from tests.analyst import ledger_data as data
 
 D = Decimal
@@ -218,6 +218,27 @@ def test_html_report_embeds_the_charts_and_writes_them_as_png(
         assert base64.b64decode(encoded) == path.read_bytes()
         colours, blue = non_blank(image.imread(path))
         assert colours > 20 and blue > 200, path.name
+
+
+def test_a_report_drawn_while_the_review_is_read_is_the_finished_review_s(
+    module_ch: Client, review: WeeklyReview, tmp_path: Path
+) -> None:
+    """`spendstream report weekly` draws the charts while the task-cost, price and
+    estimate queries run (`start_weekly_review`): the same page and charts as from the
+    finished review, in every format."""
+    for fmt in ("table", "md", "html"):
+        assert render(start_weekly_review(module_ch, WEEK), fmt) == render(review, fmt), fmt
+    reading = start_weekly_review(module_ch, WEEK)
+    assert (reading.days, reading.tenant_days, reading.model_days) == (
+        review.days,
+        review.tenant_days,
+        review.model_days,
+    )
+    assert reading.result() == review
+    written = write_report(start_weekly_review(module_ch, WEEK), "html", tmp_path)
+    assert [path.read_bytes() for path in written] == [
+        path.read_bytes() for path in write_report(review, "html", tmp_path / "finished")
+    ]
 
 
 @pytest.mark.skipif(
