@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import faust
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.serializers import codecs
 
 from streams.embedded.broker import EmbeddedBroker
@@ -20,6 +20,7 @@ from streams.kafka.admin import TopicSpec, ensure_topics
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+BATCH_BYTES = 16 * 1024  # small: a flush of a few hundred records takes several batches
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ async def table(broker: EmbeddedBroker) -> AsyncIterator[tuple[faust.App, Batche
         broker=f"kafka://{broker.bootstrap}",
         store="memory://",
         topic_disable_leader=True,
+        producer_max_batch_size=BATCH_BYTES,
     )
     spend = app.Table("spend", default=None, partitions=PARTITIONS)
     changelog = spend.changelog_topic.get_topic_name()
@@ -120,3 +122,24 @@ async def test_a_failed_flush_keeps_its_records_for_the_next_one(
     assert batched.pending == {"a": 1, "b": 3}
     await batched.flush(app, partition=1)
     assert await changelog_records(broker.bootstrap, topic) == {1: [("a", 1), ("b", 3)]}
+
+
+async def test_a_flush_larger_than_a_batch_sends_every_record_in_order(
+    broker: EmbeddedBroker, table: tuple[faust.App, BatchedTable]
+) -> None:
+    """Records go out as record batches of the producer Faust started (its batch size
+    here 16 KiB): 2,000 records take several, and a value larger than a batch goes
+    alone; every record arrives once, in the order written."""
+    app, batched = table
+    producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+    assert isinstance(producer, AIOKafkaProducer)  # the internal point the flush uses
+    topic = batched.table.changelog_topic.get_topic_name()
+    expected = []
+    for index in range(2_000):
+        value: object = {"cost": f"{index}.25", "seen": {"log|0": index}}
+        if index == 1_000:
+            value = {"cost": "1", "note": "x" * (2 * BATCH_BYTES)}
+        batched[f"acme|run|wf|run-{index}"] = value
+        expected.append((f"acme|run|wf|run-{index}", value))
+    await batched.flush(app, partition=3)
+    assert await changelog_records(broker.bootstrap, topic) == {3: expected}
