@@ -37,7 +37,15 @@ DELETED = None
 class BatchedTable(MutableMapping[str, Any]):
     def __init__(self, table: TableT) -> None:
         self.table = table
-        self.pending: dict[str, Any] = {}
+        # changelog partition -> key -> its last value written for that partition
+        self.pending: dict[int, dict[str, Any]] = {}
+        # Where writes go: the partition of the event being processed, as Faust's own
+        # tables take it from the current event; the writer sets it (`writing_to`).
+        self.partition = 0
+
+    def writing_to(self, partition: int) -> BatchedTable:
+        self.partition = partition
+        return self
 
     @property
     def data(self) -> Any:
@@ -49,11 +57,11 @@ class BatchedTable(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
-        self.pending[key] = value
+        self.pending.setdefault(self.partition, {})[key] = value
 
     def __delitem__(self, key: str) -> None:
         del self.data[key]
-        self.pending[key] = DELETED
+        self.pending.setdefault(self.partition, {})[key] = DELETED
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.data)
@@ -61,20 +69,32 @@ class BatchedTable(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self.data)
 
-    async def flush(self, app: AppT, partition: int) -> None:
-        """Send the changed keys' records to `partition` of the changelog; return once
-        the broker has them all."""
+    async def flush(self, app: AppT) -> None:
+        """Send each changed key's record to the changelog partition it was written
+        for, every partition at once; return once the broker has them all."""
         if not self.pending:
             return
         pending, self.pending = self.pending, {}
         topic = self.table.changelog_topic.get_topic_name()
-        try:
-            await asyncio.gather(*await _send_in_batches(app, topic, partition, pending))
-        except BaseException:
-            # Kept for the next flush (a key written since keeps its newer value): the
-            # store already holds these values, and recovery must find them too.
-            self.pending = {**pending, **self.pending}
-            raise
+
+        async def send(partition: int, records: dict[str, Any]) -> None:
+            try:
+                await asyncio.gather(*await _send_in_batches(app, topic, partition, records))
+            except BaseException:
+                # Kept for the next flush (a key written since keeps its newer value):
+                # the store already holds these values, and recovery must find them.
+                self.pending[partition] = {**records, **self.pending.get(partition, {})}
+                raise
+
+        # Every partition settled before an error is raised: one delivered is not sent
+        # again, one failed keeps its records.
+        results = await asyncio.gather(
+            *(send(partition, records) for partition, records in pending.items()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 async def _send_in_batches(

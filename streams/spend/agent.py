@@ -195,14 +195,18 @@ def register_spend_agent(
                 state.rows_seen += in_base
                 if not rows:
                     continue
+            for table in batched:  # each key's record goes to its tenant's partition
+                table.writing_to(partition)
             state.apply(tenant_id, rows)
-            await durably(*(partial(table.flush, app, partition) for table in batched))
+        # One flush per list, every partition's records at once: a flush per tenant
+        # waited a broker round trip (the producer's linger and more) per tenant.
+        await durably(*(partial(table.flush, app) for table in batched))
         state.incidents.saw_new_calls()
         # After the values: a crash between the two counts the list again, and the
         # values' source-position marks skip what they already hold.
         for partition, offset in progress.reached(admitted.events).items():
-            progress_table[str(partition)] = offset
-            await durably(partial(progress_table.flush, app, partition))
+            progress_table.writing_to(partition)[str(partition)] = offset
+        await durably(partial(progress_table.flush, app))
         for partition, offset in admitted.rewind.items():
             await read_again(partition, offset, "a message was skipped")
 
@@ -215,6 +219,7 @@ def register_spend_agent(
         its mark holds an unknown part of them); the caller flushes the tombstones."""
         dropped = 0
         for name, table in zip(("hourly", "totals", "runs"), batched, strict=True):
+            table.writing_to(partition)
             for key in list(table):
                 tenant_id = key_tenant(name, key)
                 if costed_partition(tenant_id, settings.topic_partitions) == partition:
@@ -235,9 +240,9 @@ def register_spend_agent(
             if mark is None:
                 dropped = drop_partition(partition)
                 mark = millis(datetime.now(UTC))
-                progress_table[mark_key(partition)] = mark
+                progress_table.writing_to(partition)[mark_key(partition)] = mark
                 flushes = (*batched, progress_table)
-                await durably(*(partial(table.flush, app, partition) for table in flushes))
+                await durably(*(partial(table.flush, app) for table in flushes))
                 log.warning(
                     "costed partition %d: its changelog holds no mark (a new consumer group, "
                     "or a changelog lost or truncated); its spend state begins again from "
@@ -311,9 +316,10 @@ def register_spend_agent(
             log.warning("costed log identity unavailable (%s); checking again later", exc)
             return False
         flags.costed_cluster = cluster
-        progress.restart({tp.partition: offset for tp, offset in starts.items()})
-        for tp in starts:
-            await durably(partial(progress_table.flush, app, tp.partition))
+        for tp, offset in starts.items():
+            progress_table.writing_to(tp.partition)
+            progress.restart({tp.partition: offset})
+        await durably(partial(progress_table.flush, app))
         forget_old_log(app, starts)
         for tp, offset in starts.items():
             await app.consumer.seek(tp, offset)

@@ -67,16 +67,17 @@ async def changelog_records(
     return found
 
 
-async def test_flush_sends_the_last_value_of_each_changed_key_to_one_partition(
+async def test_flush_sends_the_last_value_of_each_changed_key_to_its_partition(
     broker: EmbeddedBroker, table: tuple[faust.App, BatchedTable]
 ) -> None:
     app, batched = table
     topic = batched.table.changelog_topic.get_topic_name()
+    batched.writing_to(2)
     batched["acme|2026-12-06T10"] = {"cost": "1.50"}
-    batched["globex|2026-12-06T10"] = {"cost": "0.25"}
     batched["acme|2026-12-06T10"] = {"cost": "2.75"}  # the same key again
     batched["old|2026-11-01T00"] = {"cost": "9"}
     del batched["old|2026-11-01T00"]
+    batched.writing_to(0)["globex|2026-12-06T10"] = {"cost": "0.25"}
 
     # The store has the writes at once; the changelog nothing until the flush.
     assert dict(batched) == {
@@ -85,25 +86,26 @@ async def test_flush_sends_the_last_value_of_each_changed_key_to_one_partition(
     }
     assert await changelog_records(broker.bootstrap, topic) == {}
 
-    await batched.flush(app, partition=2)
+    # One flush: each record to the partition it was written for.
+    await batched.flush(app)
     assert batched.pending == {}
     assert await changelog_records(broker.bootstrap, topic) == {
+        0: [("globex|2026-12-06T10", {"cost": "0.25"})],
         2: [
             ("acme|2026-12-06T10", {"cost": "2.75"}),
-            ("globex|2026-12-06T10", {"cost": "0.25"}),
             ("old|2026-11-01T00", None),  # a tombstone: recovery deletes the key
-        ]
+        ],
     }
 
-    await batched.flush(app, partition=2)  # nothing changed since: nothing sent
-    batched["acme|2026-12-06T10"] = {"cost": "3"}
-    await batched.flush(app, partition=0)
+    await batched.flush(app)  # nothing changed since: nothing sent
+    batched.writing_to(2)["acme|2026-12-06T10"] = {"cost": "3"}
+    await batched.flush(app)
     assert await changelog_records(broker.bootstrap, topic) == {
-        0: [("acme|2026-12-06T10", {"cost": "3"})],
+        0: [("globex|2026-12-06T10", {"cost": "0.25"})],
         2: [
             ("acme|2026-12-06T10", {"cost": "2.75"}),
-            ("globex|2026-12-06T10", {"cost": "0.25"}),
             ("old|2026-11-01T00", None),
+            ("acme|2026-12-06T10", {"cost": "3"}),
         ],
     }
 
@@ -113,14 +115,17 @@ async def test_a_failed_flush_keeps_its_records_for_the_next_one(
 ) -> None:
     app, batched = table
     topic = batched.table.changelog_topic.get_topic_name()
-    batched["a"] = 1
-    batched["b"] = 2
+    batched.writing_to(1)["a"] = 1
     # aiokafka refuses a record for a partition the topic does not have.
+    batched.writing_to(PARTITIONS + 5)["b"] = 2
     with pytest.raises(AssertionError, match="Unrecognized partition"):
-        await batched.flush(app, partition=PARTITIONS + 5)
+        await batched.flush(app)
     batched["b"] = 3  # written since: the newer value wins
-    assert batched.pending == {"a": 1, "b": 3}
-    await batched.flush(app, partition=1)
+    # The partition that failed keeps its records; the one delivered is not sent again.
+    assert batched.pending == {PARTITIONS + 5: {"b": 3}}
+    assert await changelog_records(broker.bootstrap, topic) == {1: [("a", 1)]}
+    batched.pending[1] = batched.pending.pop(PARTITIONS + 5)  # (that one never exists)
+    await batched.flush(app)
     assert await changelog_records(broker.bootstrap, topic) == {1: [("a", 1), ("b", 3)]}
 
 
@@ -139,7 +144,7 @@ async def test_a_flush_larger_than_a_batch_sends_every_record_in_order(
         value: object = {"cost": f"{index}.25", "seen": {"log|0": index}}
         if index == 1_000:
             value = {"cost": "1", "note": "x" * (2 * BATCH_BYTES)}
-        batched[f"acme|run|wf|run-{index}"] = value
+        batched.writing_to(3)[f"acme|run|wf|run-{index}"] = value
         expected.append((f"acme|run|wf|run-{index}", value))
-    await batched.flush(app, partition=3)
+    await batched.flush(app)
     assert await changelog_records(broker.bootstrap, topic) == {3: expected}

@@ -103,10 +103,10 @@ def test_a_batched_write_lands_in_the_tables_store_with_no_changelog_record_yet(
     assert table["acme"] == {"usd": "1.5"}
     assert dict(table.data) == {"acme": {"usd": "1.5"}}
     # ...and the record waits for `flush` (no changelog send on assignment).
-    assert batched.pending == {"acme": {"usd": "1.5"}}
+    assert batched.pending == {0: {"acme": {"usd": "1.5"}}}
     del batched["acme"]
     assert "acme" not in table.data
-    assert batched.pending == {"acme": None}
+    assert batched.pending == {0: {"acme": None}}
 
 
 def test_the_first_stop_signal_runs_stop_on_signal_as_the_stop_future() -> None:
