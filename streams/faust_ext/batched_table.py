@@ -1,5 +1,5 @@
-"""`BatchedTable`: a Faust table whose changelog records are sent once per costed
-message, not once per assignment.
+"""`BatchedTable`: a Faust table whose changelog records are sent once per list of
+costed messages, not once per assignment.
 
 Assigning to a Faust table queues one changelog record in Faust's producer buffer,
 which sends them one at a time. The spend agent writes a run, hour and day key per
@@ -10,9 +10,10 @@ different batches) that is about one record per event, more than the buffer drai
 This mapping writes to the table's store directly and keeps the last value of each
 key it changed; `flush` sends those records to the changelog partition of the event
 being processed, as Faust would, as whole record batches of Faust's producer (not one
-send per record), and waits for the broker's acknowledgement. The spend agent flushes
-before it takes the next costed message, so a message's offset is never committed
-before its table writes are durable. Keys and values are encoded with Faust's JSON
+send per record), each to the partition it was written for (`writing_to`), and waits
+for the broker's acknowledgement. The spend agent flushes once per list, before the
+list's offsets are committed, so an offset is never committed before its table writes
+are durable. Keys and values are encoded with Faust's JSON
 codec, as the table's own recovery decodes them.
 
 INTERNAL (faust-streaming 0.15.3): writing to `Collection.data` (the store) skips the
