@@ -233,6 +233,9 @@ def register_spend_agent(
         partitions = sorted(
             tp.partition for tp in app.consumer.assignment() if tp.topic == settings.costed_topic
         )
+        if not partitions:
+            # No tenant's tables here (yet): limits stay 503 rather than read as $0.
+            return
         marks: dict[int, int] = {}
         fresh = False
         for partition in partitions:
