@@ -34,7 +34,7 @@ from aiokafka.partitioner import murmur2
 
 from streams.spend.tables import SEP
 
-__all__ = ["Coverage", "costed_partition", "mark_key", "millis"]
+__all__ = ["Coverage", "costed_partition", "mark_key", "millis", "since_datetime"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLI = timedelta(milliseconds=1)
