@@ -115,7 +115,8 @@ class SpendMonitor:
         for key, bucket in tables.hourly_buckets():
             if key in skip:
                 continue
-            tenant_id, dim, value, hour_text = key.split(SEP, 3)
+            # A tenant id may hold SEP; an hourly key's value and hour do not.
+            tenant_id, dim, value, hour_text = key.rsplit(SEP, 3)
             hour = datetime.fromtimestamp(int(hour_text) * HOUR, UTC)
             dkey = detector_key(dim, tenant_id, value)
             self.rolling.learn_one(dkey, hour, Decimal(bucket["cost"]))

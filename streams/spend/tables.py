@@ -464,6 +464,8 @@ class SpendTables:
         result = BatchResult()
         groups: dict[tuple[Any, ...], _Group] = {}
         runs: dict[str, _Run] = {}
+        # run key -> (workflow id, run id): both raw, so a key alone may not split back
+        run_ids: dict[str, tuple[str, str]] = {}
         for raw in raw_rows:
             row = costed_row(raw)
             # One add per row into its group of raw dimension values and hour; the
@@ -487,6 +489,7 @@ class SpendTables:
                 run = runs.get(run_key)
                 if run is None:
                     run = runs[run_key] = _Run()
+                    run_ids[run_key] = (row["workflow_id"], row["workflow_run_id"])
                 run.add(row)
 
         hourly: dict[str, list[_Group]] = {}
@@ -561,7 +564,7 @@ class SpendTables:
             if held is not None:  # the run's calls before this log epoch
                 cost += held["cost"]
                 first, last = min(first, held["started_at"]), max(last, held["last_seen"])
-            _, _, workflow_id, run_id = key.split(SEP, 3)
+            workflow_id, run_id = run_ids[key]
             result.runs.append(RunUpdate(tenant_id, workflow_id, run_id, cost, first, last))
         result.touched = list(touched.values())
         return result
@@ -645,15 +648,18 @@ class SpendTables:
         self._values.clear()
         self._owned.clear()
         for key in self.base.hourly:  # values before this epoch hold their place under the cap
-            tenant_id, dim, value, _ = key.split(SEP, 3)
+            # A tenant id may hold SEP; an hourly key's value and hour do not.
+            tenant_id, dim, value, _ = key.rsplit(SEP, 3)
             if dim != "tenant" and value != OVERFLOW:
                 _hold(self._values.setdefault(tenant_id, {}), dim, value)
         for name, table in (("hourly", self.hourly), ("totals", self.totals), ("runs", self.runs)):
             for key in list(table.keys()):
-                tenant_id, dim, value = [*key.split(SEP, 3), "", ""][:3]
+                tenant_id = key_tenant(name, key)
                 self._owned.setdefault(tenant_id, {})[key] = name
-                if name == "hourly" and dim != "tenant" and value != OVERFLOW:
-                    _hold(self._values.setdefault(tenant_id, {}), dim, value)
+                if name == "hourly":
+                    _, dim, value, _ = key.rsplit(SEP, 3)
+                    if dim != "tenant" and value != OVERFLOW:
+                        _hold(self._values.setdefault(tenant_id, {}), dim, value)
 
     def newest_event(self, tenant_id: str) -> datetime | None:
         """The latest event time counted for the tenant since the worker started."""
@@ -708,7 +714,7 @@ class SpendTables:
         for key, name in owned.items():
             if name != "hourly":
                 continue
-            _, dim, value, _ = key.split(SEP, 3)
+            _, dim, value, _ = key.rsplit(SEP, 3)
             if dim != "tenant" and value != OVERFLOW:
                 _hold(values, dim, value)
         return values

@@ -140,6 +140,32 @@ def test_after_recovery_the_index_is_rebuilt_and_expiry_still_works() -> None:
     assert hour_key("tenant", "acme", old) not in recovered.hourly
 
 
+def test_a_tenant_id_holding_the_key_separator_is_indexed_and_expired_as_itself() -> None:
+    """Table keys start with the tenant id, which may hold "|": after recovery its keys
+    are its own (not those of a tenant named by its first part), its distinct values
+    hold their place under the cap, and expiry removes its old keys. A run of a
+    workflow id holding "|" reports its own ids."""
+    t = tables()
+    old = T0 - timedelta(days=9)
+    result = t.apply(
+        "a|b",
+        [
+            row(1, tenant_id="a|b", timestamp=old.isoformat()),
+            row(2, tenant_id="a|b", workflow_id="w|x", workflow_run_id="r|1"),
+        ],
+    )
+    assert {(r.workflow_id, r.run_id) for r in result.runs} >= {("w|x", "r|1")}
+    recovered = SpendTables(t.hourly, t.totals, t.runs)  # a restarted worker
+    recovered.rebuild_index()
+    assert "a" not in recovered._owned
+    assert set(recovered._owned["a|b"]) == {*t.hourly, *t.totals, *t.runs}
+    assert "w/x" in str(recovered._values["a|b"]["workflow"])
+    old_hour = SEP.join(("a|b", "tenant", "a/b", str(int(old.timestamp()) // 3600)))
+    assert old_hour in recovered.hourly
+    assert recovered.expire("a|b", T0) > 0
+    assert old_hour not in recovered.hourly
+
+
 def test_a_crash_that_kept_some_table_writes_neither_drops_nor_double_counts() -> None:
     # Each table write is its own changelog record: a worker killed mid-batch may have
     # persisted the hourly buckets and the run but not the month total, or the reverse.
