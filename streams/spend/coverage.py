@@ -17,7 +17,7 @@ loses the mark first: it is the oldest record) begins again: the values recovere
 its tenants are deleted, a mark of now is written, and its base is every row of its
 tenants ingested before now. A costed event of a row ingested before its partition's
 mark (a new group reads the costed log from its start) is in the base: it is skipped,
-and counted in `/stats` as `in_ledger_base`.
+and counted in `/stats` as `costed_in_ledger_base`.
 
 A tenant's partition is the costed topic's: the producer's default partitioner
 (aiokafka's murmur2 of the tenant key) over `SPENDSTREAM_TOPIC_PARTITIONS`.
