@@ -213,6 +213,10 @@ SELECT
     sum(cache_write_tokens), sum(output_tokens - reasoning_tokens), sum(reasoning_tokens),
     sum(requests), sum(retries)
 FROM ({_union(_SPEND_STATE, _SPEND_RECOMPUTE, _SPEND_CORRECTIONS, dirty)})
+-- The two compared periods only: for a week to date, the days between the earlier
+-- period's end and this week's start belong to neither (the per-week groupings would
+-- count them as last week's).
+WHERE day <= {{previous_end:Date}} OR day >= {{week_start:Date}}
 GROUP BY GROUPING SETS (
     (day, tenant_id),
     (day, workflow_id),
@@ -331,6 +335,7 @@ def start_weekly_review(client: Reader, week: Period) -> ReviewReading:
             "start": previous.start,
             "end": week.end,
             "week_start": week.start,
+            "previous_end": previous.end,
             "dirty": dirty,
         },
     )

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from detectors.decomposition import FACTORS, NEW_SPEND, STOPPED
 from streams.analyst import charts
-from streams.analyst.periods import iso_week
+from streams.analyst.periods import Period, iso_week
 from streams.analyst.weekly_render import render, why_it_moved, write_report
 from streams.analyst.weekly_review import WeeklyReview, build_weekly_review, start_weekly_review
 from tests.analyst import ledger_data as data
@@ -161,6 +161,20 @@ def test_each_top_tenants_change_is_split_into_parts_that_sum_to_it(
     assert max(hooli.why, key=lambda factor: abs(hooli.why[factor])) == "volume"
     text, _ = render(review, "table")
     assert why_it_moved(hooli.why).startswith("volume +$") and why_it_moved(hooli.why) in text
+
+
+def test_a_week_to_date_explains_its_change_from_the_same_days_of_last_week(
+    module_ch: Client, events: list[dict[str, Any]]
+) -> None:
+    """A review of a week to date compares with the same weekdays a week earlier; why
+    it moved is split from those days too, not from all of last week (the parts sum to
+    the change to the cent)."""
+    to_date = Period("2026-W47 to date", WEEK.start, WEEK.start + timedelta(days=2))
+    review = build_weekly_review(module_ch, to_date)
+    assert review.top_tenants
+    for change in review.top_tenants:
+        change_cents = (change.current - change.previous).quantize(D("0.01"))
+        assert sum(change.why.values()) == change_cents, change
 
 
 def test_a_tenant_new_this_week_shows_new_spend_and_one_gone_shows_stopped(
