@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any, BinaryIO
 
 import httpx
@@ -250,10 +251,11 @@ def run_replay(
     )
     if running is not None:
         before = ledger_totals(settings)
-        stats_before = _stats(running.url) or {}
+        # Every worker's counters: the peers of `dev --workers N` drop duplicates too.
+        stats_before = _summed_stats(running.urls) or {}
         targets = asyncio.run(publish(running.broker, settings.usage_topic, messages, keys))
         _wait_ledgered(settings, running.broker, targets, len(messages), timeout, lambda: None)
-        stats = wait_for_spend_agent(lambda: _stats(running.url), lambda: None, timeout)
+        stats = wait_for_spend_agent(partial(_summed_stats, running.urls), lambda: None, timeout)
         counts = _counted(stats, stats_before)
     else:
         with clickhouse_session(
@@ -295,6 +297,29 @@ def run_replay(
 def _stats(url: str) -> dict[str, Any] | None:
     response = httpx.get(f"{url}/stats", timeout=10)
     return dict(response.json()) if response.status_code == 200 else None
+
+
+# The counters a replay reads, summed over the workers of a running stack.
+SUMMED_STATS = (
+    "duplicates",
+    "rollup_only",
+    "rollup_only_cost_usd",
+    "ledgered",
+    "spend_rows",
+    "alerts_pending",
+)
+
+
+def _summed_stats(urls: list[str]) -> dict[str, Any] | None:
+    """The workers' counters summed (a costed row may be counted by another worker than
+    the one that ledgered it); None while one does not answer."""
+    every = [_stats(url) for url in urls]
+    if any(stats is None for stats in every):
+        return None
+    return {
+        name: sum((Decimal(str(stats.get(name, 0))) for stats in every if stats), Decimal(0))
+        for name in SUMMED_STATS
+    }
 
 
 def _counted(stats: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,9 @@ from streams.settings import Settings, chdb_url_for
 
 READ_ONLY = {"readonly": 1}
 WORKER_FILE = "worker.json"
+# The peers of `dev --workers N` (they write through the owner) announce themselves here,
+# one `<pid>.json` each, so a command can read every worker's counters.
+PEERS_DIR = "peers"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 # ClickHouse's Parquet writer keeps DateTime a timestamp and Enum its name (its Arrow
@@ -256,10 +259,16 @@ class RunningStack:
     web_port: int
     broker: str
     peer_token: str | None = None
+    peer_ports: tuple[int, ...] = ()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def urls(self) -> list[str]:
+        """Every worker's web API: the owner's first, then its peers'."""
+        return [self.url, *(f"http://127.0.0.1:{port}" for port in self.peer_ports)]
 
 
 def write_worker_file(
@@ -274,6 +283,30 @@ def write_worker_file(
     return path
 
 
+def write_peer_file(data_dir: Path, web_port: int) -> Path:
+    """A peer worker's announcement: its pid and web port (no secret)."""
+    peers = data_dir / PEERS_DIR
+    peers.mkdir(mode=0o700, exist_ok=True)
+    path = peers / f"{os.getpid()}.json"
+    path.write_bytes(orjson.dumps({"pid": os.getpid(), "web_port": web_port}))
+    return path
+
+
+def _peer_ports(data_dir: Path) -> tuple[int, ...]:
+    """The web ports of the peers alive and answering (a killed peer leaves its file)."""
+    ports = []
+    for path in sorted((data_dir / PEERS_DIR).glob("*.json")):
+        try:
+            info = orjson.loads(path.read_bytes())
+            os.kill(int(info["pid"]), 0)
+            port = int(info["web_port"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if port_open("127.0.0.1", port):
+            ports.append(port)
+    return tuple(ports)
+
+
 def running_stack(data_dir: Path) -> RunningStack | None:
     """The worker that owns this data dir, if it is alive and answers on its port."""
     path = data_dir / WORKER_FILE
@@ -281,7 +314,11 @@ def running_stack(data_dir: Path) -> RunningStack | None:
         info = orjson.loads(path.read_bytes())
         os.kill(int(info["pid"]), 0)
         stack = RunningStack(
-            int(info["pid"]), int(info["web_port"]), str(info["broker"]), info.get("peer_token")
+            int(info["pid"]),
+            int(info["web_port"]),
+            str(info["broker"]),
+            info.get("peer_token"),
+            _peer_ports(data_dir),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

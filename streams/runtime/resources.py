@@ -46,7 +46,7 @@ from streams.ledger.opening import LedgerOpening
 from streams.ledger.peer import PeerClickHouseClient
 from streams.ledger.query_guard import QueryLimits
 from streams.ledger.query_service import QueryService
-from streams.ledger.remote import write_worker_file
+from streams.ledger.remote import write_peer_file, write_worker_file
 from streams.ledger.sink import ClickHouseExecutor, ClickHouseLedgerSink
 from streams.retrying import until_done
 from streams.runtime.drain import UsageBacklog
@@ -141,6 +141,8 @@ class WorkerResources:
             self.reader = self.handle.client
             self._open_queries()
             self._make_sink()
+            if self.settings.web_enabled:
+                write_peer_file(self.settings.data_dir, self.settings.web_port)
             return []  # the owner worker applies migrations
         if opening is None:
             self.started["clickhouse_open"] = time.time()

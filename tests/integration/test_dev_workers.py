@@ -21,7 +21,7 @@ from streams.cost.catalog import PriceCatalog
 from streams.embedded.replay import publish
 from streams.embedded.simulate import TrafficGenerator
 from streams.ports import free_port
-from tests.helpers.stack import analyst_headers, children_running
+from tests.helpers.stack import analyst_headers, children_running, write_ndjson
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -92,6 +92,21 @@ def test_dev_with_two_workers_shares_partitions_and_totals_are_exact(tmp_path: P
         count, total = answer["rows"][0]
         assert int(count) == 2000
         assert Decimal(total) == expected
+
+        # `spendstream replay` through this stack accounts for every line: the peer's
+        # dropped duplicates are counted with the owner's.
+        more = [generator.event(now) for _ in range(600)]
+        replayed = [orjson.dumps(e) for e in more] + [orjson.dumps(e) for e in more[:150]]
+        path = write_ndjson(tmp_path / "more.ndjson", replayed)
+        replay = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "replay", str(path), "--data-dir", str(data_dir)],
+            capture_output=True,
+            timeout=300,
+        )
+        assert replay.returncode == 0, replay.stderr.decode()
+        out = orjson.loads(replay.stdout.decode().strip().splitlines()[-1])
+        assert out["read"] == 750
+        assert (out["ledgered"], out["duplicates"], out["dead_lettered"]) == (600, 150, 0)
     finally:
         dev.send_signal(signal.SIGINT)
         code = dev.wait(timeout=60)
