@@ -33,8 +33,9 @@ frees its place under the cap (as it would after a restart's `rebuild_index`).
 Memory: a million active tenants must fit in a couple of GiB (`python -m
 bench.tenant_memory`), so a value holds no field nothing reads, and the values one
 list writes share their equal parts (`_Shared`): a tenant's tenant, workflow, team and
-model buckets of an hour often hold the same cost, models and marks. Values are never
-changed in place (every write is a new value), so sharing is safe.
+model buckets of an hour often hold the same cost, models and marks, or are equal
+whole (one value, four keys). Values are never changed in place (every write is a new
+value), so sharing is safe.
 """
 
 from __future__ import annotations
@@ -193,10 +194,13 @@ class _Delta:
 
 class _Shared:
     """Equal parts of the values one list writes, held once: a part already made is
-    handed out again (cost strings, users lists, models and marks dicts)."""
+    handed out again (cost strings, users lists, models and marks dicts), and so is a
+    whole value equal to one already made (a tenant with one workflow, team and model
+    has four equal buckets an hour, and four equal day totals)."""
 
     def __init__(self) -> None:
         self._parts: dict[Any, Any] = {}
+        self._values: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def value(self, merged: dict[str, Any]) -> dict[str, Any]:
         for name, part in merged.items():
@@ -206,7 +210,13 @@ class _Shared:
                 merged[name] = self._parts.setdefault((name, *part.items()), part)
             elif isinstance(part, list):
                 merged[name] = self._parts.setdefault((name, *part), part)
-        return merged
+        # Equal dicts and lists are now the same objects: compared by identity, numbers
+        # and strings by value.
+        shape = tuple(
+            (name, id(part) if isinstance(part, dict | list) else part)
+            for name, part in merged.items()
+        )
+        return self._values.setdefault(shape, merged)
 
 
 @dataclass
