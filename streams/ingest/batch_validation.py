@@ -31,7 +31,7 @@ from schemas.usage_event import (
     token_breakdown_problem,
 )
 from schemas.validated_event import ValidatedEvent
-from streams.ingest.decoding import Rejection, parse_message, validate_element
+from streams.ingest.decoding import Rejection, parse_messages, validate_element
 
 _Required = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 _Optional = Annotated[str, msgspec.Meta(max_length=256)]
@@ -93,13 +93,19 @@ def decode_batch(
 ) -> list[tuple[list[ValidatedEvent], list[Rejection]]]:
     """`decode_batch_message` for each of `raws`, the compiled checks run once over the
     elements of every message (one C call for a batch of one-event messages too)."""
-    parsed = [parse_message(raw) for raw in raws]
+    parsed = parse_messages(raws)
+    taken = [
+        (raw, message)
+        for raw, message in zip(raws, parsed, strict=True)
+        if not isinstance(message, Rejection)
+    ]
+    # Plainly spaced together (no message's bytes end in a quote) is each plainly spaced.
+    every_plainly_spaced = _plainly_spaced(b"".join(raw for raw, _ in taken))
     elements: list[Any] = []
     spaced: list[bool] = []
-    for raw, message in zip(raws, parsed, strict=True):
-        if not isinstance(message, Rejection):
-            elements += message
-            spaced += [_plainly_spaced(raw)] * len(message)
+    for raw, elements_of in taken:
+        elements += elements_of
+        spaced += [every_plainly_spaced or _plainly_spaced(raw)] * len(elements_of)
     vouched = iter(_vouched(elements, now, timestamp_floor, spaced))
     context: dict[str, Any] = {"now": now, "timestamp_floor": timestamp_floor}
     decoded: list[tuple[list[ValidatedEvent], list[Rejection]]] = []

@@ -7,7 +7,7 @@ every path applies the same rules and the same reason codes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +63,41 @@ class DecodedMessage:
 
 def parse_message(raw: bytes) -> list[Any] | Rejection:
     """The JSON elements of one message (an object is a one-element list), or why not."""
+    document = _document(raw)
+    if isinstance(document, Rejection):
+        return document
+    return elements_without_repeated_keys(raw, document)
+
+
+def parse_messages(raws: Sequence[bytes]) -> list[list[Any] | Rejection]:
+    """`parse_message` of each of `raws`. The screen for repeated keys looks at the whole
+    batch at once (one-event messages paid more for it than for their parse), and at
+    each message only when it finds something to look at: each message's count of
+    keys in its bytes is at least its parsed document's, so equal sums mean equal
+    counts."""
+    documents = [_document(raw) for raw in raws]
+    parsed = [
+        (raw, doc)
+        for raw, doc in zip(raws, documents, strict=True)
+        if not isinstance(doc, Rejection)
+    ]
+    # A parsed message's bytes end with "}" or "]" (and spacing): joining them makes
+    # no key mark across two messages.
+    joined = b"".join(raw for raw, _ in parsed)
+    if not _may_repeat_keys(joined, [doc for _, doc in parsed]):
+        return [
+            doc if isinstance(doc, Rejection) else [doc] if isinstance(doc, dict) else doc
+            for doc in documents
+        ]
+    return [
+        doc if isinstance(doc, Rejection) else elements_without_repeated_keys(raw, doc)
+        for raw, doc in zip(raws, documents, strict=True)
+    ]
+
+
+def _document(raw: bytes) -> dict[str, Any] | list[Any] | Rejection:
+    """The parsed JSON object or array of one message, or why not (repeated keys not
+    looked at)."""
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejection(
             "oversize",
@@ -76,7 +111,7 @@ def parse_message(raw: bytes) -> list[Any] | Rejection:
     if isinstance(document, list) and not document:
         return Rejection("empty_batch", "the JSON array holds no events", truncate_payload(raw))
     if isinstance(document, dict | list):
-        return elements_without_repeated_keys(raw, document)
+        return document
     return Rejection(
         "not_an_object",
         f"expected a JSON object or an array of objects, got {type(document).__name__}",

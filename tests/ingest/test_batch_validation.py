@@ -214,6 +214,26 @@ def test_a_batch_of_messages_is_decoded_as_each_message_alone() -> None:
     assert_batch_agrees(raws[::-1])
 
 
+@pytest.mark.parametrize("at", [0, 3, 7])
+def test_one_compact_repeated_key_among_clean_messages_is_found(at: int) -> None:
+    # Compact and ASCII like its neighbours: only the batch's count of keys tells.
+    raws = [orjson.dumps(event(request_id=f"clean-{n}")) for n in range(8)]
+    raws[at] = orjson.dumps(event(request_id="twice"))[:-1] + b',"input_tokens":9}'
+    decoded = decode_batch(raws, NOW)
+    assert [len(events) for events, _ in decoded] == [0 if n == at else 1 for n in range(8)]
+    assert [r.reason for r in decoded[at][1]] == ["duplicate_key"]
+    assert_batch_agrees(raws)
+
+
+def test_one_message_spaced_beside_a_quote_is_left_to_the_model() -> None:
+    raws = [orjson.dumps(event(request_id=f"clean-{n}")) for n in range(4)]
+    raws.insert(2, orjson.dumps(event(request_id="spaced", tenant_id=" acme")))
+    decoded = decode_batch(raws, NOW)
+    assert [len(events) for events, _ in decoded] == [1] * 5
+    assert decoded[2][0][0].tenant_id == "acme"  # stripped, as the model strips
+    assert_batch_agrees(raws)
+
+
 def test_one_refused_timestamp_leaves_the_others_to_the_compiled_checks() -> None:
     fields = [event(request_id=f"r{n}") for n in range(5)]
     fields[2]["timestamp"] = "last tuesday"
