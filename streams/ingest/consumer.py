@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -74,6 +74,12 @@ MAX_QUEUED = 4
 # than with events: batches are at least this far apart, which bounds what that
 # costs under load and adds at most this much to alert latency.
 MIN_BATCH_INTERVAL_SECONDS = 0.2
+# A fetch is prepared in parts of at most this many message bytes (about 8,000 events),
+# each queued as a batch: the event loop runs between them (the group's heartbeats,
+# the writer beginning the insert of the parts before), where a whole fetch of 64,000
+# events held it for a second or more. The writer still takes every queued part in one
+# insert.
+PREPARE_PART_BYTES = 4 * 1024 * 1024
 # A stop writes what is queued for at most this long. A write still failing then (an
 # outage) is abandoned: its offsets stay uncommitted, so a durable broker delivers it
 # again; the embedded in-memory broker loses it with its log (docs/reliability.md).
@@ -206,18 +212,25 @@ class UsageConsumer(Service):
             await self.before_batch()
             if self.to_look_up:
                 await self._until_done(partial(self._look_up_unpublished, pipeline))
+            for part in _parts(records, PREPARE_PART_BYTES):
+                await self._prepare_and_queue(pipeline, part)
+                await asyncio.sleep(0)  # the heartbeats; the writer takes what is queued
+
+    async def _prepare_and_queue(
+        self, pipeline: IngestPipeline, records: dict[TopicPartition, list[Any]]
+    ) -> None:
+        batch = pipeline.prepare(_messages(records), self._in_flight())
+        held = self.assignment()
+        if any(tp not in held for tp in records):
+            # Revoked meanwhile (the callback has written what was queued).
+            records = {tp: rs for tp, rs in records.items() if tp in held}
+            if not records:
+                return
             batch = pipeline.prepare(_messages(records), self._in_flight())
-            held = self.assignment()
-            if any(tp not in held for tp in records):
-                # Revoked meanwhile (the callback has written what was queued).
-                records = {tp: rs for tp, rs in records.items() if tp in held}
-                if not records:
-                    continue
-                batch = pipeline.prepare(_messages(records), self._in_flight())
-            offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
-            async with self.changed:
-                self.queued.append(Queued(batch, offsets))
-                self.changed.notify_all()
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
+        async with self.changed:
+            self.queued.append(Queued(batch, offsets))
+            self.changed.notify_all()
 
     async def _look_up_unpublished(self, pipeline: IngestPipeline) -> None:
         """The ledger rows of the partitions assigned since the last look, at or after
@@ -461,6 +474,25 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.owner.assigned(set(assigned))
         self.owner.joined.set()
         self.owner.on_assigned()
+
+
+def _parts(
+    records: dict[TopicPartition, list[Any]], most_bytes: int
+) -> Iterator[dict[TopicPartition, list[Any]]]:
+    """`records` in order, in parts of at most `most_bytes` of message values (a larger
+    message alone)."""
+    part: dict[TopicPartition, list[Any]] = {}
+    size = 0
+    for tp, consumed in records.items():
+        for record in consumed:
+            length = len(record.value or b"")
+            if part and size + length > most_bytes:
+                yield part
+                part, size = {}, 0
+            part.setdefault(tp, []).append(record)
+            size += length
+    if part:
+        yield part
 
 
 def _messages(records: dict[TopicPartition, list[Any]]) -> list[UsageMessage]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.cost.catalog import PriceCatalog
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.replay import publish
+from streams.ingest import consumer as consumer_module
 from streams.ingest.consumer import UsageConsumer
 from streams.ingest.dedupe import RequestIdFilter
 from streams.ingest.pipeline import IngestPipeline
@@ -90,6 +92,19 @@ class Running:
     async def _publish_costed(self, by_tenant: dict[str, list[dict[str, Any]]]) -> None:
         self.costed += [e["request_id"] for rows in by_tenant.values() for e in rows]
 
+    async def consume_all(self, ids: list[str]) -> None:
+        """Publish an event per id, start the consumer, and wait until every one is
+        ledgered and every offset committed."""
+        ends = await publish(
+            self.settings.kafka_bootstrap, self.settings.usage_topic, [line(i) for i in ids]
+        )
+        await self.consumer.start()
+
+        async def ledgered_and_committed() -> bool:
+            return await self.ledger_ids() == ids and await self.committed() == ends
+
+        await wait_until(ledgered_and_committed, timeout=60, interval=0.1)
+
     async def ledger_ids(self) -> list[str]:
         result = await self.executor.run(
             self.executor.client.query, "SELECT request_id FROM usage_ledger ORDER BY request_id"
@@ -137,17 +152,38 @@ async def running(
 
 async def test_every_event_is_ledgered_then_its_offset_committed(running: Running) -> None:
     ids = [f"u-{i:03d}" for i in range(200)]
-    ends = await publish(
-        running.settings.kafka_bootstrap, running.settings.usage_topic, [line(i) for i in ids]
-    )
-    await running.consumer.start()
-
-    async def ledgered_and_committed() -> bool:
-        return await running.ledger_ids() == ids and await running.committed() == ends
-
-    await wait_until(ledgered_and_committed, timeout=60, interval=0.1)
+    await running.consume_all(ids)
     assert sorted(running.costed) == ids
     assert running.assigned >= 1
+
+
+async def test_a_large_fetch_is_prepared_in_parts_each_event_ledgered_once(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer_module, "PREPARE_PART_BYTES", 1500)  # ~6 messages
+    prepared: list[int] = []
+    prepare = running.pipeline.prepare
+
+    def prepare_counted(messages: list[Any], in_flight: Any) -> Any:
+        prepared.append(sum(len(m.value) for m in messages))
+        return prepare(messages, in_flight)
+
+    monkeypatch.setattr(running.pipeline, "prepare", prepare_counted)
+    ids = [f"p-{i:03d}" for i in range(200)]
+    await running.consume_all(ids)
+    assert sorted(running.costed) == ids  # each once
+    assert len(prepared) >= 200 * len(line("p-000")) // 1500 and max(prepared) <= 1500
+
+
+def test_parts_keep_the_order_and_a_larger_message_goes_alone() -> None:
+    tp0, tp1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    records = {
+        tp0: [SimpleNamespace(value=b"a" * 4), SimpleNamespace(value=b"b" * 4)],
+        tp1: [SimpleNamespace(value=b"c" * 20), SimpleNamespace(value=b"d" * 3)],
+    }
+    parts = list(consumer_module._parts(records, 10))
+    values = [{tp.partition: [r.value[:1] for r in rs] for tp, rs in p.items()} for p in parts]
+    assert values == [{0: [b"a", b"b"]}, {1: [b"c"]}, {1: [b"d"]}]
 
 
 async def test_nothing_is_committed_while_clickhouse_refuses_the_write(running: Running) -> None:
