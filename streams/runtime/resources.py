@@ -104,6 +104,7 @@ class WorkerResources:
         self.catalog = catalog
         self.on_sink_batch = on_sink_batch
         self.handle: ClickHouseHandle | None = None
+        self.peer_file: Path | None = None  # a peer's announcement (streams/ledger/remote.py)
         self.reader: Any = None  # a separate session for read-only queries
         self.queries: QueryService | None = None  # analyst and peer reads, on the reader
         self.executor: ClickHouseExecutor | None = None
@@ -142,7 +143,7 @@ class WorkerResources:
             self._open_queries()
             self._make_sink()
             if self.settings.web_enabled:
-                write_peer_file(self.settings.data_dir, self.settings.web_port)
+                self.peer_file = write_peer_file(self.settings.data_dir, self.settings.web_port)
             return []  # the owner worker applies migrations
         if opening is None:
             self.started["clickhouse_open"] = time.time()
@@ -456,6 +457,8 @@ class WorkerResources:
         worker_file = self.settings.data_dir / "worker.json"
         if self.handle is not None and self.handle.embedded:
             worker_file.unlink(missing_ok=True)
+        if self.peer_file is not None:
+            self.peer_file.unlink(missing_ok=True)
         if self.executor is not None:
             self.executor.shutdown()
         if self.queries is not None:

@@ -111,6 +111,7 @@ def test_dev_with_two_workers_shares_partitions_and_totals_are_exact(tmp_path: P
         dev.send_signal(signal.SIGINT)
         code = dev.wait(timeout=60)
     assert code == 0
+    assert not list((data_dir / "peers").glob("*.json"))  # the peer withdrew on its stop
 
 
 def test_dev_stops_with_one_line_when_the_embedded_broker_dies(tmp_path: Path) -> None:
