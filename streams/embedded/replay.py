@@ -21,7 +21,7 @@ from streams.embedded.stack import EmbeddedStack, group_progress, raise_worker_f
 from streams.errors import ConfigError, SpendstreamError
 from streams.ledger.connect import clickhouse_session
 from streams.ledger.migrations import apply_migrations
-from streams.ledger.remote import open_reader, running_stack
+from streams.ledger.remote import open_reader, peer_urls, running_stack
 from streams.settings import Settings
 
 
@@ -252,10 +252,11 @@ def run_replay(
     if running is not None:
         before = ledger_totals(settings)
         # Every worker's counters: the peers of `dev --workers N` drop duplicates too.
-        stats_before = _summed_stats(running.urls) or {}
+        urls = [running.url, *peer_urls(settings.data_dir)]
+        stats_before = _summed_stats(urls) or {}
         targets = asyncio.run(publish(running.broker, settings.usage_topic, messages, keys))
         _wait_ledgered(settings, running.broker, targets, len(messages), timeout, lambda: None)
-        stats = wait_for_spend_agent(partial(_summed_stats, running.urls), lambda: None, timeout)
+        stats = wait_for_spend_agent(partial(_summed_stats, urls), lambda: None, timeout)
         counts = _counted(stats, stats_before)
     else:
         with clickhouse_session(

@@ -259,16 +259,10 @@ class RunningStack:
     web_port: int
     broker: str
     peer_token: str | None = None
-    peer_ports: tuple[int, ...] = ()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
-
-    @property
-    def urls(self) -> list[str]:
-        """Every worker's web API: the owner's first, then its peers'."""
-        return [self.url, *(f"http://127.0.0.1:{port}" for port in self.peer_ports)]
 
 
 def write_worker_file(
@@ -292,9 +286,10 @@ def write_peer_file(data_dir: Path, web_port: int) -> Path:
     return path
 
 
-def _peer_ports(data_dir: Path) -> tuple[int, ...]:
-    """The web ports of the peers alive and answering (a killed peer leaves its file)."""
-    ports = []
+def peer_urls(data_dir: Path) -> list[str]:
+    """The web APIs of the owner's peers alive and answering (a killed peer leaves its
+    file); read only by what needs every worker, not by each command's `running_stack`."""
+    urls = []
     for path in sorted((data_dir / PEERS_DIR).glob("*.json")):
         try:
             info = orjson.loads(path.read_bytes())
@@ -303,8 +298,8 @@ def _peer_ports(data_dir: Path) -> tuple[int, ...]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if port_open("127.0.0.1", port):
-            ports.append(port)
-    return tuple(ports)
+            urls.append(f"http://127.0.0.1:{port}")
+    return urls
 
 
 def running_stack(data_dir: Path) -> RunningStack | None:
@@ -314,11 +309,7 @@ def running_stack(data_dir: Path) -> RunningStack | None:
         info = orjson.loads(path.read_bytes())
         os.kill(int(info["pid"]), 0)
         stack = RunningStack(
-            int(info["pid"]),
-            int(info["web_port"]),
-            str(info["broker"]),
-            info.get("peer_token"),
-            _peer_ports(data_dir),
+            int(info["pid"]), int(info["web_port"]), str(info["broker"]), info.get("peer_token")
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
