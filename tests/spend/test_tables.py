@@ -236,3 +236,21 @@ def test_values_sharing_their_equal_parts_stay_apart_when_one_changes() -> None:
         assert t.totals[key] == totals_before[key]
         assert Decimal(t.totals[key]["cost"]) == Decimal("0.0004200")
     assert t.month_spend("acme", T0) == Decimal("1.0004200")
+
+
+def test_equal_values_of_one_list_are_one_object_and_unequal_ones_stay_apart() -> None:
+    """Memory (T11): a tenant's tenant, workflow, team and model buckets of an hour are
+    equal when it has one of each, and held once; a bucket that differs (a second
+    workflow's share) is its own value, and a later write does not touch the others."""
+    t = tables()
+    t.apply("acme", [row(1)])
+    buckets = [t.hourly[hour_key(dim, value)] for dim, value in (
+        ("tenant", "acme"), ("workflow", "answer"), ("team", "search"), ("model", "gpt-4o-mini")
+    )]  # fmt: skip
+    assert all(bucket is buckets[0] for bucket in buckets)
+    t.apply("acme", [row(2, workflow_id="summarize", input_tokens=5000)])
+    assert t.hourly[hour_key("workflow", "answer")]["input"] == 1000
+    assert t.hourly[hour_key("workflow", "summarize")]["input"] == 5000
+    assert t.hourly[hour_key("tenant", "acme")]["input"] == 6000
+    assert t.hourly[hour_key("team", "search")] is t.hourly[hour_key("tenant", "acme")]
+    assert t.hourly[hour_key("workflow", "answer")] is not t.hourly[hour_key("tenant", "acme")]
