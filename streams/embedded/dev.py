@@ -162,6 +162,7 @@ def run_dev(
         sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
+        run_started = datetime.now(UTC)
         started = stack.start(max(1, workers), web_port_for(settings))
         urls = ", ".join(f"http://127.0.0.1:{w.web_port}" for w in started)
         print(
@@ -173,7 +174,7 @@ def run_dev(
         from streams.embedded.status import SlidingRate, StackWatcher, status_line
 
         token = analyst_token_for(settings.data_dir, settings.analyst_token)
-        watcher = StackWatcher(f"http://127.0.0.1:{started[0].web_port}", token)
+        watcher = StackWatcher(f"http://127.0.0.1:{started[0].web_port}", token, run_started)
         if span is not None:
             held = watcher.rows_since(datetime.now(UTC) - timedelta(seconds=span))
             if held:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -49,9 +49,12 @@ class LedgerFigures:
 class StackWatcher:
     """Polls the owner worker for the status line's figures and for new alert states."""
 
-    def __init__(self, url: str, token: str | None) -> None:
+    def __init__(self, url: str, token: str | None, since: datetime) -> None:
         self.client = RemoteQueryClient(url, token, timeout=10)
-        self.since = datetime(1970, 1, 1, tzinfo=UTC)
+        # Alert states recorded from `since` on (this run's): a restart does not print
+        # the data dir's earlier pages again as if they were new; the status line
+        # counts the incidents still open, `spendstream alerts` lists them.
+        self.since = since
 
     def rows_since(self, start: datetime, timeout: float = 60.0) -> int:
         """Ledger rows timestamped from `start` on, once the worker has opened ClickHouse."""

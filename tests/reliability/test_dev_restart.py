@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -50,6 +51,7 @@ from tests.reliability.conftest import (
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 FIRST_LINE = re.compile(r"broker (\S+?),.*?workers? (http://[\d.:]+)")
+ALERT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d ALERT \[")
 BURST = 300
 # Durable-ack HTTP requests posted one after another up to the SIGKILL; the kill lands
 # once DURABLE_BEFORE_KILL of them are answered.
@@ -225,6 +227,7 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, A
         else:
             dev.publish(burst)
             code = dev.stop(how)
+        restarted_at = datetime.now(UTC)
         dev = Dev(data_dir, config)
         restarted_off_by = off_by(dev, tenants)
         dev.publish(second)
@@ -238,6 +241,7 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, A
             "burst": {e["request_id"] for e in burst},
             "durable_acknowledged": acknowledged,
             "exit_code": code,
+            "restarted_at": restarted_at,
             "before_stop_off_by": before_stop,
             "restarted_off_by": restarted_off_by,
         }
@@ -310,3 +314,25 @@ def test_a_restarted_dev_counts_the_ledger_exactly_and_pages_nothing_twice(
         assert len(acknowledged) >= DURABLE_BEFORE_KILL * DURABLE_EVENTS
     if case["case"] == "ctrl_c":
         assert case["exit_code"] == 0
+
+
+def test_a_restarted_dev_prints_only_the_alert_states_of_its_own_run(
+    case: dict[str, Any],
+) -> None:
+    """The first run's pages are in the alerts table, not printed again by the second
+    `dev` as if they were new: it prints the states recorded since it started."""
+    dev: Dev = case["dev"]
+    since = case["restarted_at"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    ((earlier,),) = dev.query(
+        f"SELECT count() FROM alerts WHERE recorded_at < toDateTime64('{since}', 3, 'UTC')"
+    )
+    assert int(earlier) > 0  # the first run paged (its 50 % budget pages)
+
+    def printed_and_recorded() -> tuple[int, int] | None:
+        printed = sum(1 for line in list(dev.lines) if ALERT_LINE.match(line))
+        ((recorded,),) = dev.query(
+            f"SELECT count() FROM alerts WHERE recorded_at >= toDateTime64('{since}', 3, 'UTC')"
+        )
+        return (printed, int(recorded)) if printed == int(recorded) else None
+
+    wait_for(printed_and_recorded, 30)
