@@ -63,10 +63,12 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(default=5000, ge=1)
     batch_within_seconds: float = Field(default=0.5, gt=0)
     # The embedded broker answers JoinGroup once half of this has passed, looking every
-    # second (tansu's group coordinator): 2 s is the longest that costs one second of the
-    # start, not two. Kafka refuses less than its group.min.session.timeout.ms (6 s by
-    # default): docker-compose.yml sets 10.
-    session_timeout_seconds: float = Field(default=2.0, gt=0)
+    # second (tansu's group coordinator): start-up time. 2 s would halve it, but a
+    # follower's SyncGroup then gets one look before "rebalance in progress", and the
+    # costed-skip case stalled Faust's recovery for minutes (2 of 4 runs). Kafka refuses
+    # less than its group.min.session.timeout.ms (6 s by default): docker-compose.yml
+    # sets 10.
+    session_timeout_seconds: float = Field(default=4.0, gt=0)
     # A stop (SIGTERM/SIGINT) first ledgers what the broker holds for this worker's
     # usage partitions, for at most this long (streams/runtime/drain.py); 0 skips it.
     stop_drain_seconds: float = Field(default=30.0, ge=0)
