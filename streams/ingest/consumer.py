@@ -242,13 +242,16 @@ class UsageConsumer(Service):
         # stays that small whatever the ledger holds (no committed offset: from the
         # log's start).
         most = (MAX_QUEUED + 1) * self.settings.batch_max_events
+        held = [tp for tp in assigned if tp in self.assignment()]
+        # All at once: the embedded broker answers a connection's requests in turn, each
+        # behind the fetch it holds for its whole wait.
+        committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in held))
+        unset = [tp for tp, offset in zip(held, committed, strict=True) if offset is None]
+        beginnings = await self.consumer.beginning_offsets(unset) if unset else {}
         windows: dict[int, tuple[int, int]] = {}
-        for tp in assigned:
-            if tp in self.assignment():
-                start = await self.consumer.committed(tp)
-                if start is None:
-                    start = (await self.consumer.beginning_offsets([tp]))[tp]
-                windows[tp.partition] = (start, start + most)
+        for tp, offset in zip(held, committed, strict=True):
+            start = beginnings[tp] if offset is None else offset
+            windows[tp.partition] = (start, start + most)
         # Rows of an earlier in-memory log share its offsets: only this log's count. On
         # Kafka, a re-delivery after the de-duplication horizon is a new event anyway.
         since = self.settings.log_epoch_started_at or datetime.now(UTC) - timedelta(

@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer
+from faust.tables import TableManager
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -18,6 +19,7 @@ from mode.worker import Worker
 from streams.faust_ext.app import (
     LogEndConsumer,
     LogEndTransport,
+    PromptTableManager,
     ShortWaitConsumerThread,
     SpendstreamApp,
     broker_url,
@@ -152,3 +154,15 @@ def test_fausts_scan_marks_go_through_the_module_attribute_we_replace() -> None:
         assert "venusian.attach(" in inspect.getsource(decorator)
     assert "venusian.Scanner()" in inspect.getsource(faust.App.discover)
     assert app().conf.autodiscover is False
+
+
+def test_the_table_manager_still_sleeps_a_second_then_starts_what_ours_starts_at_once() -> None:
+    """`PromptTableManager.on_start` is Faust's without its first second (T5): the rest
+    of Faust's must still be exactly the channels' update and the recovery's start."""
+    source = inspect.getsource(TableManager.on_start)
+    assert "await self.sleep(1.0)" in source
+    ours = inspect.getsource(PromptTableManager.on_start)
+    for step in ("await self._update_channels()", "await self.recovery.start()"):
+        assert step in source and step in ours
+    probe = app()
+    assert isinstance(probe.tables, PromptTableManager)
