@@ -6,8 +6,8 @@ tables that would be empty while the ledger holds every priced call. So at start
 worker reads, with a few GROUP BY queries over `usage_ledger FINAL`, the rows ingested
 before its log epoch began (`ingested_at < log_epoch_started_at`): hourly buckets over
 the detectors' lookback per tenant/workflow/team/model with every field the detectors
-read, month totals, daily totals per tenant/workflow/team/model over the tables' daily
-retention, and the workflow runs still open. That is the base; the tables
+read, month totals, each tenant's daily totals over the tables' daily retention, and
+the workflow runs still open. That is the base; the tables
 count this epoch's costed events on top of it and reads add the two.
 
 No row is in both: a row of this epoch is priced (`ingested_at`) after the epoch began,
@@ -36,8 +36,9 @@ from streams.spend.tables import (
     OVERFLOW,
     SEP,
     LedgerBase,
+    day_key,
+    hour_bucket_value,
     merge_buckets,
-    with_unpriced,
 )
 
 # A run's record lives this long after its last call (SpendTables.run_retention_hours);
@@ -59,7 +60,6 @@ SELECT
     intDiv(toUnixTimestamp(timestamp), {HOUR}) AS hour,
     min(timestamp) AS first_seen,
     sum(cost_usd) AS cost,
-    sum(toUInt64(request_count)) AS requests,
     groupUniqArrayIf({MAX_USERS_TRACKED})(user_id, user_id != '') AS users,
     sum(toUInt64(input_tokens)) AS input,
     sum(toUInt64(output_tokens)) AS output,
@@ -91,26 +91,17 @@ WHERE ingested_at < fromUnixTimestamp64Milli(%(before_ms)s)
 GROUP BY tenant_id, month
 """
 
-# Every dimension in one scan: each row once per dimension it has a value for.
 _DAYS_SQL = f"""
 SELECT
     tenant_id,
-    d.1 AS dim,
-    replaceAll(d.2, '|', '/') AS value,
     intDiv(toUnixTimestamp(timestamp), {DAY}) AS day,
-    min(timestamp) AS first_seen,
     sum(cost_usd) AS cost,
     sumIf(estimated_cost_usd, cost_status != 'priced') AS estimated,
     sumIf(toUInt64(request_count), cost_status != 'priced') AS unpriced
 FROM usage_ledger FINAL
-ARRAY JOIN arrayZip(
-    ['tenant', 'workflow', 'team', 'model'], [tenant_id, workflow_id, team_id, model]
-) AS d
 WHERE ingested_at < fromUnixTimestamp64Milli(%(before_ms)s)
   AND timestamp >= fromUnixTimestamp64Milli(%(since_ms)s)
-  AND d.2 != ''
-GROUP BY tenant_id, dim, value, day
-ORDER BY tenant_id, first_seen, value
+GROUP BY tenant_id, day
 """
 
 _RUNS_SQL = """
@@ -183,8 +174,8 @@ class LedgerQueries:
         run_retention: timedelta = timedelta(hours=48),
         daily_retention_days: int = 40,
     ) -> None:
-        """Hourly buckets over the detectors' lookback, daily totals, and the runs
-        still open."""
+        """Hourly buckets over the detectors' lookback, the tenants' daily totals, and
+        the runs still open."""
         since_hour = datetime.fromtimestamp(
             (int(self.now.timestamp()) // HOUR - HOURLY_RETENTION_HOURS) * HOUR, UTC
         )
@@ -203,41 +194,35 @@ class LedgerQueries:
             return value
 
         for dim in ("tenant", *CAPPED_DIMENSIONS):
-            for tenant, value, hour, _, cost, requests, users, *counts in self.rows(
+            for tenant, value, hour, _, cost, users, *counts in self.rows(
                 _hourly_sql(dim), since=since_hour
             ):
                 value = capped(tenant, dim, value)
                 inputs, outputs, retries, errors, models, estimated, unpriced = counts
-                fields = {
-                    "cost": str(cost),
-                    "requests": int(requests),
-                    "users": sorted(users),
-                    "input": int(inputs),
-                    "output": int(outputs),
-                    "retries": int(retries),
-                    "errors": int(errors),
-                    "models": {str(m): int(n) for m, n in dict(models).items()},
-                    "estimated": str(estimated),
-                }
-                bucket = with_unpriced(fields, int(unpriced))
+                bucket = hour_bucket_value(
+                    cost,
+                    int(inputs),
+                    int(outputs),
+                    {str(m): int(n) for m, n in dict(models).items()},
+                    users=sorted(users),
+                    retries=int(retries),
+                    errors=int(errors),
+                    estimated=estimated,
+                    unpriced=int(unpriced),
+                )
                 key = SEP.join((tenant, dim, value, str(hour)))
                 held = base.hourly.get(key)
                 base.hourly[key] = bucket if held is None else merge_buckets(held, bucket)
 
-        # The days the tables keep, as they key them (UTC days since the epoch); the
-        # values the hours admitted first, as the stream met them.
+        # The tenants' days the tables keep (UTC days since the epoch).
         since_day = datetime.fromtimestamp(
             (int(self.now.timestamp()) // DAY - daily_retention_days) * DAY, UTC
         )
-        for tenant, dim, value, day, _, cost, estimated, unpriced in self.rows(
-            _DAYS_SQL, since=since_day
-        ):
-            key = SEP.join((tenant, dim, capped(tenant, dim, value), f"d{day}"))
-            held = base.days.get(key)  # values past the cap share OVERFLOW's key
-            base.days[key] = {
-                "cost": Decimal(cost) + (held["cost"] if held else 0),
-                "estimated": Decimal(estimated) + (held["estimated"] if held else 0),
-                "unpriced": int(unpriced) + (held["unpriced"] if held else 0),
+        for tenant, day, cost, estimated, unpriced in self.rows(_DAYS_SQL, since=since_day):
+            base.days[day_key(tenant, day)] = {
+                "cost": Decimal(cost),
+                "estimated": Decimal(estimated),
+                "unpriced": int(unpriced),
             }
 
         for tenant, workflow, run, cost, started, last in self.rows(

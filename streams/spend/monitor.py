@@ -38,6 +38,7 @@ from streams.spend.tables import (
     BatchResult,
     SpendTables,
     TouchedKey,
+    bucket_requests,
     bucket_stats,
 )
 
@@ -460,7 +461,7 @@ def _observe_overflow(
             touched.dim,
             touched.hour,
             cap=tables.max_values_per_dim,
-            overflowed=int(bucket["requests"]),
+            overflowed=bucket_requests(bucket),
         )
         if found is not None:
             query = cardinality_query(tenant_id, touched.dim, found.window_start)
@@ -495,8 +496,8 @@ def _model_usage(tables: SpendTables, tenant_id: str, hour: datetime) -> dict[st
     for model in models:
         b = tables.hour_bucket(tenant_id, "model", str(model).replace(SEP, "/"), hour)
         usage[model] = Usage(
-            calls=b["requests"],
-            retries=b["retries"],
+            calls=bucket_requests(b),
+            retries=b.get("retries", 0),
             tokens=b["input"] + b["output"],
             cost=Decimal(b["cost"]),
         )
@@ -514,7 +515,7 @@ def _with_why_it_moved(
     with spend, split into volume, retries, model mix, tokens per call, unit price and
     cache-hit parts that sum to it (`detectors.decomposition`); all new spend when that
     hour had none on any of them."""
-    same_hours = [at for at, bucket in history if at.hour == hour.hour and bucket["requests"]]
+    same_hours = [at for at, bucket in history if at.hour == hour.hour and bucket_requests(bucket)]
     n = len(same_hours)
     against = (
         f"mean of the same hour on {n} previous days with spend"

@@ -10,11 +10,15 @@ sweep replayed hours.
 Tables (values are JSON-able dicts; money as Decimal strings):
 - `hourly`: "tenant|dim|value|hour" → bucket, dims tenant, workflow, team, model;
   kept `hourly_retention_hours` (8 days) of event time;
-- `totals`: "tenant|dim|value|dDAY" daily (40 days) and "tenant|month|YYYY-MM",
-  holding only what totals are read for (cost, estimated, unpriced, seen);
+- `totals`: "tenant|tenant|tenant|dDAY" the tenant's UTC day (40 days) and
+  "tenant|month|YYYY-MM", holding only what totals are read for (cost, estimated,
+  unpriced, seen). Days are the tenant's alone: nothing reads a workflow's, team's or
+  model's day (their hours are kept), and three keys more per tenant-day would cost a
+  fifth of a tenant's memory (T11). Such keys recovered from an older changelog are
+  left to expire;
 - `runs`: "tenant|run|workflow|run_id" → run cost, dropped 2 days after last seen.
 
-Hourly buckets hold `unpriced` only when not 0 (`with_unpriced`).
+Hourly buckets leave out their empty and zero fields (`hour_bucket_value`).
 
 Every value also holds `seen`: per source partition (of each source log: the usage
 broker's cluster id), the highest source position (offset and index in the message)
@@ -76,42 +80,69 @@ def key_tenant(table: str, key: str) -> str:
     return key.rsplit(SEP, 2)[0]  # "tenant|month|YYYY-MM"
 
 
+def day_key(tenant_id: str, day: int) -> str:
+    """The `totals` key of a tenant's UTC day (days since the epoch)."""
+    return SEP.join((tenant_id, "tenant", tenant_id.replace(SEP, "/"), f"d{day}"))
+
+
 def new_bucket() -> dict[str, Any]:
-    return {
-        "cost": "0",
-        "requests": 0,
-        "users": [],
-        "input": 0,
-        "output": 0,
-        "retries": 0,
-        "errors": 0,
-        "models": {},
-        "estimated": "0",
+    return {"cost": "0", "input": 0, "output": 0, "models": {}}
+
+
+def hour_bucket_value(
+    cost: Decimal | str,
+    input_tokens: int,
+    output_tokens: int,
+    models: dict[str, int],
+    *,
+    users: list[str] | None = None,
+    retries: int = 0,
+    errors: int = 0,
+    estimated: Decimal | str = "0",
+    unpriced: int = 0,
+) -> dict[str, Any]:
+    """An hourly bucket as the tables hold it. Its calls are the sum of `models` (calls
+    per model), and a field that is empty or zero is left out: with its marks a bucket
+    is then five fields, and a dict of at most five takes 184 bytes, of six to ten 272
+    (T11). Buckets written before hold "requests" and every field; they read the same
+    (`bucket_requests`, `bucket_stats`)."""
+    bucket: dict[str, Any] = {
+        "cost": str(cost),
+        "input": input_tokens,
+        "output": output_tokens,
+        "models": models,
     }
-
-
-def with_unpriced(bucket: dict[str, Any], unpriced: int) -> dict[str, Any]:
-    """`bucket` with its calls to models with no price: an hourly bucket holds the field
-    only when there are some (rare), which keeps it to ten fields with its marks (a
-    dict of eleven takes 464 bytes, of ten 272)."""
+    if users:
+        bucket["users"] = users
+    if retries:
+        bucket["retries"] = retries
+    if errors:
+        bucket["errors"] = errors
+    if Decimal(estimated):
+        bucket["estimated"] = str(estimated)
     if unpriced:
         bucket["unpriced"] = unpriced
     return bucket
 
 
+def bucket_requests(bucket: dict[str, Any]) -> int:
+    """The bucket's calls: those of each model, summed."""
+    return sum(bucket["models"].values())
+
+
 def new_total() -> dict[str, Any]:
-    return {"cost": "0", "estimated": "0", "unpriced": 0}
+    return {"cost": "0"}
 
 
 def bucket_stats(bucket: dict[str, Any]) -> WindowStats:
     return WindowStats(
         cost=Decimal(bucket["cost"]),
-        requests=bucket["requests"],
-        distinct_users=len(bucket["users"]),
+        requests=bucket_requests(bucket),
+        distinct_users=len(bucket.get("users", ())),
         input_tokens=bucket["input"],
         output_tokens=bucket["output"],
-        retries=bucket["retries"],
-        errors=bucket["errors"],
+        retries=bucket.get("retries", 0),
+        errors=bucket.get("errors", 0),
         model_mix=dict(bucket["models"]),
     )
 
@@ -119,7 +150,6 @@ def bucket_stats(bucket: dict[str, Any]) -> WindowStats:
 @dataclass
 class _Delta:
     cost: Decimal = Decimal(0)
-    requests: int = 0
     users: set[str] = field(default_factory=set)
     input: int = 0
     output: int = 0
@@ -135,7 +165,6 @@ class _Delta:
         if row.get("cost_status", "priced") != "priced":
             self.estimated += row["estimated"]
             self.unpriced += row["request_count"]
-        self.requests += row["request_count"]
         if row["user_id"]:
             self.users.add(row["user_id"])
         self.input += row["input_tokens"]
@@ -149,7 +178,6 @@ class _Delta:
 
     def absorb(self, other: _Delta) -> None:
         self.cost += other.cost
-        self.requests += other.requests
         self.users |= other.users
         self.input += other.input
         self.output += other.output
@@ -161,35 +189,37 @@ class _Delta:
             self.models[model] = self.models.get(model, 0) + count
 
     def merge_into(self, bucket: dict[str, Any]) -> dict[str, Any]:
-        users = bucket["users"]
+        users = bucket.get("users", [])
         if len(users) < MAX_USERS_TRACKED:
             known = set(users)
             users = users + sorted(self.users - known)[: MAX_USERS_TRACKED - len(users)]
         models = dict(bucket["models"])
         for model, count in self.models.items():
             models[model] = models.get(model, 0) + count
-        merged = {
-            "cost": str(Decimal(bucket["cost"]) + self.cost),
-            "requests": bucket["requests"] + self.requests,
-            "users": users,
-            "input": bucket["input"] + self.input,
-            "output": bucket["output"] + self.output,
-            "retries": bucket["retries"] + self.retries,
-            "errors": bucket["errors"] + self.errors,
-            "models": models,
-            # Buckets written before estimates existed have neither key.
-            "estimated": str(Decimal(bucket.get("estimated", "0")) + self.estimated),
-        }
-        return with_unpriced(merged, bucket.get("unpriced", 0) + self.unpriced)
+        return hour_bucket_value(
+            Decimal(bucket["cost"]) + self.cost,
+            bucket["input"] + self.input,
+            bucket["output"] + self.output,
+            models,
+            users=users,
+            retries=bucket.get("retries", 0) + self.retries,
+            errors=bucket.get("errors", 0) + self.errors,
+            estimated=Decimal(bucket.get("estimated", "0")) + self.estimated,
+            unpriced=bucket.get("unpriced", 0) + self.unpriced,
+        )
 
     def merge_into_total(self, total: dict[str, Any]) -> dict[str, Any]:
         """A `totals` value plus this delta: what the day and month totals are read for
-        (a value written before they were slimmed may hold more; it is dropped)."""
-        return {
-            "cost": str(Decimal(total.get("cost", "0")) + self.cost),
-            "estimated": str(Decimal(total.get("estimated", "0")) + self.estimated),
-            "unpriced": total.get("unpriced", 0) + self.unpriced,
-        }
+        (a value written before they were slimmed may hold more; it is dropped). Like a
+        bucket, it leaves out estimates and unpriced calls while there are none."""
+        merged: dict[str, Any] = {"cost": str(Decimal(total.get("cost", "0")) + self.cost)}
+        estimated = Decimal(total.get("estimated", "0")) + self.estimated
+        if estimated:
+            merged["estimated"] = str(estimated)
+        unpriced = total.get("unpriced", 0) + self.unpriced
+        if unpriced:
+            merged["unpriced"] = unpriced
+        return merged
 
 
 class _Shared:
@@ -227,32 +257,32 @@ class LedgerBase:
 
     hourly: dict[str, dict[str, Any]] = field(default_factory=dict)
     months: dict[str, dict[str, Any]] = field(default_factory=dict)
-    days: dict[str, dict[str, Any]] = field(default_factory=dict)  # "tenant|dim|value|dDAY"
+    days: dict[str, dict[str, Any]] = field(default_factory=dict)  # `day_key`
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: int = 0  # ledger rows behind the month totals (for the log line)
 
 
 def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Two hourly buckets of the same key as one (the base and this epoch's counts)."""
-    users = list(a["users"])
+    users = list(a.get("users", ()))
     if len(users) < MAX_USERS_TRACKED:
         known = set(users)
-        users += [u for u in b["users"] if u not in known][: MAX_USERS_TRACKED - len(users)]
+        more = [u for u in b.get("users", ()) if u not in known]
+        users += more[: MAX_USERS_TRACKED - len(users)]
     models = dict(a["models"])
     for model, count in b["models"].items():
         models[model] = models.get(model, 0) + count
-    merged = {
-        "cost": str(Decimal(a["cost"]) + Decimal(b["cost"])),
-        "requests": a["requests"] + b["requests"],
-        "users": users,
-        "input": a["input"] + b["input"],
-        "output": a["output"] + b["output"],
-        "retries": a["retries"] + b["retries"],
-        "errors": a["errors"] + b["errors"],
-        "models": models,
-        "estimated": str(Decimal(a.get("estimated", "0")) + Decimal(b.get("estimated", "0"))),
-    }
-    return with_unpriced(merged, a.get("unpriced", 0) + b.get("unpriced", 0))
+    return hour_bucket_value(
+        Decimal(a["cost"]) + Decimal(b["cost"]),
+        a["input"] + b["input"],
+        a["output"] + b["output"],
+        models,
+        users=users,
+        retries=a.get("retries", 0) + b.get("retries", 0),
+        errors=a.get("errors", 0) + b.get("errors", 0),
+        estimated=Decimal(a.get("estimated", "0")) + Decimal(b.get("estimated", "0")),
+        unpriced=a.get("unpriced", 0) + b.get("unpriced", 0),
+    )
 
 
 @dataclass(frozen=True)
@@ -447,9 +477,10 @@ class SpendTables:
         # A dimension's only value is held bare, not in a set of one: most tenants have
         # one team or model, and a set takes 216 bytes.
         self._values: dict[str, dict[str, str | set[str]]] = {}
-        # tenant -> {key: the table it is in} of the keys it owns, so expiry never scans
-        # whole tables (a dict: a third of a set's bytes, and no (table, key) tuples).
-        self._owned: dict[str, dict[str, str]] = {}
+        # tenant -> the keys it owns in the three tables, so expiry never scans whole
+        # tables: a list (a key goes in when it is first written), which takes half a
+        # dict's bytes and a sixth of a set's.
+        self._owned: dict[str, list[str]] = {}
         # tenant -> the newest event time counted, and the tenants counted since their
         # last expiry: expiry's clock (see `expire`).
         self._newest: dict[str, datetime] = {}
@@ -521,7 +552,8 @@ class SpendTables:
                     self.overflowed_by_dim[dim] += len(group.rows)
                 base = f"{tenant_id}{SEP}{dim}{SEP}{value}"
                 hourly.setdefault(f"{base}{SEP}{hour}", []).append(group)
-                totals.setdefault(f"{base}{SEP}d{day}", []).append(group)
+                if dim == "tenant":
+                    totals.setdefault(day_key(tenant_id, day), []).append(group)
                 touched[f"{base}{SEP}{hour}"] = TouchedKey(tenant_id, dim, value, start)
             month_key = f"{tenant_id}{SEP}month{SEP}{start:%Y-%m}"
             totals.setdefault(month_key, []).append(group)
@@ -531,19 +563,17 @@ class SpendTables:
             result.counted.extend(fresh)
             result.skipped += len(group.rows) - len(fresh)
 
-        owned = self._owned.setdefault(tenant_id, {})
+        owned = self._owned.setdefault(tenant_id, [])
         shared = _Shared()
-        for name, table, updates in (
-            ("hourly", self.hourly, hourly),
-            ("totals", self.totals, totals),
-        ):
-            total = name == "totals"
+        for table, updates, total in ((self.hourly, hourly, False), (self.totals, totals, True)):
             for key, contributions in updates.items():
-                bucket = table.get(key) or (new_total() if total else new_bucket())
+                held = table.get(key)
+                if held is None:
+                    owned.append(key)
+                bucket = held or (new_total() if total else new_bucket())
                 merged = _merge(bucket, contributions, total)
                 if merged is not None:
                     table[key] = shared.value(merged)
-                owned[key] = name
         for key, run in runs.items():
             old = self.runs.get(key)
             seen = old.get("seen", {}) if old else {}
@@ -563,7 +593,8 @@ class SpendTables:
                 cost += Decimal(old["cost"])
                 first = min(first, _parse_time(old["started_at"]))
                 last = max(last, _parse_time(old["last_seen"]))
-            owned[key] = "runs"
+            else:
+                owned.append(key)
             self.runs[key] = {
                 "cost": str(cost),
                 "started_at": first.isoformat(),
@@ -587,6 +618,9 @@ class SpendTables:
         value = str(raw).replace(SEP, "/")
         if dim == "tenant":
             return value
+        # One string for every tenant's: most tenants call the same few models, and
+        # often share team and workflow names (the index below holds each tenant's).
+        value = sys.intern(value)
         values = self._values.setdefault(tenant_id, {})
         held = values.get(dim)
         if value == held or (isinstance(held, set) and value in held):
@@ -622,15 +656,10 @@ class SpendTables:
         key = f"{tenant_id}{SEP}month{SEP}{at:%Y-%m}"
         return self._total(key, self.base.months.get(key) or {})
 
-    def day(self, tenant_id: str, dim: str, value: str, at: datetime) -> PeriodSpend:
-        """The UTC day's spend of a tenant (dim "tenant", value the tenant) or of one
-        of its workflows, teams or models."""
-        key = SEP.join((tenant_id, dim, value, f"d{int(at.timestamp()) // DAY}"))
-        return self._total(key, self.base.days.get(key) or {})
-
     def tenant_day(self, tenant_id: str, at: datetime) -> PeriodSpend:
         """The tenant's spend on the UTC day of `at`."""
-        return self.day(tenant_id, "tenant", tenant_id.replace(SEP, "/"), at)
+        key = day_key(tenant_id, int(at.timestamp()) // DAY)
+        return self._total(key, self.base.days.get(key) or {})
 
     def _total(self, key: str, held: dict[str, Any]) -> PeriodSpend:
         """This epoch's counts of a `totals` key plus the ledger's before it."""
@@ -665,7 +694,7 @@ class SpendTables:
         for name, table in (("hourly", self.hourly), ("totals", self.totals), ("runs", self.runs)):
             for key in list(table.keys()):
                 tenant_id = key_tenant(name, key)
-                self._owned.setdefault(tenant_id, {})[key] = name
+                self._owned.setdefault(tenant_id, []).append(key)
                 if name == "hourly":
                     _, dim, value, _ = key.rsplit(SEP, 3)
                     if dim != "tenant" and value != OVERFLOW:
@@ -692,37 +721,40 @@ class SpendTables:
         hour_cut = int(now.timestamp()) // HOUR - self.hourly_retention_hours
         day_cut = int(now.timestamp()) // DAY - self.daily_retention_days
         run_cut = now - timedelta(hours=self.run_retention_hours)
-        owned = self._owned.get(tenant_id, {})
-        expired = []
-        for key, name in owned.items():
+        kept: list[str] = []
+        expired = hourly_expired = 0
+        # A key deleted meanwhile (a costed partition begun again) leaves the index.
+        for key in dict.fromkeys(self._owned.get(tenant_id, ())):
             last = key.rsplit(SEP, 1)[1]
-            if name == "hourly":
-                old = int(last) < hour_cut
-            elif name == "totals":
-                old = last.startswith("d") and int(last[1:]) < day_cut
+            if key in self.hourly:
+                table, old = self.hourly, int(last) < hour_cut
+                hourly_expired += old
+            elif key in self.totals:
+                table, old = self.totals, last.startswith("d") and int(last[1:]) < day_cut
+            elif key in self.runs:
+                table = self.runs
+                old = _parse_time(self.runs[key]["last_seen"]) < run_cut
             else:
-                run = self.runs.get(key)
-                old = run is None or _parse_time(run["last_seen"]) < run_cut
+                continue
             if old:
-                expired.append((name, key))
-        tables = {"hourly": self.hourly, "totals": self.totals, "runs": self.runs}
-        for name, key in expired:
-            if key in tables[name]:
-                del tables[name][key]
-            owned.pop(key, None)
-        if not owned:
+                del table[key]
+                expired += 1
+            else:
+                kept.append(key)
+        if not kept:
             self._owned.pop(tenant_id, None)
             self._values.pop(tenant_id, None)
-        elif any(name == "hourly" for name, _ in expired):
-            self._values[tenant_id] = self._retained_values(owned)
-        return len(expired)
+            return expired
+        self._owned[tenant_id] = kept
+        if hourly_expired:
+            self._values[tenant_id] = self._retained_values(kept)
+        return expired
 
-    @staticmethod
-    def _retained_values(owned: dict[str, str]) -> dict[str, str | set[str]]:
+    def _retained_values(self, owned: list[str]) -> dict[str, str | set[str]]:
         """dim -> the distinct values with an hourly key among `owned`."""
         values: dict[str, str | set[str]] = {}
-        for key, name in owned.items():
-            if name != "hourly":
+        for key in owned:
+            if key not in self.hourly:
                 continue
             _, dim, value, _ = key.rsplit(SEP, 3)
             if dim != "tenant" and value != OVERFLOW:

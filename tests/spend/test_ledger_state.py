@@ -74,8 +74,8 @@ def comparable(bucket: dict[str, Any]) -> dict[str, Any]:
     return {
         **{field: value for field, value in bucket.items() if field != "seen"},
         "cost": Decimal(bucket["cost"]),
-        "estimated": Decimal(bucket["estimated"]),
-        "users": sorted(bucket["users"]),
+        "estimated": Decimal(bucket.get("estimated", 0)),
+        "users": sorted(bucket.get("users", ())),
     }
 
 
@@ -106,11 +106,11 @@ def test_ledger_before_the_epoch_plus_the_stream_equals_one_uninterrupted_stream
         assert restarted.month(tenant, NOW) == uninterrupted.month(tenant, NOW)
     assert restarted.month("acme", NOW).cost > 0
     days = [key for key in uninterrupted.totals if key.rsplit(SEP, 1)[1].startswith("d")]
-    assert len(days) > 20
+    assert len(days) >= 12  # three tenants, each of four days
     for key in days:
-        tenant, dim, value, day = key.rsplit(SEP, 3)  # a tenant may hold '|'
+        tenant, _, _, day = key.rsplit(SEP, 3)  # a tenant may hold '|'
         at = datetime.fromtimestamp(int(day[1:]) * DAY, UTC)
-        assert restarted.day(tenant, dim, value, at) == uninterrupted.day(tenant, dim, value, at)
+        assert restarted.tenant_day(tenant, at) == uninterrupted.tenant_day(tenant, at)
     assert sorted(runs, key=str) == sorted(expected_runs, key=str)
 
 
@@ -151,15 +151,17 @@ def test_every_rebuilt_total_equals_the_ledger_sum_to_the_decimal(
         ("team", "team_id"),
         ("model", "model"),
     ):
-        by_day = ledger(column, f"intDiv(toUnixTimestamp(timestamp), {DAY})")
-        for (tenant, value, day), cost in by_day.items():
-            at = datetime.fromtimestamp(day * DAY, UTC)
-            assert tables.day(tenant, dim, value, at).cost == cost, (tenant, dim, value, day)
+        if dim == "tenant":  # the tables keep days of tenants only
+            by_day = ledger(column, f"intDiv(toUnixTimestamp(timestamp), {DAY})")
+            for (tenant, _, day), cost in by_day.items():
+                at = datetime.fromtimestamp(day * DAY, UTC)
+                assert tables.tenant_day(tenant, at).cost == cost, (tenant, day)
+            compared += len(by_day)
         by_hour = ledger(column, f"intDiv(toUnixTimestamp(timestamp), {HOUR})")
         for (tenant, value, hour), cost in by_hour.items():
             at = datetime.fromtimestamp(hour * HOUR, UTC)
             assert Decimal(tables.hour_bucket(tenant, dim, value, at)["cost"]) == cost
-        compared += len(by_day) + len(by_hour)
+        compared += len(by_hour)
     # A run's cost: its calls of the last 8 days, for runs seen in the last 48 h.
     runs = ledger_db.client.query(
         "SELECT tenant_id, workflow_id, workflow_run_id, sum(cost_usd) FROM usage_ledger FINAL "

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from streams.spend.tables import OVERFLOW, SEP, SpendTables
+from streams.spend.tables import OVERFLOW, SEP, SpendTables, bucket_requests, bucket_stats
 
 T0 = datetime(2026, 11, 20, 10, 15, tzinfo=UTC)
 
@@ -57,11 +57,11 @@ def test_rows_land_in_their_event_time_hour_for_every_dimension() -> None:
     )
     bucket = t.hourly[hour_key("tenant", "acme")]
     assert Decimal(bucket["cost"]) == Decimal("0.0004200")
-    assert (bucket["requests"], bucket["retries"], bucket["errors"]) == (2, 1, 1)
+    assert (bucket_requests(bucket), bucket["retries"], bucket["errors"]) == (2, 1, 1)
     assert sorted(bucket["users"]) == ["u1", "u2"]
     assert bucket["input"] == 2000 and bucket["models"] == {"gpt-4o-mini": 2}
     for dim, value in (("workflow", "answer"), ("team", "search"), ("model", "gpt-4o-mini")):
-        assert t.hourly[hour_key(dim, value)]["requests"] == 2
+        assert bucket_requests(t.hourly[hour_key(dim, value)]) == 2
     assert Decimal(t.hourly[hour_key("model", "gpt-4o", later)]["cost"]) == Decimal("0.5")
     assert t.month_spend("acme", T0) == Decimal("0.5004200")
     run = t.runs[SEP.join(("acme", "run", "answer", "run-1"))]
@@ -73,7 +73,7 @@ def test_a_redelivered_costed_message_is_not_counted_twice() -> None:
     first = t.apply("acme", [row(5), row(6)])
     again = t.apply("acme", [row(5), row(6)])
     assert len(first.counted) == 2 and again.skipped == 2 and not again.counted
-    assert t.hourly[hour_key("tenant", "acme")]["requests"] == 2
+    assert bucket_requests(t.hourly[hour_key("tenant", "acme")]) == 2
 
 
 def test_a_new_source_logs_positions_from_zero_count_under_marks_of_their_own() -> None:
@@ -86,7 +86,7 @@ def test_a_new_source_logs_positions_from_zero_count_under_marks_of_their_own() 
     assert len(new.counted) == 2 and new.skipped == 0
     again = t.apply("acme", [row(91, source_log="cluster-a"), row(1, source_log="cluster-b")])
     assert again.skipped == 2 and not again.counted
-    assert t.hourly[hour_key("tenant", "acme")]["requests"] == 4
+    assert bucket_requests(t.hourly[hour_key("tenant", "acme")]) == 4
     assert t.month_spend("acme", T0) == Decimal("0.0002100") * 4
     run = t.runs[SEP.join(("acme", "run", "answer", "run-1"))]
     assert Decimal(run["cost"]) == Decimal("0.0002100") * 4
@@ -96,7 +96,7 @@ def test_rows_of_one_array_message_share_an_offset_and_all_count() -> None:
     t = tables()
     result = t.apply("acme", [row(7, request_id="a"), row(7, request_id="b")])
     assert len(result.counted) == 2
-    assert t.hourly[hour_key("tenant", "acme")]["requests"] == 2
+    assert bucket_requests(t.hourly[hour_key("tenant", "acme")]) == 2
 
 
 def test_distinct_workflows_beyond_the_cap_go_to_the_overflow_bucket() -> None:
@@ -104,7 +104,7 @@ def test_distinct_workflows_beyond_the_cap_go_to_the_overflow_bucket() -> None:
     t.apply("acme", [row(i, workflow_id=f"wf-{i}", workflow_run_id="") for i in range(10)])
     workflows = {k.split(SEP)[2] for k in t.hourly if k.split(SEP)[1] == "workflow"}
     assert workflows == {"wf-0", "wf-1", "wf-2", OVERFLOW}
-    assert t.hourly[hour_key("workflow", OVERFLOW)]["requests"] == 7
+    assert bucket_requests(t.hourly[hour_key("workflow", OVERFLOW)]) == 7
     assert t.overflowed == 7
 
 
@@ -127,7 +127,7 @@ def test_a_message_split_across_costed_chunks_counts_each_row_once() -> None:
     second = [row(9, request_id=f"e{i}", source_index=i) for i in range(2, 4)]
     for chunk in (first, second, first, second):
         t.apply("acme", chunk)
-    assert t.hourly[hour_key("tenant", "acme")]["requests"] == 4
+    assert bucket_requests(t.hourly[hour_key("tenant", "acme")]) == 4
 
 
 def test_after_recovery_the_index_is_rebuilt_and_expiry_still_works() -> None:
@@ -189,8 +189,8 @@ def test_a_crash_that_kept_some_table_writes_neither_drops_nor_double_counts() -
 
         assert recovered.month_spend("acme", T0) == Decimal("0.0008400"), kept
         tenant_hour = recovered.hourly[hour_key("tenant", "acme")]
-        assert tenant_hour["requests"] == 4, kept
-        assert recovered.hourly[hour_key("workflow", "summarize")]["requests"] == 1, kept
+        assert bucket_requests(tenant_hour) == 4, kept
+        assert bucket_requests(recovered.hourly[hour_key("workflow", "summarize")]) == 1, kept
         run = recovered.runs[SEP.join(("acme", "run", "answer", "run-1"))]
         assert Decimal(run["cost"]) == Decimal("0.0006300"), kept
         # Rows the month total already held are re-deliveries, not new spend.
@@ -222,19 +222,19 @@ def test_values_sharing_their_equal_parts_stay_apart_when_one_changes() -> None:
     t = tables()
     t.apply("acme", [row(1), row(2, user_id="u2")])
     before = {key: dict(bucket) for key, bucket in t.hourly.items()}
+    totals_held = dict(t.totals)  # the day's and month's values, one shared object
     totals_before = {key: dict(value) for key, value in t.totals.items()}
     t.apply("acme", [row(3, team_id="other", model="gpt-4o", user_id="u3", cost_usd="1")])
     for dim, value in (("workflow", "answer"), ("tenant", "acme")):
         bucket = t.hourly[hour_key(dim, value)]
-        assert (bucket["requests"], sorted(bucket["users"])) == (3, ["u1", "u2", "u3"])
+        assert (bucket_requests(bucket), sorted(bucket["users"])) == (3, ["u1", "u2", "u3"])
         assert bucket["models"] == {"gpt-4o-mini": 2, "gpt-4o": 1}
     for dim, value in (("team", "search"), ("model", "gpt-4o-mini")):
         assert t.hourly[hour_key(dim, value)] == before[hour_key(dim, value)]
-    day = f"d{int(T0.timestamp()) // 86_400}"
-    for dim, value in (("team", "search"), ("model", "gpt-4o-mini")):
-        key = SEP.join(("acme", dim, value, day))
-        assert t.totals[key] == totals_before[key]
-        assert Decimal(t.totals[key]["cost"]) == Decimal("0.0004200")
+    # Both totals changed: into new values, the shared old one untouched.
+    assert {key: dict(value) for key, value in totals_held.items()} == totals_before
+    assert all(t.totals[key] is not value for key, value in totals_held.items())
+    assert t.tenant_day("acme", T0).cost == Decimal("1.0004200")
     assert t.month_spend("acme", T0) == Decimal("1.0004200")
 
 
@@ -254,3 +254,36 @@ def test_equal_values_of_one_list_are_one_object_and_unequal_ones_stay_apart() -
     assert t.hourly[hour_key("tenant", "acme")]["input"] == 6000
     assert t.hourly[hour_key("team", "search")] is t.hourly[hour_key("tenant", "acme")]
     assert t.hourly[hour_key("workflow", "answer")] is not t.hourly[hour_key("tenant", "acme")]
+
+
+def test_a_bucket_leaves_out_its_empty_fields_and_one_written_in_full_reads_the_same() -> None:
+    """Memory (T11): calls with no user, retry, error or estimate make a bucket of five
+    fields with its marks (a dict of five takes 184 bytes, of six to ten 272). A bucket
+    written in full by an earlier version, recovered from its changelog, reads and
+    merges as the sparse one."""
+    quiet = row(1, user_id=None, retry_count=0, status_code=200)
+    t = tables()
+    t.apply("acme", [quiet])
+    bucket = t.hourly[hour_key("tenant", "acme")]
+    assert set(bucket) == {"cost", "input", "output", "models", "seen"}
+    assert bucket_stats(bucket) == bucket_stats(
+        {**bucket, "requests": 1, "users": [], "retries": 0, "errors": 0, "estimated": "0"}
+    )
+    assert (bucket_stats(bucket).requests, bucket_stats(bucket).distinct_users) == (1, 0)
+
+    full = tables()
+    full.apply("acme", [quiet])
+    key = hour_key("tenant", "acme")
+    full.hourly[key] = {
+        **full.hourly[key],
+        "requests": 1,
+        "users": [],
+        "retries": 0,
+        "errors": 0,
+        "estimated": "0",
+    }
+    for each in (t, full):
+        each.apply("acme", [row(2, user_id="u9", retry_count=1)])
+    assert t.hourly[key] == full.hourly[key]
+    assert bucket_stats(t.hourly[key]).requests == 2
+    assert t.hourly[key]["users"] == ["u9"] and t.hourly[key]["retries"] == 1
