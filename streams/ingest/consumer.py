@@ -342,7 +342,10 @@ class UsageConsumer(Service):
                 await asyncio.wait_for(self._ledgered.wait(), min(left, COMMITTED_POLL_SECONDS))
 
     async def _committed(self, partition: int) -> int:
-        if self.consumer is None:
+        # Until the first join the consumer may not have started: aiokafka (0.14) makes
+        # its group coordinator in `start`, and a request that comes in meanwhile (the
+        # web server answers before the ingest group is joined) waits for the join.
+        if self.consumer is None or not self.joined.is_set():
             return 0
         try:
             tp = TopicPartition(self.settings.usage_topic, partition)

@@ -8,6 +8,7 @@ nothing; once the table is back the rows land and only then the offsets move.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,3 +223,22 @@ async def test_nothing_is_committed_while_clickhouse_refuses_the_write(running: 
         return await running.committed() == ends
 
     await wait_until(committed, timeout=30, interval=0.1)
+
+
+async def test_a_wait_for_the_ledger_during_the_start_is_answered_once_ledgered(
+    running: Running,
+) -> None:
+    # An HTTP request with ack=ledger that the worker takes while its ingest consumer
+    # starts (the web server answers first) waits; it used to fail with a 500, asking
+    # a consumer with no group coordinator yet for committed offsets.
+    ends = await publish(
+        running.settings.kafka_bootstrap, running.settings.usage_topic, [line("s-000")]
+    )
+    [(partition, end)] = ends.items()
+    starting = asyncio.create_task(running.consumer.start())
+    while running.consumer.consumer is None:
+        await asyncio.sleep(0)
+    assert not running.consumer.joined.is_set()
+    assert await running.consumer.wait_ledgered([(partition, end - 1)], 60)
+    await starting
+    assert await running.ledger_ids() == ["s-000"]
