@@ -139,6 +139,7 @@ class SpendMonitor:
             by_hour.setdefault(int(row["timestamp"].timestamp()) // HOUR, []).append(row)
         for rows in by_hour.values():
             rows.sort(key=lambda row: row["timestamp"])
+        of_value: dict[tuple[int, str], dict[str, list[dict[str, Any]]]] = {}
         # Hour by hour: each hour is judged against the hours before it, complete.
         for touched in sorted(result.touched, key=lambda t: t.hour):
             if touched.value == OVERFLOW and touched.dim != "tenant":
@@ -146,7 +147,10 @@ class SpendMonitor:
             bucket = tables.hour_bucket(tenant_id, touched.dim, touched.value, touched.hour)
             spend = Decimal(bucket["cost"])
             dkey = detector_key(touched.dim, tenant_id, touched.value)
-            rows = _rows_of(by_hour.get(int(touched.hour.timestamp()) // HOUR, []), touched)
+            hour = int(touched.hour.timestamp()) // HOUR
+            rows = _rows_of(
+                by_hour.get(hour, []), touched, of_value.setdefault((hour, touched.dim), {})
+            )
             for as_of, running in self._running_totals(dkey, touched.hour, spend, rows):
                 finding = self.rolling.update(dkey, as_of, running)
                 if finding is not None:
@@ -568,14 +572,23 @@ def _typical_hour(history: list[tuple[datetime, dict[str, Any]]], hour: datetime
     return WindowStats.median_of(s for _, s in stats)
 
 
-def _rows_of(rows: list[dict[str, Any]], touched: TouchedKey) -> list[dict[str, Any]]:
-    """The rows of one hour that count in the touched key's bucket."""
+def _rows_of(
+    rows: list[dict[str, Any]],
+    touched: TouchedKey,
+    by_value: dict[str, list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """The rows of one hour that count in the touched key's bucket. `by_value` is the
+    hour's rows split by the touched dimension's value, filled at the first look: a
+    list touches many keys of a dimension in an hour, and one pass serves them all."""
     if touched.dim == "tenant":
         return rows
     if touched.value == OVERFLOW:
         return []
-    column = FIELD_NAMES[touched.dim]
-    return [row for row in rows if str(row.get(column) or "").replace(SEP, "/") == touched.value]
+    if not by_value:
+        column = FIELD_NAMES[touched.dim]
+        for row in rows:
+            by_value.setdefault(str(row.get(column) or "").replace(SEP, "/"), []).append(row)
+    return by_value.get(touched.value, [])
 
 
 def warm_up_online() -> None:

@@ -49,7 +49,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from detectors.cardinality import OVERFLOW
 from detectors.stats import WindowStats
@@ -295,8 +295,7 @@ class TouchedKey:
     hour: datetime
 
 
-@dataclass(frozen=True)
-class RunUpdate:
+class RunUpdate(NamedTuple):
     tenant_id: str
     workflow_id: str
     run_id: str
@@ -329,15 +328,15 @@ def _parse_time(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def costed_row(raw: dict[str, Any]) -> dict[str, Any]:
+def costed_row(row: dict[str, Any]) -> dict[str, Any]:
     """A costed event as published by the ingest service, with types restored and its
-    source position (`_partition`, `_sequence`) computed once for every table."""
-    row = dict(raw)
-    row["cost"] = Decimal(str(raw["cost_usd"]))
-    row["estimated"] = Decimal(str(raw.get("estimated_cost_usd") or 0))
-    row["timestamp"] = _parse_time(raw["timestamp"])
-    row["_partition"] = _source_partition(raw)
-    row["_sequence"] = _sequence(raw)
+    source position (`_partition`, `_sequence`) computed once for every table. In place:
+    the rows are the caller's own, just decoded, and restoring them twice is harmless."""
+    row["cost"] = Decimal(str(row["cost_usd"]))
+    row["estimated"] = Decimal(str(row.get("estimated_cost_usd") or 0))
+    row["timestamp"] = _parse_time(row["timestamp"])
+    row["_partition"] = _source_partition(row)
+    row["_sequence"] = _sequence(row)
     return row
 
 
@@ -362,14 +361,17 @@ def _is_new(row: dict[str, Any], seen: dict[str, int]) -> bool:
     return bool(row["_sequence"] > seen.get(row["_partition"], -1))
 
 
-@dataclass
 class _Positions:
     """Rows of one group with each source partition's lowest and highest position: a
     value that holds none of them (the usual case) takes them without a look at each."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    lowest: dict[str, int] = field(default_factory=dict)
-    highest: dict[str, int] = field(default_factory=dict)
+    # Slots and a plain __init__: one is made per run and per group of every list.
+    __slots__ = ("highest", "lowest", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.lowest: dict[str, int] = {}
+        self.highest: dict[str, int] = {}
 
     def add_position(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -405,31 +407,39 @@ def _advance(
     return marks
 
 
-@dataclass
 class _Group(_Positions):
     """Rows of one (dimension values, hour) group, summed."""
 
-    delta: _Delta = field(default_factory=_Delta)
+    __slots__ = ("delta",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delta = _Delta()
 
     def add(self, row: dict[str, Any]) -> None:
         self.delta.add(row)
         self.add_position(row)
 
 
-@dataclass
 class _Run(_Positions):
     """Rows of one workflow run: only what the run's record keeps."""
 
-    cost: Decimal = Decimal(0)
-    first: datetime | None = None
-    last: datetime | None = None
+    __slots__ = ("cost", "first", "last")
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        super().__init__()
+        self.cost = Decimal(0)
+        self.first: datetime = row["timestamp"]
+        self.last: datetime = row["timestamp"]
 
     def add(self, row: dict[str, Any]) -> None:
         self.add_position(row)
         ts: datetime = row["timestamp"]
         self.cost += row["cost"]
-        self.first = ts if self.first is None or ts < self.first else self.first
-        self.last = ts if self.last is None or ts > self.last else self.last
+        if ts < self.first:
+            self.first = ts
+        elif ts > self.last:
+            self.last = ts
 
 
 def _merge(bucket: dict[str, Any], groups: list[_Group], total: bool) -> dict[str, Any] | None:
@@ -529,7 +539,7 @@ class SpendTables:
                 run_key = SEP.join((tenant_id, "run", row["workflow_id"], row["workflow_run_id"]))
                 run = runs.get(run_key)
                 if run is None:
-                    run = runs[run_key] = _Run()
+                    run = runs[run_key] = _Run(row)
                     run_ids[run_key] = (row["workflow_id"], row["workflow_run_id"])
                 run.add(row)
 
@@ -588,17 +598,18 @@ class SpendTables:
                 first = min(row["timestamp"] for row in fresh)
                 last = max(row["timestamp"] for row in fresh)
                 counted = list(fresh)
-            assert first is not None and last is not None
             if old:
                 cost += Decimal(old["cost"])
                 first = min(first, _parse_time(old["started_at"]))
                 last = max(last, _parse_time(old["last_seen"]))
             else:
                 owned.append(key)
+            started_at = first.isoformat()
             self.runs[key] = {
                 "cost": str(cost),
-                "started_at": first.isoformat(),
-                "last_seen": last.isoformat(),
+                "started_at": started_at,
+                # Most runs' rows of a list share one time (a single call).
+                "last_seen": started_at if last == first else last.isoformat(),
                 "seen": _advance(seen, counted),
             }
             held = self.base.runs.get(key)

@@ -210,3 +210,35 @@ def test_a_new_tenants_breach_moved_by_new_spend_not_volume_and_model_mix() -> N
     assert contract.evidence["why_it_moved_against"] == (
         "no spend in the same hour on the previous 7 days"
     )
+
+
+def test_a_workflow_is_judged_on_its_own_calls_beside_another_in_the_same_hour() -> None:
+    # A second workflow of the tenant, a call every hour on the half hour: the answer
+    # workflow's spike is found at the same call and figure as without it, and the
+    # quiet workflow is never paged.
+    def with_digest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            out.append(row)
+            at = datetime.fromisoformat(row["timestamp"])
+            if at.minute == 0 and at.second == 0:
+                digest = {**row, "request_id": f"d-{row['request_id']}", "workflow_id": "digest"}
+                digest["timestamp"] = (at + timedelta(minutes=30)).isoformat()
+                out.append(digest)
+        for offset, row in enumerate(out):
+            out[offset] = {**row, "source_offset": offset}
+        return sorted(out, key=lambda row: row["timestamp"])
+
+    def workflow_pages(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        config = SpendConfig.model_validate({"detectors": {"online": {"enabled": False}}})
+        tables, monitor = SpendTables({}, {}, {}), SpendMonitor(config)
+        found = monitor.observe(tables, "steady", tables.apply("steady", rows))
+        return sorted(
+            (f.key, f.severity, f.value, f.evidence.get("as_of"))
+            for f in found
+            if f.detector == "rolling_median" and "/workflow:" in f.key
+        )
+
+    alone = workflow_pages(costed_rows("steady"))
+    assert alone and all(key == "tenant:steady/workflow:answer" for key, *_ in alone)
+    assert workflow_pages(with_digest(costed_rows("steady"))) == alone
