@@ -418,11 +418,15 @@ def tenant_memory_row(result: Run) -> Row:
         row.notes.append(result.error or "no result")
         return row
     rss, traced = data["bytes_per_tenant_rss"], data.get("bytes_per_tenant_traced")
-    row.measured = f"{rss:,} B RSS per tenant (spend state, {data.get('tenants', 0):,} tenants)"
+    row.measured = (
+        f"{rss:,} B RSS per tenant (spend state, {data.get('tenants', 0):,} tenants after "
+        f"{data.get('warm_tenants', 0):,})"
+    )
     row.figure = f"{rss:,} B"
     row.result = verdict(rss <= 2048)
     row.notes.append(
-        f"traced {traced} B/tenant; 1M tenants: {data.get('million_tenants_gib')} GiB; by "
+        f"traced {traced} B/tenant ({data.get('traced_tenants')} tenants more); 1M tenants: "
+        f"{data.get('million_tenants_gib')} GiB; by "
         f"structure (B/tenant): {data.get('by_structure')}. The spend state alone: the whole "
         "worker's figure is RELIABILITY.md's 'cardinality, 10000 distinct tenants' case"
     )

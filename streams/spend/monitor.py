@@ -67,7 +67,9 @@ class SpendMonitor:
     cause: SpikeCauseClassifier = field(init=False)
     _learned: bool = False
     _online_enabled: bool = False
-    # tenant -> (minute, cost, input, output, latency sum, requests, retries) of the open minute
+    # tenant -> (minute, cost, input, output, latency sum, requests, retries) of the open
+    # minute, least recently written first; at most twice the online detector's tenants
+    # (`_observe_minutes`).
     _minutes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -209,13 +211,20 @@ class SpendMonitor:
         """The online model learns one sample per tenant per event-time minute (totals of
         cost, tokens and retries, mean latency): per-request River updates would cost
         more than the rest of the pipeline together. A minute is scored once closed,
-        when a later minute of the same tenant arrives."""
+        when a later minute of the same tenant arrives.
+
+        Open minutes are bounded: past twice the detector's `max_tenants`, the least
+        recently written is dropped unlearned. Its tenant is then not among the
+        detector's `max_tenants` most recently seen either, so its model is (or is about
+        to be) evicted too; open minutes for every tenant ever seen would grow without
+        bound (T11: 276 bytes a tenant)."""
         from detectors.online_anomaly import RequestSample
 
         findings: list[Finding] = []
+        # Taken out and put back last: the least recently written is dropped first.
+        current = self._minutes.pop(tenant_id, None)
         for row in rows:
             minute = int(row["timestamp"].timestamp()) // 60
-            current = self._minutes.get(tenant_id)
             if current is not None and current[0] < minute:
                 _, cost, tokens_in, tokens_out, latency, requests, retries = current
                 sample = RequestSample(
@@ -235,7 +244,7 @@ class SpendMonitor:
             if current is None:
                 current = (minute, Decimal(0), 0, 0, 0, 0, 0)
             # A late row (an earlier minute) joins the open minute.
-            self._minutes[tenant_id] = (
+            current = (
                 current[0],
                 current[1] + row["cost"],
                 current[2] + row["input_tokens"],
@@ -244,6 +253,10 @@ class SpendMonitor:
                 current[5] + 1,
                 current[6] + row["retry_count"],
             )
+        if current is not None:
+            self._minutes[tenant_id] = current
+        while len(self._minutes) > 2 * self.online.max_tenants:
+            del self._minutes[next(iter(self._minutes))]
         return findings
 
     def _observe_burn(

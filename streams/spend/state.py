@@ -41,7 +41,6 @@ class SpendState:
     monitor: SpendMonitor
     alerting: Alerting
     incidents: IncidentPolicy = field(init=False)
-    last_expiry: dict[str, datetime] = field(default_factory=dict)
     skipped_redelivered: int = 0
     rewinds: int = 0  # costed partitions read again after a skip or a stall
     rows_seen: int = 0  # costed rows taken by the agent, counted or skipped
@@ -99,15 +98,12 @@ class SpendState:
         self.rows_seen += len(rows)
         self.skipped_redelivered += result.skipped
         now = datetime.now(UTC)
-        newest = self.tables.newest_event(tenant_id)
+        newest = result.newest
         if newest is not None and (self.event_clock is None or newest > self.event_clock):
             self.event_clock, self.event_clock_moved_at = newest, now
         if result.counted:
             self.handle_findings(self.monitor.observe(self.tables, tenant_id, result), now)
-        last = self.last_expiry.get(tenant_id)
-        if last is None or now - last >= EXPIRE_EVERY:
-            self.tables.expire(tenant_id, now)
-            self.last_expiry[tenant_id] = now
+        self.tables.expire_due(tenant_id, now, EXPIRE_EVERY)
 
     def handle_findings(self, findings: list[Finding], now: datetime) -> None:
         for alert in self.incidents.on_findings(findings, now):

@@ -222,11 +222,32 @@ class _Delta:
         return merged
 
 
+# Calls to one model, as buckets hold them ({model: calls}), shared by every tenant's:
+# most of a million tenants' hours are a few calls to one model, and a dict takes 184
+# bytes. Bounded: begun again when full (the dicts handed out stay with their values).
+_ONE_MODEL_CALLS: dict[tuple[str, int], dict[str, int]] = {}
+_ONE_MODEL_CALLS_MAX = 65_536
+_ONE_MODEL_CALLS_SHARED_UP_TO = 1000
+
+
+def _one_model_calls(models: dict[str, int]) -> dict[str, int]:
+    """`models` or an equal dict already held, if it is one model's few calls."""
+    if len(models) != 1:
+        return models
+    ((model, calls),) = models.items()
+    if calls > _ONE_MODEL_CALLS_SHARED_UP_TO:
+        return models
+    if len(_ONE_MODEL_CALLS) >= _ONE_MODEL_CALLS_MAX:
+        _ONE_MODEL_CALLS.clear()
+    return _ONE_MODEL_CALLS.setdefault((model, calls), models)
+
+
 class _Shared:
     """Equal parts of the values one list writes, held once: a part already made is
     handed out again (cost strings, users lists, models and marks dicts), and so is a
     whole value equal to one already made (a tenant with one workflow, team and model
-    has four equal buckets an hour, and four equal day totals)."""
+    has four equal buckets an hour, and four equal day totals). One model's few calls
+    are shared with every list's (`_one_model_calls`)."""
 
     def __init__(self) -> None:
         self._parts: dict[Any, Any] = {}
@@ -237,6 +258,8 @@ class _Shared:
             if isinstance(part, str):
                 merged[name] = self._parts.setdefault(part, part)
             elif isinstance(part, dict) and part:
+                if name == "models":
+                    part = _one_model_calls(part)
                 merged[name] = self._parts.setdefault((name, *part.items()), part)
             elif isinstance(part, list):
                 merged[name] = self._parts.setdefault((name, *part), part)
@@ -319,6 +342,7 @@ class BatchResult:
     skipped: int = 0
     touched: list[TouchedKey] = field(default_factory=list)
     runs: list[RunUpdate] = field(default_factory=list)
+    newest: datetime | None = None  # the latest event time among the rows
 
 
 def _parse_time(value: Any) -> datetime:
@@ -464,6 +488,53 @@ def _merge(bucket: dict[str, Any], groups: list[_Group], total: bool) -> dict[st
     return merged
 
 
+class _Tenant:
+    """What the tables keep of one tenant besides its values. Slotted, one per tenant:
+    a million tenants must fit in a couple of GiB (T11)."""
+
+    __slots__ = ("counted", "expired_at", "model", "owned", "team", "workflow")
+
+    def __init__(self) -> None:
+        # The cardinality index: each capped dimension's distinct values with an hourly
+        # key still retained, bare while there is one (a set takes 216 bytes).
+        self.workflow: str | set[str] | None = None
+        self.team: str | set[str] | None = None
+        self.model: str | set[str] | None = None
+        # The keys the tenant owns in the three tables, so expiry never scans whole
+        # tables: a list (a key goes in when it is first written), which takes half a
+        # dict's bytes and a sixth of a set's.
+        self.owned: list[str] = []
+        # Expiry's clock (see `SpendTables.expire`): whether a row was counted since the
+        # last expiry, and that expiry's wall minute.
+        self.counted = False
+        self.expired_at: int | None = None
+
+    def values(self, dim: str) -> str | set[str] | None:
+        value: str | set[str] | None = getattr(self, dim)
+        return value
+
+    def hold(self, dim: str, value: str) -> None:
+        """`value` among the dimension's distinct values: bare while it is the only one."""
+        held = self.values(dim)
+        if held is None or held == value:
+            setattr(self, dim, value)
+        elif isinstance(held, str):
+            setattr(self, dim, {held, value})
+        else:
+            held.add(value)
+
+    def hold_key(self, key: str) -> None:
+        """The value of an hourly key among its dimension's (not the tenant's own, nor
+        OVERFLOW, which holds no place under the cap)."""
+        # A tenant id may hold SEP; an hourly key's value and hour do not.
+        _, dim, value, _ = key.rsplit(SEP, 3)
+        if dim != "tenant" and value != OVERFLOW:
+            self.hold(dim, value)
+
+    def forget_values(self) -> None:
+        self.workflow = self.team = self.model = None
+
+
 class SpendTables:
     def __init__(
         self,
@@ -483,18 +554,12 @@ class SpendTables:
         self.daily_retention_days = daily_retention_days
         self.run_retention_hours = run_retention_hours
         self.max_values_per_dim = max_values_per_dim
-        # tenant -> dim -> distinct values seen (cardinality guard); rebuilt from keys.
-        # A dimension's only value is held bare, not in a set of one: most tenants have
-        # one team or model, and a set takes 216 bytes.
-        self._values: dict[str, dict[str, str | set[str]]] = {}
-        # tenant -> the keys it owns in the three tables, so expiry never scans whole
-        # tables: a list (a key goes in when it is first written), which takes half a
-        # dict's bytes and a sixth of a set's.
-        self._owned: dict[str, list[str]] = {}
-        # tenant -> the newest event time counted, and the tenants counted since their
-        # last expiry: expiry's clock (see `expire`).
-        self._newest: dict[str, datetime] = {}
-        self._counted_since_expiry: set[str] = set()
+        # tenant -> what the tables know of it besides its values (cardinality index,
+        # owned keys, expiry clock): one slotted record, not five dicts' slots (T11).
+        self._tenants: dict[str, _Tenant] = {}
+        # The wall minute of the latest expiry check, one int shared by every tenant
+        # checked in that minute.
+        self._minute = 0
         # dim -> rows counted under OVERFLOW since start (not persisted: a counter).
         self.overflowed_by_dim: dict[str, int] = dict.fromkeys(CAPPED_DIMENSIONS, 0)
         # What the ledger held before this log epoch; reads add it to the tables.
@@ -517,14 +582,14 @@ class SpendTables:
         runs: dict[str, _Run] = {}
         # run key -> (workflow id, run id): both raw, so a key alone may not split back
         run_ids: dict[str, tuple[str, str]] = {}
+        tenant = self._tenant(tenant_id)
+        tenant.counted = True
         for raw in raw_rows:
             row = costed_row(raw)
             # One add per row into its group of raw dimension values and hour; the
             # groups, far fewer than rows, then fan out to every table key below.
-            self._counted_since_expiry.add(tenant_id)
-            newest = self._newest.get(tenant_id)
-            if newest is None or row["timestamp"] > newest:
-                self._newest[tenant_id] = row["timestamp"]
+            if result.newest is None or row["timestamp"] > result.newest:
+                result.newest = row["timestamp"]
             group_key = (
                 row.get("workflow_id"),
                 row.get("team_id"),
@@ -549,8 +614,8 @@ class SpendTables:
         for (*raw_values, hour), group in groups.items():
             # Resolved in order of first appearance, as the rows came: the cap admits
             # the same values as it would row by row.
-            values = [self._dim_value(tenant_id, "tenant", tenant_id)] + [
-                self._dim_value(tenant_id, dim, value)
+            values = [self._dim_value(tenant, "tenant", tenant_id)] + [
+                self._dim_value(tenant, dim, value)
                 for dim, value in zip(CAPPED_DIMENSIONS, raw_values, strict=True)
             ]
             day = hour * HOUR // DAY
@@ -573,7 +638,7 @@ class SpendTables:
             result.counted.extend(fresh)
             result.skipped += len(group.rows) - len(fresh)
 
-        owned = self._owned.setdefault(tenant_id, [])
+        owned = tenant.owned
         shared = _Shared()
         for table, updates, total in ((self.hourly, hourly, False), (self.totals, totals, True)):
             for key, contributions in updates.items():
@@ -621,7 +686,7 @@ class SpendTables:
         result.touched = list(touched.values())
         return result
 
-    def _dim_value(self, tenant_id: str, dim: str, raw: Any) -> str | None:
+    def _dim_value(self, tenant: _Tenant, dim: str, raw: Any) -> str | None:
         """A dimension value as table keys hold it: None if empty, OVERFLOW past the
         tenant's cap of distinct values."""
         if not raw:
@@ -632,15 +697,20 @@ class SpendTables:
         # One string for every tenant's: most tenants call the same few models, and
         # often share team and workflow names (the index below holds each tenant's).
         value = sys.intern(value)
-        values = self._values.setdefault(tenant_id, {})
-        held = values.get(dim)
+        held = tenant.values(dim)
         if value == held or (isinstance(held, set) and value in held):
             return value
         count = 0 if held is None else 1 if isinstance(held, str) else len(held)
         if count >= self.max_values_per_dim:
             return OVERFLOW
-        _hold(values, dim, value)
+        tenant.hold(dim, value)
         return value
+
+    def _tenant(self, tenant_id: str) -> _Tenant:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            tenant = self._tenants[tenant_id] = _Tenant()
+        return tenant
 
     def hour_bucket(self, tenant_id: str, dim: str, value: str, hour: datetime) -> dict[str, Any]:
         key = SEP.join((tenant_id, dim, value, str(int(hour.timestamp()) // HOUR)))
@@ -695,47 +765,61 @@ class SpendTables:
     def rebuild_index(self) -> None:
         """Cardinality sets and key ownership from existing keys (after a restart's
         table recovery)."""
-        self._values.clear()
-        self._owned.clear()
+        for tenant in self._tenants.values():
+            tenant.owned = []
+            tenant.forget_values()
         for key in self.base.hourly:  # values before this epoch hold their place under the cap
             # A tenant id may hold SEP; an hourly key's value and hour do not.
-            tenant_id, dim, value, _ = key.rsplit(SEP, 3)
-            if dim != "tenant" and value != OVERFLOW:
-                _hold(self._values.setdefault(tenant_id, {}), dim, value)
+            self._tenant(key.rsplit(SEP, 3)[0]).hold_key(key)
         for name, table in (("hourly", self.hourly), ("totals", self.totals), ("runs", self.runs)):
             for key in list(table.keys()):
-                tenant_id = key_tenant(name, key)
-                self._owned.setdefault(tenant_id, []).append(key)
+                tenant = self._tenant(key_tenant(name, key))
+                tenant.owned.append(key)
                 if name == "hourly":
-                    _, dim, value, _ = key.rsplit(SEP, 3)
-                    if dim != "tenant" and value != OVERFLOW:
-                        _hold(self._values.setdefault(tenant_id, {}), dim, value)
+                    tenant.hold_key(key)
 
-    def newest_event(self, tenant_id: str) -> datetime | None:
-        """The latest event time counted for the tenant since the worker started."""
-        return self._newest.get(tenant_id)
+    def expire_due(self, tenant_id: str, now: datetime, every: timedelta) -> int:
+        """`expire` if the tenant's last expiry is `every` or more behind `now`."""
+        minute = int(now.timestamp()) // 60
+        if minute != self._minute:
+            self._minute = minute
+        tenant = self._tenants.get(tenant_id)
+        last = None if tenant is None else tenant.expired_at
+        if last is not None and minute - last < every.total_seconds() // 60:
+            return 0
+        expired = self.expire(tenant_id, now)
+        tenant = self._tenants.get(tenant_id)
+        if tenant is not None:
+            tenant.expired_at = self._minute
+        return expired
 
     def expire(self, tenant_id: str, now: datetime) -> int:
         """Drop this tenant's keys past retention; called while processing the tenant's
         own message, because a table may only change inside its stream's context.
 
         For a tenant counted since its last expiry, retention counts back from its
-        newest event time when that is earlier than `now`: a replay of weeks-old events
-        must not expire an hour's bucket between two lists of that hour, or the second
-        list would start the bucket again from zero and the detectors would learn its
-        partial total as the hour's spend (a baseline far too low, and a false page).
-        A tenant idle since counts by `now`, so its old hours still go."""
-        newest = self._newest.get(tenant_id)
-        if tenant_id in self._counted_since_expiry and newest is not None and newest < now:
-            now = newest
-        self._counted_since_expiry.discard(tenant_id)
+        newest hour (of its hourly keys) when that is earlier than `now`: a replay of
+        weeks-old events must not expire an hour's bucket between two lists of that
+        hour, or the second list would start the bucket again from zero and the
+        detectors would learn its partial total as the hour's spend (a baseline far too
+        low, and a false page). A tenant idle since counts by `now`, so its old hours
+        still go."""
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            return 0
+        if tenant.counted:
+            # Derived, not kept: a datetime a tenant is 56 bytes (T11).
+            hours = [int(key.rsplit(SEP, 1)[1]) for key in tenant.owned if key in self.hourly]
+            newest = datetime.fromtimestamp(max(hours) * HOUR, UTC) if hours else now
+            now = min(now, newest)
+        tenant.counted = False
         hour_cut = int(now.timestamp()) // HOUR - self.hourly_retention_hours
         day_cut = int(now.timestamp()) // DAY - self.daily_retention_days
         run_cut = now - timedelta(hours=self.run_retention_hours)
         kept: list[str] = []
         expired = hourly_expired = 0
         # A key deleted meanwhile (a costed partition begun again) leaves the index.
-        for key in dict.fromkeys(self._owned.get(tenant_id, ())):
+        for key in dict.fromkeys(tenant.owned):
             last = key.rsplit(SEP, 1)[1]
             if key in self.hourly:
                 table, old = self.hourly, int(last) < hour_cut
@@ -753,32 +837,12 @@ class SpendTables:
             else:
                 kept.append(key)
         if not kept:
-            self._owned.pop(tenant_id, None)
-            self._values.pop(tenant_id, None)
+            del self._tenants[tenant_id]
             return expired
-        self._owned[tenant_id] = kept
+        tenant.owned = kept
         if hourly_expired:
-            self._values[tenant_id] = self._retained_values(kept)
+            tenant.forget_values()
+            for key in kept:
+                if key in self.hourly:
+                    tenant.hold_key(key)
         return expired
-
-    def _retained_values(self, owned: list[str]) -> dict[str, str | set[str]]:
-        """dim -> the distinct values with an hourly key among `owned`."""
-        values: dict[str, str | set[str]] = {}
-        for key in owned:
-            if key not in self.hourly:
-                continue
-            _, dim, value, _ = key.rsplit(SEP, 3)
-            if dim != "tenant" and value != OVERFLOW:
-                _hold(values, dim, value)
-        return values
-
-
-def _hold(values: dict[str, str | set[str]], dim: str, value: str) -> None:
-    """`value` among the dimension's distinct values: bare while it is the only one."""
-    held = values.get(dim)
-    if held is None or held == value:
-        values[dim] = value
-    elif isinstance(held, str):
-        values[dim] = {held, value}
-    else:
-        held.add(value)

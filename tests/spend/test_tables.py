@@ -99,6 +99,20 @@ def test_rows_of_one_array_message_share_an_offset_and_all_count() -> None:
     assert bucket_requests(t.hourly[hour_key("tenant", "acme")]) == 2
 
 
+def test_expiry_when_due_runs_once_per_period_of_the_wall_clock() -> None:
+    t = tables()
+    old = T0 - timedelta(days=9)
+    every = timedelta(minutes=10)
+    t.apply("acme", [row(1)])
+    assert t.expire_due("acme", T0, every) == 0  # the first check: nothing past retention
+    t.apply("acme", [row(2, timestamp=old.isoformat())])
+    assert t.expire_due("acme", T0 + timedelta(minutes=9), every) == 0  # not due yet
+    assert hour_key("tenant", "acme", old) in t.hourly
+    assert t.expire_due("acme", T0 + timedelta(minutes=10), every) > 0
+    assert hour_key("tenant", "acme", old) not in t.hourly
+    assert hour_key("tenant", "acme") in t.hourly
+
+
 def test_distinct_workflows_beyond_the_cap_go_to_the_overflow_bucket() -> None:
     t = tables(max_values_per_dim=3)
     t.apply("acme", [row(i, workflow_id=f"wf-{i}", workflow_run_id="") for i in range(10)])
@@ -157,9 +171,9 @@ def test_a_tenant_id_holding_the_key_separator_is_indexed_and_expired_as_itself(
     assert {(r.workflow_id, r.run_id) for r in result.runs} >= {("w|x", "r|1")}
     recovered = SpendTables(t.hourly, t.totals, t.runs)  # a restarted worker
     recovered.rebuild_index()
-    assert "a" not in recovered._owned
-    assert set(recovered._owned["a|b"]) == {*t.hourly, *t.totals, *t.runs}
-    assert "w/x" in str(recovered._values["a|b"]["workflow"])
+    assert "a" not in recovered._tenants
+    assert set(recovered._tenants["a|b"].owned) == {*t.hourly, *t.totals, *t.runs}
+    assert "w/x" in str(recovered._tenants["a|b"].workflow)
     old_hour = SEP.join(("a|b", "tenant", "a/b", str(int(old.timestamp()) // 3600)))
     assert old_hour in recovered.hourly
     assert recovered.expire("a|b", T0) > 0
@@ -254,6 +268,23 @@ def test_equal_values_of_one_list_are_one_object_and_unequal_ones_stay_apart() -
     assert t.hourly[hour_key("tenant", "acme")]["input"] == 6000
     assert t.hourly[hour_key("team", "search")] is t.hourly[hour_key("tenant", "acme")]
     assert t.hourly[hour_key("workflow", "answer")] is not t.hourly[hour_key("tenant", "acme")]
+
+
+def test_tenants_with_one_models_few_calls_share_it_and_more_calls_leave_the_others() -> None:
+    """Memory (T11): most tenants' hours are a few calls to one model; that {model:
+    calls} is one dict for every tenant's bucket, and counting into one tenant's hour
+    makes it a new dict, not a change to the one the others hold."""
+    t = tables()
+    for offset, tenant in enumerate(("acme", "globex", "initech")):
+        t.apply(tenant, [row(offset, tenant_id=tenant, user_id="")])
+    models = [t.hour_bucket(tenant, "tenant", tenant, T0)["models"] for tenant in
+              ("acme", "globex", "initech")]  # fmt: skip
+    assert models[0] == {"gpt-4o-mini": 1}
+    assert models[1] is models[0] and models[2] is models[0]
+    t.apply("globex", [row(10, tenant_id="globex", user_id="")])
+    assert t.hour_bucket("globex", "tenant", "globex", T0)["models"] == {"gpt-4o-mini": 2}
+    assert t.hour_bucket("acme", "tenant", "acme", T0)["models"] == {"gpt-4o-mini": 1}
+    assert t.hour_bucket("initech", "model", "gpt-4o-mini", T0)["models"] is models[0]
 
 
 def test_a_bucket_leaves_out_its_empty_fields_and_one_written_in_full_reads_the_same() -> None:
