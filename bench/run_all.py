@@ -428,7 +428,7 @@ def tenant_memory_row(result: Run) -> Row:
         f"traced {traced} B/tenant ({data.get('traced_tenants')} tenants more); 1M tenants: "
         f"{data.get('million_tenants_gib')} GiB; by "
         f"structure (B/tenant): {data.get('by_structure')}. The spend state alone: the whole "
-        "worker's figure is RELIABILITY.md's 'cardinality, 10000 distinct tenants' case"
+        "worker's figure is RELIABILITY.md's 'cardinality, 100000 distinct tenants' case"
     )
     return row
 

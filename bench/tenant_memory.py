@@ -6,15 +6,15 @@ No broker, no ClickHouse: `SpendState` as the worker builds it (the default
 configuration, River's online detector included unless --no-online; plain dicts for
 the Faust tables, which at run time store the same values in a dict), fed as the
 spend agent feeds it, one costed message per tenant. The events are those of
-RELIABILITY.md's case "cardinality, 10000 distinct tenants": one team, workflow and
+RELIABILITY.md's case "cardinality, 100000 distinct tenants": one team, workflow and
 model each, no user, no workflow run, every tenant in the current hour.
 `--warm` tenants (12,000) are fed first, then `--tenants` more; the figures are the
 growth over those (and over as many again, traced). The warm-up fills the detectors'
 bounded state (rolling median 10,000 keys, four a tenant; retry storm 2,000; River
 1,000 tenants and 2,000 open minutes; burn rate and cardinality 10,000), as a million
 tenants fill it long before the last: the growth is then what each further tenant
-costs, the figure "per tenant at 1,000,000 tenants" asks for. With `--warm 200` (the
-warm-up RELIABILITY.md's case does) the detectors' filling counts too:
+costs, the figure "per tenant at 1,000,000 tenants" asks for (RELIABILITY.md's case
+warms up the same way). With `--warm 200` the detectors' filling counts too:
 
 - `bytes_per_tenant_traced`: memory Python allocated and still holds (tracemalloc),
   what compaction changes; `bytes_per_tenant_rss`: the process's resident growth;
@@ -172,8 +172,8 @@ def main() -> None:
     at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(minutes=5)
     feed(state, range(args.warm), args.events, at, "warm-")
     gc.collect()
-    # Untraced first (tracemalloc's own records would count in the RSS), then as many
-    # tenants again under tracemalloc, for the bytes Python holds and where.
+    # Untraced first (tracemalloc's own records would count in the RSS), then `--traced`
+    # tenants more under tracemalloc, for the bytes Python holds and where.
     rss_before = rss_bytes()
     seen: set[int] = set()
     sizes_before = {name: deep_size(obj, seen) for name, obj in structures(state)}

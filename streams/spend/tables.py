@@ -49,6 +49,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from detectors.cardinality import OVERFLOW
@@ -222,12 +223,15 @@ class _Delta:
         return merged
 
 
-# Calls to one model, as buckets hold them ({model: calls}), shared by every tenant's:
-# most of a million tenants' hours are a few calls to one model, and a dict takes 184
-# bytes. Bounded: begun again when full (the dicts handed out stay with their values).
-_ONE_MODEL_CALLS: dict[tuple[str, int], dict[str, int]] = {}
-_ONE_MODEL_CALLS_MAX = 65_536
 _ONE_MODEL_CALLS_SHARED_UP_TO = 1000
+
+
+@lru_cache(maxsize=65_536)
+def _shared_one_model_calls(model: str, calls: int) -> dict[str, int]:
+    """{model: calls} as buckets hold it, one dict for every tenant's: most of a million
+    tenants' hours are a few calls to one model, and a dict takes 184 bytes. An evicted
+    dict stays with the values that hold it."""
+    return {model: calls}
 
 
 def _one_model_calls(models: dict[str, int]) -> dict[str, int]:
@@ -237,9 +241,7 @@ def _one_model_calls(models: dict[str, int]) -> dict[str, int]:
     ((model, calls),) = models.items()
     if calls > _ONE_MODEL_CALLS_SHARED_UP_TO:
         return models
-    if len(_ONE_MODEL_CALLS) >= _ONE_MODEL_CALLS_MAX:
-        _ONE_MODEL_CALLS.clear()
-    return _ONE_MODEL_CALLS.setdefault((model, calls), models)
+    return _shared_one_model_calls(model, calls)
 
 
 class _Shared:
