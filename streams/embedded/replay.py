@@ -113,6 +113,18 @@ def pack_lines(lines: list[bytes]) -> list[bytes]:
     batches: the worker's cost per message is then shared by a hundred events. Only
     lines that are JSON objects are packed; any other line goes alone, so that it is
     dead-lettered with its own reason and its bytes as they were."""
+    return _packed([(line, isinstance(_parsed(line), dict)) for line in lines])
+
+
+def _parsed(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _packed(lines: list[tuple[bytes, bool]]) -> list[bytes]:
+    """`pack_lines` of lines already parsed once: (line, whether it is a JSON object)."""
     messages: list[bytes] = []
     batch: list[bytes] = []
     size = 0
@@ -124,12 +136,8 @@ def pack_lines(lines: list[bytes]) -> list[bytes]:
             batch.clear()
             size = 0
 
-    for line in lines:
-        try:
-            packable = line.lstrip().startswith(b"{") and isinstance(orjson.loads(line), dict)
-        except orjson.JSONDecodeError:
-            packable = False
-        if not packable or len(line) > MESSAGE_BYTES:
+    for line, is_object in lines:
+        if not is_object or len(line) > MESSAGE_BYTES:
             flush()
             messages.append(line)
             continue
@@ -147,19 +155,17 @@ def pack_by_tenant(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     read one partition days ahead of another: a tenant's hours would reach the detectors
     out of event-time order, judged against a baseline missing most of its history, and
     differently on every replay. One key keeps a tenant on one partition, in order."""
-    by_tenant: dict[bytes, list[bytes]] = {}
+    by_tenant: dict[bytes, list[tuple[bytes, bool]]] = {}
     for line in lines:
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            event = None
-        tenant = event.get("tenant_id") if isinstance(event, dict) else None
+        event = _parsed(line)
+        is_object = isinstance(event, dict)
+        tenant = event.get("tenant_id") if is_object else None
         key = str(tenant).encode() if tenant else b""
-        by_tenant.setdefault(key, []).append(line)
+        by_tenant.setdefault(key, []).append((line, is_object))
     messages: list[bytes] = []
     keys: list[bytes] = []
     for key, tenant_lines in by_tenant.items():
-        packed = pack_lines(tenant_lines)
+        packed = _packed(tenant_lines)
         messages.extend(packed)
         keys.extend([key] * len(packed))
     return messages, keys
@@ -243,7 +249,6 @@ def run_replay(
     else through a stack of its own for the time of the replay. Totals are the ledger's
     before and after: traffic the running stack ingests meanwhile counts too."""
     lines = source_lines(paths, input_format, ownership)
-    messages, keys = pack_by_tenant(lines)
     running = (
         running_stack(settings.data_dir)
         if settings.resolved_clickhouse_url.startswith("chdb:")
@@ -254,6 +259,7 @@ def run_replay(
         # Every worker's counters: the peers of `dev --workers N` drop duplicates too.
         urls = [running.url, *peer_urls(settings.data_dir)]
         stats_before = _summed_stats(urls) or {}
+        messages, keys = pack_by_tenant(lines)
         targets = asyncio.run(publish(running.broker, settings.usage_topic, messages, keys))
         _wait_ledgered(settings, running.broker, targets, len(messages), timeout, lambda: None)
         stats = wait_for_spend_agent(partial(_summed_stats, urls), lambda: None, timeout)
@@ -268,6 +274,9 @@ def run_replay(
         try:
             stack.start_broker()
             worker = stack.start_worker()
+            # Packed while the worker loads its modules and opens ClickHouse (seconds):
+            # a million lines take about as long.
+            messages, keys = pack_by_tenant(lines)
 
             def check_worker() -> None:
                 if worker.process.poll() is not None:

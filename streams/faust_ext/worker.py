@@ -16,6 +16,7 @@ only after the ledger write, and the kernel releases the data dir's lock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 STOP_DEADLINE_SECONDS = 15.0
 FORCED_EXIT_CODE = 3
+LOOP_CLOSE_SECONDS = 0.1
 
 
 class StoppingWorker(faust.Worker):
@@ -58,6 +60,13 @@ class StoppingWorker(faust.Worker):
             await drain()
             self._set_deadline(STOP_DEADLINE_SECONDS)  # the services' stop, from now
         await super()._stop_on_signal(signal)
+
+    # PRIVATE (mode-streaming 0.7.1): `Worker._shutdown_loop` runs this on the loop
+    # before closing it, so that callbacks the services' stop scheduled (transports
+    # closing) run; mode sleeps 1 s, a second of every stop (`dev`, `replay`) spent
+    # idle once every service has stopped. A few loop turns are what those callbacks need.
+    async def _sentinel_task(self) -> None:
+        await asyncio.sleep(LOOP_CLOSE_SECONDS)
 
 
 def _exit_now(seconds: float) -> None:

@@ -286,6 +286,16 @@ def register_spend_agent(
 
     app.on_partitions_assigned.connect(on_assigned)
 
+    async def on_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # After the consumer stopped (no list can raise an alert now): alerts queued are
+        # delivered for a few seconds, the rest recorded as not delivered; and no task
+        # is left for the worker's last wait on pending tasks.
+        await state.alerting.queue.stop()
+        if identity is not None:
+            await identity.stop()
+
+    app.on_before_shutdown.connect(on_shutdown)
+
     @app.timer(15.0)
     async def resolve_cleared() -> None:
         state.resolve_cleared(datetime.now(UTC))

@@ -26,6 +26,7 @@ from streams.faust_ext.app import (
 )
 from streams.faust_ext.batched_table import BatchedTable
 from streams.faust_ext.progress import forget_old_log, offset_lag, tables_ready
+from streams.faust_ext.worker import StoppingWorker
 from streams.kafka.tuning import FETCH_MAX_WAIT_MS
 
 
@@ -121,6 +122,17 @@ def test_the_first_stop_signal_runs_stop_on_signal_as_the_stop_future() -> None:
     assert "run_until_complete(self._signal_stop_future)" in inspect.getsource(
         Worker.stop_and_shutdown
     )
+
+
+def test_the_loop_closes_after_the_sentinel_task_which_the_stopping_worker_shortens() -> None:
+    # StoppingWorker overrides `_sentinel_task` (mode sleeps 1 s there at every stop):
+    # mode must still run it on the loop, once every service has stopped, before closing.
+    shutdown = inspect.getsource(Worker._shutdown_loop)
+    assert "ensure_future(self._sentinel_task()" in shutdown
+    assert shutdown.index("_sentinel_task") < shutdown.index("self.loop.close()")
+    assert list(inspect.signature(Worker._sentinel_task).parameters) == ["self"]
+    assert inspect.iscoroutinefunction(StoppingWorker._sentinel_task)
+    assert StoppingWorker._sentinel_task is not Worker._sentinel_task
 
 
 def test_forget_old_log_drops_the_consumers_ack_bookkeeping_of_a_partition() -> None:
