@@ -108,14 +108,6 @@ EVENTS_PER_MESSAGE = 100
 MESSAGE_BYTES = 512 * 1024
 
 
-def pack_lines(lines: list[bytes]) -> list[bytes]:
-    """Messages of up to EVENTS_PER_MESSAGE lines as one JSON array, as a gateway
-    batches: the worker's cost per message is then shared by a hundred events. Only
-    lines that are JSON objects are packed; any other line goes alone, so that it is
-    dead-lettered with its own reason and its bytes as they were."""
-    return _packed([(line, isinstance(_parsed(line), dict)) for line in lines])
-
-
 def _parsed(line: bytes) -> Any:
     try:
         return orjson.loads(line)
@@ -124,7 +116,11 @@ def _parsed(line: bytes) -> Any:
 
 
 def _packed(lines: list[tuple[bytes, bool]]) -> list[bytes]:
-    """`pack_lines` of lines already parsed once: (line, whether it is a JSON object)."""
+    """Messages of up to EVENTS_PER_MESSAGE lines as one JSON array, as a gateway
+    batches: the worker's cost per message is then shared by a hundred events. `lines`:
+    (line, whether it is a JSON object), each line parsed once by the caller. Only
+    objects are packed; any other line goes alone, so that it is dead-lettered with its
+    own reason and its bytes as they were."""
     messages: list[bytes] = []
     batch: list[bytes] = []
     size = 0

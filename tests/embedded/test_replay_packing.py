@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import orjson
 
-from streams.embedded.replay import EVENTS_PER_MESSAGE, MESSAGE_BYTES, pack_by_tenant, pack_lines
+from streams.embedded.replay import EVENTS_PER_MESSAGE, MESSAGE_BYTES, pack_by_tenant
 from streams.ingest.decoding import decode_message
+
+
+def pack_lines(lines: list[bytes]) -> list[bytes]:
+    """The messages of lines that name no tenant: one key, every line in file order."""
+    messages, keys = pack_by_tenant(lines)
+    assert set(keys) <= {b""}
+    return messages
 
 
 def line(i: int, pad: int = 0) -> bytes:
