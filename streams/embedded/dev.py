@@ -200,9 +200,8 @@ def run_dev(
         events_per_s = SlidingRate()
         while not stopping:
             time.sleep(1.0)
-            for w in stack.workers:
-                if w.process.poll() is not None and not stopping:
-                    raise_worker_failed(settings.data_dir, w.process.returncode)
+            # The broker first: a worker that lost its broker exits too, and the one line
+            # must name the cause, not the worker's connection error.
             broker = stack.broker.process
             if broker is not None and broker.poll() is not None and not stopping:
                 # Its log lived in memory: messages not yet consumed are gone, and a new
@@ -212,6 +211,9 @@ def run_dev(
                     f"embedded broker exited with code {broker.returncode}: its in-memory "
                     "log is gone (messages not yet consumed are lost); run spendstream dev again"
                 )
+            for w in stack.workers:
+                if w.process.poll() is not None and not stopping:
+                    raise_worker_failed(settings.data_dir, w.process.returncode)
             counted = _events(stack.workers)
             if counted is None:
                 continue  # the last line stands until the workers answer again
