@@ -28,9 +28,11 @@ from streams.alerting.slack import SlackNotifier, default_retry_handlers
 from streams.ledger.connect import ClickHouseHandle
 from streams.ledger.migrations import migration_files, split_statements
 from streams.retrying import Backoff
+from tests.alerting.conftest import T0
 
-# Recent on purpose: the raw ledger keeps 90 days (sql/040_retention.sql).
-NOW = (datetime.now(UTC) - timedelta(days=1)).replace(minute=50, second=0, microsecond=0)
+# Recent on purpose: the raw ledger keeps 90 days (sql/040_retention.sql). In the hour
+# of the conftest's T0, not one read from the clock again (the hour may have turned).
+NOW = T0.replace(minute=50)
 ROUTING_KEY = "R0UT1NGKEYSECRET0000000000000000"
 
 

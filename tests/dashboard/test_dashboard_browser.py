@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -151,6 +152,16 @@ class Stack:
         )
 
 
+def after_a_coming_midnight(now: datetime) -> datetime:
+    """`now`, or just after midnight UTC when that is minutes away: the page's day is
+    the server's today, and this module's spend must still be today when it is read."""
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    if midnight - now > timedelta(minutes=10):
+        return now
+    time.sleep((midnight - now).total_seconds() + 5)
+    return datetime.now(UTC)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("dashboard")
@@ -167,7 +178,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         embedded.wait_ready(worker, timeout=120)
         running = Stack(embedded, worker, pagerduty)
-        now = datetime.now(UTC)
+        now = after_a_coming_midnight(datetime.now(UTC))
         running.publish(a_week_earlier(now))
         running.publish(history(now))
         # globex spends this hour too, whatever the time of day (history may be yesterday).
