@@ -207,6 +207,13 @@ def run_dev(
                 # Its log lived in memory: messages not yet consumed are gone, and a new
                 # broker would start offsets again at 0 under running workers. Stop; the
                 # next `dev` starts a new broker with a new log epoch (docs/reliability.md).
+                # Said at once, below the status line: a worker without its broker takes
+                # up to its stop deadline to exit, before the one line below is printed.
+                print(
+                    "\nthe embedded broker exited: stopping the worker"
+                    f"{'s' if len(stack.workers) > 1 else ''}…",
+                    flush=True,
+                )
                 raise SpendstreamError(
                     f"embedded broker exited with code {broker.returncode}: its in-memory "
                     "log is gone (messages not yet consumed are lost); run spendstream dev again"

@@ -66,7 +66,7 @@ DAYS = ("--from", str(TODAY - timedelta(days=2)), "--to", str(TODAY))
 # The raw cut falls in the gap between the analyst data's last day and the replayed
 # events: a cut inside the data would move between the two runs (it is taken from the
 # clock at each run) and drop a row from one copy only.
-RAW_DAYS = max(1, (TODAY - data.LAST_DAY).days - 1)
+RAW_DAYS = (TODAY - data.LAST_DAY).days - 1
 # In order: each write is followed by reads that see what it did.
 WRITE_STEPS: list[Step] = [
     ("migrate", lambda f: ("migrate",)),

@@ -139,5 +139,8 @@ def test_dev_stops_with_one_line_when_the_embedded_broker_dies(tmp_path: Path) -
     assert code != 0
     assert errors and "embedded broker exited" in errors[-1], errors
     assert "in-memory log is gone" in errors[-1]
+    # Said on the terminal at once, not only after the worker's stop.
+    assert dev.stdout is not None
+    assert "the embedded broker exited: stopping the worker…" in dev.stdout.read().decode()
     # The worker was stopped with the stack, not left behind.
     assert children_running(dev.pid, "worker") == []
