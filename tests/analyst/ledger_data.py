@@ -21,10 +21,12 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from schemas.ledger import LEDGER_COLUMNS
+from streams.analyst.retention import DEFAULT_RAW_DAYS
 from streams.cost.catalog import UnitPrices
 from streams.ledger.connect import clickhouse_session
 from streams.ledger.migrations import apply_migrations
 from streams.settings import chdb_url_for
+from tests.helpers.retention import keep_rows_of, kept_days
 
 D = Decimal
 PRICES: dict[tuple[str, str], UnitPrices] = {
@@ -213,7 +215,22 @@ def ledger_rows(events: Iterable[dict[str, Any]]) -> list[list[Any]]:
     ]
 
 
-def insert(client: Client, events: Sequence[dict[str, Any]], token: str | None = None) -> None:
+def raw_days_kept() -> int:
+    """The raw retention of a ledger holding this data (`write_data_dir`)."""
+    return kept_days(DEFAULT_RAW_DAYS, datetime.combine(FIRST_DAY, datetime.min.time(), UTC))
+
+
+def insert(
+    client: Client,
+    events: Sequence[dict[str, Any]],
+    token: str | None = None,
+    *,
+    expire: bool = False,
+) -> None:
+    """`events` as ledger rows. The ledger's retention is first lengthened to keep them
+    (`keep_rows_of`), unless `expire`: rows past it are then dropped, as in production."""
+    if events and not expire:
+        keep_rows_of(client, events)
     settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
     if token is not None:
         settings["insert_deduplication_token"] = token

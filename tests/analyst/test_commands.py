@@ -125,7 +125,10 @@ def test_reconcile_exit_code_says_whether_a_difference_needs_checking(
 
 def test_retention_shows_the_ttls(data_dir: Path, capsys: pytest.CaptureFixture) -> None:
     assert run("retention", "--data-dir", str(data_dir)) == 0
-    assert "usage_ledger: toDateTime(timestamp) + toIntervalDay(90)" in capsys.readouterr().out
+    raw_days = data.raw_days_kept()  # 90, the default, while the data is younger
+    assert f"usage_ledger: toDateTime(timestamp) + toIntervalDay({raw_days})" in (
+        capsys.readouterr().out
+    )
 
 
 def test_clickhouse_url_from_the_environment_wins(

@@ -14,6 +14,7 @@ from schemas.ledger import LEDGER_COLUMNS
 from schemas.usage_event import UsageEvent
 from streams.cost.catalog import STANDARD_TIERS, CatalogPrices, PriceCatalog
 from streams.cost.rows import SourcePosition, price_event
+from tests.helpers.retention import keep_rows_of
 
 SQL = Path(__file__).resolve().parents[2] / "sql" / "043_model_prices_standard.sql"
 
@@ -46,6 +47,7 @@ def test_a_later_flex_call_does_not_become_the_models_price(
         )
         row = price_event(prices, event, SourcePosition("spendstream.usage", 0, 0), when)
         rows.append([row[c] for c in LEDGER_COLUMNS])
+    keep_rows_of(ch, [{"timestamp": at}])  # a fixed date, kept past the raw TTL
     ch.insert("usage_ledger", rows, column_names=list(LEDGER_COLUMNS))
     standard = prices.resolve("openai", "gpt-5", at)
     assert standard is not None

@@ -23,6 +23,7 @@ from streams.cost.catalog import CatalogPrices, PriceCatalog
 from streams.cost.rows import SourcePosition, price_event
 from streams.ledger.remote import DirectReader
 from tests.analyst import ledger_data as data
+from tests.helpers.retention import keep_rows_of
 
 D = Decimal
 NEW_PRICES = data.NEW_PRICES
@@ -208,6 +209,7 @@ def test_repricing_keeps_each_rows_price_context(ch: Client, catalog: CatalogPri
             context={"now": at},
         )
         events.append(price_event(prices, event, SourcePosition("spendstream.usage", 0, 0), at))
+    keep_rows_of(ch, events)  # fixed dates, kept past the 90-day raw TTL
     ch.insert(
         "usage_ledger",
         [[row[c] for c in LEDGER_COLUMNS] for row in events],
@@ -240,6 +242,7 @@ def test_repricing_replaces_an_estimate_with_a_correction(
         PriceCatalog(None, catalog), event, SourcePosition("spendstream.usage", 0, 0), at
     )
     assert row["cost_status"] == "estimated"
+    keep_rows_of(ch, [row])
     ch.insert("usage_ledger", [[row[c] for c in LEDGER_COLUMNS]], column_names=list(LEDGER_COLUMNS))
     shown = "SELECT tenant_id, model, requests, estimated_cost_usd FROM estimated_spend_daily"
     estimate = row["estimated_cost_usd"]

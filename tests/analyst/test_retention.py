@@ -33,7 +33,7 @@ def test_expired_raw_rows_go_while_the_daily_rollups_keep_their_spend(ch: Client
         event["timestamp"] = now - timedelta(days=120, minutes=index)
     for index, event in enumerate(recent):
         event["timestamp"] = now - timedelta(days=3, minutes=index)
-    data.insert(ch, old + recent, token="batch")
+    data.insert(ch, old + recent, token="batch", expire=True)
     ch.command("OPTIMIZE TABLE usage_ledger FINAL")
     ch.command("OPTIMIZE TABLE ledger_day_check FINAL")
 
@@ -61,3 +61,20 @@ def test_retention_is_configurable(ch: Client) -> None:
         set_raw_retention(ch, 5)
     set_raw_retention(ch, 90)
     set_hourly_retention(ch, 400)
+
+
+def test_the_analyst_ledger_keeps_its_fixed_dates_whatever_their_age(ch: Client) -> None:
+    """The analyst tests' ledger has fixed dates, older each day: `ledger_data.insert`
+    lengthens the retention to keep its rows (a raw TTL shorter than their age stands
+    for the 90 days they will outlive on 2027-01-28), and drops them when told to."""
+    events = data.make_events()
+    set_raw_retention(ch, 10)  # the data's last day was 16 days ago on 2026-12-08
+    data.insert(ch, events, token="expired", expire=True)
+    assert ch.query("SELECT count() FROM usage_ledger").result_rows == [(0,)]
+
+    data.insert(ch, events, token="kept")
+    assert ch.query("SELECT count() FROM usage_ledger").result_rows == [(len(events),)]
+    assert current_ttls(ch)["usage_ledger"] == (
+        f"toDateTime(timestamp) + toIntervalDay({data.raw_days_kept()})"
+    )
+    set_raw_retention(ch, 90)  # as the migrations left it, for the module's next test

@@ -30,6 +30,7 @@ from streams.analyst.periods import date_range
 from streams.analyst.whatif import WhatIf, render, what_if
 from streams.cost.catalog import PriceCatalog
 from streams.cost.rows import SourcePosition, price_event
+from tests.helpers.retention import keep_rows_of
 
 D = Decimal
 AT = datetime(2026, 11, 10, 12, tzinfo=UTC)
@@ -80,6 +81,7 @@ def ledger_rows(pricing: Path) -> list[list[Any]]:
 
 @pytest.fixture
 def ledger(ch: Client, pricing: Path) -> Client:
+    keep_rows_of(ch, [{"timestamp": AT}])  # a fixed date, kept past the raw TTL
     ch.insert("usage_ledger", ledger_rows(pricing), column_names=list(LEDGER_COLUMNS))
     return ch
 

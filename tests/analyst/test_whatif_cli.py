@@ -16,7 +16,8 @@ from streams.errors import ConfigError
 from streams.ledger.connect import clickhouse_session
 from streams.ledger.migrations import apply_migrations
 from streams.settings import chdb_url_for
-from tests.analyst.test_whatif import PRICES, ledger_rows
+from tests.analyst.test_whatif import AT, PRICES, ledger_rows
+from tests.helpers.retention import keep_rows_of
 
 
 def run(*argv: str) -> int:
@@ -35,6 +36,7 @@ def test_the_cli_reports_json_with_exact_amounts(
     data_dir = tmp_path / "data"
     with clickhouse_session(chdb_url_for(data_dir)) as handle:
         apply_migrations(handle.client)
+        keep_rows_of(handle.client, [{"timestamp": AT}])  # a fixed date
         handle.client.insert(
             "usage_ledger", ledger_rows(pricing), column_names=list(LEDGER_COLUMNS)
         )
@@ -76,6 +78,7 @@ def test_a_scenario_file_with_a_relative_price_card(
     data_dir = tmp_path / "data"
     with clickhouse_session(chdb_url_for(data_dir)) as handle:
         apply_migrations(handle.client)
+        keep_rows_of(handle.client, [{"timestamp": AT}])  # a fixed date
         handle.client.insert(
             "usage_ledger", ledger_rows(tmp_path / "rates.yaml"), column_names=list(LEDGER_COLUMNS)
         )

@@ -19,6 +19,7 @@ from streams.cost.rows import costed_event
 from streams.ledger.connect import ClickHouseHandle
 from streams.spend.monitor import SpendMonitor
 from streams.spend.tables import SpendTables
+from tests.helpers.retention import keep_rows_of
 from tests.spend.test_ledger_state import insert
 
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC)
@@ -90,6 +91,7 @@ def test_every_rolling_median_figure_is_what_its_query_returns(
     ledger_db: ClickHouseHandle,
 ) -> None:
     rows = traffic()
+    keep_rows_of(ledger_db.client, rows)  # dated from a fixed Monday
     insert(ledger_db, rows)
     findings = [f for f in run_monitor(rows) if f.detector == "rolling_median"]
 
@@ -142,6 +144,7 @@ def runaway_rows() -> list[dict[str, Any]]:
 
 def test_every_burn_rate_figure_is_what_its_query_returns(ledger_db: ClickHouseHandle) -> None:
     rows = runaway_rows()
+    keep_rows_of(ledger_db.client, rows)  # dated from a fixed Monday
     insert(ledger_db, rows)
     config = SpendConfig.model_validate(
         {
