@@ -47,12 +47,16 @@ def current_ttls(client: Reader | Client) -> dict[str, str]:
     return ttls
 
 
-def raw_retention_of(client: Reader | Client) -> timedelta | None:
-    """The ledger's raw TTL, as ClickHouse has it (None: no TTL)."""
+def ttl_period(ttl: str) -> timedelta | None:
+    """The period of a TTL clause as `current_ttls` gives it (None: no TTL)."""
     # ClickHouse reports `INTERVAL 90 DAY` as `toIntervalDay(90)`.
-    ttl = current_ttls(client).get("usage_ledger", "")
     found = re.search(r"toIntervalDay\((\d+)\)|INTERVAL (\d+) DAY", ttl)
     return timedelta(days=int(found.group(1) or found.group(2))) if found else None
+
+
+def raw_retention_of(client: Reader | Client) -> timedelta | None:
+    """The ledger's raw TTL, as ClickHouse has it (None: no TTL)."""
+    return ttl_period(current_ttls(client).get("usage_ledger", ""))
 
 
 def set_raw_retention(client: Client, days: int) -> None:

@@ -8,7 +8,6 @@ as `spendstream retention` does, long enough to keep them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,7 @@ from streams.analyst.retention import (
     current_ttls,
     set_hourly_retention,
     set_raw_retention,
+    ttl_period,
 )
 
 __all__ = ["keep_rows_of", "kept_days"]
@@ -36,15 +36,15 @@ def keep_rows_of(client: Client, events: Sequence[dict[str, Any]]) -> None:
     """Raw and hourly retention long enough for rows as old as the oldest of `events`
     (each with a `timestamp`); a retention already long enough is left as it is."""
     oldest = min(event["timestamp"] for event in events)
+    ttls = current_ttls(client)
     raw = kept_days(DEFAULT_RAW_DAYS, oldest)
-    if _ttl_days(client, "usage_ledger") < raw:
+    if _days(ttls["usage_ledger"]) < raw:
         set_raw_retention(client, raw)
     hourly = kept_days(DEFAULT_HOURLY_DAYS, oldest)
-    if _ttl_days(client, "tenant_hourly_state") < hourly:
+    if _days(ttls["tenant_hourly_state"]) < hourly:
         set_hourly_retention(client, hourly)
 
 
-def _ttl_days(client: Client, table: str) -> int:
-    # ClickHouse reports `INTERVAL 90 DAY` as `toIntervalDay(90)`.
-    found = re.search(r"toIntervalDay\((\d+)\)", current_ttls(client).get(table, ""))
-    return int(found.group(1)) if found else 1 << 30
+def _days(ttl: str) -> int:
+    period = ttl_period(ttl)
+    return period.days if period is not None else 1 << 30  # no TTL keeps every row
